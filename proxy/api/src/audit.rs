@@ -1,0 +1,146 @@
+//! Typed audit events: what ztproxy reports to the gateway on `GET /v1/events`.
+//!
+//! Audit is not logging. Each security-relevant fact is one [`AuditEvent`], numbered and
+//! timestamped in an [`AuditRecord`], and streamed as one JSON object per line. Events never
+//! carry credentials, keystrokes or clipboard contents; they carry sizes and digests.
+
+use serde::{Deserialize, Serialize};
+
+use crate::control::{Conversation, EndReason, Origin, Target, Transport};
+use crate::tunnel::TunnelErrorCode;
+
+/// One audit event with its sequence number and time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Position in this daemon's event sequence, from 1, without gaps.
+    pub seq: u64,
+    /// When it happened (RFC 3339, UTC, microseconds).
+    pub time: String,
+    /// What happened.
+    #[serde(flatten)]
+    pub event: AuditEvent,
+}
+
+/// A security-relevant fact.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum AuditEvent {
+    /// A session was created through the control API.
+    SessionCreated {
+        /// Session id.
+        session: String,
+        /// Transport.
+        transport: Transport,
+        /// Conversation.
+        conversation: Conversation,
+        /// Protocol label.
+        protocol: String,
+        /// The session's target.
+        target: Target,
+        /// Resource id, if given.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resource_id: Option<String>,
+        /// User, if given.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user: Option<String>,
+    },
+    /// The client connected (peer connection up, or first QUIC connection authenticated).
+    SessionConnected {
+        /// Session id.
+        session: String,
+    },
+    /// The session ended.
+    SessionEnded {
+        /// Session id.
+        session: String,
+        /// Why.
+        reason: EndReason,
+        /// Who caused it, when an error ended it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        origin: Option<Origin>,
+        /// A short, secret-free detail (an error kind, a status code).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+        /// Bytes sent to the target.
+        bytes_to_target: u64,
+        /// Bytes sent to the client.
+        bytes_to_client: u64,
+        /// Tunnelled connections over the session's life.
+        connections_total: u64,
+        /// How long the session lived, in milliseconds.
+        duration_ms: u64,
+    },
+    /// A tunnelled connection reached the target.
+    ConnectionOpened {
+        /// Session id.
+        session: String,
+        /// Connection number within the session, from 1.
+        connection: u64,
+    },
+    /// A tunnelled connection closed.
+    ConnectionClosed {
+        /// Session id.
+        session: String,
+        /// Connection number within the session.
+        connection: u64,
+        /// Bytes sent to the target over this connection.
+        bytes_to_target: u64,
+        /// Bytes sent to the client over this connection.
+        bytes_to_client: u64,
+    },
+    /// A tunnelled connection was refused or failed to open.
+    ConnectionRefused {
+        /// Session id.
+        session: String,
+        /// Why.
+        code: TunnelErrorCode,
+        /// Who caused it.
+        origin: Origin,
+    },
+    /// A request or connection was refused for lack of valid credentials.
+    AccessDenied {
+        /// What was protected: `control_api` or `quic`.
+        resource: String,
+        /// Why: `missing_token`, `wrong_token`, `token_reused`, `bad_preamble`.
+        reason: String,
+    },
+}
+
+impl AuditEvent {
+    /// The session the event is about, if any.
+    pub fn session(&self) -> Option<&str> {
+        match self {
+            Self::SessionCreated { session, .. }
+            | Self::SessionConnected { session }
+            | Self::SessionEnded { session, .. }
+            | Self::ConnectionOpened { session, .. }
+            | Self::ConnectionClosed { session, .. }
+            | Self::ConnectionRefused { session, .. } => Some(session),
+            Self::AccessDenied { .. } => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_are_flat_json_lines() {
+        let record = AuditRecord {
+            seq: 3,
+            time: "2026-11-21T10:00:00.000000Z".into(),
+            event: AuditEvent::SessionConnected {
+                session: "abc".into(),
+            },
+        };
+        let json = serde_json::to_string(&record).unwrap();
+        assert_eq!(
+            json,
+            r#"{"seq":3,"time":"2026-11-21T10:00:00.000000Z","event":"session_connected","session":"abc"}"#
+        );
+        let back: AuditRecord = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, record);
+    }
+}

@@ -1,0 +1,1 @@
+//! ztproxy (being written).

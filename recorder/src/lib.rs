@@ -1,0 +1,1 @@
+//! Encrypted session recordings (issue 3; being written).
