@@ -68,6 +68,9 @@ pub enum AuditEvent {
         bytes_to_client: u64,
         /// Tunnelled connections over the session's life.
         connections_total: u64,
+        /// Connections refused over the session's life (limits, unreachable target).
+        #[serde(default)]
+        connections_refused: u64,
         /// How long the session lived, in milliseconds.
         duration_ms: u64,
     },

@@ -1,0 +1,341 @@
+//! The `ztproxy` command line.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+use zt_api::Secret;
+use zt_api::control::{LimitsRequest, Target, Transport};
+
+use crate::client::api::{ApiAddress, ApiClient};
+use crate::client::tunnel::{self, ClientSession, TunnelError, TunnelOptions};
+use crate::config::{Config, LogConfig};
+use crate::transport::webrtc::PeerSettings;
+
+/// Exit status when the session could not be created or connected.
+pub const EXIT_FAILED: u8 = 1;
+/// Exit status when ztproxy ended the session (revoked, timed out).
+pub const EXIT_SESSION_ENDED: u8 = 3;
+
+/// ztproxy: zero-trust tunnel and session proxy.
+#[derive(Debug, Parser)]
+#[command(name = "ztproxy", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the sidecar daemon.
+    Serve(ServeArgs),
+    /// Check a configuration file and exit.
+    CheckConfig(ServeArgs),
+    /// Client commands: what the vault's desktop app does.
+    #[command(subcommand)]
+    Connect(Box<ConnectCommand>),
+    /// Print a new random control API token (for `control.token_file`).
+    GenToken,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Configuration file (TOML).
+    #[arg(
+        long,
+        short,
+        env = "ZTPROXY_CONFIG",
+        default_value = "/etc/ztproxy/ztproxy.toml"
+    )]
+    config: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConnectCommand {
+    /// Create a tunnel session and forward a local port to its target.
+    Tunnel(TunnelArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum TransportArg {
+    Webrtc,
+    Quic,
+}
+
+#[derive(Debug, Args)]
+struct TunnelArgs {
+    /// Control API: unix:/path/to/socket or http://127.0.0.1:PORT.
+    #[arg(
+        long,
+        env = "ZTPROXY_API",
+        default_value = "unix:/run/ztproxy/control.sock"
+    )]
+    api: ApiAddress,
+    /// File with the control API bearer token (for an http:// API).
+    #[arg(long, env = "ZTPROXY_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// The target, host:port (chosen by the gateway in production).
+    #[arg(long)]
+    target: String,
+    /// How to reach ztproxy.
+    #[arg(long, value_enum, default_value = "webrtc")]
+    transport: TransportArg,
+    /// Local address to listen on.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Protocol label for the session (audit only).
+    #[arg(long)]
+    protocol: Option<String>,
+    /// Resource id; with --traffic-secret-file, seals the offer and answer.
+    #[arg(long)]
+    resource_id: Option<String>,
+    /// File with the resource's base64 traffic secret: seal the signalling.
+    #[arg(long, requires = "resource_id")]
+    traffic_secret_file: Option<PathBuf>,
+    /// Ask for this idle timeout ("15m").
+    #[arg(long, value_parser = humantime::parse_duration)]
+    idle_timeout: Option<Duration>,
+    /// Ask for this maximum duration ("8h").
+    #[arg(long, value_parser = humantime::parse_duration)]
+    max_duration: Option<Duration>,
+    /// Ask for at most this many concurrent connections.
+    #[arg(long)]
+    max_connections: Option<u32>,
+    /// Local UDP address for WebRTC candidates (repeatable).
+    #[arg(long = "udp-addr", default_value = "127.0.0.1:0")]
+    udp_addrs: Vec<String>,
+    /// SCTP MTU (WebRTC); leave unset unless the path MTU is known.
+    #[arg(long)]
+    sctp_mtu: Option<u32>,
+    /// How long to wait for the connection to ztproxy.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    connect_timeout: Duration,
+}
+
+/// Runs the command line; the process exit status is the result.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("ztproxy: cannot start the async runtime: {error}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Serve(args) => serve(&args.config).await,
+        Command::CheckConfig(args) => match Config::load(&args.config) {
+            Ok(_) => {
+                println!("{}: ok", args.config.display());
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("ztproxy: {error}");
+                ExitCode::from(EXIT_FAILED)
+            }
+        },
+        Command::Connect(command) => match *command {
+            ConnectCommand::Tunnel(args) => connect_tunnel(args).await,
+        },
+        Command::GenToken => match crate::util::random_bytes::<32>() {
+            Ok(bytes) => {
+                use base64::Engine;
+                println!(
+                    "{}",
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+                );
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("ztproxy: no randomness available: {error}");
+                ExitCode::from(EXIT_FAILED)
+            }
+        },
+    }
+}
+
+async fn serve(config: &Path) -> ExitCode {
+    let settings = match Config::load(config) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("ztproxy: {error}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    crate::telemetry::init(&settings.log);
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signal_shutdown(shutdown.clone()));
+    match crate::server::serve(settings, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = %error_chain(&error), "ztproxy cannot start");
+            eprintln!("ztproxy: {}", error_chain(&error));
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+async fn signal_shutdown(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::warn!("cannot install signal handlers; stop ztproxy with SIGKILL");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    shutdown.cancel();
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn parse_target(text: &str) -> Result<Target, String> {
+    let (host, port) = text
+        .rsplit_once(':')
+        .ok_or_else(|| format!("`{text}` is not host:port"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = port
+        .parse::<u16>()
+        .map_err(|_| format!("`{port}` is not a port number"))?;
+    Ok(Target {
+        host: host.to_owned(),
+        port,
+    })
+}
+
+fn read_secret_file(path: &Path) -> Result<Secret<String>, String> {
+    let text = Secret::new(
+        std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+    );
+    Ok(Secret::new(text.expose_secret().trim().to_owned()))
+}
+
+async fn connect_tunnel(args: TunnelArgs) -> ExitCode {
+    crate::telemetry::init(&LogConfig {
+        level: "warn".into(),
+        ..LogConfig::default()
+    });
+    let fail = |message: String| {
+        eprintln!("ztproxy connect: {message}");
+        ExitCode::from(EXIT_FAILED)
+    };
+    let target = match parse_target(&args.target) {
+        Ok(target) => target,
+        Err(message) => return fail(message),
+    };
+    let token = match &args.token_file {
+        Some(path) => match read_secret_file(path) {
+            Ok(token) => Some(token),
+            Err(message) => return fail(message),
+        },
+        None => None,
+    };
+    let signalling = match (&args.resource_id, &args.traffic_secret_file) {
+        (Some(resource), Some(path)) => match read_secret_file(path) {
+            Ok(secret) => Some((resource.clone(), secret)),
+            Err(message) => return fail(message),
+        },
+        _ => None,
+    };
+    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+        Ok(listener) => listener,
+        Err(error) => return fail(format!("cannot listen on {}: {error}", args.listen)),
+    };
+    let local = match listener.local_addr() {
+        Ok(local) => local,
+        Err(error) => return fail(format!("cannot listen on {}: {error}", args.listen)),
+    };
+    let mut peer = PeerSettings::loopback();
+    peer.udp_addrs = args.udp_addrs.clone();
+    peer.sctp_mtu = args.sctp_mtu;
+    let options = TunnelOptions {
+        transport: match args.transport {
+            TransportArg::Webrtc => Transport::Webrtc,
+            TransportArg::Quic => Transport::Quic,
+        },
+        target: target.clone(),
+        protocol: args.protocol.clone(),
+        signalling,
+        limits: LimitsRequest {
+            idle_timeout: args.idle_timeout,
+            max_duration: args.max_duration,
+            max_connections: args.max_connections,
+        },
+        resource_id: args.resource_id.clone(),
+        peer,
+        connect_timeout: args.connect_timeout,
+    };
+    let api = ApiClient::new(args.api.clone(), token);
+    let (session, id) = match ClientSession::connect(&api, &options).await {
+        Ok(connected) => connected,
+        Err(error) => return fail(error.to_string()),
+    };
+    println!(
+        "{}",
+        serde_json::json!({
+            "event": "listening",
+            "listen": local.to_string(),
+            "session": id,
+            "transport": options.transport.as_str(),
+        })
+    );
+    eprintln!(
+        "ztproxy: forwarding {local} to {target} over {} (session {id}); Ctrl-C to stop",
+        options.transport.as_str()
+    );
+    let cancel = CancellationToken::new();
+    tokio::spawn(signal_shutdown(cancel.clone()));
+    match tunnel::serve(session, listener, cancel).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(TunnelError::SessionEnded) => {
+            eprintln!("ztproxy connect: the session was ended by ztproxy");
+            ExitCode::from(EXIT_SESSION_ENDED)
+        }
+        Err(error) => fail(error.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse() {
+        let t = parse_target("db.example:5432").unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("db.example", 5432));
+        let t = parse_target("[::1]:22").unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("::1", 22));
+        assert!(parse_target("nohost").is_err());
+        assert!(parse_target("h:99999").is_err());
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

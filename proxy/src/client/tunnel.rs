@@ -1,0 +1,393 @@
+//! `ztproxy connect tunnel`: the client end of a tunnel, as the desktop app runs it.
+//!
+//! It creates the session through the control API (playing the gateway's part too), opens a
+//! local TCP listener, and carries every accepted connection over its own data channel or
+//! QUIC stream to ztproxy, which connects it to the session's target.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use webrtc::data_channel::{DataChannel, RTCDataChannelInit};
+use zt_api::Secret;
+use zt_api::control::{
+    Conversation, CreateSessionRequest, LimitsRequest, SdpType, SessionDescription,
+    SignallingRequest, Target, Transport,
+};
+use zt_api::seal::{self, SealKey, SignallingDirection};
+use zt_api::tunnel::DATA_CHANNEL_PROTOCOL;
+
+use crate::client::api::{ApiClient, ClientError};
+use crate::transport::quic::{QuicClient, QuicClientError};
+use crate::transport::webrtc::{CONTROL_CHANNEL_LABEL, Peer, PeerEvent, PeerSettings};
+use crate::tunnel::{self, NoMeter, RelayError};
+
+/// Label of tunnel data channels.
+pub const TUNNEL_CHANNEL_LABEL: &str = "tunnel";
+/// Chunk size the client reads from local sockets.
+pub const CLIENT_CHUNK: usize = 63 * 1024;
+
+/// What to connect to and how.
+#[derive(Debug, Clone)]
+pub struct TunnelOptions {
+    /// WebRTC or QUIC.
+    pub transport: Transport,
+    /// The target (as the gateway would choose it).
+    pub target: Target,
+    /// Protocol label.
+    pub protocol: Option<String>,
+    /// Sealed signalling: resource id and base64 traffic secret.
+    pub signalling: Option<(String, Secret<String>)>,
+    /// Session limits to ask for.
+    pub limits: LimitsRequest,
+    /// Resource id for audit.
+    pub resource_id: Option<String>,
+    /// Peer-connection settings (WebRTC).
+    pub peer: PeerSettings,
+    /// How long to wait for the transport to connect.
+    pub connect_timeout: Duration,
+}
+
+/// Why a tunnel could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TunnelError {
+    /// The control API refused or failed.
+    #[error("cannot create the session: {0}")]
+    Api(#[from] ClientError),
+    /// The sealed signalling keys are unusable or the answer did not open.
+    #[error("sealed signalling: {0}")]
+    Seal(String),
+    /// The WebRTC stack failed.
+    #[error("WebRTC: {0}")]
+    Webrtc(String),
+    /// The QUIC connection failed.
+    #[error(transparent)]
+    Quic(#[from] QuicClientError),
+    /// The transport did not connect in time.
+    #[error("the connection to ztproxy was not established within {0:?}")]
+    Timeout(Duration),
+    /// The session ended.
+    #[error("the session ended")]
+    SessionEnded,
+}
+
+/// A client session, connected.
+pub struct ClientSession {
+    transport: ClientTransport,
+    ended: CancellationToken,
+}
+
+enum ClientTransport {
+    Webrtc {
+        peer: Peer,
+        // Kept open for the session's life.
+        _control: Arc<dyn DataChannel>,
+    },
+    Quic(QuicClient),
+}
+
+/// A stream to the target, opened through ztproxy.
+pub enum ClientStream {
+    /// A data channel (open).
+    Channel(Arc<dyn DataChannel>),
+    /// A QUIC stream (ztproxy has connected to the target).
+    Quic(quinn::SendStream, quinn::RecvStream),
+}
+
+impl ClientSession {
+    /// Creates the session through `api` and connects to ztproxy. Returns the session id too.
+    pub async fn connect(
+        api: &ApiClient,
+        options: &TunnelOptions,
+    ) -> Result<(Self, String), TunnelError> {
+        let mut request = CreateSessionRequest {
+            transport: options.transport,
+            conversation: Conversation::Tunnel,
+            protocol: options.protocol.clone(),
+            target: options.target.clone(),
+            offer: None,
+            sealed_offer: None,
+            signalling: None,
+            parameters: Default::default(),
+            limits: options.limits.clone(),
+            resource_id: options.resource_id.clone(),
+            user: None,
+        };
+        match options.transport {
+            Transport::Quic => {
+                let response = api.create_session(&request).await?;
+                let info = response
+                    .quic
+                    .ok_or_else(|| TunnelError::Seal("no QUIC endpoint in the answer".into()))?;
+                let client = tokio::time::timeout(
+                    options.connect_timeout,
+                    QuicClient::connect(&info, options.peer.socket_buffer_bytes),
+                )
+                .await
+                .map_err(|_| TunnelError::Timeout(options.connect_timeout))??;
+                let ended = CancellationToken::new();
+                let conn = client.connection().clone();
+                let signal = ended.clone();
+                tokio::spawn(async move {
+                    conn.closed().await;
+                    signal.cancel();
+                });
+                Ok((
+                    Self {
+                        transport: ClientTransport::Quic(client),
+                        ended,
+                    },
+                    response.id,
+                ))
+            }
+            Transport::Webrtc => {
+                let mut peer = Peer::build(&options.peer)
+                    .await
+                    .map_err(|e| TunnelError::Webrtc(e.to_string()))?;
+                let control = peer
+                    .pc
+                    .create_data_channel(CONTROL_CHANNEL_LABEL, None)
+                    .await
+                    .map_err(|e| TunnelError::Webrtc(e.to_string()))?;
+                let offer_sdp = peer
+                    .offer(options.peer.gather_timeout)
+                    .await
+                    .map_err(|e| TunnelError::Webrtc(e.to_string()))?;
+                let offer = SessionDescription {
+                    kind: SdpType::Offer,
+                    sdp: offer_sdp,
+                };
+                let answer_key = match &options.signalling {
+                    Some((resource_id, secret)) => {
+                        let secret = seal::decode_traffic_secret(secret.expose_secret())
+                            .map_err(|e| TunnelError::Seal(e.to_string()))?;
+                        let offer_key =
+                            SealKey::derive(&secret, resource_id, SignallingDirection::Offer);
+                        let json = serde_json::to_vec(&offer)
+                            .map_err(|e| TunnelError::Seal(e.to_string()))?;
+                        request.sealed_offer = Some(
+                            offer_key
+                                .seal(&json)
+                                .map_err(|e| TunnelError::Seal(e.to_string()))?,
+                        );
+                        request.signalling = Some(SignallingRequest {
+                            resource_id: resource_id.clone(),
+                            traffic_secret: secret_b64(&secret),
+                        });
+                        Some(SealKey::derive(
+                            &secret,
+                            resource_id,
+                            SignallingDirection::Answer,
+                        ))
+                    }
+                    None => {
+                        request.offer = Some(offer);
+                        None
+                    }
+                };
+                let result = api.create_session(&request).await;
+                let response = match result {
+                    Ok(response) => response,
+                    Err(e) => {
+                        let _ = peer.pc.close().await;
+                        return Err(e.into());
+                    }
+                };
+                let answer_sdp = match (answer_key, response.answer, response.sealed_answer) {
+                    (None, Some(answer), _) => answer.sdp,
+                    (Some(key), _, Some(sealed)) => {
+                        let plain = key
+                            .open(&sealed)
+                            .map_err(|e| TunnelError::Seal(e.to_string()))?;
+                        let answer: SessionDescription = serde_json::from_slice(&plain)
+                            .map_err(|e| TunnelError::Seal(e.to_string()))?;
+                        answer.sdp
+                    }
+                    _ => {
+                        return Err(TunnelError::Seal(
+                            "ztproxy's answer is missing or not sealed as asked".into(),
+                        ));
+                    }
+                };
+                peer.accept_answer(answer_sdp)
+                    .await
+                    .map_err(|e| TunnelError::Webrtc(e.to_string()))?;
+                let connected = async {
+                    while let Some(event) = peer.events.recv().await {
+                        match event {
+                            PeerEvent::Connected => return true,
+                            PeerEvent::Failed | PeerEvent::Closed => return false,
+                            _ => {}
+                        }
+                    }
+                    false
+                };
+                match tokio::time::timeout(options.connect_timeout, connected).await {
+                    Ok(true) => {}
+                    Ok(false) => return Err(TunnelError::SessionEnded),
+                    Err(_) => return Err(TunnelError::Timeout(options.connect_timeout)),
+                }
+                if !tunnel::wait_open(&control, options.connect_timeout).await {
+                    return Err(TunnelError::SessionEnded);
+                }
+                peer.kick.done();
+                let ended = CancellationToken::new();
+                let mut events =
+                    std::mem::replace(&mut peer.events, tokio::sync::mpsc::channel(1).1);
+                let signal = ended.clone();
+                tokio::spawn(async move {
+                    while let Some(event) = events.recv().await {
+                        match event {
+                            PeerEvent::Failed | PeerEvent::Closed => break,
+                            PeerEvent::DataChannel(dc) => {
+                                // ztproxy never opens channels towards clients.
+                                let _ = dc.close().await;
+                            }
+                            _ => {}
+                        }
+                    }
+                    signal.cancel();
+                });
+                Ok((
+                    Self {
+                        transport: ClientTransport::Webrtc {
+                            peer,
+                            _control: control,
+                        },
+                        ended,
+                    },
+                    response.id,
+                ))
+            }
+        }
+    }
+
+    /// Opens a stream to the target.
+    pub async fn open(&self) -> Result<ClientStream, TunnelError> {
+        if self.ended.is_cancelled() {
+            return Err(TunnelError::SessionEnded);
+        }
+        match &self.transport {
+            ClientTransport::Webrtc { peer, .. } => {
+                let dc = peer
+                    .pc
+                    .create_data_channel(
+                        TUNNEL_CHANNEL_LABEL,
+                        Some(RTCDataChannelInit {
+                            ordered: true,
+                            max_packet_life_time: None,
+                            max_retransmits: None,
+                            protocol: DATA_CHANNEL_PROTOCOL.to_owned(),
+                            negotiated: None,
+                        }),
+                    )
+                    .await
+                    .map_err(|e| TunnelError::Webrtc(e.to_string()))?;
+                if tunnel::wait_open(&dc, tunnel::OPEN_TIMEOUT).await {
+                    Ok(ClientStream::Channel(dc))
+                } else {
+                    Err(TunnelError::SessionEnded)
+                }
+            }
+            ClientTransport::Quic(client) => {
+                let (send, recv) = client.open().await?;
+                Ok(ClientStream::Quic(send, recv))
+            }
+        }
+    }
+
+    /// Resolves when the session ends (ztproxy closed it or the connection was lost).
+    pub async fn closed(&self) {
+        self.ended.cancelled().await;
+    }
+
+    /// Closes the session's transport.
+    pub async fn close(&self) {
+        match &self.transport {
+            ClientTransport::Webrtc { peer, .. } => {
+                let _ = peer.pc.close().await;
+            }
+            ClientTransport::Quic(client) => client.close(),
+        }
+    }
+}
+
+fn secret_b64(secret: &[u8]) -> Secret<String> {
+    use base64::Engine;
+    Secret::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret))
+}
+
+/// Relays one local TCP connection through `stream`.
+pub async fn relay(
+    stream: ClientStream,
+    tcp: TcpStream,
+    cancel: &CancellationToken,
+) -> Result<(), RelayError> {
+    match stream {
+        ClientStream::Channel(dc) => {
+            tunnel::relay_data_channel(&dc, tcp, CLIENT_CHUNK, &NoMeter, cancel)
+                .await
+                .1
+        }
+        ClientStream::Quic(mut send, mut recv) => {
+            tunnel::relay_quic(&mut send, &mut recv, tcp, CLIENT_CHUNK, &NoMeter, cancel)
+                .await
+                .1
+        }
+    }
+}
+
+/// Accepts connections on `listener` and carries each through `session` until the session
+/// ends or `cancel` fires. Returns [`TunnelError::SessionEnded`] when ztproxy ended it.
+pub async fn serve(
+    session: ClientSession,
+    listener: TcpListener,
+    cancel: CancellationToken,
+) -> Result<(), TunnelError> {
+    let tasks = TaskTracker::new();
+    let conn_cancel = cancel.child_token();
+    let accept = async {
+        loop {
+            let (tcp, peer_addr) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            tracing::debug!(%peer_addr, "local connection");
+            let stream = session.open().await;
+            let cancel = conn_cancel.clone();
+            tasks.spawn(async move {
+                match stream {
+                    Ok(stream) => match relay(stream, tcp, &cancel).await {
+                        Ok(()) => {}
+                        Err(RelayError::PeerFailed { code, message }) => {
+                            eprintln!("ztproxy: connection refused ({code}): {message}");
+                        }
+                        Err(error) => tracing::debug!(%error, "connection ended"),
+                    },
+                    Err(TunnelError::Quic(QuicClientError::Refused { code, message })) => {
+                        eprintln!("ztproxy: connection refused ({code}): {message}");
+                    }
+                    Err(error) => eprintln!("ztproxy: cannot open a connection: {error}"),
+                }
+            });
+        }
+    };
+    let outcome = tokio::select! {
+        () = cancel.cancelled() => Ok(()),
+        () = accept => Ok(()),
+        () = session.closed() => Err(TunnelError::SessionEnded),
+    };
+    conn_cancel.cancel();
+    tasks.close();
+    let _ = tokio::time::timeout(Duration::from_secs(2), tasks.wait()).await;
+    session.close().await;
+    outcome
+}

@@ -1,0 +1,744 @@
+//! The configuration file (TOML) and its validation into typed settings.
+//!
+//! The file is parsed once at start-up with unknown keys refused (`deny_unknown_fields`): a
+//! typo in a security setting stops the daemon instead of being ignored. [`Config::load`]
+//! returns [`Settings`], in which every value has been checked; nothing downstream
+//! re-validates. Every field is documented in README.md ("Configuration reference"); keep
+//! the two in step.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use zt_api::Secret;
+
+/// Errors in the configuration file. Each names the file and, where it can, the key.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The configuration file or a file it names could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has an unknown or mistyped key.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, which names the key and line.
+        message: String,
+    },
+    /// A value is out of range or inconsistent with another.
+    #[error("{path}: `{key}`: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The dotted key.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The configuration file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The control API.
+    #[serde(default)]
+    pub control: ControlConfig,
+    /// The WebRTC transport.
+    #[serde(default)]
+    pub webrtc: WebrtcConfig,
+    /// The QUIC transport.
+    #[serde(default)]
+    pub quic: QuicConfig,
+    /// Session limits and defaults.
+    #[serde(default)]
+    pub sessions: SessionsConfig,
+    /// Tunnel data plane.
+    #[serde(default)]
+    pub tunnel: TunnelConfig,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// `[control]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlConfig {
+    /// Unix socket for the control API (mode 0600).
+    #[serde(default = "default_socket")]
+    pub socket: PathBuf,
+    /// Optional loopback TCP listener; requires `token_file`.
+    #[serde(default)]
+    pub tcp: Option<SocketAddr>,
+    /// File holding the bearer token for the TCP listener (at least 32 characters).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Let the TCP listener bind a non-loopback address. The token then crosses a network.
+    #[serde(default)]
+    pub danger_allow_non_loopback_tcp: bool,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        Self {
+            socket: default_socket(),
+            tcp: None,
+            token_file: None,
+            danger_allow_non_loopback_tcp: false,
+        }
+    }
+}
+
+fn default_socket() -> PathBuf {
+    PathBuf::from("/run/ztproxy/control.sock")
+}
+
+/// One STUN or TURN server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IceServerConfig {
+    /// `stun:host:port`, `turn:host:port?transport=udp`, …
+    pub urls: Vec<String>,
+    /// TURN user name.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// TURN credential.
+    #[serde(default)]
+    pub credential: Option<Secret<String>>,
+}
+
+/// `[webrtc]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebrtcConfig {
+    /// Whether WebRTC sessions may be created.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Local UDP addresses to gather host candidates on. A wildcard means every non-loopback
+    /// interface; list a loopback address to offer loopback candidates too.
+    #[serde(default = "default_udp_addrs")]
+    pub udp_addrs: Vec<String>,
+    /// STUN and TURN servers.
+    #[serde(default)]
+    pub ice_servers: Vec<IceServerConfig>,
+    /// SO_RCVBUF and SO_SNDBUF of every WebRTC UDP socket. webrtc-rs stalls for a second at a
+    /// time under load with the kernel's default buffers.
+    #[serde(default = "default_socket_buffer")]
+    pub socket_buffer_bytes: usize,
+    /// SCTP packet size budget. Leave unset (1191, safe through TURN over IPv6) unless the
+    /// path MTU is known to be larger.
+    #[serde(default)]
+    pub sctp_mtu: Option<u32>,
+    /// How long to wait for ICE gathering before answering with what was gathered.
+    #[serde(default = "default_gather_timeout", with = "humantime_serde")]
+    pub gather_timeout: Duration,
+    /// Refuse offers that are not sealed (DESIGN.md §3).
+    #[serde(default)]
+    pub require_sealed_signalling: bool,
+}
+
+impl Default for WebrtcConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            udp_addrs: default_udp_addrs(),
+            ice_servers: Vec::new(),
+            socket_buffer_bytes: default_socket_buffer(),
+            sctp_mtu: None,
+            gather_timeout: default_gather_timeout(),
+            require_sealed_signalling: false,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_udp_addrs() -> Vec<String> {
+    vec!["0.0.0.0:0".to_owned(), "127.0.0.1:0".to_owned()]
+}
+
+fn default_socket_buffer() -> usize {
+    4 * 1024 * 1024
+}
+
+fn default_gather_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+
+/// `[quic]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuicConfig {
+    /// UDP address of the QUIC endpoint; QUIC is disabled when absent.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    /// `host:port` given to clients; defaults to the bound address.
+    #[serde(default)]
+    pub advertise: Option<String>,
+    /// TLS server name in the certificate and given to clients.
+    #[serde(default = "default_server_name")]
+    pub server_name: String,
+    /// SO_RCVBUF and SO_SNDBUF of the QUIC socket.
+    #[serde(default = "default_socket_buffer")]
+    pub socket_buffer_bytes: usize,
+    /// How long a QUIC connection may stay open without presenting a valid token.
+    #[serde(default = "default_auth_timeout", with = "humantime_serde")]
+    pub auth_timeout: Duration,
+}
+
+impl Default for QuicConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            advertise: None,
+            server_name: default_server_name(),
+            socket_buffer_bytes: default_socket_buffer(),
+            auth_timeout: default_auth_timeout(),
+        }
+    }
+}
+
+fn default_server_name() -> String {
+    "ztproxy".to_owned()
+}
+
+fn default_auth_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// `[sessions]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionsConfig {
+    /// Most sessions at once.
+    #[serde(default = "default_max_sessions")]
+    pub max_sessions: usize,
+    /// Default and ceiling for a session's concurrent tunnelled connections.
+    #[serde(default = "default_max_connections")]
+    pub max_connections_per_session: u32,
+    /// Default idle timeout.
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Largest idle timeout a session may ask for.
+    #[serde(default = "default_max_idle_timeout", with = "humantime_serde")]
+    pub max_idle_timeout: Duration,
+    /// Default and ceiling for a session's duration.
+    #[serde(default = "default_max_duration", with = "humantime_serde")]
+    pub max_duration: Duration,
+    /// How long a created session waits for its client.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        Self {
+            max_sessions: default_max_sessions(),
+            max_connections_per_session: default_max_connections(),
+            idle_timeout: default_idle_timeout(),
+            max_idle_timeout: default_max_idle_timeout(),
+            max_duration: default_max_duration(),
+            connect_timeout: default_connect_timeout(),
+        }
+    }
+}
+
+fn default_max_sessions() -> usize {
+    1000
+}
+
+fn default_max_connections() -> u32 {
+    256
+}
+
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+
+fn default_max_idle_timeout() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+
+fn default_max_duration() -> Duration {
+    Duration::from_secs(8 * 3600)
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// `[tunnel]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TunnelConfig {
+    /// How long to wait for the target to accept a TCP connection.
+    #[serde(default = "default_target_connect_timeout", with = "humantime_serde")]
+    pub target_connect_timeout: Duration,
+    /// Stop reading a socket while this many bytes are unacknowledged on the other side.
+    #[serde(default = "default_high_water_mark")]
+    pub high_water_mark_bytes: usize,
+    /// Largest chunk read from a socket and sent as one message.
+    #[serde(default = "default_chunk")]
+    pub chunk_bytes: usize,
+}
+
+impl Default for TunnelConfig {
+    fn default() -> Self {
+        Self {
+            target_connect_timeout: default_target_connect_timeout(),
+            high_water_mark_bytes: default_high_water_mark(),
+            chunk_bytes: default_chunk(),
+        }
+    }
+}
+
+fn default_target_connect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_high_water_mark() -> usize {
+    1024 * 1024
+}
+
+fn default_chunk() -> usize {
+    64 * 1024 - 1024
+}
+
+/// `[log]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `tracing` filter directive (`info`, `zt_proxy=debug,webrtc=warn`).
+    #[serde(default = "default_level")]
+    pub level: String,
+    /// `text` or `json`.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// Replace client addresses and user names in log lines with `{REDACTED}`.
+    #[serde(default)]
+    pub redact_pii: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: default_level(),
+            format: LogFormat::default(),
+            redact_pii: false,
+        }
+    }
+}
+
+fn default_level() -> String {
+    "info".to_owned()
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Validated settings.
+#[derive(Debug)]
+pub struct Settings {
+    /// Control API.
+    pub control: ControlSettings,
+    /// WebRTC, when enabled.
+    pub webrtc: Option<WebrtcSettings>,
+    /// QUIC, when enabled.
+    pub quic: Option<QuicSettings>,
+    /// Sessions.
+    pub sessions: SessionsConfig,
+    /// Tunnel data plane.
+    pub tunnel: TunnelConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// Validated `[control]`.
+#[derive(Debug)]
+pub struct ControlSettings {
+    /// Unix socket path.
+    pub socket: PathBuf,
+    /// TCP listener and its token.
+    pub tcp: Option<(SocketAddr, Secret<String>)>,
+}
+
+/// Validated `[webrtc]`.
+#[derive(Debug, Clone)]
+pub struct WebrtcSettings {
+    /// UDP addresses to bind.
+    pub udp_addrs: Vec<String>,
+    /// ICE servers.
+    pub ice_servers: Vec<IceServerConfig>,
+    /// Socket buffer size.
+    pub socket_buffer_bytes: usize,
+    /// SCTP MTU override.
+    pub sctp_mtu: Option<u32>,
+    /// Gathering timeout.
+    pub gather_timeout: Duration,
+    /// Refuse unsealed offers.
+    pub require_sealed_signalling: bool,
+}
+
+/// Validated `[quic]`.
+#[derive(Debug, Clone)]
+pub struct QuicSettings {
+    /// Address to bind.
+    pub listen: SocketAddr,
+    /// Advertised endpoint.
+    pub advertise: Option<String>,
+    /// TLS server name.
+    pub server_name: String,
+    /// Socket buffer size.
+    pub socket_buffer_bytes: usize,
+    /// Authentication timeout.
+    pub auth_timeout: Duration,
+}
+
+/// Shortest control API token accepted.
+pub const MIN_TOKEN_LEN: usize = 32;
+/// Largest socket buffer accepted.
+pub const MAX_SOCKET_BUFFER: usize = 256 * 1024 * 1024;
+
+impl Config {
+    /// Reads, parses and validates the configuration file at `path`.
+    pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)?.validate(path)
+    }
+
+    /// Parses configuration text; `path` is used in error messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Checks every value and reads the files the configuration names.
+    pub fn validate(self, path: &Path) -> Result<Settings, ConfigError> {
+        let invalid = |key: &'static str, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            message,
+        };
+
+        if self.control.socket.as_os_str().is_empty() {
+            return Err(invalid("control.socket", "must not be empty".into()));
+        }
+        let tcp = match (self.control.tcp, &self.control.token_file) {
+            (None, None) => None,
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "control.token_file",
+                    "is only used with control.tcp".into(),
+                ));
+            }
+            (Some(_), None) => {
+                return Err(invalid(
+                    "control.tcp",
+                    "a TCP control listener requires control.token_file".into(),
+                ));
+            }
+            (Some(addr), Some(token_file)) => {
+                if !addr.ip().is_loopback() && !self.control.danger_allow_non_loopback_tcp {
+                    return Err(invalid(
+                        "control.tcp",
+                        "must be a loopback address (set danger_allow_non_loopback_tcp to \
+                         override)"
+                            .into(),
+                    ));
+                }
+                let token = read_token(token_file).map_err(|source| ConfigError::Read {
+                    path: token_file.clone(),
+                    source,
+                })?;
+                if token.expose_secret().len() < MIN_TOKEN_LEN {
+                    return Err(invalid(
+                        "control.token_file",
+                        format!("the token must be at least {MIN_TOKEN_LEN} characters"),
+                    ));
+                }
+                if token.expose_secret().bytes().any(|b| !b.is_ascii_graphic()) {
+                    return Err(invalid(
+                        "control.token_file",
+                        "the token must be printable ASCII without spaces".into(),
+                    ));
+                }
+                Some((addr, token))
+            }
+        };
+
+        let check_buffer = |key: &'static str, value: usize| {
+            if (64 * 1024..=MAX_SOCKET_BUFFER).contains(&value) {
+                Ok(())
+            } else {
+                Err(invalid(
+                    key,
+                    format!("must be between 65536 and {MAX_SOCKET_BUFFER}"),
+                ))
+            }
+        };
+
+        let webrtc = if self.webrtc.enabled {
+            let w = self.webrtc;
+            if w.udp_addrs.is_empty() {
+                return Err(invalid("webrtc.udp_addrs", "must not be empty".into()));
+            }
+            for addr in &w.udp_addrs {
+                if addr.parse::<SocketAddr>().is_err() {
+                    return Err(invalid(
+                        "webrtc.udp_addrs",
+                        format!("`{addr}` is not an IP:port address"),
+                    ));
+                }
+            }
+            for server in &w.ice_servers {
+                if server.urls.is_empty() {
+                    return Err(invalid(
+                        "webrtc.ice_servers",
+                        "urls must not be empty".into(),
+                    ));
+                }
+                for url in &server.urls {
+                    let scheme_ok = ["stun:", "stuns:", "turn:", "turns:"]
+                        .iter()
+                        .any(|s| url.starts_with(s));
+                    if !scheme_ok {
+                        return Err(invalid(
+                            "webrtc.ice_servers",
+                            format!("`{url}` is not a stun:, stuns:, turn: or turns: URL"),
+                        ));
+                    }
+                    if url.starts_with("turn") && server.credential.is_none() {
+                        return Err(invalid(
+                            "webrtc.ice_servers",
+                            "a TURN server needs username and credential".into(),
+                        ));
+                    }
+                }
+            }
+            check_buffer("webrtc.socket_buffer_bytes", w.socket_buffer_bytes)?;
+            if let Some(mtu) = w.sctp_mtu
+                && !(576..=16_000).contains(&mtu)
+            {
+                return Err(invalid(
+                    "webrtc.sctp_mtu",
+                    "must be between 576 and 16000 (a DTLS record holds at most 16 KiB)".into(),
+                ));
+            }
+            if w.gather_timeout.is_zero() || w.gather_timeout > Duration::from_secs(30) {
+                return Err(invalid(
+                    "webrtc.gather_timeout",
+                    "must be between 1ms and 30s".into(),
+                ));
+            }
+            Some(WebrtcSettings {
+                udp_addrs: w.udp_addrs,
+                ice_servers: w.ice_servers,
+                socket_buffer_bytes: w.socket_buffer_bytes,
+                sctp_mtu: w.sctp_mtu,
+                gather_timeout: w.gather_timeout,
+                require_sealed_signalling: w.require_sealed_signalling,
+            })
+        } else {
+            None
+        };
+
+        let quic = match self.quic.listen {
+            None => None,
+            Some(listen) => {
+                let q = self.quic;
+                check_buffer("quic.socket_buffer_bytes", q.socket_buffer_bytes)?;
+                if q.server_name.is_empty() || q.server_name.len() > 253 {
+                    return Err(invalid("quic.server_name", "must be 1 to 253 bytes".into()));
+                }
+                if q.auth_timeout.is_zero() {
+                    return Err(invalid("quic.auth_timeout", "must not be zero".into()));
+                }
+                Some(QuicSettings {
+                    listen,
+                    advertise: q.advertise,
+                    server_name: q.server_name,
+                    socket_buffer_bytes: q.socket_buffer_bytes,
+                    auth_timeout: q.auth_timeout,
+                })
+            }
+        };
+
+        let s = &self.sessions;
+        if s.max_sessions == 0 {
+            return Err(invalid(
+                "sessions.max_sessions",
+                "must be at least 1".into(),
+            ));
+        }
+        if s.max_connections_per_session == 0 {
+            return Err(invalid(
+                "sessions.max_connections_per_session",
+                "must be at least 1".into(),
+            ));
+        }
+        for (key, value) in [
+            ("sessions.idle_timeout", s.idle_timeout),
+            ("sessions.max_idle_timeout", s.max_idle_timeout),
+            ("sessions.max_duration", s.max_duration),
+            ("sessions.connect_timeout", s.connect_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(key, "must not be zero".into()));
+            }
+        }
+        if s.idle_timeout > s.max_idle_timeout {
+            return Err(invalid(
+                "sessions.idle_timeout",
+                "must not exceed sessions.max_idle_timeout".into(),
+            ));
+        }
+
+        let t = &self.tunnel;
+        if t.target_connect_timeout.is_zero() {
+            return Err(invalid(
+                "tunnel.target_connect_timeout",
+                "must not be zero".into(),
+            ));
+        }
+        if !(16 * 1024..=64 * 1024 * 1024).contains(&t.high_water_mark_bytes) {
+            return Err(invalid(
+                "tunnel.high_water_mark_bytes",
+                "must be between 16 KiB and 64 MiB".into(),
+            ));
+        }
+        if !(1024..=65_000).contains(&t.chunk_bytes) {
+            return Err(invalid(
+                "tunnel.chunk_bytes",
+                "must be between 1024 and 65000 (the SCTP message limit is 64 KiB)".into(),
+            ));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(invalid(
+                "log.level",
+                format!("`{}` is not a tracing filter", self.log.level),
+            ));
+        }
+
+        Ok(Settings {
+            control: ControlSettings {
+                socket: self.control.socket,
+                tcp,
+            },
+            webrtc,
+            quic,
+            sessions: self.sessions,
+            tunnel: self.tunnel,
+            log: self.log,
+        })
+    }
+}
+
+fn read_token(path: &Path) -> std::io::Result<Secret<String>> {
+    let text = Secret::new(std::fs::read_to_string(path)?);
+    Ok(Secret::new(text.expose_secret().trim().to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Settings, ConfigError> {
+        Config::parse(text, Path::new("test.toml"))?.validate(Path::new("test.toml"))
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let settings = parse("").unwrap();
+        assert!(settings.webrtc.is_some());
+        assert!(settings.quic.is_none());
+        assert!(settings.control.tcp.is_none());
+    }
+
+    #[test]
+    fn unknown_keys_stop_start_up() {
+        let err = parse("[sessions]\nmax_sesions = 3\n").unwrap_err();
+        assert!(matches!(err, ConfigError::Parse { .. }));
+        assert!(err.to_string().contains("max_sesions"), "{err}");
+    }
+
+    #[test]
+    fn tcp_requires_a_token_and_loopback() {
+        let err = parse("[control]\ntcp = \"127.0.0.1:7780\"\n").unwrap_err();
+        assert!(matches!(
+            err,
+            ConfigError::Invalid {
+                key: "control.tcp",
+                ..
+            }
+        ));
+
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "short").unwrap();
+        let text = format!(
+            "[control]\ntcp = \"127.0.0.1:7780\"\ntoken_file = \"{}\"\n",
+            token.display()
+        );
+        let err = parse(&text).unwrap_err();
+        assert!(matches!(
+            err,
+            ConfigError::Invalid {
+                key: "control.token_file",
+                ..
+            }
+        ));
+
+        std::fs::write(&token, "a".repeat(40)).unwrap();
+        assert!(parse(&text).is_ok());
+        let remote = text.replace("127.0.0.1", "10.1.2.3");
+        let err = parse(&remote).unwrap_err();
+        assert!(matches!(
+            err,
+            ConfigError::Invalid {
+                key: "control.tcp",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn durations_are_human() {
+        let settings = parse("[sessions]\nidle_timeout = \"90s\"\n").unwrap();
+        assert_eq!(settings.sessions.idle_timeout, Duration::from_secs(90));
+        assert!(parse("[sessions]\nidle_timeout = \"0s\"\n").is_err());
+    }
+
+    #[test]
+    fn values_are_range_checked() {
+        assert!(parse("[webrtc]\nsctp_mtu = 40000\n").is_err());
+        assert!(parse("[webrtc]\nudp_addrs = [\"nowhere\"]\n").is_err());
+        assert!(parse("[tunnel]\nchunk_bytes = 70000\n").is_err());
+        assert!(parse("[log]\nlevel = \"=\"\n").is_err());
+        assert!(parse("[webrtc]\nice_servers = [{ urls = [\"http://x\"] }]\n").is_err());
+    }
+}

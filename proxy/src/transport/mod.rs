@@ -1,0 +1,5 @@
+//! The transports between clients and ztproxy.
+
+pub mod quic;
+pub mod runtime;
+pub mod webrtc;

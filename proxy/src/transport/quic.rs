@@ -1,0 +1,610 @@
+//! The QUIC transport (quinn): one UDP endpoint for the daemon, one QUIC connection per
+//! session, one bidirectional stream per tunnelled TCP connection.
+//!
+//! ztproxy's certificate is self-signed and generated at start-up; clients pin its SHA-256
+//! (returned when the session is created) instead of trusting a CA. A connection is
+//! anonymous until its first stream presents a session's one-time token (framing in
+//! [`zt_api::tunnel`]); from then on it belongs to that session, every later stream must
+//! present the same token, and no other connection can use the token. A connection that does
+//! not authenticate within `quic.auth_timeout` is closed.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use zt_api::audit::AuditEvent;
+use zt_api::control::{Origin, QuicEndpoint};
+use zt_api::tunnel::{
+    self, PREAMBLE_LEN, QUIC_ALPN, QUIC_CLOSE_INVALID_TOKEN, QUIC_CLOSE_PROTOCOL_VIOLATION,
+    QUIC_CLOSE_SESSION_ENDED, QuicToken, StreamStatus, TunnelErrorCode,
+};
+
+use crate::audit::AuditLog;
+use crate::config::QuicSettings;
+use crate::metrics::Metrics;
+use crate::transport::runtime::set_socket_buffers;
+
+/// Streams a session may have waiting to be picked up by its task.
+pub const QUIC_EVENT_CAPACITY: usize = 256;
+/// Per-stream receive window: the most one stream buffers for a slow socket.
+pub const STREAM_RECEIVE_WINDOW: u32 = 4 * 1024 * 1024;
+/// Per-connection receive window: the most one session buffers across its streams.
+pub const CONNECTION_RECEIVE_WINDOW: u32 = 32 * 1024 * 1024;
+/// Per-connection send window.
+pub const SEND_WINDOW: u64 = 8 * 1024 * 1024;
+/// Keep-alive interval, so NATs keep the path open and a dead client is noticed.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
+/// A connection silent for this long is dead.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the QUIC endpoint hands to a session's task.
+pub enum QuicEvent {
+    /// The session's client connected and authenticated.
+    Connected(Connection),
+    /// A new stream with a valid preamble: one tunnelled TCP connection.
+    Stream(SendStream, RecvStream),
+}
+
+/// The daemon's QUIC endpoint.
+pub struct QuicServer {
+    endpoint: Endpoint,
+    cert_sha256: String,
+    server_name: String,
+    advertise: String,
+    auth_timeout: Duration,
+    max_streams: u32,
+    tokens: Mutex<HashMap<[u8; 32], TokenEntry>>,
+}
+
+struct TokenEntry {
+    token: QuicToken,
+    session: String,
+    events: mpsc::Sender<QuicEvent>,
+    used: bool,
+}
+
+/// Errors setting up the endpoint.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum QuicSetupError {
+    /// Certificate generation or TLS configuration failed.
+    #[error("QUIC TLS set-up failed: {0}")]
+    Tls(String),
+    /// The UDP socket could not be bound.
+    #[error("cannot bind QUIC endpoint on {addr}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl QuicServer {
+    /// Binds the endpoint.
+    pub fn bind(settings: &QuicSettings, max_streams: u32) -> Result<Arc<Self>, QuicSetupError> {
+        let certified = rcgen::generate_simple_self_signed(vec![settings.server_name.clone()])
+            .map_err(|e| QuicSetupError::Tls(e.to_string()))?;
+        let cert_der = CertificateDer::from(certified.cert.der().to_vec());
+        let cert_sha256 = hex::encode(Sha256::digest(&cert_der));
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+            certified.signing_key.serialize_der(),
+        ));
+        let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| QuicSetupError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert_der], key)
+        .map_err(|e| QuicSetupError::Tls(e.to_string()))?;
+        tls.alpn_protocols = vec![QUIC_ALPN.to_vec()];
+        let crypto =
+            QuicServerConfig::try_from(tls).map_err(|e| QuicSetupError::Tls(e.to_string()))?;
+        let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        server_config.transport_config(Arc::new(transport_config(max_streams)));
+
+        let socket = bind_udp(settings.listen, settings.socket_buffer_bytes).map_err(|source| {
+            QuicSetupError::Bind {
+                addr: settings.listen,
+                source,
+            }
+        })?;
+        let local = socket.local_addr().map_err(|source| QuicSetupError::Bind {
+            addr: settings.listen,
+            source,
+        })?;
+        let endpoint = Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(server_config),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(|source| QuicSetupError::Bind {
+            addr: settings.listen,
+            source,
+        })?;
+        Ok(Arc::new(Self {
+            endpoint,
+            cert_sha256,
+            server_name: settings.server_name.clone(),
+            advertise: settings
+                .advertise
+                .clone()
+                .unwrap_or_else(|| local.to_string()),
+            auth_timeout: settings.auth_timeout,
+            max_streams,
+            tokens: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
+    /// Creates a one-time token for `session`. Returns what to give the client and where
+    /// the session's events arrive.
+    pub fn register(
+        &self,
+        session: &str,
+    ) -> io::Result<(QuicEndpoint, [u8; 32], mpsc::Receiver<QuicEvent>)> {
+        let token = QuicToken::from_bytes(crate::util::random_bytes()?);
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let (events_tx, events) = mpsc::channel(QUIC_EVENT_CAPACITY);
+        let info = QuicEndpoint {
+            endpoint: self.advertise.clone(),
+            server_name: self.server_name.clone(),
+            cert_sha256: self.cert_sha256.clone(),
+            token: token.to_base64().into(),
+        };
+        self.lock().insert(
+            key,
+            TokenEntry {
+                token,
+                session: session.to_owned(),
+                events: events_tx,
+                used: false,
+            },
+        );
+        Ok((info, key, events))
+    }
+
+    /// Forgets a session's token (the session ended).
+    pub fn unregister(&self, key: &[u8; 32]) {
+        self.lock().remove(key);
+    }
+
+    /// Accepts connections until `shutdown`.
+    pub async fn run(
+        self: Arc<Self>,
+        shutdown: CancellationToken,
+        audit: Arc<AuditLog>,
+        metrics: Arc<Metrics>,
+    ) {
+        loop {
+            let incoming = tokio::select! {
+                () = shutdown.cancelled() => break,
+                incoming = self.endpoint.accept() => match incoming {
+                    Some(incoming) => incoming,
+                    None => break,
+                },
+            };
+            let server = self.clone();
+            let audit = audit.clone();
+            let metrics = metrics.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = shutdown.cancelled() => {}
+                    () = server.handle_connection(incoming, &audit, &metrics) => {}
+                }
+            });
+        }
+        self.endpoint.close(
+            VarInt::from_u32(QUIC_CLOSE_SESSION_ENDED),
+            b"ztproxy shutting down",
+        );
+    }
+
+    async fn handle_connection(
+        &self,
+        incoming: quinn::Incoming,
+        audit: &AuditLog,
+        metrics: &Metrics,
+    ) {
+        let deadline = Instant::now() + self.auth_timeout;
+        let remote = incoming.remote_address();
+        let conn = match tokio::time::timeout_at(deadline.into(), incoming).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(error)) => {
+                tracing::debug!(remote = %crate::util::Redacted(remote), %error, "QUIC handshake failed");
+                metrics.error(Origin::Client, "quic_handshake");
+                return;
+            }
+            Err(_) => {
+                metrics.error(Origin::Client, "quic_handshake_timeout");
+                return;
+            }
+        };
+
+        // Authentication: the first stream must carry a valid, unused token.
+        let first = tokio::time::timeout_at(deadline.into(), async {
+            let (send, mut recv) = conn.accept_bi().await.ok()?;
+            let preamble = read_preamble(&mut recv).await;
+            Some((send, recv, preamble))
+        })
+        .await;
+        let (send, recv, preamble) = match first {
+            Ok(Some(first)) => first,
+            Ok(None) => return,
+            Err(_) => {
+                deny(
+                    &conn,
+                    audit,
+                    metrics,
+                    "missing_token",
+                    "no token presented in time",
+                );
+                return;
+            }
+        };
+        let Ok(token) = preamble else {
+            deny(
+                &conn,
+                audit,
+                metrics,
+                "bad_preamble",
+                "stream does not start with a token",
+            );
+            return;
+        };
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let claimed = {
+            let mut tokens = self.lock();
+            match tokens.get_mut(&key) {
+                Some(entry) if entry.token.ct_eq(&token) && !entry.used => {
+                    entry.used = true;
+                    Ok((entry.session.clone(), entry.events.clone()))
+                }
+                Some(_) => Err("token_reused"),
+                None => Err("wrong_token"),
+            }
+        };
+        let (session, events) = match claimed {
+            Ok(claimed) => claimed,
+            Err(reason) => {
+                deny(
+                    &conn,
+                    audit,
+                    metrics,
+                    reason,
+                    "invalid or already used token",
+                );
+                return;
+            }
+        };
+        tracing::debug!(session = %session, remote = %crate::util::Redacted(remote), "QUIC client authenticated");
+        if events
+            .send(QuicEvent::Connected(conn.clone()))
+            .await
+            .is_err()
+            || events.send(QuicEvent::Stream(send, recv)).await.is_err()
+        {
+            conn.close(VarInt::from_u32(QUIC_CLOSE_SESSION_ENDED), b"session ended");
+            return;
+        }
+
+        // Every later stream must carry the same token; the session task takes them in turn.
+        loop {
+            let Ok((send, mut recv)) = conn.accept_bi().await else {
+                return;
+            };
+            let preamble = tokio::time::timeout(self.auth_timeout, read_preamble(&mut recv)).await;
+            match preamble {
+                Ok(Ok(presented)) if presented.ct_eq(&token) => {
+                    if events.send(QuicEvent::Stream(send, recv)).await.is_err() {
+                        conn.close(VarInt::from_u32(QUIC_CLOSE_SESSION_ENDED), b"session ended");
+                        return;
+                    }
+                }
+                Ok(Ok(_)) => {
+                    deny(
+                        &conn,
+                        audit,
+                        metrics,
+                        "wrong_token",
+                        "stream token does not match",
+                    );
+                    return;
+                }
+                _ => {
+                    metrics.error(Origin::Client, "bad_preamble");
+                    conn.close(
+                        VarInt::from_u32(QUIC_CLOSE_PROTOCOL_VIOLATION),
+                        b"stream does not start with a token",
+                    );
+                    return;
+                }
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], TokenEntry>> {
+        // Every update is a single insert, remove or flag write: a poisoned map is intact.
+        self.tokens.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The stream limit per connection.
+    pub fn max_streams(&self) -> u32 {
+        self.max_streams
+    }
+}
+
+fn deny(conn: &Connection, audit: &AuditLog, metrics: &Metrics, reason: &str, message: &str) {
+    metrics.error(Origin::Client, "quic_access_denied");
+    audit.emit(AuditEvent::AccessDenied {
+        resource: "quic".into(),
+        reason: reason.into(),
+    });
+    conn.close(
+        VarInt::from_u32(QUIC_CLOSE_INVALID_TOKEN),
+        message.as_bytes(),
+    );
+}
+
+async fn read_preamble(recv: &mut RecvStream) -> Result<QuicToken, tunnel::FramingError> {
+    let mut preamble = [0u8; PREAMBLE_LEN];
+    recv.read_exact(&mut preamble)
+        .await
+        .map_err(|_| tunnel::FramingError::BadPreamble)?;
+    tunnel::parse_preamble(&preamble)
+}
+
+fn transport_config(max_streams: u32) -> quinn::TransportConfig {
+    let mut config = quinn::TransportConfig::default();
+    config
+        .max_concurrent_bidi_streams(VarInt::from_u32(max_streams))
+        .max_concurrent_uni_streams(VarInt::from_u32(0))
+        .stream_receive_window(VarInt::from_u32(STREAM_RECEIVE_WINDOW))
+        .receive_window(VarInt::from_u32(CONNECTION_RECEIVE_WINDOW))
+        .send_window(SEND_WINDOW)
+        .keep_alive_interval(Some(KEEP_ALIVE));
+    if let Ok(idle) = IDLE_TIMEOUT.try_into() {
+        config.max_idle_timeout(Some(idle));
+    }
+    config
+}
+
+fn bind_udp(addr: SocketAddr, buffer: usize) -> io::Result<std::net::UdpSocket> {
+    let socket = std::net::UdpSocket::bind(addr)?;
+    set_socket_buffers(&socket2::SockRef::from(&socket), buffer);
+    Ok(socket)
+}
+
+/// Writes a status at the start of a stream.
+pub async fn write_status(
+    send: &mut SendStream,
+    status: &StreamStatus,
+) -> Result<(), quinn::WriteError> {
+    send.write_all(&status.encode()).await
+}
+
+/// Refuses a stream with `code`, finishing it.
+pub async fn refuse_stream(mut send: SendStream, code: TunnelErrorCode, message: String) {
+    let _ = write_status(&mut send, &StreamStatus::Failed { code, message }).await;
+    let _ = send.finish();
+    // Wait until the peer has the status (or gives up), so dropping the stream cannot
+    // discard it.
+    let _ = tokio::time::timeout(Duration::from_secs(5), send.stopped()).await;
+}
+
+/// Why a client could not connect or open a stream.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum QuicClientError {
+    /// The endpoint info is unusable.
+    #[error("bad QUIC endpoint info: {0}")]
+    BadEndpoint(String),
+    /// Connecting failed.
+    #[error("QUIC connection failed: {0}")]
+    Connect(String),
+    /// ztproxy refused the stream.
+    #[error("ztproxy refused the connection ({code}): {message}")]
+    Refused {
+        /// Why.
+        code: TunnelErrorCode,
+        /// For people.
+        message: String,
+    },
+    /// The stream failed.
+    #[error("QUIC stream failed: {0}")]
+    Stream(String),
+}
+
+/// The client end of a QUIC session (the `connect` CLI, tests, benchmarks).
+pub struct QuicClient {
+    endpoint: Endpoint,
+    conn: Connection,
+    token: QuicToken,
+}
+
+impl QuicClient {
+    /// Connects to ztproxy and pins its certificate.
+    pub async fn connect(
+        info: &QuicEndpoint,
+        socket_buffer_bytes: usize,
+    ) -> Result<Self, QuicClientError> {
+        let pinned: [u8; 32] = hex::decode(&info.cert_sha256)
+            .ok()
+            .and_then(|d| d.try_into().ok())
+            .ok_or_else(|| {
+                QuicClientError::BadEndpoint("cert_sha256 is not 32 hex bytes".into())
+            })?;
+        let token = QuicToken::from_base64(info.token.expose_secret())
+            .map_err(|e| QuicClientError::BadEndpoint(e.to_string()))?;
+        let addr: SocketAddr = tokio::net::lookup_host(&info.endpoint)
+            .await
+            .map_err(|e| QuicClientError::BadEndpoint(format!("{}: {e}", info.endpoint)))?
+            .next()
+            .ok_or_else(|| {
+                QuicClientError::BadEndpoint(format!("{} has no address", info.endpoint))
+            })?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| QuicClientError::Connect(e.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(PinnedCertVerifier { pinned, provider }))
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![QUIC_ALPN.to_vec()];
+        let crypto =
+            QuicClientConfig::try_from(tls).map_err(|e| QuicClientError::Connect(e.to_string()))?;
+        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+        config.transport_config(Arc::new(transport_config(0)));
+        let bind: SocketAddr = if addr.is_ipv4() {
+            ([0, 0, 0, 0], 0).into()
+        } else {
+            ([0u16; 8], 0).into()
+        };
+        let socket = bind_udp(bind, socket_buffer_bytes)
+            .map_err(|e| QuicClientError::Connect(e.to_string()))?;
+        let mut endpoint = Endpoint::new(
+            quinn::EndpointConfig::default(),
+            None,
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(|e| QuicClientError::Connect(e.to_string()))?;
+        endpoint.set_default_client_config(config);
+        let conn = endpoint
+            .connect(addr, &info.server_name)
+            .map_err(|e| QuicClientError::Connect(e.to_string()))?
+            .await
+            .map_err(|e| QuicClientError::Connect(e.to_string()))?;
+        Ok(Self {
+            endpoint,
+            conn,
+            token,
+        })
+    }
+
+    /// Opens a stream to the session's target; returns once ztproxy has connected to it.
+    pub async fn open(&self) -> Result<(SendStream, RecvStream), QuicClientError> {
+        let (mut send, mut recv) = self
+            .conn
+            .open_bi()
+            .await
+            .map_err(|e| QuicClientError::Stream(e.to_string()))?;
+        send.write_all(&tunnel::encode_preamble(&self.token))
+            .await
+            .map_err(|e| QuicClientError::Stream(e.to_string()))?;
+        let mut buf = Vec::with_capacity(8);
+        loop {
+            if let Some((status, _)) =
+                StreamStatus::decode(&buf).map_err(|e| QuicClientError::Stream(e.to_string()))?
+            {
+                return match status {
+                    StreamStatus::Connected => Ok((send, recv)),
+                    StreamStatus::Failed { code, message } => {
+                        Err(QuicClientError::Refused { code, message })
+                    }
+                };
+            }
+            // The status is at most 3 + MAX_ERROR_MESSAGE_LEN bytes and payload only follows
+            // `Connected`, whose status is one byte: reading one byte at a time never takes
+            // payload.
+            let mut byte = [0u8; 1];
+            match recv.read(&mut byte).await {
+                Ok(Some(1)) => buf.extend_from_slice(&byte),
+                Ok(_) => {
+                    return Err(QuicClientError::Stream(
+                        "stream ended before ztproxy's status".into(),
+                    ));
+                }
+                Err(e) => return Err(QuicClientError::Stream(e.to_string())),
+            }
+        }
+    }
+
+    /// The connection, for waiting on its closure.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Closes the connection.
+    pub fn close(&self) {
+        self.conn.close(VarInt::from_u32(0), b"client done");
+        self.endpoint.close(VarInt::from_u32(0), b"client done");
+    }
+}
+
+/// Accepts exactly the server certificate whose SHA-256 is pinned, and checks that the
+/// handshake is signed by its key.
+#[derive(Debug)]
+struct PinnedCertVerifier {
+    pinned: [u8; 32],
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for PinnedCertVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let digest: [u8; 32] = Sha256::digest(end_entity).into();
+        if bool::from(digest.ct_eq(&self.pinned)) {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        // TLS 1.2 is not offered; QUIC requires TLS 1.3.
+        Err(rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls12NotOffered,
+        ))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}

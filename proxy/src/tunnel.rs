@@ -1,0 +1,372 @@
+//! Relaying one TCP connection over one data channel or one QUIC stream.
+//!
+//! Both ends of a tunnel run the same relays: ztproxy between the channel and the target,
+//! the `connect` client between the channel and the local application. The framing is
+//! [`zt_api::tunnel`].
+//!
+//! Flow control is end to end and memory per connection is bounded:
+//! * socket → channel: at most one chunk is read before it is handed to the transport, and
+//!   the transport's `send` waits while the channel holds more than the high-water mark of
+//!   unacknowledged bytes (webrtc-rs send-buffer limit; QUIC stream flow control), so a slow
+//!   receiver stops us reading the socket, and TCP pushes back on its sender;
+//! * channel → socket: the next message is taken from the transport only after the previous
+//!   one is written to the socket; meanwhile the transport's receive window closes.
+//!
+//! Closing is orderly. A TCP half-close becomes an `eof` (WebRTC) or a stream FIN (QUIC) and
+//! the other side half-closes its socket after writing everything before it. A data channel
+//! is closed only when both sides have sent `eof` and everything this side sent has been
+//! acknowledged, so no byte is lost to the close. An abnormal end (the peer closes the
+//! channel without `eof`, a stream reset, a socket error) is propagated as a TCP reset.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use webrtc::data_channel::{DataChannel, DataChannelEvent};
+use zt_api::control::Target;
+use zt_api::tunnel::{ChannelControl, FramingError, TunnelErrorCode};
+
+/// How long a closing channel waits for its last bytes to be acknowledged.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long to wait for a data channel to open.
+pub const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Counts bytes as a relay moves them. `sent` is socket → channel; `received` is
+/// channel → socket.
+pub trait Meter: Send + Sync {
+    /// `n` bytes were handed to the transport.
+    fn sent(&self, n: usize);
+    /// `n` bytes were written to the socket.
+    fn received(&self, n: usize);
+}
+
+/// A meter that counts nothing.
+#[derive(Debug, Default)]
+pub struct NoMeter;
+
+impl Meter for NoMeter {
+    fn sent(&self, _: usize) {}
+    fn received(&self, _: usize) {}
+}
+
+/// Bytes one relay moved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RelayTotals {
+    /// Socket → channel.
+    pub to_peer: u64,
+    /// Channel → socket.
+    pub from_peer: u64,
+}
+
+/// How a relay ended, when it did not end cleanly.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RelayError {
+    /// The session ended under it.
+    #[error("session ended")]
+    Cancelled,
+    /// The peer closed the channel or reset the stream without an orderly end.
+    #[error("peer aborted the connection")]
+    PeerAborted,
+    /// The peer reported a failure.
+    #[error("peer reported {code}: {message}")]
+    PeerFailed {
+        /// Why.
+        code: TunnelErrorCode,
+        /// For people.
+        message: String,
+    },
+    /// The peer broke the framing.
+    #[error("peer broke the tunnel framing")]
+    Framing(#[from] FramingError),
+    /// The local socket failed.
+    #[error("socket error")]
+    Socket(#[source] io::Error),
+    /// The transport failed.
+    #[error("transport error: {0}")]
+    Transport(String),
+}
+
+/// A failure to reach the target.
+#[derive(Debug, Clone)]
+pub struct TargetFailure {
+    /// The code given to the client.
+    pub code: TunnelErrorCode,
+    /// A secret-free message for the client.
+    pub message: String,
+}
+
+/// Connects to `target`, trying every address it resolves to, within `timeout`.
+pub async fn connect_target(
+    target: &Target,
+    timeout: Duration,
+) -> Result<TcpStream, TargetFailure> {
+    let attempt = async {
+        let addrs: Vec<_> = tokio::net::lookup_host((target.host.as_str(), target.port))
+            .await
+            .map_err(|_| TargetFailure {
+                code: TunnelErrorCode::TargetUnreachable,
+                message: format!("cannot resolve target host {}", target.host),
+            })?
+            .collect();
+        let mut last = None;
+        for addr in addrs {
+            match TcpStream::connect(addr).await {
+                Ok(stream) => {
+                    let _ = stream.set_nodelay(true);
+                    return Ok(stream);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(match last {
+            Some(e) if e.kind() == io::ErrorKind::ConnectionRefused => TargetFailure {
+                code: TunnelErrorCode::TargetRefused,
+                message: format!("target {target} refused the connection"),
+            },
+            Some(e) => TargetFailure {
+                code: TunnelErrorCode::TargetUnreachable,
+                message: format!("cannot reach target {target}: {}", e.kind()),
+            },
+            None => TargetFailure {
+                code: TunnelErrorCode::TargetUnreachable,
+                message: format!("target host {} has no addresses", target.host),
+            },
+        })
+    };
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(result) => result,
+        Err(_) => Err(TargetFailure {
+            code: TunnelErrorCode::TargetTimeout,
+            message: format!(
+                "target {target} did not accept within {}",
+                humantime::format_duration(timeout)
+            ),
+        }),
+    }
+}
+
+/// Waits until `dc` is open. Returns `false` if it closed first or did not open in time.
+pub async fn wait_open(dc: &Arc<dyn DataChannel>, timeout: Duration) -> bool {
+    let wait = async {
+        while let Some(event) = dc.poll().await {
+            match event {
+                DataChannelEvent::OnOpen => return true,
+                DataChannelEvent::OnClose => return false,
+                _ => {}
+            }
+        }
+        false
+    };
+    tokio::time::timeout(timeout, wait).await.unwrap_or(false)
+}
+
+/// Sends a failure on a data channel and closes it.
+pub async fn fail_channel(dc: &Arc<dyn DataChannel>, code: TunnelErrorCode, message: String) {
+    let control = ChannelControl::Error { code, message };
+    let _ = dc.send_text(&control.to_text()).await;
+    let _ = wait_acked(dc).await;
+    let _ = dc.close().await;
+}
+
+enum Down {
+    /// The peer sent `eof`.
+    Eof,
+    /// The peer closed the channel (without `eof` if this comes first).
+    Closed,
+}
+
+/// Relays between an open data channel and a TCP stream until both directions have ended.
+pub async fn relay_data_channel(
+    dc: &Arc<dyn DataChannel>,
+    mut tcp: TcpStream,
+    chunk: usize,
+    meter: &dyn Meter,
+    cancel: &CancellationToken,
+) -> (RelayTotals, Result<(), RelayError>) {
+    let mut to_peer = 0u64;
+    let mut from_peer = 0u64;
+    let result = {
+        let (mut reader, mut writer) = tcp.split();
+        let up = async {
+            loop {
+                let mut buf = BytesMut::with_capacity(chunk);
+                let n = (&mut reader)
+                    .take(chunk as u64)
+                    .read_buf(&mut buf)
+                    .await
+                    .map_err(RelayError::Socket)?;
+                if n == 0 {
+                    dc.send_text(&ChannelControl::Eof.to_text())
+                        .await
+                        .map_err(|e| RelayError::Transport(e.to_string()))?;
+                    return Ok::<(), RelayError>(());
+                }
+                dc.send(buf)
+                    .await
+                    .map_err(|e| RelayError::Transport(e.to_string()))?;
+                meter.sent(n);
+                to_peer += n as u64;
+            }
+        };
+        let down = async {
+            while let Some(event) = dc.poll().await {
+                match event {
+                    DataChannelEvent::OnMessage(message) if message.is_string => {
+                        match ChannelControl::parse(&message.data)? {
+                            ChannelControl::Eof => {
+                                writer.shutdown().await.map_err(RelayError::Socket)?;
+                                return Ok(Down::Eof);
+                            }
+                            ChannelControl::Error { code, message } => {
+                                return Err(RelayError::PeerFailed { code, message });
+                            }
+                        }
+                    }
+                    DataChannelEvent::OnMessage(message) => {
+                        writer
+                            .write_all(&message.data)
+                            .await
+                            .map_err(RelayError::Socket)?;
+                        meter.received(message.data.len());
+                        from_peer += message.data.len() as u64;
+                    }
+                    DataChannelEvent::OnClose => return Ok(Down::Closed),
+                    _ => {}
+                }
+            }
+            Ok(Down::Closed)
+        };
+        tokio::pin!(up, down);
+        let mut up_done = false;
+        let mut down_done = false;
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => break Err(RelayError::Cancelled),
+                result = &mut up, if !up_done => match result {
+                    Ok(()) => up_done = true,
+                    Err(e) => break Err(e),
+                },
+                result = &mut down, if !down_done => match result {
+                    Ok(Down::Eof) => down_done = true,
+                    Ok(Down::Closed) => break Err(RelayError::PeerAborted),
+                    Err(e) => break Err(e),
+                },
+            }
+            if up_done && down_done {
+                break Ok(());
+            }
+        }
+    };
+    let totals = RelayTotals { to_peer, from_peer };
+    match result {
+        Ok(()) => {
+            let _ = wait_acked(dc).await;
+            let _ = dc.close().await;
+            (totals, Ok(()))
+        }
+        Err(error) => {
+            abort_socket(&tcp);
+            let _ = dc.close().await;
+            (totals, Err(error))
+        }
+    }
+}
+
+/// Waits until everything sent on `dc` is acknowledged (or [`DRAIN_TIMEOUT`]).
+async fn wait_acked(dc: &Arc<dyn DataChannel>) -> bool {
+    let wait = async {
+        let mut delay = Duration::from_millis(1);
+        loop {
+            match dc.outstanding_bytes().await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_millis(50));
+                }
+            }
+        }
+    };
+    tokio::time::timeout(DRAIN_TIMEOUT, wait).await.is_ok()
+}
+
+/// Relays between a QUIC stream whose preamble and status are done and a TCP stream.
+pub async fn relay_quic(
+    send: &mut quinn::SendStream,
+    recv: &mut quinn::RecvStream,
+    mut tcp: TcpStream,
+    chunk: usize,
+    meter: &dyn Meter,
+    cancel: &CancellationToken,
+) -> (RelayTotals, Result<(), RelayError>) {
+    let mut to_peer = 0u64;
+    let mut from_peer = 0u64;
+    let result = {
+        let (mut reader, mut writer) = tcp.split();
+        let up = async {
+            let mut buf = vec![0u8; chunk];
+            loop {
+                let n = reader.read(&mut buf).await.map_err(RelayError::Socket)?;
+                let Some(data) = buf.get(..n) else {
+                    return Err(RelayError::Socket(io::Error::other("read past buffer")));
+                };
+                if n == 0 {
+                    send.finish()
+                        .map_err(|e| RelayError::Transport(e.to_string()))?;
+                    return Ok::<(), RelayError>(());
+                }
+                send.write_all(data).await.map_err(|e| match e {
+                    quinn::WriteError::Stopped(_) => RelayError::PeerAborted,
+                    other => RelayError::Transport(other.to_string()),
+                })?;
+                meter.sent(n);
+                to_peer += n as u64;
+            }
+        };
+        let down = async {
+            loop {
+                match recv.read_chunk(chunk, true).await {
+                    Ok(Some(data)) => {
+                        writer
+                            .write_all(&data.bytes)
+                            .await
+                            .map_err(RelayError::Socket)?;
+                        meter.received(data.bytes.len());
+                        from_peer += data.bytes.len() as u64;
+                    }
+                    Ok(None) => {
+                        writer.shutdown().await.map_err(RelayError::Socket)?;
+                        return Ok::<(), RelayError>(());
+                    }
+                    Err(quinn::ReadError::Reset(_)) => return Err(RelayError::PeerAborted),
+                    Err(e) => return Err(RelayError::Transport(e.to_string())),
+                }
+            }
+        };
+        tokio::select! {
+            () = cancel.cancelled() => Err(RelayError::Cancelled),
+            result = async { tokio::try_join!(up, down) } => result.map(|_| ()),
+        }
+    };
+    let totals = RelayTotals { to_peer, from_peer };
+    match result {
+        Ok(()) => (totals, Ok(())),
+        Err(error) => {
+            abort_socket(&tcp);
+            let code = quinn::VarInt::from_u32(zt_api::tunnel::QUIC_CLOSE_SESSION_ENDED);
+            let _ = send.reset(code);
+            let _ = recv.stop(code);
+            (totals, Err(error))
+        }
+    }
+}
+
+/// Makes the coming close of `tcp` a reset, so the application sees an abort rather than a
+/// clean end of stream.
+fn abort_socket(tcp: &TcpStream) {
+    let _ = socket2::SockRef::from(tcp).set_linger(Some(Duration::ZERO));
+}

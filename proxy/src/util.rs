@@ -1,0 +1,50 @@
+//! Small helpers shared across the daemon.
+
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// The current time as RFC 3339 in UTC.
+pub fn now_rfc3339() -> String {
+    format_rfc3339(OffsetDateTime::now_utc())
+}
+
+/// `time` as RFC 3339.
+pub fn format_rfc3339(time: OffsetDateTime) -> String {
+    time.format(&Rfc3339)
+        .unwrap_or_else(|_| String::from("1970-01-01T00:00:00Z"))
+}
+
+/// Random bytes from the OS CSPRNG.
+pub fn random_bytes<const N: usize>() -> std::io::Result<[u8; N]> {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes).map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok(bytes)
+}
+
+/// Saturating conversion of a duration to whole milliseconds.
+pub fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+static REDACT_PII: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Switches [`Redacted`] on or off for the whole process (`log.redact_pii`).
+pub fn set_redact_pii(on: bool) {
+    REDACT_PII.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Personal data in a log field (a client address, a user name): shown as `{REDACTED}` when
+/// `log.redact_pii` is set.
+pub struct Redacted<T>(pub T);
+
+impl<T: std::fmt::Display> std::fmt::Display for Redacted<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if REDACT_PII.load(std::sync::atomic::Ordering::Relaxed) {
+            f.write_str("{REDACTED}")
+        } else {
+            self.0.fmt(f)
+        }
+    }
+}
