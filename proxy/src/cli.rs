@@ -315,6 +315,13 @@ async fn connect_tunnel(args: TunnelArgs) -> ExitCode {
             eprintln!("ztproxy connect: the session was ended by ztproxy");
             ExitCode::from(EXIT_SESSION_ENDED)
         }
+        Err(TunnelError::SessionEndedBecause(reason)) => {
+            eprintln!(
+                "ztproxy connect: the session was ended by ztproxy ({})",
+                reason.as_str()
+            );
+            ExitCode::from(EXIT_SESSION_ENDED)
+        }
         Err(error) => fail(error.to_string()),
     }
 }

@@ -30,12 +30,18 @@ const QUIET_CRATES: &[&str] = &[
 ];
 
 /// Installs the global subscriber, writing to stderr. `RUST_LOG`, when set, wins over the
-/// configured level.
+/// configured level. Unless the filter's global level is `debug` or `trace`, the crates in
+/// [`QUIET_CRATES`] are capped at `warn`.
 pub fn init(config: &LogConfig) {
     let directive = std::env::var("RUST_LOG").unwrap_or_else(|_| config.level.clone());
     let mut filter = EnvFilter::try_new(&directive).unwrap_or_else(|_| EnvFilter::new("info"));
+    // A global `debug` or `trace` asks for everything; otherwise the stack's chatter is capped.
+    let verbose = directive
+        .split(',')
+        .any(|part| matches!(part.trim(), "debug" | "trace"));
     for krate in QUIET_CRATES {
-        if !directive.contains(krate)
+        if !verbose
+            && !directive.contains(krate)
             && let Ok(d) = format!("{krate}=warn").parse()
         {
             filter = filter.add_directive(d);

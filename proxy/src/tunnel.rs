@@ -34,6 +34,9 @@ use zt_api::tunnel::{ChannelControl, FramingError, TunnelErrorCode};
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for a data channel to open.
 pub const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the accepting end waits for the opener to close a finished channel, and how long
+/// a closing end reads events until the close has gone through.
+pub const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 /// Counts bytes as a relay moves them. `sent` is socket → channel; `received` is
 /// channel → socket.
@@ -170,7 +173,7 @@ pub async fn fail_channel(dc: &Arc<dyn DataChannel>, code: TunnelErrorCode, mess
     let control = ChannelControl::Error { code, message };
     let _ = dc.send_text(&control.to_text()).await;
     let _ = wait_acked(dc).await;
-    let _ = dc.close().await;
+    close_channel(dc).await;
 }
 
 enum Down {
@@ -187,6 +190,7 @@ pub async fn relay_data_channel(
     chunk: usize,
     meter: &dyn Meter,
     cancel: &CancellationToken,
+    role: CloseRole,
 ) -> (RelayTotals, Result<(), RelayError>) {
     let mut to_peer = 0u64;
     let mut from_peer = 0u64;
@@ -224,6 +228,10 @@ pub async fn relay_data_channel(
                             }
                             ChannelControl::Error { code, message } => {
                                 return Err(RelayError::PeerFailed { code, message });
+                            }
+                            // Only meaningful on the control channel.
+                            ChannelControl::SessionEnded { .. } => {
+                                return Err(RelayError::Framing(FramingError::MalformedControl));
                             }
                         }
                     }
@@ -266,19 +274,65 @@ pub async fn relay_data_channel(
     match result {
         Ok(()) => {
             let _ = wait_acked(dc).await;
-            let _ = dc.close().await;
+            match role {
+                CloseRole::Opener => close_channel(dc).await,
+                CloseRole::Acceptor => {
+                    // The opener closes; wait for it (bounded) so the stream's reset
+                    // completes on both sides before its id can be reused.
+                    if !drain_until_closed(dc, CLOSE_WAIT).await {
+                        close_channel(dc).await;
+                    }
+                }
+            }
             (totals, Ok(()))
         }
         Err(error) => {
             abort_socket(&tcp);
-            let _ = dc.close().await;
+            if !matches!(error, RelayError::PeerAborted) {
+                close_channel(dc).await;
+            }
             (totals, Err(error))
         }
     }
 }
 
+/// Which end of a data channel closes it after an orderly end.
+///
+/// webrtc 0.21 frees a channel's SCTP stream id when the local side sends the stream reset,
+/// before SCTP has finished it; a channel created in between gets the id and fails (or,
+/// worse, is half-open on a stale stream on the other side). One closer per channel, and the
+/// other end reading until the close has gone through, keeps that window to one round trip,
+/// and [`crate::client::tunnel::ClientSession::open`] retries the rare channel that lands in
+/// it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseRole {
+    /// The end that opened the channel (the client) closes it.
+    Opener,
+    /// The end that accepted the channel (ztproxy) waits for the opener's close.
+    Acceptor,
+}
+
+/// Closes `dc` and reads until the close has gone through (bounded), so the stream's reset
+/// is not held up by unread data.
+pub async fn close_channel(dc: &Arc<dyn DataChannel>) {
+    let _ = dc.close().await;
+    drain_until_closed(dc, CLOSE_WAIT).await;
+}
+
+/// Reads and discards events until the channel closes; `false` on timeout.
+async fn drain_until_closed(dc: &Arc<dyn DataChannel>, timeout: Duration) -> bool {
+    let drain = async {
+        while let Some(event) = dc.poll().await {
+            if matches!(event, DataChannelEvent::OnClose) {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(timeout, drain).await.is_ok()
+}
+
 /// Waits until everything sent on `dc` is acknowledged (or [`DRAIN_TIMEOUT`]).
-async fn wait_acked(dc: &Arc<dyn DataChannel>) -> bool {
+pub async fn wait_acked(dc: &Arc<dyn DataChannel>) -> bool {
     let wait = async {
         let mut delay = Duration::from_millis(1);
         loop {

@@ -1,1 +1,165 @@
-//! Shared helpers for the integration tests.
+//! Shared helpers for the integration tests: start real servers and the daemon as local
+//! processes on ephemeral loopback ports, in temporary directories, and stop them on drop.
+//!
+//! Every helper that needs a program from a Debian package fails with a message naming the
+//! package (`scripts/setup` installs them all).
+
+#![allow(clippy::missing_panics_doc)]
+
+pub mod proc;
+pub mod servers;
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// The `ztproxy` binary built from this package.
+#[macro_export]
+macro_rules! ztproxy_bin {
+    () => {
+        std::path::Path::new(env!("CARGO_BIN_EXE_ztproxy-test"))
+    };
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; another process could take it, so
+/// callers retry when a server fails to bind).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+/// Polls `condition` every 10 ms until it holds or `timeout` passes.
+pub async fn wait_until<F, Fut>(
+    timeout: Duration,
+    what: &str,
+    mut condition: F,
+) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition().await {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until something accepts TCP connections on `addr`.
+pub async fn wait_for_port(addr: SocketAddr, timeout: Duration) -> anyhow::Result<()> {
+    wait_until(timeout, &format!("a listener on {addr}"), || async move {
+        tokio::net::TcpStream::connect(addr).await.is_ok()
+    })
+    .await
+}
+
+/// Finds `program` on PATH or in `extra` directories; the error names the Debian package.
+pub fn require_program(program: &str, package: &str, extra: &[&str]) -> anyhow::Result<PathBuf> {
+    let path_dirs = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = std::env::split_paths(&path_dirs).collect();
+    dirs.extend(extra.iter().map(PathBuf::from));
+    for dir in dirs {
+        let candidate = dir.join(program);
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!("`{program}` not found: install the Debian package `{package}` (scripts/setup does)")
+}
+
+/// Whether the tests run as root (servers that refuse root then run as another user).
+pub fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// The current user's name.
+pub fn user_name() -> anyhow::Result<String> {
+    let output = std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .context("running id -un")?;
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+/// Numeric uid and gid of `user`.
+pub fn user_ids(user: &str) -> anyhow::Result<(u32, u32)> {
+    let id = |flag: &str| -> anyhow::Result<u32> {
+        let output = std::process::Command::new("id")
+            .args([flag, user])
+            .output()
+            .with_context(|| format!("running id {flag} {user}"))?;
+        String::from_utf8_lossy(&output.stdout)
+            .trim()
+            .parse()
+            .with_context(|| format!("user {user} does not exist"))
+    };
+    Ok((id("-u")?, id("-g")?))
+}
+
+/// Gives `path` and everything below it to `uid:gid`.
+pub fn chown_recursive(path: &Path, uid: u32, gid: u32) -> anyhow::Result<()> {
+    std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            chown_recursive(&entry?.path(), uid, gid)?;
+        }
+    }
+    Ok(())
+}
+
+/// A deterministic byte stream (xorshift64*), fast enough to generate gigabytes.
+#[derive(Debug, Clone)]
+pub struct PatternStream {
+    state: u64,
+}
+
+impl PatternStream {
+    /// A stream for `seed` (any value).
+    pub fn new(seed: u64) -> Self {
+        Self {
+            state: seed ^ 0x9E37_79B9_7F4A_7C15 | 1,
+        }
+    }
+
+    /// Fills `buf` with the next bytes of the stream. `buf.len()` must be a multiple of 8
+    /// for the stream to be independent of how it is chunked.
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            self.state ^= self.state >> 12;
+            self.state ^= self.state << 25;
+            self.state ^= self.state >> 27;
+            let value = self.state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes();
+            let n = chunk.len();
+            chunk.copy_from_slice(&value[..n]);
+        }
+    }
+
+    /// SHA-256 of the first `len` bytes of the stream for `seed` (`len` a multiple of 8).
+    pub fn digest(seed: u64, len: u64) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut stream = Self::new(seed);
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(buf.len() as u64) as usize;
+            stream.fill(&mut buf[..n]);
+            hasher.update(&buf[..n]);
+            left -= n as u64;
+        }
+        hasher.finalize().into()
+    }
+}

@@ -16,10 +16,20 @@
 //! * `{"type":"error","code":"target_refused","message":"…"}` — the connection failed; the
 //!   sender closes the channel next. Codes are [`TunnelErrorCode`].
 //!
+//! The client opens one **control channel** (label `ztproxy-control`) with its offer; an SDP
+//! offer needs a data channel, and this one never reaches a target. When the session ends,
+//! ztproxy sends `{"type":"session_ended","reason":"revoked"}` on it (reasons are
+//! [`EndReason`]) and closes the peer connection.
+//!
 //! # QUIC streams
 //!
 //! Each bidirectional stream opened by the client is one TCP connection. The client starts
 //! the stream with a 36-byte preamble, and ztproxy answers with a status before any payload:
+//!
+//! Right after the QUIC handshake the client opens one **unidirectional** stream and writes
+//! the 36-byte preamble on it: this authenticates the connection, which then belongs to the
+//! session (the session is "connected"). Every bidirectional stream starts with the same
+//! preamble:
 //!
 //! ```text
 //! client -> ztproxy   "ZTQ1" | token (32 bytes)                        then payload
@@ -29,7 +39,9 @@
 //!
 //! The token is the one-time token from the session's creation. The first connection that
 //! presents it owns the session; every stream of that connection must carry the same token,
-//! and no other connection can use it.
+//! and no other connection can use it. When the session ends, ztproxy closes the connection
+//! with application error [`QUIC_CLOSE_SESSION_ENDED`] and the [`EndReason`] as the reason
+//! phrase (`revoked`, `idle_timeout`, …).
 
 use std::fmt;
 
@@ -37,6 +49,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
+
+use crate::control::EndReason;
 
 /// Sub-protocol of tunnel data channels.
 pub const DATA_CHANNEL_PROTOCOL: &str = "ztproxy-tunnel/1";
@@ -149,6 +163,11 @@ pub enum ChannelControl {
         /// For people; never contains secrets.
         message: String,
     },
+    /// The session ended (control channel only); the peer connection closes next.
+    SessionEnded {
+        /// Why.
+        reason: EndReason,
+    },
 }
 
 impl ChannelControl {
@@ -166,16 +185,18 @@ impl ChannelControl {
             kind: String,
             code: Option<TunnelErrorCode>,
             message: Option<String>,
+            reason: Option<EndReason>,
         }
         let raw: Raw = serde_json::from_slice(text).map_err(|_| FramingError::MalformedControl)?;
-        match (raw.kind.as_str(), raw.code, raw.message) {
-            ("eof", None, None) => Ok(Self::Eof),
-            ("error", Some(code), Some(message)) => {
+        match (raw.kind.as_str(), raw.code, raw.message, raw.reason) {
+            ("eof", None, None, None) => Ok(Self::Eof),
+            ("error", Some(code), Some(message), None) => {
                 if message.len() > MAX_ERROR_MESSAGE_LEN {
                     return Err(FramingError::ControlTooLarge);
                 }
                 Ok(Self::Error { code, message })
             }
+            ("session_ended", None, None, Some(reason)) => Ok(Self::SessionEnded { reason }),
             _ => Err(FramingError::MalformedControl),
         }
     }
@@ -371,6 +392,9 @@ mod tests {
                 code: TunnelErrorCode::TargetRefused,
                 message: "connection refused".into(),
             },
+            ChannelControl::SessionEnded {
+                reason: EndReason::Revoked,
+            },
         ] {
             assert_eq!(
                 ChannelControl::parse(control.to_text().as_bytes()).unwrap(),
@@ -387,6 +411,8 @@ mod tests {
             br#"{"type":"shout"}"#,
             br#"{"type":"eof","x":1}"#,
             br#"{"type":"error","code":"nope","message":""}"#,
+            br#"{"type":"session_ended"}"#,
+            br#"{"type":"eof","reason":"revoked"}"#,
         ] {
             assert_eq!(
                 ChannelControl::parse(bad),

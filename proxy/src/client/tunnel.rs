@@ -10,14 +10,14 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use webrtc::data_channel::{DataChannel, RTCDataChannelInit};
+use webrtc::data_channel::{DataChannel, DataChannelEvent, RTCDataChannelInit};
 use zt_api::Secret;
 use zt_api::control::{
-    Conversation, CreateSessionRequest, LimitsRequest, SdpType, SessionDescription,
+    Conversation, CreateSessionRequest, EndReason, LimitsRequest, SdpType, SessionDescription,
     SignallingRequest, Target, Transport,
 };
 use zt_api::seal::{self, SealKey, SignallingDirection};
-use zt_api::tunnel::DATA_CHANNEL_PROTOCOL;
+use zt_api::tunnel::{ChannelControl, DATA_CHANNEL_PROTOCOL};
 
 use crate::client::api::{ApiClient, ClientError};
 use crate::transport::quic::{QuicClient, QuicClientError};
@@ -28,6 +28,8 @@ use crate::tunnel::{self, NoMeter, RelayError};
 pub const TUNNEL_CHANNEL_LABEL: &str = "tunnel";
 /// Chunk size the client reads from local sockets.
 pub const CLIENT_CHUNK: usize = 63 * 1024;
+/// Attempts to open a data channel (see [`ClientSession::open`]).
+pub const OPEN_ATTEMPTS: usize = 20;
 
 /// What to connect to and how.
 #[derive(Debug, Clone)]
@@ -72,12 +74,16 @@ pub enum TunnelError {
     /// The session ended.
     #[error("the session ended")]
     SessionEnded,
+    /// ztproxy ended the session and said why.
+    #[error("the session ended ({})", .0.as_str())]
+    SessionEndedBecause(EndReason),
 }
 
 /// A client session, connected.
 pub struct ClientSession {
     transport: ClientTransport,
     ended: CancellationToken,
+    end_reason: Arc<std::sync::Mutex<Option<EndReason>>>,
 }
 
 enum ClientTransport {
@@ -139,6 +145,7 @@ impl ClientSession {
                     Self {
                         transport: ClientTransport::Quic(client),
                         ended,
+                        end_reason: Arc::default(),
                     },
                     response.id,
                 ))
@@ -235,6 +242,9 @@ impl ClientSession {
                 }
                 peer.kick.done();
                 let ended = CancellationToken::new();
+                let end_reason = Arc::new(std::sync::Mutex::new(None));
+                // The session is over when the peer connection fails or closes, or when
+                // ztproxy closes the control channel (after saying why on it).
                 let mut events =
                     std::mem::replace(&mut peer.events, tokio::sync::mpsc::channel(1).1);
                 let signal = ended.clone();
@@ -251,6 +261,26 @@ impl ClientSession {
                     }
                     signal.cancel();
                 });
+                let watched = control.clone();
+                let signal = ended.clone();
+                let reason_slot = Arc::clone(&end_reason);
+                tokio::spawn(async move {
+                    while let Some(event) = watched.poll().await {
+                        match event {
+                            DataChannelEvent::OnMessage(message) if message.is_string => {
+                                if let Ok(ChannelControl::SessionEnded { reason }) =
+                                    ChannelControl::parse(&message.data)
+                                {
+                                    *reason_slot.lock().unwrap_or_else(|e| e.into_inner()) =
+                                        Some(reason);
+                                }
+                            }
+                            DataChannelEvent::OnClose => break,
+                            _ => {}
+                        }
+                    }
+                    signal.cancel();
+                });
                 Ok((
                     Self {
                         transport: ClientTransport::Webrtc {
@@ -258,6 +288,7 @@ impl ClientSession {
                             _control: control,
                         },
                         ended,
+                        end_reason,
                     },
                     response.id,
                 ))
@@ -272,25 +303,37 @@ impl ClientSession {
         }
         match &self.transport {
             ClientTransport::Webrtc { peer, .. } => {
-                let dc = peer
-                    .pc
-                    .create_data_channel(
-                        TUNNEL_CHANNEL_LABEL,
-                        Some(RTCDataChannelInit {
-                            ordered: true,
-                            max_packet_life_time: None,
-                            max_retransmits: None,
-                            protocol: DATA_CHANNEL_PROTOCOL.to_owned(),
-                            negotiated: None,
-                        }),
-                    )
-                    .await
-                    .map_err(|e| TunnelError::Webrtc(e.to_string()))?;
-                if tunnel::wait_open(&dc, tunnel::OPEN_TIMEOUT).await {
-                    Ok(ClientStream::Channel(dc))
-                } else {
-                    Err(TunnelError::SessionEnded)
+                // webrtc 0.21 frees a closed channel's stream id as soon as it sends the
+                // stream reset, before SCTP has finished the reset, and hands the id to the next
+                // channel, whose open then fails. Such a channel closes at once; a retry after
+                // the reset has completed (a round trip later) succeeds.
+                let mut delay = Duration::from_millis(2);
+                for _ in 0..OPEN_ATTEMPTS {
+                    let dc = peer
+                        .pc
+                        .create_data_channel(
+                            TUNNEL_CHANNEL_LABEL,
+                            Some(RTCDataChannelInit {
+                                ordered: true,
+                                max_packet_life_time: None,
+                                max_retransmits: None,
+                                protocol: DATA_CHANNEL_PROTOCOL.to_owned(),
+                                negotiated: None,
+                            }),
+                        )
+                        .await
+                        .map_err(|e| TunnelError::Webrtc(e.to_string()))?;
+                    if tunnel::wait_open(&dc, tunnel::OPEN_TIMEOUT).await {
+                        return Ok(ClientStream::Channel(dc));
+                    }
+                    if self.ended.is_cancelled() {
+                        break;
+                    }
+                    tracing::debug!("data channel did not open; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_millis(100));
                 }
+                Err(TunnelError::SessionEnded)
             }
             ClientTransport::Quic(client) => {
                 let (send, recv) = client.open().await?;
@@ -302,6 +345,16 @@ impl ClientSession {
     /// Resolves when the session ends (ztproxy closed it or the connection was lost).
     pub async fn closed(&self) {
         self.ended.cancelled().await;
+    }
+
+    /// Why ztproxy ended the session, when it said so.
+    pub fn end_reason(&self) -> Option<EndReason> {
+        match &self.transport {
+            ClientTransport::Webrtc { .. } => {
+                *self.end_reason.lock().unwrap_or_else(|e| e.into_inner())
+            }
+            ClientTransport::Quic(client) => client.end_reason(),
+        }
     }
 
     /// Closes the session's transport.
@@ -328,9 +381,16 @@ pub async fn relay(
 ) -> Result<(), RelayError> {
     match stream {
         ClientStream::Channel(dc) => {
-            tunnel::relay_data_channel(&dc, tcp, CLIENT_CHUNK, &NoMeter, cancel)
-                .await
-                .1
+            tunnel::relay_data_channel(
+                &dc,
+                tcp,
+                CLIENT_CHUNK,
+                &NoMeter,
+                cancel,
+                tunnel::CloseRole::Opener,
+            )
+            .await
+            .1
         }
         ClientStream::Quic(mut send, mut recv) => {
             tunnel::relay_quic(&mut send, &mut recv, tcp, CLIENT_CHUNK, &NoMeter, cancel)
@@ -383,7 +443,10 @@ pub async fn serve(
     let outcome = tokio::select! {
         () = cancel.cancelled() => Ok(()),
         () = accept => Ok(()),
-        () = session.closed() => Err(TunnelError::SessionEnded),
+        () = session.closed() => Err(match session.end_reason() {
+            Some(reason) => TunnelError::SessionEndedBecause(reason),
+            None => TunnelError::SessionEnded,
+        }),
     };
     conn_cancel.cancel();
     tasks.close();

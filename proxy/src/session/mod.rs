@@ -38,7 +38,7 @@ use zt_api::control::{
     ApiError, Conversation, CreateSessionResponse, EndReason, EndedSession, ErrorCode, Origin,
     SdpType, SessionDescription, SessionInfo, SessionSpec, SessionState, Target, Transport,
 };
-use zt_api::tunnel::{StreamStatus, TunnelErrorCode};
+use zt_api::tunnel::{ChannelControl, StreamStatus, TunnelErrorCode};
 
 use crate::server::Shared;
 use crate::transport::quic::{self, QuicEvent};
@@ -47,6 +47,8 @@ use crate::tunnel::{self, Meter};
 
 /// How long teardown waits for relays to finish after cancelling them.
 pub const RELAY_GRACE: Duration = Duration::from_secs(2);
+/// How long teardown spends telling a WebRTC client why its session ended.
+pub const END_NOTICE_TIMEOUT: Duration = Duration::from_millis(300);
 /// Refused connections reported individually per session; later ones are only counted
 /// (a client opening thousands of channels must not flush the audit ring).
 pub const REFUSALS_AUDITED: u64 = 10;
@@ -283,7 +285,10 @@ impl Registry {
 
 /// The transport a session task owns.
 enum SessionTransport {
-    Webrtc(Peer),
+    Webrtc {
+        peer: Peer,
+        control: Option<Arc<dyn DataChannel>>,
+    },
     Quic {
         events: mpsc::Receiver<QuicEvent>,
         key: [u8; 32],
@@ -382,7 +387,13 @@ pub async fn create(
                 None => response.answer = Some(answer),
             }
             let pc = peer.pc.clone();
-            (SessionTransport::Webrtc(peer), Some(pc))
+            (
+                SessionTransport::Webrtc {
+                    peer,
+                    control: None,
+                },
+                Some(pc),
+            )
         }
         Transport::Quic => {
             let server = shared.quic.as_ref().ok_or_else(|| {
@@ -411,7 +422,9 @@ pub async fn create(
         stats: Arc::new(SessionStats::new()),
         state: AtomicU8::new(STATE_PENDING),
         connected_at: OnceLock::new(),
-        end: shared.shutdown.child_token(),
+        // Not a child of the shutdown token: shutdown ends sessions through `end_all`, so
+        // each records `shutdown` as its reason.
+        end: CancellationToken::new(),
         end_reason: Mutex::new(None),
         ended,
         peer,
@@ -510,7 +523,17 @@ async fn run(
 
 async fn close_transport(shared: &Shared, transport: SessionTransport, reason: EndReason) {
     match transport {
-        SessionTransport::Webrtc(peer) => {
+        SessionTransport::Webrtc { peer, control } => {
+            if let Some(control) = control {
+                // Tell the client why, then close. Bounded: revocation must stay prompt.
+                let notice = ChannelControl::SessionEnded { reason }.to_text();
+                let _ = tokio::time::timeout(END_NOTICE_TIMEOUT, async {
+                    if control.send_text(&notice).await.is_ok() {
+                        tunnel::wait_acked(&control).await;
+                    }
+                })
+                .await;
+            }
             let _ = peer.pc.close().await;
         }
         SessionTransport::Quic { key, conn, .. } => {
@@ -538,7 +561,7 @@ enum Incoming {
 
 async fn next_incoming(transport: &mut SessionTransport) -> Incoming {
     match transport {
-        SessionTransport::Webrtc(peer) => match peer.events.recv().await {
+        SessionTransport::Webrtc { peer, .. } => match peer.events.recv().await {
             Some(PeerEvent::Connected) => Incoming::Connected,
             Some(PeerEvent::Disconnected) => Incoming::Disconnected,
             Some(PeerEvent::DataChannel(dc)) => Incoming::DataChannel(dc),
@@ -577,7 +600,6 @@ async fn drive(
     let connect_deadline = started + shared.settings.sessions.connect_timeout;
     let max_deadline = started + handle.meta.max_duration;
     let mut connected = false;
-    let mut control_channel: Option<Arc<dyn DataChannel>> = None;
     loop {
         let deadline = if connected {
             (handle.stats.last_activity() + handle.meta.idle_timeout).min(max_deadline)
@@ -630,14 +652,15 @@ async fn drive(
                 }
             }
             Incoming::DataChannel(dc) => {
-                if let SessionTransport::Webrtc(peer) = transport {
-                    peer.kick.done();
-                }
+                let SessionTransport::Webrtc { peer, control } = transport else {
+                    continue;
+                };
+                peer.kick.done();
                 let is_control = dc.label().await.is_ok_and(|l| l == CONTROL_CHANNEL_LABEL);
-                if is_control && control_channel.is_none() {
-                    // Held so the channel stays registered; its events are drained so its
-                    // queue never fills.
-                    control_channel = Some(dc.clone());
+                if is_control && control.is_none() {
+                    // Held so the channel stays registered and carries the end notice; its
+                    // events are drained so its queue never fills.
+                    *control = Some(dc.clone());
                     let cancel = relay_cancel.clone();
                     relays.spawn(async move {
                         tokio::select! {
@@ -819,6 +842,7 @@ async fn relay_webrtc(
         shared.settings.tunnel.chunk_bytes,
         &meter,
         &cancel,
+        tunnel::CloseRole::Acceptor,
     )
     .await;
     closed(&shared, &handle, conn_no, totals, result);

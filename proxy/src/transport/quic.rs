@@ -3,9 +3,10 @@
 //!
 //! ztproxy's certificate is self-signed and generated at start-up; clients pin its SHA-256
 //! (returned when the session is created) instead of trusting a CA. A connection is
-//! anonymous until its first stream presents a session's one-time token (framing in
-//! [`zt_api::tunnel`]); from then on it belongs to that session, every later stream must
-//! present the same token, and no other connection can use the token. A connection that does
+//! anonymous until its authentication stream (the client's first unidirectional stream)
+//! presents a session's one-time token (framing in [`zt_api::tunnel`]); from then on it
+//! belongs to that session, every stream must present the same token, and no other
+//! connection can use the token. A connection that does
 //! not authenticate within `quic.auth_timeout` is closed.
 
 use std::collections::HashMap;
@@ -238,15 +239,14 @@ impl QuicServer {
             }
         };
 
-        // Authentication: the first stream must carry a valid, unused token.
-        let first = tokio::time::timeout_at(deadline.into(), async {
-            let (send, mut recv) = conn.accept_bi().await.ok()?;
-            let preamble = read_preamble(&mut recv).await;
-            Some((send, recv, preamble))
+        // Authentication: the client's first unidirectional stream carries the token.
+        let preamble = tokio::time::timeout_at(deadline.into(), async {
+            let mut recv = conn.accept_uni().await.ok()?;
+            Some(read_preamble(&mut recv).await)
         })
         .await;
-        let (send, recv, preamble) = match first {
-            Ok(Some(first)) => first,
+        let preamble = match preamble {
+            Ok(Some(preamble)) => preamble,
             Ok(None) => return,
             Err(_) => {
                 deny(
@@ -299,7 +299,6 @@ impl QuicServer {
             .send(QuicEvent::Connected(conn.clone()))
             .await
             .is_err()
-            || events.send(QuicEvent::Stream(send, recv)).await.is_err()
         {
             conn.close(VarInt::from_u32(QUIC_CLOSE_SESSION_ENDED), b"session ended");
             return;
@@ -375,7 +374,8 @@ fn transport_config(max_streams: u32) -> quinn::TransportConfig {
     let mut config = quinn::TransportConfig::default();
     config
         .max_concurrent_bidi_streams(VarInt::from_u32(max_streams))
-        .max_concurrent_uni_streams(VarInt::from_u32(0))
+        // One unidirectional stream per connection: the authentication stream.
+        .max_concurrent_uni_streams(VarInt::from_u32(1))
         .stream_receive_window(VarInt::from_u32(STREAM_RECEIVE_WINDOW))
         .receive_window(VarInt::from_u32(CONNECTION_RECEIVE_WINDOW))
         .send_window(SEND_WINDOW)
@@ -460,38 +460,21 @@ impl QuicClient {
             .ok_or_else(|| {
                 QuicClientError::BadEndpoint(format!("{} has no address", info.endpoint))
             })?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(|e| QuicClientError::Connect(e.to_string()))?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(PinnedCertVerifier { pinned, provider }))
-            .with_no_client_auth();
-        tls.alpn_protocols = vec![QUIC_ALPN.to_vec()];
-        let crypto =
-            QuicClientConfig::try_from(tls).map_err(|e| QuicClientError::Connect(e.to_string()))?;
-        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-        config.transport_config(Arc::new(transport_config(0)));
-        let bind: SocketAddr = if addr.is_ipv4() {
-            ([0, 0, 0, 0], 0).into()
-        } else {
-            ([0u16; 8], 0).into()
-        };
-        let socket = bind_udp(bind, socket_buffer_bytes)
-            .map_err(|e| QuicClientError::Connect(e.to_string()))?;
-        let mut endpoint = Endpoint::new(
-            quinn::EndpointConfig::default(),
-            None,
-            socket,
-            Arc::new(quinn::TokioRuntime),
-        )
-        .map_err(|e| QuicClientError::Connect(e.to_string()))?;
-        endpoint.set_default_client_config(config);
+        let endpoint = client_endpoint(addr, pinned, socket_buffer_bytes)?;
         let conn = endpoint
             .connect(addr, &info.server_name)
             .map_err(|e| QuicClientError::Connect(e.to_string()))?
             .await
             .map_err(|e| QuicClientError::Connect(e.to_string()))?;
+        // Authenticate the connection: the token on the first unidirectional stream.
+        let mut auth = conn
+            .open_uni()
+            .await
+            .map_err(|e| QuicClientError::Connect(e.to_string()))?;
+        auth.write_all(&tunnel::encode_preamble(&token))
+            .await
+            .map_err(|e| QuicClientError::Connect(e.to_string()))?;
+        let _ = auth.finish();
         Ok(Self {
             endpoint,
             conn,
@@ -542,11 +525,62 @@ impl QuicClient {
         &self.conn
     }
 
+    /// Why ztproxy ended the session, once the connection is closed with
+    /// [`QUIC_CLOSE_SESSION_ENDED`].
+    pub fn end_reason(&self) -> Option<zt_api::control::EndReason> {
+        match self.conn.close_reason()? {
+            quinn::ConnectionError::ApplicationClosed(close)
+                if close.error_code == VarInt::from_u32(QUIC_CLOSE_SESSION_ENDED) =>
+            {
+                let reason = std::str::from_utf8(&close.reason).ok()?;
+                serde_json::from_value(serde_json::Value::String(reason.to_owned())).ok()
+            }
+            _ => None,
+        }
+    }
+
     /// Closes the connection.
     pub fn close(&self) {
         self.conn.close(VarInt::from_u32(0), b"client done");
         self.endpoint.close(VarInt::from_u32(0), b"client done");
     }
+}
+
+/// A client endpoint for connecting to `server` (for its address family), trusting only the
+/// certificate whose SHA-256 is `pinned`.
+pub fn client_endpoint(
+    server: SocketAddr,
+    pinned: [u8; 32],
+    socket_buffer_bytes: usize,
+) -> Result<Endpoint, QuicClientError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| QuicClientError::Connect(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinnedCertVerifier { pinned, provider }))
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![QUIC_ALPN.to_vec()];
+    let crypto =
+        QuicClientConfig::try_from(tls).map_err(|e| QuicClientError::Connect(e.to_string()))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    config.transport_config(Arc::new(transport_config(0)));
+    let bind: SocketAddr = if server.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        ([0u16; 8], 0).into()
+    };
+    let socket =
+        bind_udp(bind, socket_buffer_bytes).map_err(|e| QuicClientError::Connect(e.to_string()))?;
+    let mut endpoint = Endpoint::new(
+        quinn::EndpointConfig::default(),
+        None,
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(|e| QuicClientError::Connect(e.to_string()))?;
+    endpoint.set_default_client_config(config);
+    Ok(endpoint)
 }
 
 /// Accepts exactly the server certificate whose SHA-256 is pinned, and checks that the
