@@ -1,0 +1,7 @@
+//! `zt-recording`: the recording tools without the proxy (`ztproxy recording` is the same).
+
+use clap::Parser;
+
+fn main() -> anyhow::Result<()> {
+    zt_recorder::cli::run(zt_recorder::cli::Cli::parse().command)
+}

@@ -1,0 +1,491 @@
+//! Export to the formats other tools play: `script` typescript + timing (`scriptreplay`),
+//! asciicast v2 (`asciinema`), plain text, and the raw Guacamole instruction stream that
+//! guacd writes with `recording-path` (the Guacamole session player and `guacenc` read it).
+//!
+//! Each exporter is a loop over [`Events`] with one arm per event type, like guacenc's
+//! instruction handlers; events a format cannot express are skipped (input and resizes in a
+//! typescript, gap markers everywhere).
+
+use std::io::{self, Write};
+use std::time::Duration;
+
+use crate::error::ExportError;
+use crate::format::{Event, Header, RecordedEvent, RecordingKind};
+use crate::reader::{Events, EventsEnd};
+
+/// The export formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// `script`-compatible typescript plus a classic timing file (output only).
+    Typescript,
+    /// asciicast v2 (output, input when recorded, resizes).
+    Asciicast,
+    /// Terminal output as plain text, escape sequences removed.
+    Text,
+    /// The Guacamole instruction stream, as guacd writes it with `recording-path`.
+    Guac,
+}
+
+impl ExportFormat {
+    /// The recording kind the format applies to.
+    pub fn kind(self) -> RecordingKind {
+        match self {
+            Self::Guac => RecordingKind::Graphical,
+            Self::Typescript | Self::Asciicast | Self::Text => RecordingKind::Typescript,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Typescript => "typescript",
+            Self::Asciicast => "asciicast",
+            Self::Text => "text",
+            Self::Guac => "guac",
+        }
+    }
+
+    /// Fails unless the format applies to `kind`.
+    pub fn check_kind(self, kind: RecordingKind) -> Result<(), ExportError> {
+        if kind == self.kind() {
+            Ok(())
+        } else {
+            Err(ExportError::WrongKind {
+                format: self.name(),
+                needs: self.kind(),
+                kind,
+            })
+        }
+    }
+}
+
+/// What an export wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ExportSummary {
+    /// Events written.
+    pub events: u64,
+    /// Payload bytes written.
+    pub bytes: u64,
+    /// How the events ended; [`EventsEnd::Truncated`] for an unfinalised recording.
+    pub end: Option<EventsEnd>,
+}
+
+/// Writes a typescript (`data`) and its classic timing file (`timing`): one line
+/// `<seconds since the previous output> <byte count>` per output event. `scriptreplay`
+/// skips the first line of the typescript, so it starts with the `Script started on ...`
+/// line `script` writes. `from` is where the range starts (zero for a whole recording);
+/// the first delay is measured from it.
+pub fn export_typescript<R: io::Read + io::Seek>(
+    events: &mut Events<'_, R>,
+    from: Duration,
+    data: &mut dyn Write,
+    timing: &mut dyn Write,
+) -> Result<ExportSummary, ExportError> {
+    ExportFormat::Typescript.check_kind(events.header().kind)?;
+    let header = events.header().clone();
+    let start = header.start_unix_micros.saturating_add(duration_us(from));
+    let size = display_size(&header);
+    writeln!(
+        data,
+        "Script started on {} [COMMAND=\"{}\" COLUMNS=\"{}\" LINES=\"{}\"]",
+        script_date(start),
+        sanitize(&title(&header)),
+        size.0,
+        size.1
+    )
+    .map_err(ExportError::Io)?;
+    let mut previous = duration_us(from);
+    let mut summary = ExportSummary::default();
+    for event in events.by_ref() {
+        let RecordedEvent { at, event } = event?;
+        let Event::Output(bytes) = event else {
+            continue;
+        };
+        if bytes.is_empty() {
+            continue;
+        }
+        let at = duration_us(at);
+        writeln!(
+            timing,
+            "{} {}",
+            seconds(at.saturating_sub(previous)),
+            bytes.len()
+        )
+        .map_err(ExportError::Io)?;
+        data.write_all(&bytes).map_err(ExportError::Io)?;
+        previous = at;
+        summary.count(bytes.len());
+    }
+    summary.end = events.end();
+    if summary.end == Some(EventsEnd::Final) {
+        let end = header.start_unix_micros.saturating_add(previous);
+        write!(
+            data,
+            "\nScript done on {} [COMMAND_EXIT_CODE=\"0\"]\n",
+            script_date(end)
+        )
+        .map_err(ExportError::Io)?;
+    }
+    data.flush().map_err(ExportError::Io)?;
+    timing.flush().map_err(ExportError::Io)?;
+    Ok(summary)
+}
+
+/// Writes asciicast v2: a JSON header line, then one `[time, code, data]` line per output
+/// (`"o"`), input (`"i"`) and resize (`"r"`, `"COLSxROWS"`) event. Terminal bytes are
+/// decoded as UTF-8 across event boundaries; invalid sequences become U+FFFD, as asciinema
+/// does when recording.
+pub fn export_asciicast<R: io::Read + io::Seek>(
+    events: &mut Events<'_, R>,
+    from: Duration,
+    out: &mut dyn Write,
+) -> Result<ExportSummary, ExportError> {
+    ExportFormat::Asciicast.check_kind(events.header().kind)?;
+    let header = events.header().clone();
+    let (width, height) = display_size(&header);
+    let start_secs = header.start_unix_micros.saturating_add(duration_us(from)) / 1_000_000;
+    let head = serde_json::json!({
+        "version": 2,
+        "width": width,
+        "height": height,
+        "timestamp": start_secs,
+        "title": title(&header),
+    });
+    writeln!(out, "{head}").map_err(ExportError::Io)?;
+    let from_us = duration_us(from);
+    let mut output = Utf8Stream::default();
+    let mut input = Utf8Stream::default();
+    let mut text = String::new();
+    let mut summary = ExportSummary::default();
+    let mut time = seconds(0);
+    for event in events.by_ref() {
+        let RecordedEvent { at, event } = event?;
+        time = seconds(duration_us(at).saturating_sub(from_us));
+        let (code, len) = match &event {
+            Event::Output(bytes) => {
+                text.clear();
+                output.decode(bytes, &mut text);
+                ("o", bytes.len())
+            }
+            Event::Input(bytes) => {
+                text.clear();
+                input.decode(bytes, &mut text);
+                ("i", bytes.len())
+            }
+            Event::Resize(size) => {
+                text = format!("{}x{}", size.width, size.height);
+                ("r", 0)
+            }
+            _ => continue,
+        };
+        if text.is_empty() {
+            continue;
+        }
+        let data = serde_json::to_string(&text).map_err(|e| ExportError::Io(e.into()))?;
+        writeln!(out, "[{time}, \"{code}\", {data}]").map_err(ExportError::Io)?;
+        summary.count(len);
+    }
+    for (code, stream) in [("o", &mut output), ("i", &mut input)] {
+        text.clear();
+        stream.finish(&mut text);
+        if !text.is_empty() {
+            let data = serde_json::to_string(&text).map_err(|e| ExportError::Io(e.into()))?;
+            writeln!(out, "[{time}, \"{code}\", {data}]").map_err(ExportError::Io)?;
+        }
+    }
+    summary.end = events.end();
+    out.flush().map_err(ExportError::Io)?;
+    Ok(summary)
+}
+
+/// Writes the terminal output as plain text: escape sequences removed, carriage returns
+/// and backspaces applied to the current line. This is an aid for reading and searching,
+/// not a terminal emulator: full-screen programs come out as their drawing order.
+pub fn export_text<R: io::Read + io::Seek>(
+    events: &mut Events<'_, R>,
+    out: &mut dyn Write,
+) -> Result<ExportSummary, ExportError> {
+    ExportFormat::Text.check_kind(events.header().kind)?;
+    let mut utf8 = Utf8Stream::default();
+    let mut filter = TextFilter::default();
+    let mut text = String::new();
+    let mut summary = ExportSummary::default();
+    for event in events.by_ref() {
+        let RecordedEvent { event, .. } = event?;
+        let Event::Output(bytes) = event else {
+            continue;
+        };
+        text.clear();
+        utf8.decode(&bytes, &mut text);
+        filter.feed(&text, out).map_err(ExportError::Io)?;
+        summary.count(bytes.len());
+    }
+    text.clear();
+    utf8.finish(&mut text);
+    filter.feed(&text, out).map_err(ExportError::Io)?;
+    filter.finish(out).map_err(ExportError::Io)?;
+    summary.end = events.end();
+    out.flush().map_err(ExportError::Io)?;
+    Ok(summary)
+}
+
+/// Writes the Guacamole instruction stream the user saw, as guacd writes it with
+/// `recording-path`. Key frames are not part of that stream and are left out, except the
+/// one a range export starts from, which draws the screen as it was at that point.
+pub fn export_guac<R: io::Read + io::Seek>(
+    events: &mut Events<'_, R>,
+    out: &mut dyn Write,
+) -> Result<ExportSummary, ExportError> {
+    ExportFormat::Guac.check_kind(events.header().kind)?;
+    let mut summary = ExportSummary::default();
+    let mut first = true;
+    for event in events.by_ref() {
+        let RecordedEvent { event, .. } = event?;
+        let bytes = match event {
+            Event::Instructions(bytes) => bytes,
+            Event::KeyFrame(bytes) if first => bytes,
+            _ => {
+                tracing::trace!("skipping an event the guac format does not carry");
+                continue;
+            }
+        };
+        first = false;
+        out.write_all(&bytes).map_err(ExportError::Io)?;
+        summary.count(bytes.len());
+    }
+    summary.end = events.end();
+    out.flush().map_err(ExportError::Io)?;
+    Ok(summary)
+}
+
+impl ExportSummary {
+    fn count(&mut self, bytes: usize) {
+        self.events += 1;
+        self.bytes += u64::try_from(bytes).unwrap_or(u64::MAX);
+    }
+}
+
+/// Decodes UTF-8 that may be split across events.
+#[derive(Debug, Default)]
+struct Utf8Stream {
+    pending: Vec<u8>,
+}
+
+impl Utf8Stream {
+    fn decode(&mut self, bytes: &[u8], out: &mut String) {
+        let joined;
+        let mut rest: &[u8] = if self.pending.is_empty() {
+            bytes
+        } else {
+            self.pending.extend_from_slice(bytes);
+            joined = std::mem::take(&mut self.pending);
+            &joined
+        };
+        loop {
+            match std::str::from_utf8(rest) {
+                Ok(s) => {
+                    out.push_str(s);
+                    return;
+                }
+                Err(e) => {
+                    let (valid, after) = rest.split_at(e.valid_up_to());
+                    out.push_str(std::str::from_utf8(valid).unwrap_or_default());
+                    match e.error_len() {
+                        Some(n) => {
+                            out.push(char::REPLACEMENT_CHARACTER);
+                            rest = after.get(n..).unwrap_or_default();
+                        }
+                        None => {
+                            // An incomplete sequence at the end: at most 3 bytes, kept for
+                            // the next event.
+                            self.pending = after.to_vec();
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self, out: &mut String) {
+        if !self.pending.is_empty() {
+            self.pending.clear();
+            out.push(char::REPLACEMENT_CHARACTER);
+        }
+    }
+}
+
+/// Removes terminal control sequences and applies `\r` and backspace to the current line.
+#[derive(Debug, Default)]
+struct TextFilter {
+    state: EscState,
+    line: Vec<char>,
+    cursor: usize,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum EscState {
+    #[default]
+    Ground,
+    Escape,
+    Intermediate,
+    Csi,
+    Osc,
+    OscEscape,
+    Str,
+    StrEscape,
+}
+
+impl TextFilter {
+    fn feed(&mut self, text: &str, out: &mut dyn Write) -> io::Result<()> {
+        for c in text.chars() {
+            self.state = match (self.state, c) {
+                (EscState::Ground, '\x1b') => EscState::Escape,
+                (EscState::Ground, '\n') => {
+                    self.emit_line(out)?;
+                    EscState::Ground
+                }
+                (EscState::Ground, '\r') => {
+                    self.cursor = 0;
+                    EscState::Ground
+                }
+                (EscState::Ground, '\x08') => {
+                    self.cursor = self.cursor.saturating_sub(1);
+                    EscState::Ground
+                }
+                (EscState::Ground, c) if c == '\t' || !(c.is_control()) => {
+                    self.put(c, out)?;
+                    EscState::Ground
+                }
+                (EscState::Ground, _) => EscState::Ground,
+                (EscState::Escape, '[') => EscState::Csi,
+                (EscState::Escape, ']') => EscState::Osc,
+                (EscState::Escape, 'P' | 'X' | '^' | '_') => EscState::Str,
+                (EscState::Escape | EscState::Intermediate, '\x20'..='\x2f') => {
+                    EscState::Intermediate
+                }
+                (EscState::Escape | EscState::Intermediate, _) => EscState::Ground,
+                (EscState::Csi, '\x40'..='\x7e') => EscState::Ground,
+                (EscState::Csi, _) => EscState::Csi,
+                (EscState::Osc, '\x07') => EscState::Ground,
+                (EscState::Osc, '\x1b') => EscState::OscEscape,
+                (EscState::Osc, _) => EscState::Osc,
+                (EscState::OscEscape, _) => EscState::Ground,
+                (EscState::Str, '\x1b') => EscState::StrEscape,
+                (EscState::Str, _) => EscState::Str,
+                (EscState::StrEscape, '\\') => EscState::Ground,
+                (EscState::StrEscape, _) => EscState::Str,
+            };
+        }
+        Ok(())
+    }
+
+    fn put(&mut self, c: char, out: &mut dyn Write) -> io::Result<()> {
+        if let Some(slot) = self.line.get_mut(self.cursor) {
+            *slot = c;
+        } else {
+            self.line.push(c);
+        }
+        self.cursor += 1;
+        if self.line.len() >= MAX_TEXT_LINE_CHARS {
+            self.emit_line(out)?;
+        }
+        Ok(())
+    }
+
+    fn emit_line(&mut self, out: &mut dyn Write) -> io::Result<()> {
+        let line: String = self.line.drain(..).collect();
+        self.cursor = 0;
+        writeln!(out, "{}", line.trim_end())
+    }
+
+    fn finish(&mut self, out: &mut dyn Write) -> io::Result<()> {
+        if !self.line.is_empty() {
+            self.emit_line(out)?;
+        }
+        Ok(())
+    }
+}
+
+fn display_size(header: &Header) -> (u16, u16) {
+    match (header.size.width, header.size.height) {
+        (0, _) | (_, 0) => (DEFAULT_COLUMNS, DEFAULT_ROWS),
+        (w, h) => (w, h),
+    }
+}
+
+fn title(header: &Header) -> String {
+    format!("{} session {}", header.protocol, header.session_id)
+}
+
+/// Keeps the typescript's first line one line with balanced quotes.
+fn sanitize(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() || c == '"' { '_' } else { c })
+        .collect()
+}
+
+fn script_date(unix_micros: u64) -> String {
+    let secs = i64::try_from(unix_micros / 1_000_000).unwrap_or(0);
+    let format =
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]+00:00");
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| t.format(format).ok())
+        .unwrap_or_default()
+}
+
+fn seconds(us: u64) -> String {
+    format!("{}.{:06}", us / 1_000_000, us % 1_000_000)
+}
+
+fn duration_us(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Size used when the recording does not say.
+const DEFAULT_COLUMNS: u16 = 80;
+const DEFAULT_ROWS: u16 = 24;
+/// A line longer than this is broken, so output without newlines cannot grow memory.
+const MAX_TEXT_LINE_CHARS: usize = 64 * 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utf8_across_events() {
+        let mut s = Utf8Stream::default();
+        let mut out = String::new();
+        let bytes = "aé€😀".as_bytes();
+        for b in bytes {
+            s.decode(std::slice::from_ref(b), &mut out);
+        }
+        s.finish(&mut out);
+        assert_eq!(out, "aé€😀");
+        let mut out = String::new();
+        s.decode(b"x\xffy\xe2\x82", &mut out);
+        assert_eq!(out, "x\u{fffd}y");
+        s.finish(&mut out);
+        assert_eq!(out, "x\u{fffd}y\u{fffd}");
+    }
+
+    #[test]
+    fn text_filter_strips_sequences() {
+        let mut f = TextFilter::default();
+        let mut out = Vec::new();
+        let input = "\x1b[1;32muser@host\x1b[0m:~$ ls\r\n\x1b]0;title\x07a  b\r\nprogress 10%\rprogress 99%\r\nab\x08c\n\x1bPdcs\x1b\\done";
+        f.feed(input, &mut out).unwrap();
+        f.finish(&mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "user@host:~$ ls\na  b\nprogress 99%\nac\ndone\n"
+        );
+    }
+
+    #[test]
+    fn seconds_are_exact() {
+        assert_eq!(seconds(0), "0.000000");
+        assert_eq!(seconds(1_234_567), "1.234567");
+        assert_eq!(script_date(0), "1970-01-01 00:00:00+00:00");
+    }
+}
