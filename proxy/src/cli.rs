@@ -39,6 +39,9 @@ enum Command {
     Connect(Box<ConnectCommand>),
     /// Print a new random control API token (for `control.token_file`).
     GenToken,
+    /// Recordings: generate keys, inspect, verify and export.
+    #[command(subcommand)]
+    Recording(zt_recorder::cli::RecordingCommand),
 }
 
 #[derive(Debug, Args)]
@@ -147,6 +150,19 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Connect(command) => match *command {
             ConnectCommand::Tunnel(args) => connect_tunnel(args).await,
         },
+        Command::Recording(command) => {
+            match tokio::task::spawn_blocking(move || zt_recorder::cli::run(command)).await {
+                Ok(Ok(())) => ExitCode::SUCCESS,
+                Ok(Err(error)) => {
+                    eprintln!("ztproxy recording: {error:#}");
+                    ExitCode::from(EXIT_FAILED)
+                }
+                Err(error) => {
+                    eprintln!("ztproxy recording: {error}");
+                    ExitCode::from(EXIT_FAILED)
+                }
+            }
+        }
         Command::GenToken => match crate::util::random_bytes::<32>() {
             Ok(bytes) => {
                 use base64::Engine;
