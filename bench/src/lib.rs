@@ -1,1 +1,221 @@
 //! Benchmarks and load generators for ztproxy.
+//!
+//! * `tunnel-bench` (`src/bin/tunnel_bench.rs`): the tunnel data plane against direct TCP and
+//!   `ssh -L`, measured in the same run — throughput, echo round trip, session set-up time and
+//!   memory per idle session.
+//! * `benches/*.rs`: criterion micro-benchmarks (recorder chunk sealing, Guacamole codec).
+//!
+//! The machines these run on are shared and noisy, so every figure is reported next to a
+//! baseline measured in the same run, as a ratio, and as a median of several runs.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// A 64 KiB block of incompressible bytes, repeated for bulk transfers.
+pub fn payload_block() -> Vec<u8> {
+    let mut block = vec![0u8; 64 * 1024];
+    zt_tests::PatternStream::new(0xbe7c4).fill(&mut block);
+    block
+}
+
+/// A server that reads every connection to EOF, then answers with the byte count (u64 BE).
+pub async fn sink_server() -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 256 * 1024];
+                let mut total = 0u64;
+                loop {
+                    match stream.read(&mut buf).await {
+                        Ok(0) => break,
+                        Ok(n) => total += n as u64,
+                        Err(_) => return,
+                    }
+                }
+                let _ = stream.write_all(&total.to_be_bytes()).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// A server that sends `len` bytes to every connection, then closes it.
+pub async fn source_server(len: u64) -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let block = payload_block();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let _ = stream.set_nodelay(true);
+            let block = block.clone();
+            tokio::spawn(async move {
+                let mut left = len;
+                while left > 0 {
+                    let n = left.min(block.len() as u64) as usize;
+                    if stream.write_all(&block[..n]).await.is_err() {
+                        return;
+                    }
+                    left -= n as u64;
+                }
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// Sends `len` bytes to a sink through `addr`; returns the time until the sink confirmed
+/// every byte.
+pub async fn upload(addr: SocketAddr, len: u64) -> anyhow::Result<Duration> {
+    let block = payload_block();
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let started = std::time::Instant::now();
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(block.len() as u64) as usize;
+        stream.write_all(&block[..n]).await?;
+        left -= n as u64;
+    }
+    stream.shutdown().await?;
+    let mut count = [0u8; 8];
+    stream.read_exact(&mut count).await?;
+    let elapsed = started.elapsed();
+    anyhow::ensure!(
+        u64::from_be_bytes(count) == len,
+        "sink received {} of {len} bytes",
+        u64::from_be_bytes(count)
+    );
+    Ok(elapsed)
+}
+
+/// Receives everything a source sends through `addr`; returns the time from connecting to
+/// the end of the stream.
+pub async fn download(addr: SocketAddr, len: u64) -> anyhow::Result<Duration> {
+    let started = std::time::Instant::now();
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+    }
+    let elapsed = started.elapsed();
+    anyhow::ensure!(total == len, "received {total} of {len} bytes");
+    Ok(elapsed)
+}
+
+/// Round trips of `size` bytes through `addr` (an echo server behind it): `warmup` unmeasured,
+/// then `count` measured.
+pub async fn echo_round_trips(
+    addr: SocketAddr,
+    size: usize,
+    warmup: usize,
+    count: usize,
+) -> anyhow::Result<Vec<Duration>> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let out = vec![0x42u8; size];
+    let mut back = vec![0u8; size];
+    let mut samples = Vec::with_capacity(count);
+    for i in 0..warmup + count {
+        let started = std::time::Instant::now();
+        stream.write_all(&out).await?;
+        stream.read_exact(&mut back).await?;
+        if i >= warmup {
+            samples.push(started.elapsed());
+        }
+    }
+    Ok(samples)
+}
+
+/// Percentiles of a sample set.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Largest sample.
+    pub max: f64,
+    /// Number of samples.
+    pub n: usize,
+}
+
+impl Percentiles {
+    /// Percentiles of `samples`, converted by `unit` (e.g. to microseconds).
+    pub fn of(samples: &[Duration], unit: fn(Duration) -> f64) -> Self {
+        let mut values: Vec<f64> = samples.iter().map(|d| unit(*d)).collect();
+        values.sort_by(f64::total_cmp);
+        let at = |q: f64| -> f64 {
+            if values.is_empty() {
+                return f64::NAN;
+            }
+            let rank = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len());
+            values[rank - 1]
+        };
+        Self {
+            p50: at(0.50),
+            p99: at(0.99),
+            max: values.last().copied().unwrap_or(f64::NAN),
+            n: values.len(),
+        }
+    }
+}
+
+/// Microseconds.
+pub fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+/// Milliseconds.
+pub fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Median of a set of numbers.
+pub fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+/// Resident set size of process `pid` in KiB.
+pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no VmRSS for {pid}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let samples: Vec<Duration> = (1..=100).map(Duration::from_micros).collect();
+        let p = Percentiles::of(&samples, micros);
+        assert_eq!((p.p50, p.p99, p.max, p.n), (50.0, 99.0, 100.0, 100));
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+    }
+}

@@ -147,6 +147,11 @@ impl ZtProxy {
         })
     }
 
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// A control API client on the Unix socket.
     pub fn api(&self) -> ApiClient {
         ApiClient::new(ApiAddress::Unix(self.ready.control_socket.clone()), None)

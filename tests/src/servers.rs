@@ -240,6 +240,36 @@ impl Sshd {
         Ok(server)
     }
 
+    /// An `ssh -N -L` command that forwards `local` on 127.0.0.1 to `target` through this
+    /// server (the port forwarding a user would pick instead of a tunnel).
+    pub fn forward(&self, local: u16, target: SocketAddr) -> anyhow::Result<Command> {
+        let ssh = require_program("ssh", "openssh-client", &[])?;
+        let mut command = Command::new(ssh);
+        command
+            .args(["-F", "/dev/null", "-i"])
+            .arg(&self.client_key)
+            .args([
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "LogLevel=ERROR",
+                "-o",
+                "ExitOnForwardFailure=yes",
+                "-N",
+                "-L",
+                &format!("127.0.0.1:{local}:{}:{}", target.ip(), target.port()),
+                "-p",
+                &self.port.to_string(),
+            ])
+            .arg(format!("{}@127.0.0.1", self.user))
+            .stdin(Stdio::null());
+        Ok(command)
+    }
+
     /// An `ssh` command that logs in through `port` on 127.0.0.1 and runs `remote`.
     pub fn ssh(&self, port: u16, remote: &str) -> anyhow::Result<Command> {
         let ssh = require_program("ssh", "openssh-client", &[])?;
