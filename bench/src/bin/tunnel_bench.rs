@@ -147,10 +147,15 @@ async fn main() -> anyhow::Result<()> {
     config.insert("echo_count".into(), args.echo_count.into());
     config.insert("setup_count".into(), args.setup_count.into());
     config.insert("idle_sessions".into(), args.idle_sessions.into());
-    config.insert("sctp_mtu".into(), args.sctp_mtu.map_or(1191.into(), Into::into));
+    config.insert(
+        "sctp_mtu".into(),
+        args.sctp_mtu.map_or_else(|| 1191.into(), Into::into),
+    );
     config.insert(
         "cpus".into(),
-        std::thread::available_parallelism().map_or(0, |n| n.get()).into(),
+        std::thread::available_parallelism()
+            .map_or(0, |n| n.get())
+            .into(),
     );
 
     let sink = sink_server().await?;
@@ -189,15 +194,27 @@ async fn main() -> anyhow::Result<()> {
     }
 
     // Bulk throughput, paths interleaved in every run so they see the same machine state.
-    let runs = if args.runs_phase("throughput") { args.runs } else { 0 };
+    let runs = if args.runs_phase("throughput") {
+        args.runs
+    } else {
+        0
+    };
     for run in 0..runs {
         for (name, endpoints) in PATHS.iter().zip(paths.iter().copied()) {
             eprintln!("run {}/{}: {name} bulk transfer", run + 1, args.runs);
             let up = upload(endpoints.sink, args.bytes).await?;
             let down = download(endpoints.source, args.bytes).await?;
             let mbps = |d: Duration| args.bytes as f64 / d.as_secs_f64() / 1e6;
-            results.upload_mbps.entry(name.to_string()).or_default().push(mbps(up));
-            results.download_mbps.entry(name.to_string()).or_default().push(mbps(down));
+            results
+                .upload_mbps
+                .entry(name.to_string())
+                .or_default()
+                .push(mbps(up));
+            results
+                .download_mbps
+                .entry(name.to_string())
+                .or_default()
+                .push(mbps(down));
         }
     }
 
@@ -212,7 +229,11 @@ async fn main() -> anyhow::Result<()> {
             .insert(name.to_string(), Percentiles::of(&samples, micros));
     }
 
-    let setup_count = if args.runs_phase("setup") { args.setup_count } else { 0 };
+    let setup_count = if args.runs_phase("setup") {
+        args.setup_count
+    } else {
+        0
+    };
     eprintln!("set-up: direct");
     let mut samples = Vec::new();
     for _ in 0..setup_count {
@@ -313,7 +334,12 @@ fn tunnel_path(
     for target in [direct.sink, direct.source, direct.echo] {
         let mut args: Vec<&str> = vec!["--transport", transport];
         args.extend(extra.iter().map(String::as_str));
-        tunnels.push(TunnelCli::start(bin, &proxy.api_arg(), &target.to_string(), &args)?);
+        tunnels.push(TunnelCli::start(
+            bin,
+            &proxy.api_arg(),
+            &target.to_string(),
+            &args,
+        )?);
     }
     Ok((
         Endpoints {
@@ -446,7 +472,10 @@ fn judge(results: &mut Results) {
     ratios.insert("quic_throughput_vs_ssh".into(), quic);
     ratios.insert("direct_throughput_vs_ssh".into(), both(PATHS[0]) / ssh);
     let rtt = |name: &str| results.echo_rtt_us[name].p50;
-    ratios.insert("webrtc_echo_p50_vs_ssh".into(), rtt(PATHS[2]) / rtt(PATHS[1]));
+    ratios.insert(
+        "webrtc_echo_p50_vs_ssh".into(),
+        rtt(PATHS[2]) / rtt(PATHS[1]),
+    );
     ratios.insert("quic_echo_p50_vs_ssh".into(), rtt(PATHS[3]) / rtt(PATHS[1]));
 
     let targets = &mut results.targets;
@@ -496,9 +525,21 @@ fn print_table(results: &Results) {
         &|p| results.echo_rtt_us.get(p).map(|s| s.p99),
         0,
     );
-    row("set-up p50 ms", &|p| results.setup_ms.get(p).map(|s| s.p50), 1);
-    row("set-up p99 ms", &|p| results.setup_ms.get(p).map(|s| s.p99), 1);
-    row("set-up max ms", &|p| results.setup_ms.get(p).map(|s| s.max), 1);
+    row(
+        "set-up p50 ms",
+        &|p| results.setup_ms.get(p).map(|s| s.p50),
+        1,
+    );
+    row(
+        "set-up p99 ms",
+        &|p| results.setup_ms.get(p).map(|s| s.p99),
+        1,
+    );
+    row(
+        "set-up max ms",
+        &|p| results.setup_ms.get(p).map(|s| s.max),
+        1,
+    );
     row(
         "idle RSS KiB/session",
         &|p| results.idle_rss_kib_per_session.get(p).copied(),
