@@ -9,7 +9,7 @@ use tracing_subscriber::fmt::format::FmtSpan;
 use crate::config::{LogConfig, LogFormat};
 
 /// Crates whose `info` output is per-connection noise.
-const QUIET_CRATES: &[&str] = &[
+pub const QUIET_CRATES: &[&str] = &[
     "webrtc",
     "rtc",
     "rtc_ice",

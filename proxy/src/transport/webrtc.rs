@@ -4,7 +4,7 @@
 //! peer connection, gathers its host candidates (and server-reflexive or relayed ones when
 //! STUN/TURN servers are configured), and returns an answer that already contains them, so a
 //! client that does not trickle still connects. Trickled client candidates are applied with
-//! [`Peer::add_candidate`].
+//! [`add_candidates`].
 //!
 //! The `connect` CLI, the benchmarks and the tests use the same builder as the *offerer*
 //! ([`Peer::offer`]).

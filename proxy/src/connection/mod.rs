@@ -1,0 +1,3 @@
+//! Interactive connections: the Guacamole conversation between a user's client and a target.
+
+pub mod filter;
