@@ -509,7 +509,7 @@ impl Filter {
     }
 
     /// An `ack` travelling `direction` acknowledges a stream the other side opened.
-    fn ack(&mut self, instruction: &Instruction, direction: Direction) -> Verdict {
+    fn ack(&self, instruction: &Instruction, direction: Direction) -> Verdict {
         let Some(stream) = stream_arg(instruction, 0) else {
             return Verdict::Forward;
         };
