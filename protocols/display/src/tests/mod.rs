@@ -1,0 +1,10 @@
+//! In-crate tests: one module per concern, sharing the helpers in `support`.
+
+mod support;
+
+mod bench;
+mod degradation;
+mod hostile;
+mod limits;
+mod opcodes;
+mod replay;
