@@ -65,9 +65,58 @@ pub struct Config {
     /// Tunnel data plane.
     #[serde(default)]
     pub tunnel: TunnelConfig,
+    /// The external guacd for interactive connections.
+    #[serde(default)]
+    pub guacd: Option<GuacdConfig>,
+    /// Where and how recordings are written.
+    #[serde(default)]
+    pub recordings: Option<RecordingsConfig>,
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+}
+
+/// `[guacd]`: the guacd that RDP (and, on request, VNC, SSH, Telnet) connections go through.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuacdConfig {
+    /// guacd's address (`host:port`; guacd listens on 4822 by default).
+    pub address: String,
+    /// How long connecting and the handshake with guacd may take.
+    #[serde(default = "default_guacd_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// How long ztproxy lets a `sync` from guacd go unanswered by a slow client before it
+    /// answers itself (guacd drops clients silent for 15 s).
+    #[serde(default = "default_sync_grace", with = "humantime_serde")]
+    pub sync_grace: Duration,
+    /// How long the user's client has for the Guacamole handshake.
+    #[serde(default = "default_guacd_timeout", with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+}
+
+fn default_guacd_timeout() -> Duration {
+    Duration::from_secs(15)
+}
+
+fn default_sync_grace() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// `[recordings]`: where session recordings are written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingsConfig {
+    /// Directory for recording files (created with mode 0700 when missing).
+    pub directory: PathBuf,
+    /// Ed25519 identity key (`ztproxy recording keygen ed25519`) that signs manifests.
+    #[serde(default)]
+    pub identity_key_file: Option<PathBuf>,
+    /// X25519 public keys of auditors every recording is also wrapped to.
+    #[serde(default)]
+    pub recipient_files: Vec<PathBuf>,
+    /// End a session whose recording fails (unless the session says otherwise).
+    #[serde(default = "yes")]
+    pub fail_closed: bool,
 }
 
 /// `[control]`
@@ -369,8 +418,48 @@ pub struct Settings {
     pub sessions: SessionsConfig,
     /// Tunnel data plane.
     pub tunnel: TunnelConfig,
+    /// guacd, when configured.
+    pub guacd: Option<GuacdSettings>,
+    /// Recordings, when configured.
+    pub recordings: Option<std::sync::Arc<RecordingsSettings>>,
     /// Logging.
     pub log: LogConfig,
+}
+
+/// Validated `[guacd]`.
+#[derive(Debug, Clone)]
+pub struct GuacdSettings {
+    /// guacd's address.
+    pub address: String,
+    /// Connect and handshake timeout.
+    pub connect_timeout: Duration,
+    /// Sync grace.
+    pub sync_grace: Duration,
+    /// Client handshake timeout.
+    pub handshake_timeout: Duration,
+}
+
+/// Validated `[recordings]`, with the keys read.
+pub struct RecordingsSettings {
+    /// Directory for recordings.
+    pub directory: PathBuf,
+    /// Identity key signing manifests.
+    pub identity: Option<std::sync::Arc<zt_recorder::IdentityKey>>,
+    /// Auditors' public keys.
+    pub recipients: Vec<zt_recorder::RecipientPublicKey>,
+    /// Default failure policy.
+    pub fail_closed: bool,
+}
+
+impl std::fmt::Debug for RecordingsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordingsSettings")
+            .field("directory", &self.directory)
+            .field("identity", &self.identity.is_some())
+            .field("recipients", &self.recipients.len())
+            .field("fail_closed", &self.fail_closed)
+            .finish()
+    }
 }
 
 /// Validated `[control]`.
@@ -637,6 +726,38 @@ impl Config {
                 "must be between 1024 and 65000 (the SCTP message limit is 64 KiB)".into(),
             ));
         }
+        let guacd = match self.guacd {
+            None => None,
+            Some(g) => {
+                if g.address.is_empty() || !g.address.contains(':') {
+                    return Err(invalid("guacd.address", "must be host:port".into()));
+                }
+                for (key, value) in [
+                    ("guacd.connect_timeout", g.connect_timeout),
+                    ("guacd.handshake_timeout", g.handshake_timeout),
+                ] {
+                    if value.is_zero() {
+                        return Err(invalid(key, "must not be zero".into()));
+                    }
+                }
+                if g.sync_grace.is_zero() || g.sync_grace >= Duration::from_secs(14) {
+                    return Err(invalid(
+                        "guacd.sync_grace",
+                        "must be between 1ms and 14s (guacd gives up on a client after 15s)".into(),
+                    ));
+                }
+                Some(GuacdSettings {
+                    address: g.address,
+                    connect_timeout: g.connect_timeout,
+                    sync_grace: g.sync_grace,
+                    handshake_timeout: g.handshake_timeout,
+                })
+            }
+        };
+        let recordings = match self.recordings {
+            None => None,
+            Some(r) => Some(std::sync::Arc::new(read_recordings(r, path)?)),
+        };
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(invalid(
                 "log.level",
@@ -653,9 +774,60 @@ impl Config {
             quic,
             sessions: self.sessions,
             tunnel: self.tunnel,
+            guacd,
+            recordings,
             log: self.log,
         })
     }
+}
+
+fn read_recordings(
+    config: RecordingsConfig,
+    path: &Path,
+) -> Result<RecordingsSettings, ConfigError> {
+    let invalid = |key: &'static str, message: String| ConfigError::Invalid {
+        path: path.to_owned(),
+        key,
+        message,
+    };
+    if config.directory.as_os_str().is_empty() {
+        return Err(invalid("recordings.directory", "must not be empty".into()));
+    }
+    let read = |file: &Path| {
+        std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+            path: file.to_owned(),
+            source,
+        })
+    };
+    let identity = match &config.identity_key_file {
+        None => None,
+        Some(file) => {
+            let text = Secret::new(read(file)?);
+            let key = zt_recorder::IdentityKey::from_text(text.expose_secret()).map_err(|e| {
+                invalid(
+                    "recordings.identity_key_file",
+                    format!("{}: {e}", file.display()),
+                )
+            })?;
+            Some(std::sync::Arc::new(key))
+        }
+    };
+    let mut recipients = Vec::new();
+    for file in &config.recipient_files {
+        let key = zt_recorder::RecipientPublicKey::from_text(&read(file)?).map_err(|e| {
+            invalid(
+                "recordings.recipient_files",
+                format!("{}: {e}", file.display()),
+            )
+        })?;
+        recipients.push(key);
+    }
+    Ok(RecordingsSettings {
+        directory: config.directory,
+        identity,
+        recipients,
+        fail_closed: config.fail_closed,
+    })
 }
 
 fn read_token(path: &Path) -> std::io::Result<Secret<String>> {

@@ -101,6 +101,66 @@ pub enum AuditEvent {
         /// Who caused it.
         origin: Origin,
     },
+    /// Clipboard data or a file crossed a connection (policy allowed it).
+    Transfer {
+        /// Session id.
+        session: String,
+        /// `to_target` (paste, upload) or `to_client` (copy, download).
+        direction: String,
+        /// `clipboard` or `file`.
+        kind: String,
+        /// Declared mimetype.
+        mimetype: String,
+        /// File name, for files.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        /// Bytes that crossed.
+        size: u64,
+        /// SHA-256 of those bytes, lowercase hex.
+        sha256: String,
+        /// Data beyond `clipboard-buffer-size` was dropped.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        truncated: bool,
+    },
+    /// Policy refused something on a connection.
+    PolicyRefused {
+        /// Session id.
+        session: String,
+        /// `to_target` or `to_client`.
+        direction: String,
+        /// `paste`, `copy`, `upload`, `download`, `input`, `parameter`, `too_many_streams`.
+        action: String,
+        /// File or parameter name, when there is one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+    },
+    /// A recording was started.
+    RecordingStarted {
+        /// Session id.
+        session: String,
+        /// The recording's file name.
+        recording: String,
+        /// `graphical` or `typescript`.
+        kind: String,
+    },
+    /// A recording ended.
+    RecordingEnded {
+        /// Session id.
+        session: String,
+        /// The recording's file name.
+        recording: String,
+        /// `finalised`, or `failed` with `error`.
+        status: String,
+        /// Why it failed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        /// Events recorded.
+        #[serde(default)]
+        events: u64,
+        /// Events lost because the disk was slower than the session.
+        #[serde(default)]
+        dropped_events: u64,
+    },
     /// A request or connection was refused for lack of valid credentials.
     AccessDenied {
         /// What was protected: `control_api` or `quic`.
@@ -119,7 +179,11 @@ impl AuditEvent {
             | Self::SessionEnded { session, .. }
             | Self::ConnectionOpened { session, .. }
             | Self::ConnectionClosed { session, .. }
-            | Self::ConnectionRefused { session, .. } => Some(session),
+            | Self::ConnectionRefused { session, .. }
+            | Self::Transfer { session, .. }
+            | Self::PolicyRefused { session, .. }
+            | Self::RecordingStarted { session, .. }
+            | Self::RecordingEnded { session, .. } => Some(session),
             Self::AccessDenied { .. } => None,
         }
     }

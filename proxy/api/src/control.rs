@@ -132,6 +132,56 @@ pub struct SignallingRequest {
     pub traffic_secret: Secret<String>,
 }
 
+/// How an interactive connection reaches its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Route {
+    /// Through the external guacd ztproxy is configured with (RDP always goes this way;
+    /// VNC, SSH and Telnet can).
+    Guacd,
+    /// Through ztproxy's own protocol client.
+    Native,
+}
+
+impl Route {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Guacd => "guacd",
+            Self::Native => "native",
+        }
+    }
+}
+
+/// Protocols an interactive connection can speak to its target.
+pub const CONNECTION_PROTOCOLS: &[&str] = &["rdp", "vnc", "ssh", "telnet"];
+
+/// Parameters a session may not carry: the target is the session's `target`, and nothing
+/// else may point the connection elsewhere.
+pub const RESERVED_PARAMETERS: &[&str] = &["hostname", "port"];
+
+/// Recordings to write for a session (DESIGN.md §5).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingRequest {
+    /// Record what the user saw (the Guacamole instructions sent to the client).
+    #[serde(default)]
+    pub graphical: bool,
+    /// Record terminal output as a typescript (terminal protocols only).
+    #[serde(default)]
+    pub typescript: bool,
+    /// The resource secret the recording key is wrapped under, base64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_secret: Option<Secret<String>>,
+    /// Further X25519 public keys (`ztproxy recording keygen x25519` format) to wrap the
+    /// recording key to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recipients: Vec<String>,
+    /// End the session when recording fails (default: the proxy's configuration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_closed: Option<bool>,
+}
+
 /// Per-session limits; each is capped by the proxy's configuration.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -186,6 +236,12 @@ pub struct CreateSessionRequest {
     /// Limits for this session.
     #[serde(default, skip_serializing_if = "is_default")]
     pub limits: LimitsRequest,
+    /// How a connection reaches its target (default: `guacd` for RDP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<Route>,
+    /// Recordings to write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording: Option<RecordingRequest>,
     /// The vault resource this session is for (audit only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_id: Option<String>,
@@ -224,6 +280,10 @@ pub struct SessionSpec {
     pub parameters: BTreeMap<String, Secret<String>>,
     /// Requested limits, not yet capped by configuration.
     pub limits: LimitsRequest,
+    /// How a connection reaches its target (`None` for tunnels).
+    pub route: Option<Route>,
+    /// Recordings to write.
+    pub recording: Option<RecordingRequest>,
     /// Resource id for audit.
     pub resource_id: Option<String>,
     /// User for audit.
@@ -262,6 +322,68 @@ impl CreateSessionRequest {
         };
         if let Some(resource_id) = &self.resource_id {
             validate_label("resource_id", resource_id)?;
+        }
+        let route = match self.conversation {
+            Conversation::Tunnel => {
+                if self.route.is_some() {
+                    return Err(ApiError::invalid_field(
+                        "route",
+                        "a tunnel has no route; it connects to its target directly",
+                    ));
+                }
+                None
+            }
+            Conversation::Connection => {
+                if !CONNECTION_PROTOCOLS.contains(&protocol.as_str()) {
+                    return Err(ApiError::new(
+                        ErrorCode::Unsupported,
+                        format!(
+                            "connections speak {}, not {protocol}",
+                            CONNECTION_PROTOCOLS.join(", ")
+                        ),
+                    )
+                    .with_field("protocol"));
+                }
+                Some(self.route.unwrap_or(Route::Guacd))
+            }
+        };
+        for reserved in RESERVED_PARAMETERS {
+            if self.parameters.contains_key(*reserved) {
+                return Err(ApiError::invalid_field(
+                    format!("parameters.{reserved}"),
+                    "the session's target is the only place to set where it connects",
+                ));
+            }
+        }
+        if let Some(recording) = &self.recording {
+            if recording.typescript && self.conversation == Conversation::Tunnel {
+                return Err(ApiError::invalid_field(
+                    "recording.typescript",
+                    "tunnels carry raw TCP and cannot be recorded as a typescript",
+                ));
+            }
+            if recording.graphical && self.conversation == Conversation::Tunnel {
+                return Err(ApiError::invalid_field(
+                    "recording.graphical",
+                    "tunnels carry raw TCP and cannot be recorded graphically",
+                ));
+            }
+            if (recording.graphical || recording.typescript)
+                && recording.resource_secret.is_none()
+                && recording.recipients.is_empty()
+            {
+                return Err(ApiError::new(
+                    ErrorCode::MissingField,
+                    "a recording needs a resource_secret or recipients to wrap its key to",
+                )
+                .with_field("recording.resource_secret"));
+            }
+            if recording.recipients.len() > 8 {
+                return Err(ApiError::invalid_field(
+                    "recording.recipients",
+                    "at most 8 recipients",
+                ));
+            }
         }
         if let Some(user) = &self.user {
             validate_label("user", user)?;
@@ -322,6 +444,8 @@ impl CreateSessionRequest {
             answer_key,
             parameters: self.parameters,
             limits: self.limits,
+            route,
+            recording: self.recording,
             resource_id: self.resource_id,
             user: self.user,
         })

@@ -109,7 +109,7 @@ impl ClientSession {
         api: &ApiClient,
         options: &TunnelOptions,
     ) -> Result<(Self, String), TunnelError> {
-        let mut request = CreateSessionRequest {
+        let request = CreateSessionRequest {
             transport: options.transport,
             conversation: Conversation::Tunnel,
             protocol: options.protocol.clone(),
@@ -119,10 +119,23 @@ impl ClientSession {
             signalling: None,
             parameters: Default::default(),
             limits: options.limits.clone(),
+            route: None,
+            recording: None,
             resource_id: options.resource_id.clone(),
             user: None,
         };
-        match options.transport {
+        Self::connect_with(api, request, options).await
+    }
+
+    /// Creates the session described by `request` (its transport decides how to connect;
+    /// the offer is filled in here) and connects, with `options`' peer settings, signalling
+    /// keys and timeout. This is how a gateway-and-client pair creates a connection session.
+    pub async fn connect_with(
+        api: &ApiClient,
+        mut request: CreateSessionRequest,
+        options: &TunnelOptions,
+    ) -> Result<(Self, String), TunnelError> {
+        match request.transport {
             Transport::Quic => {
                 let response = api.create_session(&request).await?;
                 let info = response

@@ -533,8 +533,16 @@ impl Filter {
         });
     }
 
+    /// Remembers a stream. A full table remembers no new one: a refused stream is then
+    /// forgotten at once (its opening instruction is dropped either way, so its later `blob`s
+    /// reach a side that has no such stream open and ignore it), which bounds memory against a
+    /// peer that opens streams and never ends them.
     fn insert(&mut self, direction: Direction, stream: StreamIndex, state: Stream) {
-        self.streams_mut(direction).insert(stream, state);
+        let streams = self.streams_mut(direction);
+        if streams.len() >= MAX_TRACKED_STREAMS && !streams.contains_key(&stream) {
+            return;
+        }
+        streams.insert(stream, state);
     }
 
     fn streams(&self, direction: Direction) -> &HashMap<StreamIndex, Stream> {
@@ -835,6 +843,19 @@ mod tests {
     }
 
     #[test]
+    fn refused_streams_that_never_end_do_not_grow_memory() {
+        let mut filter = policy(|p| p.disable_paste = true);
+        for stream in 0..10_000u32 {
+            let index = stream.to_string();
+            let wire = format!("9.clipboard,{}.{index},10.text/plain;", index.len());
+            assert_eq!(client(&mut filter, &wire), "");
+            let ack = filter.take_to_client().expect("each refusal is acked");
+            assert!(ack.ends_with(b"3.771;"));
+        }
+        assert!(filter.client_streams.len() <= MAX_TRACKED_STREAMS);
+    }
+
+    #[test]
     fn malformed_stream_instructions_are_dropped_not_fatal() {
         let mut filter = policy(|p| p.disable_paste = true);
         assert_eq!(
@@ -845,5 +866,92 @@ mod tests {
             client(&mut filter, "4.blob,1.x,4.SGk=;"),
             "4.blob,1.x,4.SGk=;"
         );
+    }
+
+    /// Random conversations from both sides under random policies: the filter never panics,
+    /// its own replies stay small, its state stays bounded, and no switched-off direction
+    /// ever lets its opening instruction through, whatever the stream numbers and order.
+    #[test]
+    fn random_conversations_keep_the_invariants() {
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let ops = [
+            "clipboard",
+            "file",
+            "put",
+            "blob",
+            "end",
+            "ack",
+            "key",
+            "mouse",
+            "touch",
+            "argv",
+            "body",
+            "pipe",
+            "img",
+            "sync",
+            "get",
+            "nop",
+        ];
+        let streams = ["0", "1", "2", "63", "64", "x", "-1", "4294967296", ""];
+        for _ in 0..300 {
+            let policy = ConnectionPolicy {
+                disable_copy: next(2) == 0,
+                disable_paste: next(2) == 0,
+                disable_download: next(2) == 0,
+                disable_upload: next(2) == 0,
+                read_only: next(2) == 0,
+                ..ConnectionPolicy::default()
+            };
+            let mut filter = Filter::new(policy.clone());
+            for _ in 0..400 {
+                let op = ops[next(ops.len() as u64) as usize];
+                let argc = next(5) as usize;
+                let mut args: Vec<String> = Vec::new();
+                for i in 0..argc {
+                    args.push(match (i, next(4)) {
+                        (0 | 1, 0..=2) => streams[next(streams.len() as u64) as usize].to_owned(),
+                        (_, 0) => b64(&vec![7u8; next(300_000) as usize]),
+                        (_, 1) => "text/plain".to_owned(),
+                        (_, 2) => "OK".to_owned(),
+                        _ => "0".to_owned(),
+                    });
+                }
+                let instruction = Instruction::new(op, &args);
+                let from_client = next(2) == 0;
+                let verdict = if from_client {
+                    filter.from_client(&instruction)
+                } else {
+                    filter.from_server(&instruction)
+                };
+                let forwarded = verdict == Verdict::Forward;
+                if forwarded && from_client {
+                    assert!(!(policy.read_only && matches!(op, "key" | "mouse" | "touch")));
+                    assert!(!(policy.disable_paste && op == "clipboard" && argc >= 2));
+                    assert!(!(policy.disable_upload && op == "file" && argc >= 3));
+                }
+                if forwarded && !from_client {
+                    assert!(!(policy.disable_copy && op == "clipboard"));
+                    assert!(!(policy.disable_download && op == "file" && argc >= 3));
+                }
+                if let Verdict::Replace(bytes) = &verdict {
+                    assert!(bytes.len() <= instruction.len());
+                }
+                for reply in [filter.take_to_client(), filter.take_to_server()]
+                    .into_iter()
+                    .flatten()
+                {
+                    assert!(reply.len() < 256, "{reply:?}");
+                }
+                while filter.poll_event().is_some() {}
+                assert!(filter.client_streams.len() <= MAX_TRACKED_STREAMS);
+                assert!(filter.server_streams.len() <= MAX_TRACKED_STREAMS);
+            }
+        }
     }
 }

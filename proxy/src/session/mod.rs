@@ -40,6 +40,7 @@ use zt_api::control::{
 };
 use zt_api::tunnel::{ChannelControl, StreamStatus, TunnelErrorCode};
 
+use crate::connection::client_io::{ClientReader, ClientWriter};
 use crate::server::Shared;
 use crate::transport::quic::{self, QuicEvent};
 use crate::transport::webrtc::{AnswerError, CONTROL_CHANNEL_LABEL, Peer, PeerEvent};
@@ -49,6 +50,8 @@ use crate::tunnel::{self, Meter};
 pub const RELAY_GRACE: Duration = Duration::from_secs(2);
 /// How long teardown spends telling a WebRTC client why its session ended.
 pub const END_NOTICE_TIMEOUT: Duration = Duration::from_millis(300);
+/// How long a session's end waits for its Guacamole connection to tell the client.
+pub const CONNECTION_END_GRACE: Duration = Duration::from_secs(1);
 /// Refused connections reported individually per session; later ones are only counted
 /// (a client opening thousands of channels must not flush the audit ring).
 pub const REFUSALS_AUDITED: u64 = 10;
@@ -119,6 +122,20 @@ pub struct SessionMeta {
     pub max_duration: Duration,
     /// Effective connection limit.
     pub max_connections: u64,
+    /// How a connection reaches its target (`None` for tunnels).
+    pub route: Option<zt_api::control::Route>,
+}
+
+/// What a connection session needs once its Guacamole channel arrives. Held by the session
+/// task only: the parameters carry credentials.
+pub struct ConnectionSetup {
+    parameters: std::collections::BTreeMap<String, zt_api::Secret<String>>,
+    policy: crate::policy::ConnectionPolicy,
+    guacd: crate::config::GuacdSettings,
+    recording: Option<(
+        zt_api::control::RecordingRequest,
+        Arc<crate::config::RecordingsSettings>,
+    )>,
 }
 
 const STATE_PENDING: u8 = 0;
@@ -140,6 +157,7 @@ pub struct SessionHandle {
     end_reason: Mutex<Option<EndReason>>,
     ended: watch::Receiver<Option<EndedSession>>,
     peer: Option<Arc<dyn PeerConnection>>,
+    recordings: Arc<Mutex<Vec<String>>>,
 }
 
 impl std::fmt::Debug for SessionHandle {
@@ -202,7 +220,11 @@ impl SessionHandle {
             connections_total: self.stats.connections_total.load(Ordering::Relaxed),
             idle_timeout_secs: self.meta.idle_timeout.as_secs(),
             max_duration_secs: self.meta.max_duration.as_secs(),
-            recordings: Vec::new(),
+            recordings: self
+                .recordings
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
         }
     }
 
@@ -301,13 +323,10 @@ pub async fn create(
     shared: &Arc<Shared>,
     spec: SessionSpec,
 ) -> Result<CreateSessionResponse, ApiError> {
-    if spec.conversation == Conversation::Connection {
-        return Err(ApiError::new(
-            ErrorCode::Unsupported,
-            "interactive connections are not available in this build",
-        )
-        .with_field("conversation"));
-    }
+    let connection = match spec.conversation {
+        Conversation::Tunnel => None,
+        Conversation::Connection => Some(connection_setup(shared, &spec)?),
+    };
     if !shared.registry.has_room() {
         shared.metrics.error(Origin::Local, "too_many_sessions");
         return Err(ApiError::new(
@@ -340,6 +359,7 @@ pub async fn create(
                 .unwrap_or(config.max_connections_per_session)
                 .min(config.max_connections_per_session),
         ),
+        route: spec.route,
     };
     let id = hex::encode(
         crate::util::random_bytes::<16>()
@@ -428,6 +448,7 @@ pub async fn create(
         end_reason: Mutex::new(None),
         ended,
         peer,
+        recordings: Arc::default(),
     });
     if !shared.registry.insert(handle.clone()) {
         close_transport(shared, transport, EndReason::Error).await;
@@ -459,28 +480,100 @@ pub async fn create(
     );
     shared
         .tasks
-        .spawn(run(shared.clone(), handle, transport, ended_tx).instrument(span));
+        .spawn(run(shared.clone(), handle, transport, connection, ended_tx).instrument(span));
     Ok(response)
+}
+
+/// Checks that this proxy can serve a connection session, and prepares it.
+fn connection_setup(shared: &Shared, spec: &SessionSpec) -> Result<ConnectionSetup, ApiError> {
+    if spec.route != Some(zt_api::control::Route::Guacd) {
+        return Err(ApiError::new(
+            ErrorCode::Unsupported,
+            "this build connects through guacd only; ask for route \"guacd\"",
+        )
+        .with_field("route"));
+    }
+    let guacd = shared.settings.guacd.clone().ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::Unsupported,
+            "this proxy has no guacd configured ([guacd] address)",
+        )
+        .with_field("route")
+    })?;
+    let policy = crate::policy::ConnectionPolicy::from_parameters(&spec.parameters)?;
+    let recording = match &spec.recording {
+        Some(request) if request.graphical || request.typescript => {
+            if request.typescript {
+                return Err(ApiError::new(
+                    ErrorCode::Unsupported,
+                    "typescript recordings need a native terminal connection; guacd connections \
+                     are recorded graphically",
+                )
+                .with_field("recording.typescript"));
+            }
+            let settings = shared.settings.recordings.clone().ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::Unsupported,
+                    "this proxy has no recording directory configured ([recordings])",
+                )
+                .with_field("recording")
+            })?;
+            Some((request.clone(), settings))
+        }
+        _ => None,
+    };
+    Ok(ConnectionSetup {
+        parameters: spec.parameters.clone(),
+        policy,
+        guacd,
+        recording,
+    })
 }
 
 struct Ending {
     reason: EndReason,
     origin: Option<Origin>,
+    detail: Option<String>,
+}
+
+impl Ending {
+    fn new(reason: EndReason, origin: Option<Origin>) -> Self {
+        Self {
+            reason,
+            origin,
+            detail: None,
+        }
+    }
 }
 
 async fn run(
     shared: Arc<Shared>,
     handle: Arc<SessionHandle>,
     mut transport: SessionTransport,
+    connection: Option<ConnectionSetup>,
     ended_tx: watch::Sender<Option<EndedSession>>,
 ) {
     tracing::info!(target = %handle.meta.target, "session created");
     let relays = TaskTracker::new();
     let relay_cancel = CancellationToken::new();
-    let ending = drive(&shared, &handle, &mut transport, &relays, &relay_cancel).await;
+    let mut connection = ConnectionSlot::new(connection);
+    let ending = drive(
+        &shared,
+        &handle,
+        &mut transport,
+        &mut connection,
+        &relays,
+        &relay_cancel,
+    )
+    .await;
 
     handle.state.store(STATE_ENDING, Ordering::Relaxed);
     relay_cancel.cancel();
+    // A running Guacamole connection tells its client why (`error`, `disconnect`) before the
+    // transport goes: closing a QUIC connection discards what is still unsent.
+    if let ConnectionSlot::Running(_) = &connection {
+        let _ = tokio::time::timeout(CONNECTION_END_GRACE, connection.ended()).await;
+    }
     close_transport(&shared, transport, ending.reason).await;
     relays.close();
     if tokio::time::timeout(RELAY_GRACE, relays.wait())
@@ -505,7 +598,7 @@ async fn run(
         session: handle.id.clone(),
         reason: ending.reason,
         origin: ending.origin,
-        detail: None,
+        detail: ending.detail.clone(),
         bytes_to_target: summary.bytes_to_target,
         bytes_to_client: summary.bytes_to_client,
         connections_total: stats.connections_total.load(Ordering::Relaxed),
@@ -588,11 +681,69 @@ async fn next_incoming(transport: &mut SessionTransport) -> Incoming {
     }
 }
 
+/// The Guacamole connection of a connection session: not started, running, or over.
+enum ConnectionSlot {
+    /// A tunnel session: no connection.
+    None,
+    /// Waiting for the client's Guacamole channel.
+    Waiting(Box<ConnectionSetup>),
+    /// Running; its end arrives here.
+    Running(tokio::sync::oneshot::Receiver<crate::connection::ConnectionEnd>),
+    /// It ended (its end was taken).
+    Finished,
+}
+
+impl ConnectionSlot {
+    fn new(setup: Option<ConnectionSetup>) -> Self {
+        match setup {
+            Some(setup) => Self::Waiting(Box::new(setup)),
+            None => Self::None,
+        }
+    }
+
+    fn is_connection(&self) -> bool {
+        !matches!(self, Self::None)
+    }
+
+    /// Takes the setup if the connection has not started yet.
+    fn start(
+        &mut self,
+        done: tokio::sync::oneshot::Receiver<crate::connection::ConnectionEnd>,
+    ) -> Option<ConnectionSetup> {
+        match std::mem::replace(self, Self::Running(done)) {
+            Self::Waiting(setup) => Some(*setup),
+            other => {
+                *self = other;
+                None
+            }
+        }
+    }
+
+    async fn ended(&mut self) -> Ending {
+        match self {
+            Self::Running(done) => {
+                let end = done.await;
+                *self = Self::Finished;
+                match end {
+                    Ok(end) => Ending {
+                        reason: end.reason,
+                        origin: end.origin,
+                        detail: end.detail,
+                    },
+                    Err(_) => Ending::new(EndReason::Error, Some(Origin::Local)),
+                }
+            }
+            _ => std::future::pending().await,
+        }
+    }
+}
+
 /// Runs the session until something ends it.
 async fn drive(
     shared: &Arc<Shared>,
     handle: &Arc<SessionHandle>,
     transport: &mut SessionTransport,
+    connection: &mut ConnectionSlot,
     relays: &TaskTracker,
     relay_cancel: &CancellationToken,
 ) -> Ending {
@@ -609,19 +760,20 @@ async fn drive(
         let incoming = tokio::select! {
             biased;
             () = handle.end.cancelled() => {
-                return Ending { reason: handle.reason(), origin: None };
+                return Ending::new(handle.reason(), None);
             }
             incoming = next_incoming(transport) => incoming,
+            ending = connection.ended() => return ending,
             () = tokio::time::sleep_until(deadline.into()) => {
                 let now = Instant::now();
                 if now >= max_deadline {
-                    return Ending { reason: EndReason::MaxDuration, origin: None };
+                    return Ending::new(EndReason::MaxDuration, None);
                 }
                 if !connected && now >= connect_deadline {
-                    return Ending { reason: EndReason::ConnectTimeout, origin: Some(Origin::Client) };
+                    return Ending::new(EndReason::ConnectTimeout, Some(Origin::Client));
                 }
                 if connected && now >= handle.stats.last_activity() + handle.meta.idle_timeout {
-                    return Ending { reason: EndReason::IdleTimeout, origin: None };
+                    return Ending::new(EndReason::IdleTimeout, None);
                 }
                 continue;
             }
@@ -637,10 +789,7 @@ async fn drive(
                 tracing::debug!("peer connection disconnected; waiting for ICE to recover");
             }
             Incoming::ClientGone => {
-                return Ending {
-                    reason: EndReason::ClientClosed,
-                    origin: Some(Origin::Client),
-                };
+                return Ending::new(EndReason::ClientClosed, Some(Origin::Client));
             }
             Incoming::QuicConnected(conn) => {
                 if let SessionTransport::Quic { conn: slot, .. } = transport {
@@ -670,6 +819,18 @@ async fn drive(
                     });
                     continue;
                 }
+                if connection.is_connection() {
+                    start_connection(
+                        shared,
+                        handle,
+                        connection,
+                        relays,
+                        relay_cancel,
+                        ClientReader::Channel(dc.clone()),
+                        ClientWriter::Channel(dc),
+                    );
+                    continue;
+                }
                 if let Some(conn_no) = admit(shared, handle) {
                     let span = tracing::debug_span!("conn", n = conn_no);
                     relays.spawn(
@@ -693,7 +854,24 @@ async fn drive(
                     });
                 }
             }
-            Incoming::QuicStream(send, recv) => {
+            Incoming::QuicStream(mut send, recv) => {
+                if connection.is_connection() {
+                    if quic::write_status(&mut send, &StreamStatus::Connected)
+                        .await
+                        .is_ok()
+                    {
+                        start_connection(
+                            shared,
+                            handle,
+                            connection,
+                            relays,
+                            relay_cancel,
+                            ClientReader::Quic(recv),
+                            ClientWriter::Quic(send),
+                        );
+                    }
+                    continue;
+                }
                 if let Some(conn_no) = admit(shared, handle) {
                     let span = tracing::debug_span!("conn", n = conn_no);
                     relays.spawn(
@@ -717,6 +895,85 @@ async fn drive(
             }
         }
     }
+}
+
+/// Starts the session's Guacamole connection on its first channel; refuses later ones (a
+/// connection session carries one conversation).
+fn start_connection(
+    shared: &Arc<Shared>,
+    handle: &Arc<SessionHandle>,
+    connection: &mut ConnectionSlot,
+    relays: &TaskTracker,
+    relay_cancel: &CancellationToken,
+    reader: ClientReader,
+    mut writer: ClientWriter,
+) {
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let Some(setup) = connection.start(done_rx) else {
+        refused(
+            shared,
+            handle,
+            TunnelErrorCode::TooManyConnections,
+            Origin::Client,
+        );
+        tokio::spawn(async move { writer.close().await });
+        return;
+    };
+    let Some(conn_no) = admit(shared, handle) else {
+        return;
+    };
+    opened(shared, handle, conn_no);
+    let context = crate::connection::ConnectionContext::new(
+        handle.id.clone(),
+        handle.meta.target.clone(),
+        handle.meta.protocol.clone(),
+        setup.parameters,
+        setup.policy,
+        setup.guacd,
+        setup.recording,
+        handle.meta.resource_id.clone().unwrap_or_default(),
+        shared.audit.clone(),
+        shared.metrics.clone(),
+        handle.stats.clone(),
+        handle.recordings.clone(),
+        relay_cancel.clone(),
+    );
+    let shared = shared.clone();
+    let handle = handle.clone();
+    let span = tracing::debug_span!("guacamole");
+    relays.spawn(
+        async move {
+            let _slot = Slot {
+                shared: &shared,
+                handle: &handle,
+            };
+            let reason_of = handle.clone();
+            let end =
+                crate::connection::run(context, reader, writer, move || reason_of.reason()).await;
+            if let Some(summary) = &end.recording {
+                let (status, error, events) = match &summary.result {
+                    Ok(events) => ("finalised", None, *events),
+                    Err(error) => ("failed", Some(error.clone()), 0),
+                };
+                shared.audit.emit(AuditEvent::RecordingEnded {
+                    session: handle.id.clone(),
+                    recording: summary.file_name.clone(),
+                    status: status.into(),
+                    error,
+                    events,
+                    dropped_events: summary.dropped_events,
+                });
+            }
+            shared.audit.emit(AuditEvent::ConnectionClosed {
+                session: handle.id.clone(),
+                connection: conn_no,
+                bytes_to_target: handle.stats.bytes_to_target.load(Ordering::Relaxed),
+                bytes_to_client: handle.stats.bytes_to_client.load(Ordering::Relaxed),
+            });
+            let _ = done_tx.send(end);
+        }
+        .instrument(span),
+    );
 }
 
 fn mark_connected(shared: &Shared, handle: &SessionHandle) {

@@ -1,0 +1,365 @@
+//! The graphical recording of a connection: what the user saw, as the recorder's graphical
+//! writer stores it, with key frames for seeking.
+//!
+//! Every instruction ztproxy sends to the client (after filtering — the recording holds what
+//! the client received, nothing more) is recorded, and, with `recording-include-keys`, the
+//! client's `key` and `mouse` input too, as guacd records them.
+//!
+//! The work happens on a thread of the recording's own, so the relay never decodes an image
+//! or encodes a key frame: the relay hands each batch of instructions to the worker over a
+//! bounded queue ([`JOB_QUEUE`] batches). The worker feeds a display model
+//! ([`zt_display::Display`]) that follows the output, appends the batch to the recorder's
+//! writer, and, when the writer says a key frame is due (at least every five seconds of
+//! activity) and the model is at an instruction boundary with no image stream open, encodes
+//! a key frame from the model and appends it right there, so it sits exactly where its
+//! snapshot was taken.
+//!
+//! Two kinds of back-pressure, deliberately different:
+//!
+//! * **CPU**: when the worker falls behind (decoding images is the dearest part), the relay
+//!   waits for room in the queue, so guacd is read more slowly. Nothing is lost; the session
+//!   runs at the speed it can be recorded.
+//! * **Disk**: the writer's queue is never waited on for long. When the disk stalls, the
+//!   worker waits at most [`DISK_PATIENCE`] per batch, then lets the writer record a gap.
+//!   A failing writer (disk full, I/O error) is reported through
+//!   [`GraphicalRecording::failure`]; the connection ends the session when its policy is to
+//!   fail closed.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use zt_api::control::RecordingRequest;
+use zt_guac::Instruction;
+use zt_recorder::{
+    AppendError, Event, RecordingKind, RecordingWriter, ResourceSecret, Size, TryAppendError,
+    WriterConfig, WriterFailure,
+};
+
+use crate::config::RecordingsSettings;
+
+/// Batches of instructions queued for the recording worker.
+pub const JOB_QUEUE: usize = 32;
+/// Output held for the display model before it is shown it (bounded memory per recording;
+/// key frames flush it too).
+pub const WINDOW_BYTES: usize = 8 * 1024 * 1024;
+/// Longest the worker waits for room in the writer's queue before the writer records a gap.
+pub const DISK_PATIENCE: Duration = Duration::from_millis(250);
+
+/// Why a recording could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The request's keys are unusable.
+    #[error("recording keys: {0}")]
+    Keys(String),
+    /// The file could not be created.
+    #[error("cannot create the recording: {0}")]
+    Create(String),
+}
+
+/// A graphical recording in progress.
+pub struct GraphicalRecording {
+    jobs: Option<mpsc::Sender<Job>>,
+    worker: Option<std::thread::JoinHandle<Worker>>,
+    failure: Arc<Mutex<Option<WriterFailure>>>,
+    file_name: String,
+    include_input: bool,
+    /// Client input waiting for the next hand-over (kept in order with the output).
+    pending_input: Vec<u8>,
+}
+
+enum Job {
+    Output(Vec<Instruction>),
+    Input(Vec<u8>),
+}
+
+/// The recording thread's state.
+struct Worker {
+    writer: RecordingWriter,
+    display: Option<zt_display::Display>,
+    /// Output recorded but not yet shown to the display model.
+    window: Vec<Instruction>,
+    window_bytes: usize,
+    dropped: u64,
+}
+
+/// The outcome of a recording, for the audit log.
+#[derive(Debug, Clone)]
+pub struct RecordingSummary {
+    /// File name.
+    pub file_name: String,
+    /// Finalised, or the failure.
+    pub result: Result<u64, String>,
+    /// Events lost (queue full).
+    pub dropped_events: u64,
+}
+
+impl GraphicalRecording {
+    /// Creates the recording file for `session` (blocking work runs on a blocking thread).
+    pub async fn start(
+        settings: &RecordingsSettings,
+        request: &RecordingRequest,
+        session: &str,
+        resource_id: &str,
+        protocol: &str,
+        size: (u32, u32),
+        include_input: bool,
+    ) -> Result<Self, StartError> {
+        let mut config =
+            WriterConfig::new(RecordingKind::Graphical, session, resource_id, protocol);
+        if let Some(secret) = &request.resource_secret {
+            let secret = ResourceSecret::from_base64(secret.expose_secret())
+                .map_err(|e| StartError::Keys(e.to_string()))?;
+            config.resource_secret = Some(Arc::new(secret));
+        }
+        config.recipients = settings.recipients.clone();
+        for text in &request.recipients {
+            config.recipients.push(
+                zt_recorder::RecipientPublicKey::from_text(text)
+                    .map_err(|e| StartError::Keys(e.to_string()))?,
+            );
+        }
+        config.identity = settings.identity.clone();
+        config.include_input = include_input;
+        config.size = Size {
+            width: u16::try_from(size.0).unwrap_or(u16::MAX),
+            height: u16::try_from(size.1).unwrap_or(u16::MAX),
+        };
+        let failure = Arc::new(Mutex::new(None));
+        let slot = Arc::clone(&failure);
+        config.on_failure = Some(Box::new(move |f: &WriterFailure| {
+            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(f.clone());
+        }));
+        let file_name = format!("{session}.graphical.ztrec");
+        let path: PathBuf = settings.directory.join(&file_name);
+        let directory = settings.directory.clone();
+        let writer = tokio::task::spawn_blocking(move || {
+            create_private_dir(&directory)?;
+            RecordingWriter::create(&path, config).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| StartError::Create(e.to_string()))?
+        .map_err(StartError::Create)?;
+        let (jobs, rx) = mpsc::channel(JOB_QUEUE);
+        let worker = Worker {
+            writer,
+            display: Some(zt_display::Display::new(
+                zt_display::DisplayLimits::default(),
+            )),
+            window: Vec::new(),
+            window_bytes: 0,
+            dropped: 0,
+        };
+        let worker = std::thread::Builder::new()
+            .name("zt-recording".into())
+            .spawn(move || worker.run(rx))
+            .map_err(|e| StartError::Create(format!("recording thread: {e}")))?;
+        Ok(Self {
+            jobs: Some(jobs),
+            worker: Some(worker),
+            failure,
+            file_name,
+            include_input,
+            pending_input: Vec::new(),
+        })
+    }
+
+    /// The recording's file name.
+    pub fn file_name(&self) -> &str {
+        &self.file_name
+    }
+
+    /// Whether the client's input is recorded too.
+    pub fn includes_input(&self) -> bool {
+        self.include_input
+    }
+
+    /// The writer's failure, if it failed.
+    pub fn failure(&self) -> Option<WriterFailure> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Records instructions sent to the client, after any input noted before them. Waits
+    /// while the worker is behind (see the module docs).
+    pub async fn output(&mut self, instructions: Vec<Instruction>) {
+        self.flush_input().await;
+        if !instructions.is_empty() {
+            self.send(Job::Output(instructions)).await;
+        }
+    }
+
+    /// Notes the client's input (only with `recording-include-keys`); it is handed over
+    /// with the next [`Self::output`] or [`Self::flush_input`].
+    pub fn input(&mut self, bytes: &[u8]) {
+        if self.include_input {
+            self.pending_input.extend_from_slice(bytes);
+        }
+    }
+
+    /// Hands over the input noted so far.
+    pub async fn flush_input(&mut self) {
+        if !self.pending_input.is_empty() {
+            let input = std::mem::take(&mut self.pending_input);
+            self.send(Job::Input(input)).await;
+        }
+    }
+
+    async fn send(&mut self, job: Job) {
+        if let Some(jobs) = &self.jobs
+            && jobs.send(job).await.is_err()
+        {
+            // The worker is gone (it only stops when the writer failed, which `failure`
+            // reports): nothing more can be recorded.
+            self.jobs = None;
+        }
+    }
+
+    /// Finalises the recording (blocking work runs on a blocking thread).
+    pub async fn finish(mut self) -> RecordingSummary {
+        self.flush_input().await;
+        drop(self.jobs.take());
+        let file_name = self.file_name.clone();
+        let Some(worker) = self.worker.take() else {
+            return RecordingSummary {
+                file_name,
+                result: Err("recording worker missing".to_owned()),
+                dropped_events: 0,
+            };
+        };
+        let outcome = tokio::task::spawn_blocking(move || {
+            let worker = worker
+                .join()
+                .map_err(|_| "recording worker panicked".to_owned())?;
+            let dropped = worker.dropped;
+            let result = worker
+                .writer
+                .finish()
+                .map(|stats| stats.events)
+                .map_err(|e| e.to_string());
+            Ok::<_, String>((result, dropped))
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r);
+        match outcome {
+            Ok((result, dropped_events)) => RecordingSummary {
+                file_name,
+                result,
+                dropped_events,
+            },
+            Err(error) => RecordingSummary {
+                file_name,
+                result: Err(error),
+                dropped_events: 0,
+            },
+        }
+    }
+}
+
+impl Worker {
+    fn run(mut self, mut jobs: mpsc::Receiver<Job>) -> Self {
+        while let Some(job) = jobs.blocking_recv() {
+            match job {
+                Job::Output(instructions) => self.output(instructions),
+                Job::Input(bytes) => self.append(Event::Instructions(bytes)),
+            }
+            if matches!(self.writer.status(), zt_recorder::WriterStatus::Failed(_)) {
+                break;
+            }
+        }
+        self
+    }
+
+    fn output(&mut self, instructions: Vec<Instruction>) {
+        let len = instructions.iter().map(Instruction::len).sum();
+        let mut bytes = Vec::with_capacity(len);
+        for instruction in &instructions {
+            bytes.extend_from_slice(instruction.raw());
+        }
+        self.append(Event::Instructions(bytes));
+        if self.display.is_none() {
+            return;
+        }
+        self.window.extend(instructions);
+        self.window_bytes += len;
+        let key_frame_due = self.writer.keyframe_due();
+        if self.window_bytes < WINDOW_BYTES && !key_frame_due {
+            return;
+        }
+        self.update_display();
+        if let Some(display) = &self.display
+            && key_frame_due
+            && display.key_frame_ready()
+        {
+            let frame = display.snapshot().encode();
+            if !frame.is_empty() {
+                self.append(Event::KeyFrame(frame));
+            }
+        }
+    }
+
+    /// Shows the window to the display model, without the images nobody will see
+    /// ([`super::occlusion`]).
+    fn update_display(&mut self) {
+        let window = std::mem::take(&mut self.window);
+        self.window_bytes = 0;
+        let Some(display) = &mut self.display else {
+            return;
+        };
+        let hidden = super::occlusion::hidden_images(&window);
+        for (instruction, hidden) in window.iter().zip(hidden) {
+            if !hidden {
+                // An instruction the model cannot follow concerns that instruction only; a
+                // model that can no longer produce correct key frames is dropped below.
+                let _ = display.handle(instruction);
+            }
+        }
+        if display.is_degraded() {
+            tracing::debug!("display model degraded; recording continues without key frames");
+            self.display = None;
+        }
+    }
+
+    /// Appends, waiting up to [`DISK_PATIENCE`] for room in the writer's queue; after that
+    /// the writer records the loss as a gap.
+    fn append(&mut self, event: Event) {
+        let deadline = Instant::now() + DISK_PATIENCE;
+        let mut event = event;
+        loop {
+            match self.writer.try_append(event) {
+                Ok(()) => return,
+                Err(TryAppendError::Full(back)) if Instant::now() < deadline => {
+                    event = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(TryAppendError::Full(back)) => {
+                    if let Err(AppendError::QueueFull) = self.writer.append(back) {
+                        self.dropped += 1;
+                    }
+                    return;
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "recording append failed");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn create_private_dir(directory: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::DirBuilderExt;
+    if directory.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(directory)
+        .map_err(|e| format!("{}: {e}", directory.display()))
+}
