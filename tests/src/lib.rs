@@ -6,6 +6,8 @@
 
 #![allow(clippy::missing_panics_doc)]
 
+pub mod guac_client;
+pub mod guacd_peer;
 pub mod proc;
 pub mod servers;
 

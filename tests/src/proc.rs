@@ -42,6 +42,8 @@ pub struct ProxyOptions {
     pub log_level: String,
     /// `RUST_LOG` for the process (overrides `log.level`).
     pub rust_log: Option<String>,
+    /// More TOML sections (`[guacd]`, `[recordings]`), appended as they are.
+    pub extra_toml: String,
 }
 
 impl Default for ProxyOptions {
@@ -54,6 +56,7 @@ impl Default for ProxyOptions {
             tunnel: Vec::new(),
             log_level: std::env::var("ZT_TEST_LOG").unwrap_or_else(|_| "info".into()),
             rust_log: None,
+            extra_toml: String::new(),
         }
     }
 }
@@ -108,6 +111,8 @@ impl ZtProxy {
             config.push('\n');
         }
         config.push_str(&format!("\n[log]\nlevel = \"{}\"\n", options.log_level));
+        config.push('\n');
+        config.push_str(&options.extra_toml);
         let config_path = dir.path().join("ztproxy.toml");
         std::fs::write(&config_path, config)?;
 

@@ -129,7 +129,8 @@ async fn malformed_oversized_and_unknown_requests_get_specific_errors() {
                 .to_vec()
         )
         .await,
-        (422, ErrorCode::Unsupported, Some("conversation".into()))
+        // A connection needs a guacd, and this proxy has none configured.
+        (422, ErrorCode::Unsupported, Some("route".into()))
     );
 
     // Routes and methods.
@@ -237,6 +238,8 @@ fn webrtc_request(sdp: &str) -> CreateSessionRequest {
         signalling: None,
         parameters: Default::default(),
         limits: Default::default(),
+        route: None,
+        recording: None,
         resource_id: None,
         user: None,
     }

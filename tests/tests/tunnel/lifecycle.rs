@@ -179,3 +179,79 @@ async fn sigterm_ends_sessions_and_removes_the_socket() {
         .expect("client sees the shutdown");
     assert_eq!(session.end_reason(), Some(EndReason::Shutdown));
 }
+
+#[test]
+fn connect_cli_fails_clearly_when_the_session_cannot_be_created() {
+    use zt_tests::proc::run_failing_tunnel;
+
+    let (status, output) = run_failing_tunnel(
+        ztproxy_bin!(),
+        &[
+            "--api",
+            "unix:/nonexistent/control.sock",
+            "--target",
+            "127.0.0.1:22",
+        ],
+    )
+    .unwrap();
+    assert_eq!(status.code(), Some(1), "{output}");
+    assert!(output.contains("cannot reach the control API"), "{output}");
+
+    let proxy = ZtProxy::start(ztproxy_bin!(), &ProxyOptions::default()).unwrap();
+    let (status, output) = run_failing_tunnel(
+        ztproxy_bin!(),
+        &[
+            "--api",
+            &proxy.api_arg(),
+            "--target",
+            "bad host!:22",
+            "--transport",
+            "quic",
+        ],
+    )
+    .unwrap();
+    assert_eq!(status.code(), Some(1), "{output}");
+    assert!(
+        output.contains("invalid_field") && output.contains("target.host"),
+        "{output}"
+    );
+
+    let (status, output) = run_failing_tunnel(
+        ztproxy_bin!(),
+        &["--api", &proxy.api_arg(), "--target", "127.0.0.1"],
+    )
+    .unwrap();
+    assert_eq!(status.code(), Some(1), "{output}");
+    assert!(output.contains("not host:port"), "{output}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trickled_candidates_are_applied_to_webrtc_sessions() {
+    let proxy = ZtProxy::start(ztproxy_bin!(), &ProxyOptions::default()).unwrap();
+    let api = proxy.api();
+    let target = echo_server().await.unwrap();
+    let (_session, id) = connect(&api, &client_options(Transport::Webrtc, target)).await;
+    api.add_candidates(
+        &id,
+        vec![zt_api::control::IceCandidate {
+            candidate: "candidate:1 1 udp 2130706431 127.0.0.1 9 typ host".into(),
+            sdp_mid: Some("0".into()),
+            sdp_m_line_index: Some(0),
+            username_fragment: None,
+        }],
+    )
+    .await
+    .expect("a well-formed candidate is accepted");
+    // The end-of-candidates marker is accepted too.
+    api.add_candidates(
+        &id,
+        vec![zt_api::control::IceCandidate {
+            candidate: String::new(),
+            sdp_mid: None,
+            sdp_m_line_index: None,
+            username_fragment: None,
+        }],
+    )
+    .await
+    .unwrap();
+}
