@@ -5,13 +5,12 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use zt_api::audit::AuditEvent;
 use zt_api::control::{EndReason, Origin, Transport};
 use zt_guac::{Instruction, Status, opcode};
 use zt_tests::guac_client::{GuacClient, Handshake};
 use zt_tests::guacd_peer::{PeerConfig, PeerConn};
 
-use super::{Fixture, STEP, SessionSpec, b64, wait_event};
+use super::{Fixture, STEP, SessionSpec, b64, session_ended};
 
 /// A session that must not notice anything: its clipboard works both ways.
 struct Bystander {
@@ -74,19 +73,8 @@ async fn ended(
     events: &mut zt_proxy::client::api::EventStream,
     id: &str,
 ) -> (EndReason, Option<Origin>, String) {
-    match wait_event(events, id, STEP, |e| {
-        matches!(e, AuditEvent::SessionEnded { .. })
-    })
-    .await
-    {
-        AuditEvent::SessionEnded {
-            reason,
-            origin,
-            detail,
-            ..
-        } => (reason, origin, detail.unwrap_or_default()),
-        _ => unreachable!(),
-    }
+    let (reason, origin, detail) = session_ended(events, id).await;
+    (reason, origin, detail.unwrap_or_default())
 }
 
 /// The hostile client's session ends with a protocol error, told to the client, and guacd

@@ -3,13 +3,12 @@
 
 use std::time::Duration;
 
-use zt_api::audit::AuditEvent;
 use zt_api::control::{EndReason, Origin, Transport};
 use zt_guac::{Instruction, Status, opcode};
 use zt_tests::guac_client::{GuacClient, Handshake};
 use zt_tests::guacd_peer::{ConnEvent, DisplayMode, PeerConfig};
 
-use super::{Fixture, STEP, SessionSpec, TRANSPORTS, wait_event};
+use super::{Fixture, STEP, SessionSpec, TRANSPORTS, session_ended};
 
 /// Reads until the channel closes; returns what arrived.
 async fn until_closed(client: &mut GuacClient) -> Vec<Instruction> {
@@ -17,25 +16,6 @@ async fn until_closed(client: &mut GuacClient) -> Vec<Instruction> {
         .collect_until_closed(STEP)
         .await
         .expect("the channel closes in time")
-}
-
-async fn session_ended(
-    events: &mut zt_proxy::client::api::EventStream,
-    id: &str,
-) -> (EndReason, Option<Origin>, Option<String>) {
-    match wait_event(events, id, STEP, |e| {
-        matches!(e, AuditEvent::SessionEnded { .. })
-    })
-    .await
-    {
-        AuditEvent::SessionEnded {
-            reason,
-            origin,
-            detail,
-            ..
-        } => (reason, origin, detail),
-        _ => unreachable!(),
-    }
 }
 
 async fn assert_gone(fx: &Fixture, id: &str) {

@@ -18,7 +18,8 @@ use base64::Engine;
 use zt_api::Secret;
 use zt_api::audit::AuditEvent;
 use zt_api::control::{
-    Conversation, CreateSessionRequest, LimitsRequest, RecordingRequest, Route, Target, Transport,
+    Conversation, CreateSessionRequest, EndReason, LimitsRequest, Origin, RecordingRequest, Route,
+    Target, Transport,
 };
 use zt_proxy::client::api::{ApiClient, EventStream};
 use zt_proxy::client::tunnel::{ClientSession, TunnelOptions};
@@ -236,6 +237,26 @@ pub async fn wait_event(
     })
     .await
     .expect("the audit event arrives in time")
+}
+
+/// The session's `session_ended` audit event: reason, origin and detail.
+pub async fn session_ended(
+    events: &mut EventStream,
+    id: &str,
+) -> (EndReason, Option<Origin>, Option<String>) {
+    match wait_event(events, id, STEP, |e| {
+        matches!(e, AuditEvent::SessionEnded { .. })
+    })
+    .await
+    {
+        AuditEvent::SessionEnded {
+            reason,
+            origin,
+            detail,
+            ..
+        } => (reason, origin, detail),
+        _ => unreachable!(),
+    }
 }
 
 /// Base64, as Guacamole `blob`s carry data.
