@@ -362,18 +362,21 @@ pub async fn relay_quic(
     let result = {
         let (mut reader, mut writer) = tcp.split();
         let up = async {
-            let mut buf = vec![0u8; chunk];
+            // Each read is handed to quinn as it is (quinn keeps the buffer: no copy).
+            let mut buf = BytesMut::new();
             loop {
-                let n = reader.read(&mut buf).await.map_err(RelayError::Socket)?;
-                let Some(data) = buf.get(..n) else {
-                    return Err(RelayError::Socket(io::Error::other("read past buffer")));
-                };
+                buf.reserve(chunk);
+                let n = reader
+                    .read_buf(&mut buf)
+                    .await
+                    .map_err(RelayError::Socket)?;
                 if n == 0 {
                     send.finish()
                         .map_err(|e| RelayError::Transport(e.to_string()))?;
                     return Ok::<(), RelayError>(());
                 }
-                send.write_all(data).await.map_err(|e| match e {
+                let data = buf.split().freeze();
+                send.write_chunk(data).await.map_err(|e| match e {
                     quinn::WriteError::Stopped(_) => RelayError::PeerAborted,
                     other => RelayError::Transport(other.to_string()),
                 })?;

@@ -360,6 +360,15 @@ impl ClientSession {
         self.ended.cancelled().await;
     }
 
+    /// The QUIC connection's path statistics (round-trip time, congestion window, path MTU,
+    /// losses); `None` over WebRTC.
+    pub fn quic_path_stats(&self) -> Option<quinn::PathStats> {
+        match &self.transport {
+            ClientTransport::Webrtc { .. } => None,
+            ClientTransport::Quic(client) => Some(client.connection().stats().path),
+        }
+    }
+
     /// Why ztproxy ended the session, when it said so.
     pub fn end_reason(&self) -> Option<EndReason> {
         match &self.transport {

@@ -78,8 +78,9 @@ impl ClientWriter {
                     .await
                     .map_err(|e| ClientIoError::Transport(e.to_string()))
             }
+            // quinn keeps the buffer itself: no copy.
             Self::Quic(send) => send
-                .write_all(&bytes)
+                .write_chunk(bytes)
                 .await
                 .map_err(|e| ClientIoError::Transport(e.to_string())),
         }

@@ -2,4 +2,5 @@
 
 pub mod quic;
 pub mod runtime;
+pub mod udp;
 pub mod webrtc;

@@ -33,6 +33,7 @@ use crate::audit::AuditLog;
 use crate::config::QuicSettings;
 use crate::metrics::Metrics;
 use crate::transport::runtime::set_socket_buffers;
+use crate::transport::udp::{self, ZtUdpSocket};
 
 /// Streams a session may have waiting to be picked up by its task.
 pub const QUIC_EVENT_CAPACITY: usize = 256;
@@ -125,16 +126,11 @@ impl QuicServer {
             addr: settings.listen,
             source,
         })?;
-        let endpoint = Endpoint::new(
-            quinn::EndpointConfig::default(),
-            Some(server_config),
-            socket,
-            Arc::new(quinn::TokioRuntime),
-        )
-        .map_err(|source| QuicSetupError::Bind {
-            addr: settings.listen,
-            source,
-        })?;
+        let endpoint =
+            new_endpoint(Some(server_config), socket).map_err(|source| QuicSetupError::Bind {
+                addr: settings.listen,
+                source,
+            })?;
         Ok(Arc::new(Self {
             endpoint,
             cert_sha256,
@@ -380,10 +376,28 @@ fn transport_config(max_streams: u32) -> quinn::TransportConfig {
         .receive_window(VarInt::from_u32(CONNECTION_RECEIVE_WINDOW))
         .send_window(SEND_WINDOW)
         .keep_alive_interval(Some(KEEP_ALIVE));
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(udp::MAX_UDP_PAYLOAD);
+    config.mtu_discovery_config(Some(mtu));
     if let Ok(idle) = IDLE_TIMEOUT.try_into() {
         config.max_idle_timeout(Some(idle));
     }
     config
+}
+
+/// An endpoint on `socket` through [`ZtUdpSocket`], accepting datagrams up to
+/// [`udp::MAX_RECEIVE_PAYLOAD`].
+fn new_endpoint(
+    server_config: Option<quinn::ServerConfig>,
+    socket: std::net::UdpSocket,
+) -> io::Result<Endpoint> {
+    let runtime: Arc<dyn quinn::Runtime> = Arc::new(quinn::TokioRuntime);
+    let socket = ZtUdpSocket::new(runtime.wrap_udp_socket(socket)?);
+    let mut config = quinn::EndpointConfig::default();
+    config
+        .max_udp_payload_size(udp::MAX_RECEIVE_PAYLOAD)
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    Endpoint::new_with_abstract_socket(config, server_config, socket, runtime)
 }
 
 fn bind_udp(addr: SocketAddr, buffer: usize) -> io::Result<std::net::UdpSocket> {
@@ -572,13 +586,8 @@ pub fn client_endpoint(
     };
     let socket =
         bind_udp(bind, socket_buffer_bytes).map_err(|e| QuicClientError::Connect(e.to_string()))?;
-    let mut endpoint = Endpoint::new(
-        quinn::EndpointConfig::default(),
-        None,
-        socket,
-        Arc::new(quinn::TokioRuntime),
-    )
-    .map_err(|e| QuicClientError::Connect(e.to_string()))?;
+    let mut endpoint =
+        new_endpoint(None, socket).map_err(|e| QuicClientError::Connect(e.to_string()))?;
     endpoint.set_default_client_config(config);
     Ok(endpoint)
 }

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use zt_api::control::Transport;
+use zt_proxy::client::tunnel::ClientStream;
 use zt_tests::PatternStream;
 use zt_tests::proc::{ProxyOptions, TunnelCli, ZtProxy};
 use zt_tests::servers::{bulk_server, hash_until_eof, send_pattern};
@@ -76,4 +77,47 @@ async fn gigabyte_each_way_over_webrtc() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gigabyte_each_way_over_quic() {
     gigabyte_each_way(Transport::Quic).await;
+}
+
+/// Path MTU discovery goes past quinn's 1452-byte default on loopback, and the large
+/// datagrams survive a bulk upload: the client's segmentation-offload batches of 64 KiB
+/// datagrams would exceed what the kernel takes in one send unless they are split, and each
+/// refused batch would be lost until black-hole detection dropped the MTU to 1200 bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_uses_large_datagrams_without_black_holes() {
+    const UP_SEED: u64 = 0x5eed_0003;
+    let len: u64 = 64 << 20;
+    let expected_up = tokio::task::spawn_blocking(move || PatternStream::digest(UP_SEED, len));
+    let (target, mut reports) = bulk_server(0, 0).await.unwrap();
+    let proxy = ZtProxy::start(ztproxy_bin!(), &ProxyOptions::default()).unwrap();
+    let api = proxy.api();
+    let (session, _id) =
+        super::connect(&api, &super::client_options(Transport::Quic, target)).await;
+    let ClientStream::Quic(mut send, mut recv) = session.open().await.unwrap() else {
+        panic!("a QUIC session opens a QUIC stream");
+    };
+    let transfer = async {
+        send_pattern(&mut send, UP_SEED, len).await.unwrap();
+        send.finish().unwrap();
+        hash_until_eof(&mut recv).await.unwrap()
+    };
+    let (received, _) = tokio::time::timeout(Duration::from_secs(120), transfer)
+        .await
+        .unwrap_or_else(|_| panic!("upload timed out; ztproxy:\n{}", proxy.output()));
+    assert_eq!(received, 0, "the target sends nothing");
+    let report = tokio::time::timeout(Duration::from_secs(60), reports.recv())
+        .await
+        .expect("target reports")
+        .expect("target report");
+    assert_eq!(report.received, len, "target received every byte");
+    assert_eq!(report.digest, expected_up.await.unwrap(), "upload digest");
+
+    let path = session.quic_path_stats().expect("QUIC path statistics");
+    eprintln!("client path after the upload: {path:?}");
+    assert_eq!(path.black_holes_detected, 0, "no black hole: {path:?}");
+    assert!(
+        path.current_mtu > 1452,
+        "discovery went past quinn's default: {path:?}"
+    );
+    session.close().await;
 }
