@@ -69,6 +69,10 @@ struct Args {
     /// Guacamole processing) to the peer.
     #[arg(long)]
     diagnose: bool,
+    /// Measure only the plain relay and the paths whose name contains this text (for
+    /// profiling one path).
+    #[arg(long)]
+    only: Option<String>,
     /// The peer's flow-control window (frames the client may leave unacknowledged).
     #[arg(long)]
     window: Option<usize>,
@@ -240,6 +244,9 @@ async fn main() -> anyhow::Result<()> {
         paths.push(connection(Transport::Quic, false, true));
         paths.push(connection(Transport::Quic, false, false));
         paths.push(Path::Tunnel(Transport::Quic));
+    }
+    if let Some(only) = &args.only {
+        paths.retain(|p| matches!(p, Path::Plain) || p.name().contains(only.as_str()));
     }
     let names: Vec<String> = paths.iter().map(|p| p.name()).collect();
     for run in 0..args.runs {
