@@ -59,6 +59,8 @@ pub enum QuicEvent {
 /// The daemon's QUIC endpoint.
 pub struct QuicServer {
     endpoint: Endpoint,
+    /// For clients on loopback: path MTU discovery up to 64 KiB ([`udp`]).
+    loopback_config: Arc<quinn::ServerConfig>,
     cert_sha256: String,
     server_name: String,
     advertise: String,
@@ -114,7 +116,9 @@ impl QuicServer {
         let crypto =
             QuicServerConfig::try_from(tls).map_err(|e| QuicSetupError::Tls(e.to_string()))?;
         let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-        server_config.transport_config(Arc::new(transport_config(max_streams)));
+        server_config.transport_config(Arc::new(transport_config(max_streams, false)));
+        let mut loopback_config = server_config.clone();
+        loopback_config.transport_config(Arc::new(transport_config(max_streams, true)));
 
         let socket = bind_udp(settings.listen, settings.socket_buffer_bytes).map_err(|source| {
             QuicSetupError::Bind {
@@ -133,6 +137,7 @@ impl QuicServer {
             })?;
         Ok(Arc::new(Self {
             endpoint,
+            loopback_config: Arc::new(loopback_config),
             cert_sha256,
             server_name: settings.server_name.clone(),
             advertise: settings
@@ -222,7 +227,16 @@ impl QuicServer {
     ) {
         let deadline = Instant::now() + self.auth_timeout;
         let remote = incoming.remote_address();
-        let conn = match tokio::time::timeout_at(deadline.into(), incoming).await {
+        let connecting = if remote.ip().to_canonical().is_loopback() {
+            incoming.accept_with(self.loopback_config.clone())
+        } else {
+            incoming.accept()
+        };
+        let handshake = match connecting {
+            Ok(connecting) => tokio::time::timeout_at(deadline.into(), connecting).await,
+            Err(error) => Ok(Err(error)),
+        };
+        let conn = match handshake {
             Ok(Ok(conn)) => conn,
             Ok(Err(error)) => {
                 tracing::debug!(remote = %crate::util::Redacted(remote), %error, "QUIC handshake failed");
@@ -366,7 +380,9 @@ async fn read_preamble(recv: &mut RecvStream) -> Result<QuicToken, tunnel::Frami
     tunnel::parse_preamble(&preamble)
 }
 
-fn transport_config(max_streams: u32) -> quinn::TransportConfig {
+/// The transport settings; `loopback` for a peer on this host, where datagrams of 64 KiB pass
+/// (see [`udp`]).
+fn transport_config(max_streams: u32, loopback: bool) -> quinn::TransportConfig {
     let mut config = quinn::TransportConfig::default();
     config
         .max_concurrent_bidi_streams(VarInt::from_u32(max_streams))
@@ -376,9 +392,18 @@ fn transport_config(max_streams: u32) -> quinn::TransportConfig {
         .receive_window(VarInt::from_u32(CONNECTION_RECEIVE_WINDOW))
         .send_window(SEND_WINDOW)
         .keep_alive_interval(Some(KEEP_ALIVE));
-    let mut mtu = quinn::MtuDiscoveryConfig::default();
-    mtu.upper_bound(udp::MAX_UDP_PAYLOAD);
-    config.mtu_discovery_config(Some(mtu));
+    if loopback {
+        let mut mtu = quinn::MtuDiscoveryConfig::default();
+        mtu.upper_bound(udp::MAX_UDP_PAYLOAD);
+        config.mtu_discovery_config(Some(mtu));
+        // The probes count against the congestion window; with quinn's initial window
+        // (~14 KB) the first one fills it and nothing else, not even a CONNECTION_CLOSE,
+        // leaves until it is acknowledged. Ten datagrams of the path's size, as RFC 9002
+        // advises, make room.
+        let mut cubic = quinn::congestion::CubicConfig::default();
+        cubic.initial_window(10 * u64::from(udp::MAX_UDP_PAYLOAD));
+        config.congestion_controller_factory(Arc::new(cubic));
+    }
     if let Ok(idle) = IDLE_TIMEOUT.try_into() {
         config.max_idle_timeout(Some(idle));
     }
@@ -578,7 +603,10 @@ pub fn client_endpoint(
     let crypto =
         QuicClientConfig::try_from(tls).map_err(|e| QuicClientError::Connect(e.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-    config.transport_config(Arc::new(transport_config(0)));
+    config.transport_config(Arc::new(transport_config(
+        0,
+        server.ip().to_canonical().is_loopback(),
+    )));
     let bind: SocketAddr = if server.is_ipv4() {
         ([0, 0, 0, 0], 0).into()
     } else {

@@ -3,9 +3,11 @@
 //! quinn probes the path MTU (DPLPMTUD, RFC 8899) only up to 1452 bytes by default. Between
 //! hosts whose path carries larger datagrams (loopback, a sidecar's local network, jumbo
 //! frames) that leaves most of the connection's CPU in per-packet work: packet building,
-//! header protection, acknowledgement tracking. ztproxy lets discovery go up to
-//! [`MAX_UDP_PAYLOAD`]; on the Internet the probes above ~1.5 KB are lost and discovery settles
-//! where it did before (lost probes are not congestion).
+//! header protection, acknowledgement tracking. For a peer on loopback ztproxy lets discovery
+//! go up to [`MAX_UDP_PAYLOAD`], with an initial congestion window of ten such datagrams so
+//! that the probes do not hold up everything else. Other peers keep quinn's defaults: there
+//! a probe larger than the path is lost, but it occupies the congestion window until then,
+//! which would stall the first round trips of every connection.
 //!
 //! Large datagrams need one fix below quinn, which [`ZtUdpSocket`] makes. quinn batches
 //! datagrams of one size into a single `sendmsg` (segmentation offload, GSO) without
