@@ -59,7 +59,7 @@ pub enum QuicEvent {
 /// The daemon's QUIC endpoint.
 pub struct QuicServer {
     endpoint: Endpoint,
-    /// For clients on loopback: path MTU discovery up to 64 KiB ([`udp`]).
+    /// For clients on loopback: path MTU discovery up to [`udp::LOOPBACK_MAX_DATAGRAM`].
     loopback_config: Arc<quinn::ServerConfig>,
     cert_sha256: String,
     server_name: String,
@@ -394,14 +394,14 @@ fn transport_config(max_streams: u32, loopback: bool) -> quinn::TransportConfig 
         .keep_alive_interval(Some(KEEP_ALIVE));
     if loopback {
         let mut mtu = quinn::MtuDiscoveryConfig::default();
-        mtu.upper_bound(udp::MAX_UDP_PAYLOAD);
+        mtu.upper_bound(udp::LOOPBACK_MAX_DATAGRAM);
         config.mtu_discovery_config(Some(mtu));
         // The probes count against the congestion window; with quinn's initial window
         // (~14 KB) the first one fills it and nothing else, not even a CONNECTION_CLOSE,
         // leaves until it is acknowledged. Ten datagrams of the path's size, as RFC 9002
         // advises, make room.
         let mut cubic = quinn::congestion::CubicConfig::default();
-        cubic.initial_window(10 * u64::from(udp::MAX_UDP_PAYLOAD));
+        cubic.initial_window(10 * u64::from(udp::LOOPBACK_MAX_DATAGRAM));
         config.congestion_controller_factory(Arc::new(cubic));
     }
     if let Ok(idle) = IDLE_TIMEOUT.try_into() {

@@ -79,10 +79,9 @@ async fn gigabyte_each_way_over_quic() {
     gigabyte_each_way(Transport::Quic).await;
 }
 
-/// Path MTU discovery goes past quinn's 1452-byte default on loopback, and the large
-/// datagrams survive a bulk upload: the client's segmentation-offload batches of 64 KiB
-/// datagrams would exceed what the kernel takes in one send unless they are split, and each
-/// refused batch would be lost until black-hole detection dropped the MTU to 1200 bytes.
+/// Path MTU discovery goes past quinn's 1452-byte default on loopback, and the larger
+/// datagrams survive a bulk upload: no loss makes black-hole detection fall back to 1200
+/// bytes (as refused segmentation-offload batches once did).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quic_uses_large_datagrams_without_black_holes() {
     const UP_SEED: u64 = 0x5eed_0003;
