@@ -206,6 +206,25 @@ pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .ok_or_else(|| anyhow::anyhow!("no VmRSS for {pid}"))
 }
 
+/// The ztproxy binary: `given`, or the one next to the running benchmark; an error telling
+/// how to build it when it is missing.
+pub fn ztproxy_binary(given: Option<&std::path::Path>) -> anyhow::Result<std::path::PathBuf> {
+    use anyhow::Context as _;
+    let bin = match given {
+        Some(path) => path.to_path_buf(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("no parent directory")?
+            .join("ztproxy"),
+    };
+    anyhow::ensure!(
+        bin.is_file(),
+        "{} not found: build it with `cargo build --release -p zt-proxy -p zt-bench`",
+        bin.display()
+    );
+    Ok(bin)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use bytes::{Bytes, BytesMut};
 use zt_guac::{Decoder, Instruction, Limits, opcode};
-use zt_proxy::client::tunnel::{ClientSession, ClientStream};
+use zt_proxy::client::tunnel::ClientSession;
 use zt_proxy::connection::client_io::{ClientReader, ClientWriter};
 
 /// What the client sends during the handshake.
@@ -72,12 +72,7 @@ impl GuacClient {
             .open()
             .await
             .context("opening the Guacamole channel")?;
-        let (reader, writer) = match stream {
-            ClientStream::Channel(dc) => {
-                (ClientReader::Channel(dc.clone()), ClientWriter::Channel(dc))
-            }
-            ClientStream::Quic(send, recv) => (ClientReader::Quic(recv), ClientWriter::Quic(send)),
-        };
+        let (reader, writer) = stream.into_guacamole();
         let mut client = Self {
             reader,
             writer,

@@ -167,19 +167,7 @@ async fn main() -> anyhow::Result<()> {
         args.bytes = args.bytes.min(32 << 20);
         args.runs = args.runs.min(2);
     }
-    let bin = match &args.ztproxy {
-        Some(path) => path.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .context("no parent directory")?
-            .join("ztproxy"),
-    };
-    if !bin.is_file() {
-        bail!(
-            "{} not found: build it with `cargo build --release -p zt-proxy -p zt-bench`",
-            bin.display()
-        );
-    }
+    let bin = zt_bench::ztproxy_binary(args.ztproxy.as_deref())?;
 
     let mut peer_config = PeerConfig {
         display: DisplayMode::Bulk { bytes: args.bytes },
@@ -409,17 +397,7 @@ async fn measure_proxy(
         .open()
         .await
         .context("opening the Guacamole channel")?;
-    let wire = match stream {
-        ClientStream::Channel(dc) => Wire::Proxy {
-            reader: ClientReader::Channel(dc.clone()),
-            writer: ClientWriter::Channel(dc),
-        },
-        ClientStream::Quic(send, recv) => Wire::Proxy {
-            reader: ClientReader::Quic(recv),
-            writer: ClientWriter::Quic(send),
-        },
-    };
-    let mut client = BenchClient::new(wire);
+    let mut client = BenchClient::new(Wire::proxy(stream));
     // ztproxy supplies the parameters: the client's `connect` carries only the version.
     client.handshake(&BTreeMap::new()).await?;
     let conn = peer
@@ -460,17 +438,8 @@ async fn measure_tunnel(
     let (session, id) = ClientSession::connect(api, &options)
         .await
         .context("creating the tunnel session")?;
-    let wire = match session.open().await.context("opening the tunnel")? {
-        ClientStream::Channel(dc) => Wire::Proxy {
-            reader: ClientReader::Channel(dc.clone()),
-            writer: ClientWriter::Channel(dc),
-        },
-        ClientStream::Quic(send, recv) => Wire::Proxy {
-            reader: ClientReader::Quic(recv),
-            writer: ClientWriter::Quic(send),
-        },
-    };
-    let mut client = BenchClient::new(wire);
+    let stream = session.open().await.context("opening the tunnel")?;
+    let mut client = BenchClient::new(Wire::proxy(stream));
     client.handshake(&plain_parameters()).await?;
     let conn = peer.next_connection(STEP).await?;
     let run = tokio::time::timeout(RUN_TIMEOUT, client.measure(bytes))
@@ -519,6 +488,11 @@ enum Wire {
 }
 
 impl Wire {
+    fn proxy(stream: ClientStream) -> Self {
+        let (reader, writer) = stream.into_guacamole();
+        Self::Proxy { reader, writer }
+    }
+
     async fn recv(&mut self) -> anyhow::Result<Option<Bytes>> {
         match self {
             Self::Tcp { read, buf, .. } => {

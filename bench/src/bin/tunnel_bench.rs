@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::Parser;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -126,19 +126,7 @@ async fn main() -> anyhow::Result<()> {
         args.setup_count = args.setup_count.min(10);
         args.idle_sessions = args.idle_sessions.min(50);
     }
-    let bin = match &args.ztproxy {
-        Some(path) => path.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .context("no parent directory")?
-            .join("ztproxy"),
-    };
-    if !bin.is_file() {
-        bail!(
-            "{} not found: build it with `cargo build --release -p zt-proxy -p zt-bench`",
-            bin.display()
-        );
-    }
+    let bin = zt_bench::ztproxy_binary(args.ztproxy.as_deref())?;
 
     let mut results = Results::default();
     let config = &mut results.config;

@@ -20,6 +20,7 @@ use zt_api::seal::{self, SealKey, SignallingDirection};
 use zt_api::tunnel::{ChannelControl, DATA_CHANNEL_PROTOCOL};
 
 use crate::client::api::{ApiClient, ClientError};
+use crate::connection::client_io::{ClientReader, ClientWriter};
 use crate::transport::quic::{QuicClient, QuicClientError};
 use crate::transport::webrtc::{CONTROL_CHANNEL_LABEL, Peer, PeerEvent, PeerSettings};
 use crate::tunnel::{self, NoMeter, RelayError};
@@ -101,6 +102,16 @@ pub enum ClientStream {
     Channel(Arc<dyn DataChannel>),
     /// A QUIC stream (ztproxy has connected to the target).
     Quic(quinn::SendStream, quinn::RecvStream),
+}
+
+impl ClientStream {
+    /// The two halves of a connection's Guacamole channel.
+    pub fn into_guacamole(self) -> (ClientReader, ClientWriter) {
+        match self {
+            Self::Channel(dc) => (ClientReader::Channel(dc.clone()), ClientWriter::Channel(dc)),
+            Self::Quic(send, recv) => (ClientReader::Quic(recv), ClientWriter::Quic(send)),
+        }
+    }
 }
 
 impl ClientSession {
