@@ -63,6 +63,15 @@ impl Instruction {
         &self.raw
     }
 
+    /// The same instruction in an allocation of its own. A decoded instruction shares the
+    /// decoder's read buffer; one kept for long would pin all of that buffer.
+    pub fn detached(&self) -> Self {
+        Self {
+            raw: Bytes::copy_from_slice(&self.raw),
+            spans: self.spans.clone(),
+        }
+    }
+
     /// The exact bytes of the instruction, for forwarding without a copy.
     pub fn into_raw(self) -> Bytes {
         self.raw
