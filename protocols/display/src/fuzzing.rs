@@ -550,3 +550,190 @@ fn base64(bytes: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
+
+/// `display_deferred`: a [`DeferredDisplay`](crate::DeferredDisplay) against a display
+/// shown everything. The first byte picks the queue budget (small, so passes and partial
+/// showing happen often); the rest is a program of [`Scene`] operations (tiles, scrolls and
+/// fills at the sizes where cells get covered), mixed with [`Ops`] when the budget byte is
+/// even.
+///
+/// Asserts: no panic; after every flush (at some `sync`s, and at the end), when neither
+/// display is degraded, both hold the same state; the queue stays within its budget.
+pub fn deferred(data: &[u8]) {
+    let _ = run_deferred(data);
+}
+
+/// [`deferred`], returning how many comparisons were made and the deferred display's
+/// counters.
+pub(crate) fn run_deferred(data: &[u8]) -> (usize, crate::DeferredStats) {
+    let Some((&budget, program)) = data.split_first() else {
+        return (0, crate::DeferredStats::default());
+    };
+    let mixed = budget % 2 == 0;
+    let budget = 512 + usize::from(budget).pow(2) * 4;
+    let mut eager = Display::new(FUZZ_LIMITS);
+    let mut deferred = crate::DeferredDisplay::new(Display::new(FUZZ_LIMITS), budget);
+    let mut scene = Scene {
+        data: program,
+        mixed,
+    };
+    let mut compared = 0;
+    // A desktop to draw on, as guacd starts.
+    let mut instructions = vec![
+        ints("size", &[0, 128, 96]),
+        ints("size", &[1, 128, 96]),
+        ints("rect", &[0, 0, 0, 128, 96]),
+        ints("cfill", &[14, 0, 0, 99, 140, 255]),
+    ];
+    for instruction in instructions.drain(..) {
+        let _ = eager.handle(&instruction);
+        deferred.handle(&instruction);
+    }
+    let compare = |eager: &Display, deferred: &mut crate::DeferredDisplay| {
+        deferred.flush();
+        let shown = deferred.display();
+        if eager.is_degraded() || shown.is_degraded() {
+            return 0;
+        }
+        assert!(
+            eager.canonical() == shown.canonical(),
+            "the deferred display differs from the eager one"
+        );
+        1
+    };
+    while scene.next(&mut instructions) {
+        for instruction in instructions.drain(..) {
+            let _ = eager.handle(&instruction);
+            deferred.handle(&instruction);
+            assert!(
+                deferred.queued_bytes() <= budget,
+                "the queue outgrew its budget"
+            );
+            if instruction.is("sync") && instruction.len() % 3 == 0 && compared < MAX_KEY_FRAMES {
+                compared += compare(&eager, &mut deferred);
+            }
+        }
+    }
+    compared += compare(&eager, &mut deferred);
+    (compared, deferred.stats())
+}
+
+/// Operations where the deferred display's culling matters: opaque and translucent tiles
+/// of 8 to 48 pixels on layers 0, 1 and buffer -1, copies (scrolls) of unaligned
+/// rectangles, `rect` + `cfill`, `cursor`, `size`, `sync`; one in sixteen hands over to
+/// [`Ops`] for everything else when `mixed`.
+struct Scene<'a> {
+    data: &'a [u8],
+    /// Hands over to [`Ops`] (an odd budget byte keeps to the scene).
+    mixed: bool,
+}
+
+impl Scene<'_> {
+    fn byte(&mut self) -> Option<u8> {
+        let (&first, rest) = self.data.split_first()?;
+        self.data = rest;
+        Some(first)
+    }
+
+    fn small(&mut self, n: u8) -> i64 {
+        i64::from(self.byte().unwrap_or(0) % n)
+    }
+
+    fn next(&mut self, out: &mut Vec<Instruction>) -> bool {
+        let Some(op) = self.byte() else {
+            return false;
+        };
+        let layer = [0, 0, 0, 1, -1]
+            .get((op as usize / 16) % 5)
+            .copied()
+            .unwrap_or(0);
+        let mask = [14, 14, 14, 14, 14, 12, 6, 8]
+            .get((op as usize / 80) % 8)
+            .copied()
+            .unwrap_or(14);
+        match op % 16 {
+            0..=5 => {
+                // Mostly on the 16-pixel grid, as guacd's tiles are.
+                let unit = if self.small(4) == 0 { 8 } else { 16 };
+                let (x, y) = (self.small(6) * unit, self.small(5) * unit);
+                let (w, h) = (unit + self.small(4) * unit, unit + self.small(4) * unit);
+                let style = self.byte().unwrap_or(0);
+                let rgb = !style.is_multiple_of(4);
+                let mut pixels = Vec::new();
+                for i in 0..(w * h) as u32 {
+                    let v = (i.wrapping_mul(7) as u8).wrapping_add(style);
+                    pixels.extend_from_slice(&[v, v ^ 0x33, v.wrapping_mul(5)]);
+                    if !rgb {
+                        pixels.push(if i % 5 == 0 { 0 } else { 200 });
+                    }
+                }
+                let mut png = Vec::new();
+                let mut encoder = png::Encoder::new(&mut png, w as u32, h as u32);
+                encoder.set_color(if rgb {
+                    png::ColorType::Rgb
+                } else {
+                    png::ColorType::Rgba
+                });
+                let written = encoder
+                    .write_header()
+                    .and_then(|mut writer| writer.write_image_data(&pixels));
+                assert!(written.is_ok(), "PNG encoding failed");
+                let stream = self.small(2);
+                let text = base64(&png);
+                let split = (self.small(4) as usize * text.len() / 4) / 4 * 4;
+                let args = [stream, mask, layer, x, y].map(|v| v.to_string());
+                out.push(Instruction::new(
+                    "img",
+                    &[
+                        &args[0],
+                        &args[1],
+                        &args[2],
+                        "image/png",
+                        &args[3],
+                        &args[4],
+                    ],
+                ));
+                let (first, second) = text.split_at(split);
+                for part in [first, second] {
+                    if !part.is_empty() {
+                        out.push(Instruction::new("blob", &[&stream.to_string(), part]));
+                    }
+                }
+                out.push(ints("end", &[stream]));
+            }
+            6..=8 => {
+                // A scroll or a copy between layers.
+                let src = if op % 16 == 8 {
+                    [0, 1, -1].get(self.small(3) as usize).copied().unwrap_or(0)
+                } else {
+                    layer
+                };
+                let (x, y) = (self.small(40), self.small(30));
+                let (w, h) = (1 + self.small(40), 1 + self.small(30));
+                let (dx, dy) = (self.small(40), self.small(30));
+                out.push(ints("copy", &[src, x, y, w, h, mask, layer, dx, dy]));
+            }
+            9 | 10 => {
+                let (x, y) = (self.small(8) * 8, self.small(6) * 8);
+                let (w, h) = (1 + self.small(48), 1 + self.small(48));
+                let alpha = if self.small(4) == 0 { 100 } else { 255 };
+                out.push(ints("rect", &[layer, x, y, w, h]));
+                out.push(ints("cfill", &[mask, layer, 10, 200, 30, alpha]));
+            }
+            11 => {
+                let (w, h) = (64 + self.small(4) * 32, 48 + self.small(4) * 32);
+                out.push(ints("size", &[layer, w, h]));
+            }
+            12 => out.push(ints("cursor", &[0, 0, layer, 0, 0, 16, 16])),
+            13 | 14 => out.push(ints("sync", &[self.small(100)])),
+            _ if !self.mixed => out.push(ints("sync", &[self.small(100)])),
+            _ => {
+                let mut ops = Ops::new(self.data);
+                let more = ops.next(out);
+                self.data = ops.data;
+                return more;
+            }
+        }
+        true
+    }
+}

@@ -158,6 +158,7 @@ mod args;
 #[cfg(any(test, fuzzing))]
 mod canonical;
 mod decode;
+mod deferred;
 mod display;
 mod error;
 mod keyframe;
@@ -165,6 +166,9 @@ mod limits;
 mod path;
 mod surface;
 
+pub use deferred::{
+    CELL, DEFAULT_BUDGET, DeferredDisplay, DeferredStats, GRID, MAX_GRIDS, MAX_TRACKED,
+};
 pub use display::Display;
 pub use error::{DisplayError, Limit, Unsupported};
 pub use keyframe::{BLOB_CHARS, Snapshot, TILE_SIZE};

@@ -3,6 +3,7 @@
 mod support;
 
 mod bench;
+mod deferred;
 mod degradation;
 mod hostile;
 mod limits;
