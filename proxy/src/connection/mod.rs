@@ -24,7 +24,6 @@
 pub mod client_io;
 pub mod filter;
 pub mod handshake;
-pub mod occlusion;
 pub mod recording;
 
 use std::collections::BTreeMap;

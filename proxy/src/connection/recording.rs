@@ -7,12 +7,14 @@
 //!
 //! The work happens on a thread of the recording's own, so the relay never decodes an image
 //! or encodes a key frame: the relay hands each batch of instructions to the worker over a
-//! bounded queue ([`JOB_QUEUE`] batches). The worker feeds a display model
-//! ([`zt_display::Display`]) that follows the output, appends the batch to the recorder's
-//! writer, and, when the writer says a key frame is due (at least every five seconds of
-//! activity) and the model is at an instruction boundary with no image stream open, encodes
-//! a key frame from the model and appends it right there, so it sits exactly where its
-//! snapshot was taken.
+//! bounded queue ([`JOB_QUEUE`] batches). The worker appends the batch to the recorder's
+//! writer and feeds a display model that follows the output. The model
+//! ([`zt_display::DeferredDisplay`]) holds up to [`MODEL_BUDGET`] bytes of output back and
+//! drops the images (and copies) that are painted over before anything shows them, so it
+//! decodes little more than what the key frames show. When the writer says a key frame is
+//! due (at least every five seconds of activity) and the model is at an instruction boundary
+//! with no image stream open, the worker brings the model up to date, encodes a key frame
+//! from it and appends it right there, so it sits exactly where its snapshot was taken.
 //!
 //! Two kinds of back-pressure, deliberately different:
 //!
@@ -41,9 +43,12 @@ use crate::config::RecordingsSettings;
 
 /// Batches of instructions queued for the recording worker.
 pub const JOB_QUEUE: usize = 32;
-/// Output held for the display model before it is shown it (bounded memory per recording;
-/// key frames flush it too).
-pub const WINDOW_BYTES: usize = 8 * 1024 * 1024;
+/// Output the display model holds back to find what nobody will see (bounded memory per
+/// recording; key frames flush it, so it fills only when more than this arrives between two
+/// key frames). The queue must hold two or three times what a screen shows: on the guacd
+/// peer's bulk stream (1920 × 1080, a quarter of the tiles incompressible) 16 MiB still
+/// decoded most images and ran at 155 MB/s, 64 MiB at 350 MB/s (`bench/RESULTS.md`).
+pub const MODEL_BUDGET: usize = zt_display::DEFAULT_BUDGET;
 /// Longest the worker waits for room in the writer's queue before the writer records a gap.
 pub const DISK_PATIENCE: Duration = Duration::from_millis(250);
 
@@ -78,10 +83,7 @@ enum Job {
 /// The recording thread's state.
 struct Worker {
     writer: RecordingWriter,
-    display: Option<zt_display::Display>,
-    /// Output recorded but not yet shown to the display model.
-    window: Vec<Instruction>,
-    window_bytes: usize,
+    display: Option<zt_display::DeferredDisplay>,
     dropped: u64,
 }
 
@@ -145,11 +147,10 @@ impl GraphicalRecording {
         let (jobs, rx) = mpsc::channel(JOB_QUEUE);
         let worker = Worker {
             writer,
-            display: Some(zt_display::Display::new(
-                zt_display::DisplayLimits::default(),
+            display: Some(zt_display::DeferredDisplay::new(
+                zt_display::Display::new(zt_display::DisplayLimits::default()),
+                MODEL_BUDGET,
             )),
-            window: Vec::new(),
-            window_bytes: 0,
             dropped: 0,
         };
         let worker = std::thread::Builder::new()
@@ -282,46 +283,32 @@ impl Worker {
             bytes.extend_from_slice(instruction.raw());
         }
         self.append(Event::Instructions(bytes));
-        if self.display.is_none() {
-            return;
-        }
-        self.window.extend(instructions);
-        self.window_bytes += len;
-        let key_frame_due = self.writer.keyframe_due();
-        if self.window_bytes < WINDOW_BYTES && !key_frame_due {
-            return;
-        }
-        self.update_display();
-        if let Some(display) = &self.display
-            && key_frame_due
-            && display.key_frame_ready()
-        {
-            let frame = display.snapshot().encode();
-            if !frame.is_empty() {
-                self.append(Event::KeyFrame(frame));
-            }
-        }
-    }
-
-    /// Shows the window to the display model, without the images nobody will see
-    /// ([`super::occlusion`]).
-    fn update_display(&mut self) {
-        let window = std::mem::take(&mut self.window);
-        self.window_bytes = 0;
         let Some(display) = &mut self.display else {
             return;
         };
-        let hidden = super::occlusion::hidden_images(&window);
-        for (instruction, hidden) in window.iter().zip(hidden) {
-            if !hidden {
-                // An instruction the model cannot follow concerns that instruction only; a
-                // model that can no longer produce correct key frames is dropped below.
-                let _ = display.handle(instruction);
-            }
+        for instruction in &instructions {
+            display.handle(instruction);
         }
-        if display.is_degraded() {
-            tracing::debug!("display model degraded; recording continues without key frames");
+        // Showing the model everything is only worth it when a key frame can be taken.
+        if !self.writer.keyframe_due() || display.image_streaming() {
+            return;
+        }
+        display.flush();
+        let model = display.display();
+        if model.is_degraded() {
+            let stats = display.stats();
+            tracing::debug!(
+                ?stats,
+                "display model degraded; recording continues without key frames"
+            );
             self.display = None;
+            return;
+        }
+        if model.key_frame_ready() {
+            let frame = model.snapshot().encode();
+            if !frame.is_empty() {
+                self.append(Event::KeyFrame(frame));
+            }
         }
     }
 

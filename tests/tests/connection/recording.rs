@@ -171,6 +171,21 @@ async fn the_exported_recording_is_what_the_client_received() {
             .iter()
             .any(|i| i.is(opcode::IMG) || i.is(opcode::SIZE))
     );
+    // The key frame shows exactly what the client's screen showed there, although the
+    // recording's model skipped most images: both re-encode to the same key frame.
+    let shown = |instructions: &[Instruction]| {
+        let mut display = zt_display::Display::new(zt_display::DisplayLimits::default());
+        for instruction in instructions {
+            let _ = display.handle(instruction);
+        }
+        assert!(!display.is_degraded() && display.key_frame_ready());
+        display.snapshot().encode()
+    };
+    let before = &received[..received.len() - after_key_frame.len()];
+    assert!(
+        shown(&tail[..=resume]) == shown(before),
+        "the key frame differs from the screen the client had"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
