@@ -438,35 +438,31 @@ fn stub(src: i64, mask: u8, dst: i64) -> Instruction {
     )
 }
 
-/// What an instruction without a note reads, walking backwards.
+/// What an instruction without a note reads, walking backwards: a rectangle of a layer
+/// (`cursor`, `transfer`), a whole layer (`lfill`, `lstroke`, `size`, `dispose`), or, when
+/// its arguments do not parse, everything.
 fn reads(instruction: &Instruction, unneeded: &mut Grids) {
-    let read_at =
-        |unneeded: &mut Grids, at: usize| match (int(instruction, at), rect(instruction, at + 1)) {
-            (Some(layer), Some(rect)) => unneeded.read(layer, rect),
-            (Some(layer), None) => unneeded.clear(layer),
-            _ => unneeded.clear_all(),
-        };
-    match instruction.opcode() {
+    let (layer_at, rect_at) = match instruction.opcode() {
         // cursor x y srclayer srcx srcy w h
-        opcode::CURSOR => read_at(unneeded, 2),
+        opcode::CURSOR => (2, Some(3)),
         // transfer srclayer srcx srcy w h function dstlayer dstx dsty
-        "transfer" => read_at(unneeded, 0),
-        // lfill mask layer srclayer; lstroke mask layer cap join thickness srclayer
-        "lfill" => match int(instruction, 2) {
-            Some(layer) => unneeded.clear(layer),
-            None => unneeded.clear_all(),
-        },
-        "lstroke" => match int(instruction, 5) {
-            Some(layer) => unneeded.clear(layer),
-            None => unneeded.clear_all(),
-        },
-        opcode::SIZE | "dispose" => match int(instruction, 0) {
-            Some(layer) => unneeded.clear(layer),
-            None => unneeded.clear_all(),
-        },
+        "transfer" => (0, Some(1)),
+        // lfill mask layer srclayer
+        "lfill" => (2, None),
+        // lstroke mask layer cap join thickness srclayer
+        "lstroke" => (5, None),
+        opcode::SIZE | "dispose" => (0, None),
         // A copy we could not parse.
-        opcode::COPY => unneeded.clear_all(),
-        _ => {}
+        opcode::COPY => return unneeded.clear_all(),
+        _ => return,
+    };
+    match (
+        int(instruction, layer_at),
+        rect_at.and_then(|at| rect(instruction, at)),
+    ) {
+        (Some(layer), Some(rect)) => unneeded.read(layer, rect),
+        (Some(layer), None) => unneeded.clear(layer),
+        (None, _) => unneeded.clear_all(),
     }
 }
 
@@ -1009,14 +1005,8 @@ impl Tracker {
         let opaque = instruction.arg(5) == Some("255");
         let rect = match self.path(layer) {
             Some(path) => {
-                let rect = if path.closed && !path.empty {
-                    // Filled again: the same path.
-                    path.one_rect
-                } else if path.empty {
-                    None
-                } else {
-                    path.one_rect
-                };
+                // A closed path filled again is the same path.
+                let rect = if path.empty { None } else { path.one_rect };
                 path.closed = true;
                 rect
             }

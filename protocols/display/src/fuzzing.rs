@@ -681,25 +681,7 @@ impl Scene<'_> {
                 let stream = self.small(2);
                 let text = base64(&png);
                 let split = (self.small(4) as usize * text.len() / 4) / 4 * 4;
-                let args = [stream, mask, layer, x, y].map(|v| v.to_string());
-                out.push(Instruction::new(
-                    "img",
-                    &[
-                        &args[0],
-                        &args[1],
-                        &args[2],
-                        "image/png",
-                        &args[3],
-                        &args[4],
-                    ],
-                ));
-                let (first, second) = text.split_at(split);
-                for part in [first, second] {
-                    if !part.is_empty() {
-                        out.push(Instruction::new("blob", &[&stream.to_string(), part]));
-                    }
-                }
-                out.push(ints("end", &[stream]));
+                png_stream(out, [stream, mask, layer, x, y], &text, split);
             }
             6..=8 => {
                 // A scroll or a copy between layers.
@@ -736,4 +718,28 @@ impl Scene<'_> {
         }
         true
     }
+}
+
+/// `img <stream> <mask> <layer> image/png <x> <y>`, the base64 `text` in two `blob`s split at
+/// `split` (a multiple of 4; an empty part is left out), `end`.
+pub(crate) fn png_stream(out: &mut Vec<Instruction>, args: [i64; 5], text: &str, split: usize) {
+    let args = args.map(|v| v.to_string());
+    out.push(Instruction::new(
+        "img",
+        &[
+            &args[0],
+            &args[1],
+            &args[2],
+            "image/png",
+            &args[3],
+            &args[4],
+        ],
+    ));
+    let (first, second) = text.split_at(split.min(text.len()));
+    for part in [first, second] {
+        if !part.is_empty() {
+            out.push(Instruction::new("blob", &[&args[0], part]));
+        }
+    }
+    out.push(Instruction::new("end", &[&args[0]]));
 }

@@ -72,20 +72,7 @@ fn png(w: u32, h: u32, alpha: bool, seed: u8) -> String {
 }
 
 fn image(out: &mut Vec<Instruction>, mask: i64, layer: i64, (x, y): (i64, i64), data: &str) {
-    let args = [1, mask, layer, x, y].map(|v| v.to_string());
-    out.push(Instruction::new(
-        "img",
-        &[
-            &args[0],
-            &args[1],
-            &args[2],
-            "image/png",
-            &args[3],
-            &args[4],
-        ],
-    ));
-    out.push(Instruction::new("blob", &["1", data]));
-    out.push(ints("end", &[1]));
+    crate::fuzzing::png_stream(out, [1, mask, layer, x, y], data, data.len());
 }
 
 /// Runs `stream` through both; returns the deferred display's counters.
