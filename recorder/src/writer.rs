@@ -205,7 +205,7 @@ impl RecordingWriter {
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         let file = options.open(path)?;
-        Self::start(Sink::File(file), config)
+        Self::start(Sink::File(FileSink::new(file)), config)
     }
 
     /// Like [`Self::create`], writing to any sink (a pipe, a socket, a test double).
@@ -480,14 +480,14 @@ impl std::fmt::Debug for RecordingWriter {
 }
 
 enum Sink {
-    File(File),
+    File(FileSink),
     Other(Box<dyn Write + Send>),
 }
 
 impl Sink {
     fn sync(&mut self) -> io::Result<()> {
         match self {
-            Self::File(f) => f.sync_data(),
+            Self::File(f) => f.sync(),
             Self::Other(w) => w.flush(),
         }
     }
@@ -501,19 +501,79 @@ impl Write for Sink {
         }
     }
 
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        match self {
-            Self::File(f) => f.write_all(buf),
-            Self::Other(w) => w.write_all(buf),
-        }
-    }
-
     fn flush(&mut self) -> io::Result<()> {
         match self {
-            Self::File(f) => f.flush(),
+            Self::File(f) => f.file.flush(),
             Self::Other(w) => w.flush(),
         }
     }
+}
+
+/// A recording file written *drop-behind*: nothing reads a recording back while it is being
+/// written, so its pages leave the page cache as soon as they are on disk.
+///
+/// Every [`DROP_BEHIND`] bytes the sink advises the kernel that it no longer needs the last
+/// two such stretches (`POSIX_FADV_DONTNEED`). For the newer stretch that starts writeback
+/// without waiting for it; the older one has usually been written by then, and its pages are
+/// freed. After each sync everything up to the end is clean and is dropped too. So a
+/// recording keeps a few MiB of page cache instead of its whole length: it does not push
+/// other files' pages out, the next writes reuse pages the kernel has just freed, and the
+/// timed `fdatasync` finds little left to write instead of a second's worth of data.
+struct FileSink {
+    file: File,
+    /// Bytes written, the current end of the file.
+    written: u64,
+    /// Ends of the last two stretches advised.
+    marks: [u64; 2],
+    /// Everything below this was synced and dropped.
+    dropped: u64,
+}
+
+impl FileSink {
+    fn new(file: File) -> Self {
+        Self {
+            file,
+            written: 0,
+            marks: [0; 2],
+            dropped: 0,
+        }
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        self.file.sync_data()?;
+        drop_pages(&self.file, self.dropped, self.written);
+        self.dropped = self.written;
+        Ok(())
+    }
+}
+
+impl Write for FileSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.written += u64::try_from(n).unwrap_or(u64::MAX);
+        let [older, newer] = self.marks;
+        if self.written - newer >= DROP_BEHIND {
+            drop_pages(&self.file, older.max(self.dropped), self.written);
+            self.marks = [newer, self.written];
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// Tells the kernel that the pages of `file` in `from..to` are not needed: dirty ones start
+/// writeback, clean ones are freed. Advice only, so an error (a file system without it) is
+/// ignored.
+fn drop_pages(file: &File, from: u64, to: u64) {
+    #[cfg(target_os = "linux")]
+    if let Some(len) = std::num::NonZeroU64::new(to.saturating_sub(from)) {
+        let _ = rustix::fs::fadvise(file, from, Some(len), rustix::fs::Advice::DontNeed);
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, from, to);
 }
 
 struct Driver {
@@ -620,6 +680,9 @@ fn field_error(e: FieldError) -> CreateError {
 /// Longest allowed flush interval, and the default: the design promises that a crash loses
 /// at most the last second.
 pub const MAX_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// How often, in bytes written, a recording file drops the pages behind it from the page
+/// cache (see `FileSink`).
+const DROP_BEHIND: u64 = 4 * 1024 * 1024;
 /// Default queue length in events. At typical terminal rates (a few hundred events a
 /// second) this is several seconds of slack for a stalled disk.
 pub const DEFAULT_QUEUE_EVENTS: usize = 4096;

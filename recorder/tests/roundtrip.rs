@@ -223,6 +223,8 @@ fn two_gib_recording_streams_in_bounded_memory() {
         let stats = writer.finish().unwrap();
         assert!(stats.file_bytes > 2 << 30);
         let after_write = vm_hwm_kib();
+        // Before anything reads the file back into the page cache.
+        let cached = page_cache_bytes(&path);
 
         let mut r = open_unlocked(&path);
         let report = r.verify(&VerifyOptions::default()).unwrap();
@@ -239,7 +241,10 @@ fn two_gib_recording_streams_in_bounded_memory() {
             n += 1;
         }
         assert_eq!(n, EVENTS);
-        println!("\nVMHWM_KIB after_write={after_write} end={}", vm_hwm_kib());
+        println!(
+            "\nVMHWM_KIB after_write={after_write} cached={cached} end={}",
+            vm_hwm_kib()
+        );
         return;
     }
 
@@ -266,11 +271,14 @@ fn two_gib_recording_streams_in_bounded_memory() {
         .lines()
         .find_map(|l| l.find("VMHWM_KIB").map(|at| &l[at..]))
         .expect("child reported its peak RSS");
-    let peak: u64 = line
-        .rsplit("end=")
-        .next()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap();
+    let field = |name: &str| -> u64 {
+        line.split_whitespace()
+            .find_map(|f| f.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {line}"))
+    };
+    let peak = field("end");
+    let cached = field("cached");
     println!("{line}");
     assert!(
         std::fs::metadata(&path).unwrap().len() > 2 << 30,
@@ -282,9 +290,30 @@ fn two_gib_recording_streams_in_bounded_memory() {
         peak < PEAK_RSS_LIMIT_KIB,
         "peak RSS {peak} KiB exceeds {PEAK_RSS_LIMIT_KIB} KiB"
     );
+    // The writer drops what is on disk from the page cache (nothing reads a recording while
+    // it is written), so 2 GiB of recording do not push 2 GiB of other files out.
+    assert!(
+        cached < PAGE_CACHE_LIMIT,
+        "{cached} bytes of the finished recording stay in the page cache"
+    );
 }
 
 const PEAK_RSS_LIMIT_KIB: u64 = 64 * 1024;
+const PAGE_CACHE_LIMIT: u64 = 16 << 20;
+
+/// Bytes of `path` in the page cache, as util-linux's `fincore` reports them.
+fn page_cache_bytes(path: &std::path::Path) -> u64 {
+    let out = std::process::Command::new("fincore")
+        .args(["--bytes", "--noheadings", "--output", "RES"])
+        .arg(path)
+        .output()
+        .expect("fincore (util-linux) runs");
+    assert!(out.status.success(), "fincore failed: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("fincore prints a byte count")
+}
 
 #[test]
 fn range_export_uses_the_index_and_decrypts_only_the_range() {
