@@ -206,6 +206,25 @@ pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .ok_or_else(|| anyhow::anyhow!("no VmRSS for {pid}"))
 }
 
+/// CPU time (user + system, all threads, live and exited) process `pid` has used, from
+/// `/proc/<pid>/stat`, in clock ticks of 1/100 s (Linux's `USER_HZ`).
+pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks = |i: usize| -> anyhow::Result<u64> {
+        fields
+            .get(i)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("malformed /proc/{pid}/stat"))
+    };
+    Ok((ticks(11)? + ticks(12)?) as f64 / 100.0)
+}
+
 /// The ztproxy binary: `given`, or the one next to the running benchmark; an error telling
 /// how to build it when it is missing.
 pub fn ztproxy_binary(given: Option<&std::path::Path>) -> anyhow::Result<std::path::PathBuf> {

@@ -158,6 +158,11 @@ struct Run {
     seconds: f64,
     mbps: f64,
     instructions_per_sec: f64,
+    /// CPU time ztproxy used per byte delivered, in ns (0 for the plain relay).
+    ztproxy_cpu_ns_per_byte: f64,
+    /// CPU time this process (client, guacd peer and, for the plain path, the relay) used
+    /// per byte delivered, in ns.
+    bench_cpu_ns_per_byte: f64,
 }
 
 #[tokio::main]
@@ -241,6 +246,10 @@ async fn main() -> anyhow::Result<()> {
         for &path in &paths {
             let name = path.name();
             eprintln!("run {}/{}: {name}", run + 1, args.runs);
+            let cpu_before = (
+                zt_bench::cpu_seconds(proxy.pid())?,
+                zt_bench::cpu_seconds(std::process::id())?,
+            );
             let result = match path {
                 Path::Plain => measure_plain(&peer, relay, args.bytes).await,
                 Path::Connection {
@@ -254,7 +263,16 @@ async fn main() -> anyhow::Result<()> {
                 Path::Tunnel(transport) => measure_tunnel(&peer, &api, transport, args.bytes).await,
             };
             let result = match result {
-                Ok(result) => result,
+                Ok(mut result) => {
+                    let per_byte = |seconds: f64| seconds * 1e9 / result.bytes.max(1) as f64;
+                    if !matches!(path, Path::Plain) {
+                        result.ztproxy_cpu_ns_per_byte =
+                            per_byte(zt_bench::cpu_seconds(proxy.pid())? - cpu_before.0);
+                    }
+                    result.bench_cpu_ns_per_byte =
+                        per_byte(zt_bench::cpu_seconds(std::process::id())? - cpu_before.1);
+                    result
+                }
                 Err(error) => {
                     let log = proxy.output();
                     let lines: Vec<&str> = log.lines().collect();
@@ -263,8 +281,12 @@ async fn main() -> anyhow::Result<()> {
                 }
             };
             eprintln!(
-                "  {:.0} MB/s, {:.0} instructions/s ({} frames)",
-                result.mbps, result.instructions_per_sec, result.frames
+                "  {:.0} MB/s, {:.0} instructions/s ({} frames); CPU ns/byte: ztproxy {:.2}, bench {:.2}",
+                result.mbps,
+                result.instructions_per_sec,
+                result.frames,
+                result.ztproxy_cpu_ns_per_byte,
+                result.bench_cpu_ns_per_byte
             );
             results.runs.entry(name).or_default().push(result);
         }
@@ -619,6 +641,8 @@ impl BenchClient {
                             seconds,
                             mbps: received as f64 / seconds / 1e6,
                             instructions_per_sec: instructions as f64 / seconds,
+                            ztproxy_cpu_ns_per_byte: 0.0,
+                            bench_cpu_ns_per_byte: 0.0,
                         });
                     }
                 } else if instruction.is(opcode::ERROR) || instruction.is(opcode::DISCONNECT) {
@@ -667,8 +691,10 @@ fn judge(results: &mut Results) {
 }
 
 fn print_table(results: &Results, paths: &[String]) {
-    println!("| path | MB/s (median) | instructions/s (median) | runs (MB/s) |");
-    println!("|---|---:|---:|---|");
+    println!(
+        "| path | MB/s (median) | instructions/s (median) | runs (MB/s) | CPU ns/byte: ztproxy, bench (medians) |"
+    );
+    println!("|---|---:|---:|---|---:|");
     for path in paths {
         let path = path.as_str();
         let runs: Vec<String> = results
@@ -676,15 +702,25 @@ fn print_table(results: &Results, paths: &[String]) {
             .get(path)
             .map(|runs| runs.iter().map(|r| format!("{:.0}", r.mbps)).collect())
             .unwrap_or_default();
+        let cpu = |f: fn(&Run) -> f64| {
+            let values: Vec<f64> = results
+                .runs
+                .get(path)
+                .map(|runs| runs.iter().map(f).collect())
+                .unwrap_or_default();
+            median(&values)
+        };
         println!(
-            "| {path} | {:.0} | {:.0} | {} |",
+            "| {path} | {:.0} | {:.0} | {} | {:.2}, {:.2} |",
             results.mbps.get(path).copied().unwrap_or(f64::NAN),
             results
                 .instructions_per_sec
                 .get(path)
                 .copied()
                 .unwrap_or(f64::NAN),
-            runs.join(", ")
+            runs.join(", "),
+            cpu(|r| r.ztproxy_cpu_ns_per_byte),
+            cpu(|r| r.bench_cpu_ns_per_byte),
         );
     }
     println!();
