@@ -76,7 +76,8 @@ pub struct GraphicalRecording {
 }
 
 enum Job {
-    Output(Vec<Instruction>),
+    /// The instructions, and their encoding in one buffer for the writer.
+    Output(Vec<Instruction>, Vec<u8>),
     Input(Vec<u8>),
 }
 
@@ -190,7 +191,14 @@ impl GraphicalRecording {
     pub async fn output(&mut self, instructions: Vec<Instruction>) {
         self.flush_input().await;
         if !instructions.is_empty() {
-            self.send(Job::Output(instructions)).await;
+            // Copied here, on the relay's thread, while the bytes are still in its cache; the
+            // worker, on another core, would read them from memory.
+            let len = instructions.iter().map(Instruction::len).sum();
+            let mut bytes = Vec::with_capacity(len);
+            for instruction in &instructions {
+                bytes.extend_from_slice(instruction.raw());
+            }
+            self.send(Job::Output(instructions, bytes)).await;
         }
     }
 
@@ -266,7 +274,7 @@ impl Worker {
     fn run(mut self, mut jobs: mpsc::Receiver<Job>) -> Self {
         while let Some(job) = jobs.blocking_recv() {
             match job {
-                Job::Output(instructions) => self.output(instructions),
+                Job::Output(instructions, bytes) => self.output(&instructions, bytes),
                 Job::Input(bytes) => self.append(Event::Instructions(bytes)),
             }
             if matches!(self.writer.status(), zt_recorder::WriterStatus::Failed(_)) {
@@ -276,17 +284,12 @@ impl Worker {
         self
     }
 
-    fn output(&mut self, instructions: Vec<Instruction>) {
-        let len = instructions.iter().map(Instruction::len).sum();
-        let mut bytes = Vec::with_capacity(len);
-        for instruction in &instructions {
-            bytes.extend_from_slice(instruction.raw());
-        }
+    fn output(&mut self, instructions: &[Instruction], bytes: Vec<u8>) {
         self.append(Event::Instructions(bytes));
         let Some(display) = &mut self.display else {
             return;
         };
-        for instruction in &instructions {
+        for instruction in instructions {
             display.handle(instruction);
         }
         // Showing the model everything is only worth it when a key frame can be taken.
