@@ -5,8 +5,6 @@
 use std::io::{self, Write};
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
-
 use crate::chunk::{ChunkSealer, SealError};
 use crate::format::{
     Event, FRAME_HEADER_LEN, HeaderDigest, INDEX_INTERVAL, IndexEntry, MAX_EVENT_LEN,
@@ -60,7 +58,8 @@ pub(crate) struct RecordingEncoder {
     chunk: Vec<u8>,
     /// File offset where the frame being filled will be written.
     chunk_offset: u64,
-    hasher: Sha256,
+    /// Over every frame, for the manifest.
+    hasher: blake3::Hasher,
     index: Vec<IndexEntry>,
     last_index_time: Option<u64>,
     last_time: u64,
@@ -88,7 +87,7 @@ impl RecordingEncoder {
             chunk_size,
             chunk,
             chunk_offset: header_len,
-            hasher: Sha256::new(),
+            hasher: blake3::Hasher::new(),
             index: Vec::new(),
             last_index_time: None,
             last_time: 0,
@@ -234,7 +233,7 @@ impl RecordingEncoder {
         let mut manifest = Manifest {
             header_tag: self.digest.tag(),
             chunk_count: self.sealer.next_index(),
-            chunks_hash: std::mem::take(&mut self.hasher).finalize().into(),
+            chunks_hash: *self.hasher.finalize().as_bytes(),
             final_offset,
             signature: identity.map(|_| [0u8; 64]),
         };

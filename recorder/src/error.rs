@@ -15,7 +15,10 @@ pub enum ReadError {
     #[error("not a ztproxy recording")]
     NotARecording,
     /// The format version is not one this build reads.
-    #[error("unsupported recording format version {0} (this build reads version 1)")]
+    #[error(
+        "unsupported recording format version {0} (this build reads version {current})",
+        current = crate::format::FORMAT_VERSION
+    )]
     UnsupportedVersion(u16),
     /// The file ends inside the header.
     #[error("recording is truncated inside its header")]

@@ -659,7 +659,7 @@ pub struct Manifest {
     pub header_tag: [u8; HEADER_TAG_LEN],
     /// Number of chunk frames, the final one included.
     pub chunk_count: u32,
-    /// SHA-256 over every chunk frame (clear header and ciphertext), in order.
+    /// BLAKE3 over every chunk frame (clear header and ciphertext), in order.
     pub chunks_hash: [u8; 32],
     /// File offset of the final chunk frame.
     pub final_offset: u64,
@@ -993,7 +993,7 @@ pub(crate) fn write_hex(f: &mut impl fmt::Write, bytes: &[u8]) -> fmt::Result {
 /// First bytes of every recording file.
 pub const MAGIC: [u8; 8] = *b"\x89ZTREC\r\n";
 /// The format version this build writes and reads.
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
 /// Magic, version and body length.
 pub const HEADER_PREFIX_LEN: usize = 14;
 /// Longest header body accepted. Three 255-byte strings and 16 key wraps of about 100 bytes
@@ -1116,12 +1116,15 @@ mod tests {
             Header::parse(b"GIF89a.........."),
             Err(ReadError::NotARecording)
         ));
-        let mut v2 = bytes.clone();
-        v2[9] = 2;
-        assert!(matches!(
-            Header::parse(&v2),
-            Err(ReadError::UnsupportedVersion(2))
-        ));
+        // Version 1 (SHA-256 over the chunks) and anything newer are refused by name.
+        for version in [1, FORMAT_VERSION + 1] {
+            let mut other = bytes.clone();
+            other[8..10].copy_from_slice(&version.to_be_bytes());
+            assert!(matches!(
+                Header::parse(&other),
+                Err(ReadError::UnsupportedVersion(v)) if v == version
+            ));
+        }
         for cut in [0, 5, 13, 20, bytes.len() - 1] {
             assert!(matches!(
                 Header::parse(&bytes[..cut]),

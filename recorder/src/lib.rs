@@ -63,7 +63,7 @@
 //! # Ok(()) }
 //! ```
 //!
-//! # The container format, version 1
+//! # The container format, version 2
 //!
 //! All integers are big-endian. A file is a header, chunk frames, and (once finalised) a
 //! manifest:
@@ -73,7 +73,7 @@
 //!
 //! header
 //!   0    8  magic 89 'Z' 'T' 'R' 'E' 'C' 0d 0a
-//!   8    2  format version = 1
+//!   8    2  format version = 2 (version 1 hashed the chunks with SHA-256; no longer read)
 //!   10   4  body length (<= MAX_HEADER_BODY_LEN)
 //!   14      body:
 //!        16  recording id (random)
@@ -126,7 +126,7 @@
 //!   0    1  'M'
 //!   1    8  header tag
 //!   9    4  chunk count n + 1
-//!   13  32  SHA-256 over every chunk frame, in order
+//!   13  32  BLAKE3 over every chunk frame, in order
 //!   45   8  file offset of the final chunk
 //!   53   1  signed (0 | 1)
 //!   54  64  Ed25519 signature over "ztrec-manifest/1" 0 | header digest | bytes 0..54
@@ -150,7 +150,9 @@
 //!   recordings carry a key frame at least every [`format::KEYFRAME_INTERVAL`] of activity.
 //! * The manifest hashes the ciphertext of every chunk and is signed with the proxy's
 //!   Ed25519 identity key when one is configured, so its integrity can be checked without
-//!   the decryption key.
+//!   the decryption key. The hash is BLAKE3: it runs over every byte the proxy records, and
+//!   is four to five times faster than SHA-256 with SHA-NI (8.8 against 1.9 GB/s per core
+//!   where we measure), which is what bounds a heavily recorded session's CPU.
 //!
 //! Readers treat files as hostile: every length is checked against a named constant before
 //! anything is allocated, and any byte sequence ends in a [`ReadError`], never a panic (the

@@ -12,8 +12,6 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
-
 use crate::chunk::ChunkOpener;
 use crate::decoder::{DecodeError, RecordDecoder};
 use crate::error::ReadError;
@@ -608,7 +606,7 @@ struct Scanner {
     next_index: u32,
     final_index: Option<u32>,
     final_offset: Option<u64>,
-    hasher: Option<Sha256>,
+    hasher: Option<blake3::Hasher>,
     hash: Option<[u8; 32]>,
     frame: Vec<u8>,
 }
@@ -634,7 +632,7 @@ impl Scanner {
             next_index: 0,
             final_index: None,
             final_offset: None,
-            hasher: hash.then(Sha256::new),
+            hasher: hash.then(blake3::Hasher::new),
             hash: None,
             frame: Vec::new(),
         }
@@ -761,7 +759,7 @@ impl Scanner {
 
     fn finish_hash(&mut self) {
         if let Some(h) = self.hasher.take() {
-            self.hash = Some(h.finalize().into());
+            self.hash = Some(*h.finalize().as_bytes());
         }
     }
 }

@@ -353,9 +353,15 @@ fn other_files_and_versions_are_refused() {
         open(bytes[..5].to_vec()),
         Err(ReadError::TruncatedHeader)
     ));
-    let mut v2 = bytes.clone();
-    v2[9] = 2;
-    assert!(matches!(open(v2), Err(ReadError::UnsupportedVersion(2))));
+    // Version 1 (SHA-256 over the chunks) and versions from the future.
+    for version in [1u16, 3] {
+        let mut other = bytes.clone();
+        other[8..10].copy_from_slice(&version.to_be_bytes());
+        assert!(matches!(
+            open(other),
+            Err(ReadError::UnsupportedVersion(v)) if v == version
+        ));
+    }
     let mut huge_header = bytes.clone();
     huge_header[10..14].copy_from_slice(&u32::MAX.to_be_bytes());
     assert!(matches!(
