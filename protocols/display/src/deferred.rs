@@ -936,7 +936,7 @@ impl Tracker {
         if !image.header_seen {
             image.header_seen = true;
             if image.png
-                && let Some((w, h, opaque)) = instruction.arg(1).and_then(png_header)
+                && let Some((w, h, opaque)) = instruction.arg_bytes(1).and_then(png_header)
             {
                 image.rect = Some((image.x, image.y, w, h));
                 image.opaque = opaque;
@@ -1024,15 +1024,16 @@ impl Tracker {
 
 /// Width, height and whether the PNG is opaque, from the start of its data (the first `blob`,
 /// base64).
-fn png_header(blob: &str) -> Option<(i64, i64, bool)> {
+/// Base64 text (only its first few hundred bytes are looked at, so no UTF-8 check of the
+/// whole blob).
+fn png_header(blob: &[u8]) -> Option<(i64, i64, bool)> {
     // The header chunks guacd writes fit in the first few hundred bytes; a PNG with more
     // before its first IDAT is decoded up to the first 6048 bytes.
     header_within(blob, 1024).or_else(|| header_within(blob, 8064))
 }
 
-fn header_within(blob: &str, chars: usize) -> Option<(i64, i64, bool)> {
-    let bytes = blob.as_bytes();
-    let text = bytes.get(..bytes.len().min(chars) / 4 * 4)?;
+fn header_within(blob: &[u8], chars: usize) -> Option<(i64, i64, bool)> {
+    let text = blob.get(..blob.len().min(chars) / 4 * 4)?;
     let data = base64::engine::general_purpose::STANDARD
         .decode(text)
         .ok()?;
