@@ -14,8 +14,8 @@
 //!
 //! The cipher is `ring`'s AES-256-GCM (VAES and VPCLMULQDQ where the CPU has them; three
 //! times the throughput of the RustCrypto implementation on the machines we measure). `ring`
-//! does not zeroise its key schedules, so [`Cipher`] overwrites its own in place when it is
-//! dropped.
+//! does not zeroise its key schedules, so the sealer and opener overwrite theirs in place when
+//! they are dropped.
 
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, Tag, UnboundKey};
 
