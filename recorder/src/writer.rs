@@ -503,7 +503,7 @@ impl Write for Sink {
 
     fn flush(&mut self) -> io::Result<()> {
         match self {
-            Self::File(f) => f.file.flush(),
+            Self::File(f) => f.flush(),
             Self::Other(w) => w.flush(),
         }
     }
@@ -550,7 +550,9 @@ impl FileSink {
 impl Write for FileSink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.file.write(buf)?;
-        self.written += u64::try_from(n).unwrap_or(u64::MAX);
+        self.written = self
+            .written
+            .saturating_add(u64::try_from(n).unwrap_or(u64::MAX));
         let [older, newer] = self.marks;
         if self.written - newer >= DROP_BEHIND {
             drop_pages(&self.file, older.max(self.dropped), self.written);
