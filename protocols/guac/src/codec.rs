@@ -137,6 +137,18 @@ impl Decoder {
         }
     }
 
+    /// Room for at least `additional` more input bytes, to read into straight from a socket
+    /// (`read_buf`) instead of reading into a buffer of one's own and [`Self::feed`]ing it:
+    /// one copy fewer per byte. Only appending is possible through it. After an error the
+    /// input is discarded, as [`Self::feed`] discards it.
+    pub fn read_buffer(&mut self, additional: usize) -> &mut impl bytes::BufMut {
+        if self.error.is_some() {
+            self.buf.clear();
+        }
+        self.buf.reserve(additional);
+        &mut self.buf
+    }
+
     /// Returns the next complete instruction, `Ok(None)` if more bytes are needed, or the
     /// error that ended the stream (the same one on every later call).
     pub fn poll_instruction(&mut self) -> Result<Option<Instruction>, DecodeError> {

@@ -443,7 +443,6 @@ async fn relay(
         writer
     });
 
-    let mut guacd_buf = BytesMut::with_capacity(READ_BUF);
     // Output for the client, split into messages of whole instructions.
     let mut out_client = MessageBatcher::default();
     let mut recorded: Vec<Instruction> = Vec::new();
@@ -567,13 +566,10 @@ async fn relay(
                     break ConnectionEnd::new(EndReason::ClientClosed, Some(Origin::Client), None);
                 }
             }
-            read = guacd_read.read_buf(&mut guacd_buf), if !guacd_eof && out_client.pending_bytes() < CLIENT_HIGH_WATER => {
-                match read {
-                    Ok(0) | Err(_) => guacd_eof = true,
-                    Ok(_) => {
-                        from_guacd.feed(&guacd_buf);
-                        guacd_buf.clear();
-                    }
+            // Straight into the decoder: the instructions it returns share these bytes.
+            read = guacd_read.read_buf(from_guacd.read_buffer(READ_BUF)), if !guacd_eof && out_client.pending_bytes() < CLIENT_HIGH_WATER => {
+                if matches!(read, Ok(0) | Err(_)) {
+                    guacd_eof = true;
                 }
             }
             message = reader.recv() => {

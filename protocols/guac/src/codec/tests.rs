@@ -697,3 +697,32 @@ fn an_incomplete_character_that_cannot_become_valid_is_rejected_at_once() {
         assert_eq!(decoder.poll_instruction(), expected, "{input:?}");
     }
 }
+
+#[test]
+fn reading_into_the_decoder_equals_feeding_it() {
+    use bytes::BufMut;
+    let expected = decode_all(&mut decoder(), MIXED.as_bytes());
+    for piece in [1, 3, 7, 64, MIXED.len()] {
+        let mut d = decoder();
+        let mut out = Vec::new();
+        for part in MIXED.as_bytes().chunks(piece) {
+            // What `read_buf` does: write into the spare room, then advance.
+            d.read_buffer(part.len()).put_slice(part);
+            out.extend(drain(&mut d).0);
+        }
+        assert_eq!(out, expected.0, "pieces of {piece}");
+        assert!(d.is_at_boundary());
+    }
+}
+
+#[test]
+fn reading_after_an_error_keeps_nothing() {
+    use bytes::BufMut;
+    let mut d = decoder();
+    d.read_buffer(8).put_slice(b"x.bad;");
+    assert_eq!(d.poll_instruction(), Err(DecodeError::NonDigitLength));
+    d.read_buffer(1 << 20).put_slice(&[b'9'; 4096]);
+    assert_eq!(d.poll_instruction(), Err(DecodeError::NonDigitLength));
+    d.read_buffer(16);
+    assert_eq!(d.buffered_len(), 0);
+}
