@@ -825,6 +825,10 @@ impl MessageBatcher {
         if !self.current.is_empty() && self.current.len() + bytes.len() > MAX_MESSAGE {
             self.full.push_back(self.current.split().freeze());
         }
+        if self.current.is_empty() {
+            // Room for a whole message at once, instead of growing (and copying) it.
+            self.current.reserve(bytes.len().max(MAX_MESSAGE));
+        }
         self.current.extend_from_slice(bytes);
         self.pending += bytes.len();
     }
