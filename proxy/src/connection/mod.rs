@@ -55,6 +55,11 @@ const READ_BUF: usize = 64 * 1024;
 const CLIENT_HIGH_WATER: usize = 256 * 1024;
 /// Messages queued for either writer.
 const WRITE_QUEUE: usize = 16;
+/// Output collected before it is handed to the recording's worker: one hand-off (and
+/// wake-up of the worker and of the writer) per this much, not per read from guacd.
+const RECORD_BATCH: usize = 256 * 1024;
+/// Longest that output waits, collected, for a hand-off to the recording's worker.
+const RECORD_DELAY: Duration = Duration::from_millis(20);
 
 /// Everything a connection needs from its session.
 pub struct ConnectionContext {
@@ -445,7 +450,7 @@ async fn relay(
 
     // Output for the client, split into messages of whole instructions.
     let mut out_client = MessageBatcher::default();
-    let mut recorded: Vec<Instruction> = Vec::new();
+    let mut recorded = Recorded::default();
     let mut target_up = false;
     let mut guacd_eof = false;
 
@@ -538,7 +543,11 @@ async fn relay(
                     break;
                 }
             }
-            flush_recording(ctx, &mut recorded).await;
+            if recorded.len >= RECORD_BATCH {
+                flush_recording(ctx, &mut recorded).await;
+            } else if !recorded.instructions.is_empty() && recorded.due.is_none() {
+                recorded.due = Some(Instant::now() + RECORD_DELAY);
+            }
             ctx.stats.touch();
         }
         if let Some(failure) = ctx.recording.as_ref().and_then(GraphicalRecording::failure)
@@ -601,6 +610,9 @@ async fn relay(
                     }
                 }
             }
+            () = sleep_until(recorded.due), if recorded.due.is_some() => {
+                flush_recording(ctx, &mut recorded).await;
+            }
             () = sleep_until(keepalive_at) => {
                 let now = Instant::now();
                 if let Some(timestamp) = sync.poll_keepalive(now) {
@@ -619,6 +631,7 @@ async fn relay(
             }
         }
     };
+    flush_recording(ctx, &mut recorded).await;
     teardown(
         ctx,
         end,
@@ -692,25 +705,36 @@ fn client_input(
     Ok(ClientInput::Forward(forward.freeze()))
 }
 
-fn record_output(
-    ctx: &ConnectionContext,
-    recorded: &mut Vec<Instruction>,
-    instruction: Instruction,
-) {
+/// Output sent to the client and not yet handed to the recording.
+#[derive(Default)]
+struct Recorded {
+    instructions: Vec<Instruction>,
+    /// Their encoded length.
+    len: usize,
+    /// When they are handed over at the latest.
+    due: Option<Instant>,
+}
+
+fn record_output(ctx: &ConnectionContext, recorded: &mut Recorded, instruction: Instruction) {
     if ctx.recording.is_some() {
-        recorded.push(instruction);
+        recorded.len += instruction.len();
+        recorded.instructions.push(instruction);
     }
 }
 
 /// Hands what was sent to the client to the recording (waits while its worker is behind).
-async fn flush_recording(ctx: &mut ConnectionContext, recorded: &mut Vec<Instruction>) {
-    if recorded.is_empty() {
+async fn flush_recording(ctx: &mut ConnectionContext, recorded: &mut Recorded) {
+    recorded.due = None;
+    recorded.len = 0;
+    if recorded.instructions.is_empty() {
         return;
     }
     if let Some(recording) = &mut ctx.recording {
-        recording.output(std::mem::take(recorded)).await;
+        recording
+            .output(std::mem::take(&mut recorded.instructions))
+            .await;
     }
-    recorded.clear();
+    recorded.instructions.clear();
 }
 
 fn audit_filter(ctx: &ConnectionContext, filter: &mut Filter) {
