@@ -8,6 +8,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use crate::error::ReadError;
@@ -92,12 +93,13 @@ pub enum Event {
     Input(Vec<u8>),
     /// The terminal was resized (typescript recordings).
     Resize(Size),
-    /// Encoded Guacamole instructions sent to the user (graphical recordings).
-    Instructions(Vec<u8>),
+    /// Encoded Guacamole instructions sent to the user (graphical recordings). Shared
+    /// ([`Bytes`]), so the proxy hands over the very buffers it sends to the client.
+    Instructions(Bytes),
     /// Encoded Guacamole instructions that redraw the whole display from nothing, produced
     /// by the proxy at least every [`KEYFRAME_INTERVAL`] of activity (graphical recordings).
     /// They are not part of what the user saw; readers use them as seek points.
-    KeyFrame(Vec<u8>),
+    KeyFrame(Bytes),
     /// Written by the recorder itself (never appended by callers): the proxy dropped this
     /// many events and payload bytes here because the writer could not keep up.
     Gap {
@@ -112,7 +114,8 @@ impl Event {
     /// Length of the event's payload as stored, in bytes.
     pub fn payload_len(&self) -> usize {
         match self {
-            Self::Output(b) | Self::Input(b) | Self::Instructions(b) | Self::KeyFrame(b) => b.len(),
+            Self::Output(b) | Self::Input(b) => b.len(),
+            Self::Instructions(b) | Self::KeyFrame(b) => b.len(),
             Self::Resize(_) => RESIZE_PAYLOAD_LEN,
             Self::Gap { .. } => GAP_PAYLOAD_LEN,
         }
@@ -137,7 +140,8 @@ impl Event {
     /// Calls `f` with the payload bytes as stored.
     pub(crate) fn with_payload<T>(&self, f: impl FnOnce(&[u8]) -> T) -> T {
         match self {
-            Self::Output(b) | Self::Input(b) | Self::Instructions(b) | Self::KeyFrame(b) => f(b),
+            Self::Output(b) | Self::Input(b) => f(b),
+            Self::Instructions(b) | Self::KeyFrame(b) => f(b),
             Self::Resize(size) => {
                 let mut p = [0u8; RESIZE_PAYLOAD_LEN];
                 let (w, h) = p.split_at_mut(2);
@@ -889,8 +893,8 @@ pub(crate) fn event_from_payload(ty: RecordType, payload: Vec<u8>) -> Result<Eve
     Ok(match ty {
         RecordType::Output => Event::Output(payload),
         RecordType::Input => Event::Input(payload),
-        RecordType::Instructions => Event::Instructions(payload),
-        RecordType::KeyFrame => Event::KeyFrame(payload),
+        RecordType::Instructions => Event::Instructions(payload.into()),
+        RecordType::KeyFrame => Event::KeyFrame(payload.into()),
         RecordType::Resize => {
             let mut r = ByteReader::new(&payload);
             let (Some(width), Some(height), 0) = (r.u16(), r.u16(), r.remaining()) else {

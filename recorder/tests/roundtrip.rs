@@ -120,11 +120,15 @@ fn large_events_span_chunks_and_oversized_ones_are_refused() {
     config.chunk_size = 4096;
     let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
     let writer = RecordingWriter::create(&path, config).unwrap();
-    append(&writer, ms(1), Event::Instructions(b"4.sync,1.1;".to_vec()));
-    append(&writer, ms(2), Event::KeyFrame(big.clone()));
-    append(&writer, ms(3), Event::Instructions(Vec::new()));
+    append(
+        &writer,
+        ms(1),
+        Event::Instructions(b"4.sync,1.1;".to_vec().into()),
+    );
+    append(&writer, ms(2), Event::KeyFrame(big.clone().into()));
+    append(&writer, ms(3), Event::Instructions(Vec::new().into()));
     assert_eq!(
-        writer.append_at(ms(4), Event::KeyFrame(vec![0; MAX_EVENT_LEN + 1])),
+        writer.append_at(ms(4), Event::KeyFrame(vec![0; MAX_EVENT_LEN + 1].into())),
         Err(AppendError::EventTooLarge {
             len: MAX_EVENT_LEN + 1
         })
@@ -133,8 +137,8 @@ fn large_events_span_chunks_and_oversized_ones_are_refused() {
     assert!(stats.data_chunks > 700, "{stats:?}");
     let (_, events) = read_all(&path);
     assert_eq!(events.len(), 3);
-    assert_eq!(events[1].event, Event::KeyFrame(big));
-    assert_eq!(events[2].event, Event::Instructions(Vec::new()));
+    assert_eq!(events[1].event, Event::KeyFrame(big.into()));
+    assert_eq!(events[2].event, Event::Instructions(Vec::new().into()));
 }
 
 /// A cheap running digest so a million events need not be kept.
@@ -601,19 +605,28 @@ fn key_frames_are_due_after_five_seconds_of_activity() {
         RecordingWriter::with_writer(io::sink(), config(RecordingKind::Graphical)).unwrap();
     assert!(!writer.keyframe_due_at(ms(10_000)), "no activity yet");
     writer
-        .append_at(ms(100), Event::Instructions(b"4.sync,3.100;".to_vec()))
+        .append_at(
+            ms(100),
+            Event::Instructions(b"4.sync,3.100;".to_vec().into()),
+        )
         .unwrap();
     assert!(!writer.keyframe_due_at(ms(4_999)));
     assert!(writer.keyframe_due_at(ms(5_000)));
     writer
-        .append_at(ms(5_000), Event::KeyFrame(b"4.size,1.0,1.1,1.1;".to_vec()))
+        .append_at(
+            ms(5_000),
+            Event::KeyFrame(b"4.size,1.0,1.1,1.1;".to_vec().into()),
+        )
         .unwrap();
     assert!(
         !writer.keyframe_due_at(ms(20_000)),
         "idle since the key frame"
     );
     writer
-        .append_at(ms(6_000), Event::Instructions(b"4.sync,4.6000;".to_vec()))
+        .append_at(
+            ms(6_000),
+            Event::Instructions(b"4.sync,4.6000;".to_vec().into()),
+        )
         .unwrap();
     assert!(!writer.keyframe_due_at(ms(9_999)));
     assert!(writer.keyframe_due_at(ms(10_000)));
@@ -649,7 +662,7 @@ fn events_of_the_wrong_kind_are_refused() {
         Err(AppendError::InputNotRecorded)
     );
     assert_eq!(
-        t.append(Event::KeyFrame(b"x".to_vec())),
+        t.append(Event::KeyFrame(b"x".to_vec().into())),
         Err(AppendError::WrongKind {
             kind: RecordingKind::Typescript
         })

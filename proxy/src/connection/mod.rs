@@ -449,7 +449,7 @@ async fn relay(
     });
 
     // Output for the client, split into messages of whole instructions.
-    let mut out_client = MessageBatcher::default();
+    let mut out_client = MessageBatcher::new(ctx.recording.is_some());
     let mut recorded = Recorded::default();
     let mut target_up = false;
     let mut guacd_eof = false;
@@ -503,7 +503,7 @@ async fn relay(
                     if let Ok(Some(disconnect)) = decode_one(&disconnect_bytes()) {
                         record_output(ctx, &mut recorded, disconnect);
                     }
-                    flush_recording(ctx, &mut recorded).await;
+                    flush_recording(ctx, &mut recorded, &mut out_client).await;
                     break 'relay ConnectionEnd::new(
                         EndReason::Error,
                         Some(Origin::Target),
@@ -513,7 +513,7 @@ async fn relay(
                 } else if instruction.is(opcode::DISCONNECT) {
                     out_client.push(instruction.raw());
                     record_output(ctx, &mut recorded, instruction);
-                    flush_recording(ctx, &mut recorded).await;
+                    flush_recording(ctx, &mut recorded, &mut out_client).await;
                     break 'relay ConnectionEnd::new(EndReason::TargetClosed, None, None).told();
                 }
                 match filter.from_server(&instruction) {
@@ -544,9 +544,9 @@ async fn relay(
                 }
             }
             if recorded.len >= RECORD_BATCH {
-                flush_recording(ctx, &mut recorded).await;
-            } else if !recorded.instructions.is_empty() && recorded.due.is_none() {
-                recorded.due = Some(Instant::now() + RECORD_DELAY);
+                flush_recording(ctx, &mut recorded, &mut out_client).await;
+            } else {
+                recorded.arm(&out_client);
             }
             ctx.stats.touch();
         }
@@ -587,10 +587,16 @@ async fn relay(
                     break ConnectionEnd::new(EndReason::ClientClosed, Some(Origin::Client), None);
                 };
                 from_client.feed(&bytes);
+                if ctx.recording.as_ref().is_some_and(GraphicalRecording::includes_input) {
+                    // The output so far goes first, so the input sits where it arrived.
+                    flush_recording(ctx, &mut recorded, &mut out_client).await;
+                }
                 let input = client_input(ctx, &mut from_client, &mut filter, &mut sync, &mut out_client);
                 if let Some(recording) = &mut ctx.recording {
                     recording.flush_input().await;
                 }
+                // Replies ztproxy sent the client itself (acks of refused streams) are recorded too.
+                recorded.arm(&out_client);
                 match input {
                     Ok(ClientInput::Forward(forward)) => {
                         if !forward.is_empty() {
@@ -611,7 +617,7 @@ async fn relay(
                 }
             }
             () = sleep_until(recorded.due), if recorded.due.is_some() => {
-                flush_recording(ctx, &mut recorded).await;
+                flush_recording(ctx, &mut recorded, &mut out_client).await;
             }
             () = sleep_until(keepalive_at) => {
                 let now = Instant::now();
@@ -631,7 +637,7 @@ async fn relay(
             }
         }
     };
-    flush_recording(ctx, &mut recorded).await;
+    flush_recording(ctx, &mut recorded, &mut out_client).await;
     teardown(
         ctx,
         end,
@@ -705,7 +711,8 @@ fn client_input(
     Ok(ClientInput::Forward(forward.freeze()))
 }
 
-/// Output sent to the client and not yet handed to the recording.
+/// Output sent to the client and not yet handed to the recording: the instructions for the
+/// display model (the bytes are the client's messages, kept by the [`MessageBatcher`]).
 #[derive(Default)]
 struct Recorded {
     instructions: Vec<Instruction>,
@@ -715,6 +722,15 @@ struct Recorded {
     due: Option<Instant>,
 }
 
+impl Recorded {
+    /// Sets the hand-over time if output waits for one.
+    fn arm(&mut self, out: &MessageBatcher) {
+        if self.due.is_none() && (!self.instructions.is_empty() || out.has_unrecorded()) {
+            self.due = Some(Instant::now() + RECORD_DELAY);
+        }
+    }
+}
+
 fn record_output(ctx: &ConnectionContext, recorded: &mut Recorded, instruction: Instruction) {
     if ctx.recording.is_some() {
         recorded.len += instruction.len();
@@ -722,16 +738,21 @@ fn record_output(ctx: &ConnectionContext, recorded: &mut Recorded, instruction: 
     }
 }
 
-/// Hands what was sent to the client to the recording (waits while its worker is behind).
-async fn flush_recording(ctx: &mut ConnectionContext, recorded: &mut Recorded) {
+/// Hands what was sent to the client to the recording (waits while its worker is behind):
+/// the client's messages as they are, with the instructions in them for the display model.
+async fn flush_recording(
+    ctx: &mut ConnectionContext,
+    recorded: &mut Recorded,
+    out: &mut MessageBatcher,
+) {
     recorded.due = None;
     recorded.len = 0;
-    if recorded.instructions.is_empty() {
-        return;
-    }
-    if let Some(recording) = &mut ctx.recording {
+    let messages = out.take_recorded();
+    if let Some(recording) = &mut ctx.recording
+        && !messages.is_empty()
+    {
         recording
-            .output(std::mem::take(&mut recorded.instructions))
+            .output(std::mem::take(&mut recorded.instructions), messages)
             .await;
     }
     recorded.instructions.clear();
@@ -833,21 +854,59 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 /// Client output, cut into messages of whole instructions of at most [`MAX_MESSAGE`] bytes.
+///
+/// When the session is recorded, the batcher also keeps each finished message (shared, not
+/// copied) until the recording takes it: the recording holds exactly the bytes the client
+/// was sent.
 #[derive(Debug, Default)]
 struct MessageBatcher {
     full: std::collections::VecDeque<Bytes>,
     current: BytesMut,
     pending: usize,
+    recording: bool,
+    /// Finished messages the recording has not taken yet.
+    recorded: Vec<Bytes>,
 }
 
 impl MessageBatcher {
+    fn new(recording: bool) -> Self {
+        Self {
+            recording,
+            ..Self::default()
+        }
+    }
+
+    /// Ends the message being filled.
+    fn finish_current(&mut self) -> Bytes {
+        let message = self.current.split().freeze();
+        if self.recording {
+            self.recorded.push(message.clone());
+        }
+        message
+    }
+
+    /// Whether output waits for the recording to take it.
+    fn has_unrecorded(&self) -> bool {
+        self.recording && (!self.current.is_empty() || !self.recorded.is_empty())
+    }
+
+    /// Every message so far, for the recording, ending the one being filled.
+    fn take_recorded(&mut self) -> Vec<Bytes> {
+        if self.recording && !self.current.is_empty() {
+            let message = self.finish_current();
+            self.full.push_back(message);
+        }
+        std::mem::take(&mut self.recorded)
+    }
+
     fn push(&mut self, instruction: &Bytes) {
         self.push_bytes(instruction);
     }
 
     fn push_bytes(&mut self, bytes: &[u8]) {
         if !self.current.is_empty() && self.current.len() + bytes.len() > MAX_MESSAGE {
-            self.full.push_back(self.current.split().freeze());
+            let message = self.finish_current();
+            self.full.push_back(message);
         }
         if self.current.is_empty() {
             // Room for a whole message at once, instead of growing (and copying) it.
@@ -864,7 +923,7 @@ impl MessageBatcher {
     fn next_message(&mut self) -> Option<Bytes> {
         let message = match self.full.pop_front() {
             Some(message) => message,
-            None if !self.current.is_empty() => self.current.split().freeze(),
+            None if !self.current.is_empty() => self.finish_current(),
             None => return None,
         };
         self.pending -= message.len();

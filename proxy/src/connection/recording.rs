@@ -1,13 +1,15 @@
 //! The graphical recording of a connection: what the user saw, as the recorder's graphical
 //! writer stores it, with key frames for seeking.
 //!
-//! Every instruction ztproxy sends to the client (after filtering — the recording holds what
-//! the client received, nothing more) is recorded, and, with `recording-include-keys`, the
-//! client's `key` and `mouse` input too, as guacd records them.
+//! Every message ztproxy sends to the client (after filtering, and with ztproxy's own
+//! replies such as the `ack` of a refused stream — the recording holds what the client
+//! received, nothing more) is recorded, and, with `recording-include-keys`, the client's
+//! `key` and `mouse` input too, as guacd records them.
 //!
 //! The work happens on a thread of the recording's own, so the relay never decodes an image
-//! or encodes a key frame: the relay hands each batch of instructions to the worker over a
-//! bounded queue ([`JOB_QUEUE`] batches). The worker appends the batch to the recorder's
+//! or encodes a key frame: the relay collects output (up to 256 KiB or 20 ms of it) and
+//! hands it to the worker over a bounded queue ([`JOB_QUEUE`] batches): the client's
+//! messages themselves (shared buffers, not copies) and the target's instructions in them. The worker appends the batch to the recorder's
 //! writer and feeds a display model that follows the output. The model
 //! ([`zt_display::DeferredDisplay`]) holds up to [`MODEL_BUDGET`] bytes of output back and
 //! drops the images (and copies) that are painted over before anything shows them, so it
@@ -31,6 +33,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tokio::sync::mpsc;
 use zt_api::control::RecordingRequest;
 use zt_guac::Instruction;
@@ -76,8 +79,8 @@ pub struct GraphicalRecording {
 }
 
 enum Job {
-    /// The instructions, and their encoding in one buffer for the writer.
-    Output(Vec<Instruction>, Vec<u8>),
+    /// The instructions for the model, and the messages that carried them to the client.
+    Output(Vec<Instruction>, Vec<Bytes>),
     Input(Vec<u8>),
 }
 
@@ -186,19 +189,13 @@ impl GraphicalRecording {
             .clone()
     }
 
-    /// Records instructions sent to the client, after any input noted before them. Waits
+    /// Records the `messages` sent to the client, after any input noted before them, and
+    /// shows the display model the `instructions` in them that came from the target. Waits
     /// while the worker is behind (see the module docs).
-    pub async fn output(&mut self, instructions: Vec<Instruction>) {
+    pub async fn output(&mut self, instructions: Vec<Instruction>, messages: Vec<Bytes>) {
         self.flush_input().await;
-        if !instructions.is_empty() {
-            // Copied here, on the relay's thread, while the bytes are still in its cache; the
-            // worker, on another core, would read them from memory.
-            let len = instructions.iter().map(Instruction::len).sum();
-            let mut bytes = Vec::with_capacity(len);
-            for instruction in &instructions {
-                bytes.extend_from_slice(instruction.raw());
-            }
-            self.send(Job::Output(instructions, bytes)).await;
+        if !messages.is_empty() {
+            self.send(Job::Output(instructions, messages)).await;
         }
     }
 
@@ -274,8 +271,8 @@ impl Worker {
     fn run(mut self, mut jobs: mpsc::Receiver<Job>) -> Self {
         while let Some(job) = jobs.blocking_recv() {
             match job {
-                Job::Output(instructions, bytes) => self.output(&instructions, bytes),
-                Job::Input(bytes) => self.append(Event::Instructions(bytes)),
+                Job::Output(instructions, messages) => self.output(&instructions, messages),
+                Job::Input(bytes) => self.append(Event::Instructions(bytes.into())),
             }
             if matches!(self.writer.status(), zt_recorder::WriterStatus::Failed(_)) {
                 break;
@@ -284,8 +281,10 @@ impl Worker {
         self
     }
 
-    fn output(&mut self, instructions: &[Instruction], bytes: Vec<u8>) {
-        self.append(Event::Instructions(bytes));
+    fn output(&mut self, instructions: &[Instruction], messages: Vec<Bytes>) {
+        for message in messages {
+            self.append(Event::Instructions(message));
+        }
         let Some(display) = &mut self.display else {
             return;
         };
@@ -310,7 +309,7 @@ impl Worker {
         if model.key_frame_ready() {
             let frame = model.snapshot().encode();
             if !frame.is_empty() {
-                self.append(Event::KeyFrame(frame));
+                self.append(Event::KeyFrame(frame.into()));
             }
         }
     }

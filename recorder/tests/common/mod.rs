@@ -184,7 +184,8 @@ pub(crate) fn graphical_events() -> Vec<(Duration, Event)> {
                         t.to_string().len(),
                         t
                     )
-                    .into_bytes(),
+                    .into_bytes()
+                    .into(),
                 ),
             ));
         }
@@ -196,7 +197,7 @@ pub(crate) fn graphical_events() -> Vec<(Duration, Event)> {
             t.to_string().len(),
             t
         );
-        events.push((ms(t), Event::Instructions(draw.into_bytes())));
+        events.push((ms(t), Event::Instructions(draw.into_bytes().into())));
     }
     events
 }

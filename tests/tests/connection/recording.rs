@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use zt_api::audit::AuditEvent;
 use zt_api::control::Transport;
-use zt_guac::{Decoder, Instruction, Limits, opcode};
+use zt_guac::{Decoder, Instruction, Limits, Status, opcode};
 use zt_tests::guacd_peer::{DisplayMode, PeerConfig};
 use zt_tests::ztproxy_bin;
 
@@ -91,25 +91,45 @@ async fn the_exported_recording_is_what_the_client_received() {
     };
     let fx = Fixture::start(config).await;
     let mut events = fx.api.events(Some(0)).await.unwrap();
-    let spec = SessionSpec::rdp(Transport::Webrtc).recorded();
+    let spec = SessionSpec::rdp(Transport::Webrtc)
+        .recorded()
+        .with("disable-upload", "true");
     let (_session, id, mut client, conn) = fx.connected(&spec).await;
 
-    // Over six seconds of display (a key frame is due every five), a clipboard copy and a
-    // download in the middle, then guacd ends the session.
+    // Over six seconds of display (a key frame is due every five), a clipboard copy, a
+    // download and a refused upload (whose `ack` ztproxy itself sends) in the middle, then
+    // guacd ends the session.
     let mut received = Vec::new();
     let started = tokio::time::Instant::now();
-    let mut copied = false;
+    let (mut copied, mut uploaded) = (false, false);
     while started.elapsed() < Duration::from_millis(6_500) {
         let instruction = client.next(STEP).await.unwrap().expect("open");
         if !copied && started.elapsed() > Duration::from_secs(2) {
             copied = true;
             conn.clipboard("copied text").await.unwrap();
         }
+        if !uploaded && started.elapsed() > Duration::from_secs(3) {
+            uploaded = true;
+            client
+                .send(&Instruction::new(
+                    opcode::FILE,
+                    &["7", "text/plain", "refused.txt"],
+                ))
+                .await
+                .unwrap();
+        }
         received.push(instruction);
     }
     conn.disconnect().await.unwrap();
     received.extend(client.collect_until_closed(STEP).await.unwrap());
     assert!(received.iter().any(|i| i.is(opcode::CLIPBOARD)));
+    let forbidden = Status::CLIENT_FORBIDDEN.code().to_string();
+    assert!(
+        received
+            .iter()
+            .any(|i| i.is(opcode::ACK) && i.arg(2) == Some(forbidden.as_str())),
+        "the refused upload was not acked"
+    );
     assert!(received.iter().filter(|i| i.is(opcode::IMG)).count() > 10);
     assert!(received.last().unwrap().is(opcode::DISCONNECT));
 
