@@ -83,8 +83,10 @@ fn unbounded(mask: u8) -> bool {
 /// What the pass needs to know about a queued instruction, computed once when it arrives.
 #[derive(Clone, Copy)]
 enum Note {
-    /// Everything else: the pass looks at the opcode.
+    /// Everything else that reads no pixels.
     Plain,
+    /// Everything else that reads pixels (see [`Reads`]).
+    Reads(Reads),
     /// A placeholder for a dropped drawing: no pixels.
     Stub,
     /// `img` of a tracked stream.
@@ -102,6 +104,54 @@ enum Note {
         rect: Option<Rect>,
         opaque: bool,
     },
+}
+
+/// What an instruction without a note of its own reads, walking backwards: a rectangle of
+/// a layer (`cursor`, `transfer`), a whole layer (`lfill`, `lstroke`, `size`, `dispose`),
+/// or, when its arguments do not parse, everything.
+#[derive(Clone, Copy)]
+enum Reads {
+    Rect(i64, Rect),
+    Layer(i64),
+    All,
+}
+
+impl Reads {
+    /// What `instruction` reads; `None` for no pixels.
+    fn of(instruction: &Instruction) -> Option<Self> {
+        let (layer_at, rect_at) = match instruction.opcode() {
+            // cursor x y srclayer srcx srcy w h
+            opcode::CURSOR => (2, Some(3)),
+            // transfer srclayer srcx srcy w h function dstlayer dstx dsty
+            "transfer" => (0, Some(1)),
+            // lfill mask layer srclayer
+            "lfill" => (2, None),
+            // lstroke mask layer cap join thickness srclayer
+            "lstroke" => (5, None),
+            opcode::SIZE | "dispose" => (0, None),
+            // A copy we could not parse.
+            opcode::COPY => return Some(Self::All),
+            _ => return None,
+        };
+        Some(
+            match (
+                int(instruction, layer_at),
+                rect_at.and_then(|at| rect(instruction, at)),
+            ) {
+                (Some(layer), Some(rect)) => Self::Rect(layer, rect),
+                (Some(layer), None) => Self::Layer(layer),
+                (None, _) => Self::All,
+            },
+        )
+    }
+
+    fn apply(self, unneeded: &mut Grids) {
+        match self {
+            Self::Rect(layer, rect) => unneeded.read(layer, rect),
+            Self::Layer(layer) => unneeded.clear(layer),
+            Self::All => unneeded.clear_all(),
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -215,7 +265,10 @@ impl DeferredDisplay {
             self.show(instruction);
             return;
         }
-        let note = self.tracker.note(instruction);
+        let note = match self.tracker.note(instruction) {
+            Note::Plain => Reads::of(instruction).map_or(Note::Plain, Note::Reads),
+            note => note,
+        };
         let queued = Queued {
             instruction: instruction.clone(),
             note,
@@ -313,26 +366,34 @@ impl DeferredDisplay {
                         unneeded.set_inside(layer, rect);
                     }
                 }
-                Note::Stub | Note::Fill { .. } | Note::ImageData { .. } => {}
-                Note::Plain | Note::ImageStart { .. } => {
-                    reads(&queued.instruction, &mut unneeded);
-                }
+                Note::Reads(reads) => reads.apply(&mut unneeded),
+                Note::Plain
+                | Note::Stub
+                | Note::Fill { .. }
+                | Note::ImageData { .. }
+                | Note::ImageStart { .. } => {}
             }
         }
         if dead_images.is_empty() && dead_copies.is_empty() {
             self.detach_all();
             return;
         }
-        let old = std::mem::take(&mut self.queue);
+        // In place: the queue keeps its allocation, and only what follows a removed entry
+        // moves.
         self.queued = 0;
-        for (index, mut queued) in old.into_iter().enumerate() {
+        let mut index = 0;
+        let stats = &mut self.stats;
+        let queued_bytes = &mut self.queued;
+        self.queue.retain_mut(|queued| {
+            let at = index;
+            index += 1;
             let dropped = match queued.note {
                 Note::ImageStart {
                     serial,
                     layer,
                     mask,
                 } if dead_images.contains(&serial) => {
-                    self.stats.images_dropped += 1;
+                    stats.images_dropped += 1;
                     Some(Some(stub(layer, mask, layer)))
                 }
                 Note::ImageData { serial } | Note::ImageEnd { serial, .. }
@@ -340,35 +401,33 @@ impl DeferredDisplay {
                 {
                     Some(None)
                 }
-                Note::Copy(copy) if dead_copies.contains(&index) => {
-                    self.stats.copies_dropped += 1;
+                Note::Copy(copy) if dead_copies.contains(&at) => {
+                    stats.copies_dropped += 1;
                     Some(Some(stub(copy.src, copy.mask, copy.dst)))
                 }
                 _ => None,
             };
             match dropped {
                 Some(replacement) => {
-                    self.stats.bytes_dropped += queued.instruction.len() as u64;
-                    if let Some(instruction) = replacement {
-                        let queued = Queued {
-                            instruction,
-                            note: Note::Stub,
-                            detached: true,
-                        };
-                        self.queued += queued.cost();
-                        self.queue.push_back(queued);
-                    }
+                    stats.bytes_dropped += queued.instruction.len() as u64;
+                    let Some(instruction) = replacement else {
+                        return false;
+                    };
+                    *queued = Queued {
+                        instruction,
+                        note: Note::Stub,
+                        detached: true,
+                    };
                 }
-                None => {
-                    if !queued.detached {
-                        queued.instruction = queued.instruction.detached();
-                        queued.detached = true;
-                    }
-                    self.queued += queued.cost();
-                    self.queue.push_back(queued);
+                None if !queued.detached => {
+                    queued.instruction = queued.instruction.detached();
+                    queued.detached = true;
                 }
+                None => {}
             }
-        }
+            *queued_bytes += queued.cost();
+            true
+        });
     }
 
     /// Gives every queued instruction its own allocation, so the queue pins no read buffer.
@@ -436,34 +495,6 @@ fn stub(src: i64, mask: u8, dst: i64) -> Instruction {
         opcode::COPY,
         &[src.as_str(), "0", "0", "0", "0", &mask, &dst, "0", "0"],
     )
-}
-
-/// What an instruction without a note reads, walking backwards: a rectangle of a layer
-/// (`cursor`, `transfer`), a whole layer (`lfill`, `lstroke`, `size`, `dispose`), or, when
-/// its arguments do not parse, everything.
-fn reads(instruction: &Instruction, unneeded: &mut Grids) {
-    let (layer_at, rect_at) = match instruction.opcode() {
-        // cursor x y srclayer srcx srcy w h
-        opcode::CURSOR => (2, Some(3)),
-        // transfer srclayer srcx srcy w h function dstlayer dstx dsty
-        "transfer" => (0, Some(1)),
-        // lfill mask layer srclayer
-        "lfill" => (2, None),
-        // lstroke mask layer cap join thickness srclayer
-        "lstroke" => (5, None),
-        opcode::SIZE | "dispose" => (0, None),
-        // A copy we could not parse.
-        opcode::COPY => return unneeded.clear_all(),
-        _ => return,
-    };
-    match (
-        int(instruction, layer_at),
-        rect_at.and_then(|at| rect(instruction, at)),
-    ) {
-        (Some(layer), Some(rect)) => unneeded.read(layer, rect),
-        (Some(layer), None) => unneeded.clear(layer),
-        (None, _) => unneeded.clear_all(),
-    }
 }
 
 fn int(instruction: &Instruction, index: usize) -> Option<i64> {
