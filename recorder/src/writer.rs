@@ -724,7 +724,8 @@ impl Write for FileSink {
         let Mode::Direct(stage) = &mut self.mode else {
             return Ok(());
         };
-        if len > blocks {
+        // A partial block not yet in the file (a second flush with nothing new writes nothing).
+        if len > blocks && stage.len > stage.in_file {
             set_direct(&self.file, false)?;
             self.file.write_all_at(stage.bytes(stage.len), stage.base)?;
             stage.in_file = stage.len;

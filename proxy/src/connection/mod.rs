@@ -543,7 +543,7 @@ async fn relay(
                     break;
                 }
             }
-            if recorded.len >= RECORD_BATCH {
+            if out_client.unrecorded_bytes() >= RECORD_BATCH {
                 flush_recording(ctx, &mut recorded, &mut out_client).await;
             } else {
                 recorded.arm(&out_client);
@@ -716,8 +716,6 @@ fn client_input(
 #[derive(Default)]
 struct Recorded {
     instructions: Vec<Instruction>,
-    /// Their encoded length.
-    len: usize,
     /// When they are handed over at the latest.
     due: Option<Instant>,
 }
@@ -725,7 +723,7 @@ struct Recorded {
 impl Recorded {
     /// Sets the hand-over time if output waits for one.
     fn arm(&mut self, out: &MessageBatcher) {
-        if self.due.is_none() && (!self.instructions.is_empty() || out.has_unrecorded()) {
+        if self.due.is_none() && out.unrecorded_bytes() > 0 {
             self.due = Some(Instant::now() + RECORD_DELAY);
         }
     }
@@ -733,7 +731,6 @@ impl Recorded {
 
 fn record_output(ctx: &ConnectionContext, recorded: &mut Recorded, instruction: Instruction) {
     if ctx.recording.is_some() {
-        recorded.len += instruction.len();
         recorded.instructions.push(instruction);
     }
 }
@@ -746,7 +743,6 @@ async fn flush_recording(
     out: &mut MessageBatcher,
 ) {
     recorded.due = None;
-    recorded.len = 0;
     let messages = out.take_recorded();
     if let Some(recording) = &mut ctx.recording
         && !messages.is_empty()
@@ -885,9 +881,12 @@ impl MessageBatcher {
         message
     }
 
-    /// Whether output waits for the recording to take it.
-    fn has_unrecorded(&self) -> bool {
-        self.recording && (!self.current.is_empty() || !self.recorded.is_empty())
+    /// Bytes sent, or about to be, that the recording has not taken yet.
+    fn unrecorded_bytes(&self) -> usize {
+        if !self.recording {
+            return 0;
+        }
+        self.current.len() + self.recorded.iter().map(Bytes::len).sum::<usize>()
     }
 
     /// Every message so far, for the recording, ending the one being filled.

@@ -9,8 +9,9 @@
 //! The work happens on a thread of the recording's own, so the relay never decodes an image
 //! or encodes a key frame: the relay collects output (up to 256 KiB or 20 ms of it) and
 //! hands it to the worker over a bounded queue ([`JOB_QUEUE`] batches): the client's
-//! messages themselves (shared buffers, not copies) and the target's instructions in them. The worker appends the batch to the recorder's
-//! writer and feeds a display model that follows the output. The model
+//! messages themselves (shared buffers, not copies) and the target's instructions in them.
+//! The worker appends the messages to the recorder's writer and feeds a display model that
+//! follows the output. The model
 //! ([`zt_display::DeferredDisplay`]) holds up to [`MODEL_BUDGET`] bytes of output back and
 //! drops the images (and copies) that are painted over before anything shows them, so it
 //! decodes little more than what the key frames show. When the writer says a key frame is
