@@ -5,8 +5,9 @@ use bytes::{Bytes, BytesMut};
 
 use crate::{Context, DecodeError, Decoder, Instruction, Limits, TypedInstruction, encode};
 
-/// `guac_decode`: arbitrary bytes, fed whole and in arbitrary pieces, under guacd's limits or
-/// small ones (so that every limit is reached).
+/// `guac_decode`: arbitrary bytes, fed whole and in arbitrary pieces (every other piece
+/// appended through [`Decoder::read_buffer`], as a socket read would), under guacd's limits
+/// or small ones (so that every limit is reached).
 ///
 /// Asserts: no panic; the same instructions and the same error whatever the split; after
 /// `Ok(None)` less than the instruction limit is buffered; every instruction respects the
@@ -49,8 +50,12 @@ fn run<'a>(
 ) -> (Vec<Bytes>, Option<DecodeError>) {
     let mut decoder = Decoder::new(limits);
     let mut out = Vec::new();
-    for piece in pieces {
-        decoder.feed(piece);
+    for (i, piece) in pieces.into_iter().enumerate() {
+        if i % 2 == 1 {
+            bytes::BufMut::put_slice(decoder.read_buffer(piece.len()), piece);
+        } else {
+            decoder.feed(piece);
+        }
         loop {
             match decoder.poll_instruction() {
                 Ok(Some(instruction)) => {
