@@ -672,7 +672,10 @@ async fn next_incoming(transport: &mut SessionTransport) -> Incoming {
             tokio::select! {
                 event = events.recv() => match event {
                     Some(QuicEvent::Connected(conn)) => Incoming::QuicConnected(conn),
-                    Some(QuicEvent::Stream(send, recv)) => Incoming::QuicStream(send, recv),
+                    Some(QuicEvent::Stream(stream)) => {
+                        let (send, recv) = *stream;
+                        Incoming::QuicStream(send, recv)
+                    }
                     None => Incoming::ClientGone,
                 },
                 () = closed => Incoming::ClientGone,

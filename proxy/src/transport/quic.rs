@@ -52,14 +52,16 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 pub enum QuicEvent {
     /// The session's client connected and authenticated.
     Connected(Connection),
-    /// A new stream with a valid preamble: one tunnelled TCP connection.
-    Stream(SendStream, RecvStream),
+    /// A new stream with a valid preamble: one tunnelled TCP connection. Boxed: the
+    /// channel that carries these allocates room for 32 events per session up front, and
+    /// an idle session should not pay 32 streams' worth of it.
+    Stream(Box<(SendStream, RecvStream)>),
 }
 
 /// The daemon's QUIC endpoint.
 pub struct QuicServer {
     endpoint: Endpoint,
-    /// For clients on loopback: path MTU discovery up to [`udp::LOOPBACK_MAX_DATAGRAM`].
+    /// For clients on loopback: datagrams of [`udp::LOOPBACK_MAX_DATAGRAM`] from the start.
     loopback_config: Arc<quinn::ServerConfig>,
     cert_sha256: String,
     server_name: String,
@@ -322,7 +324,11 @@ impl QuicServer {
             let preamble = tokio::time::timeout(self.auth_timeout, read_preamble(&mut recv)).await;
             match preamble {
                 Ok(Ok(presented)) if presented.ct_eq(&token) => {
-                    if events.send(QuicEvent::Stream(send, recv)).await.is_err() {
+                    if events
+                        .send(QuicEvent::Stream(Box::new((send, recv))))
+                        .await
+                        .is_err()
+                    {
                         conn.close(VarInt::from_u32(QUIC_CLOSE_SESSION_ENDED), b"session ended");
                         return;
                     }
@@ -393,13 +399,16 @@ fn transport_config(max_streams: u32, loopback: bool) -> quinn::TransportConfig 
         .send_window(SEND_WINDOW)
         .keep_alive_interval(Some(KEEP_ALIVE));
     if loopback {
+        // Loopback carries the largest datagrams from the start, so nothing is probed
+        // (see `udp` for why that matters to an idle session's memory). Discovery stays on
+        // with the same bound: after a black hole it finds its way back up from quinn's
+        // minimum.
+        config.initial_mtu(udp::LOOPBACK_MAX_DATAGRAM);
         let mut mtu = quinn::MtuDiscoveryConfig::default();
         mtu.upper_bound(udp::LOOPBACK_MAX_DATAGRAM);
         config.mtu_discovery_config(Some(mtu));
-        // The probes count against the congestion window; with quinn's initial window
-        // (~14 KB) the first one fills it and nothing else, not even a CONNECTION_CLOSE,
-        // leaves until it is acknowledged. Ten datagrams of the path's size, as RFC 9002
-        // advises, make room.
+        // quinn's initial congestion window (~14 KB) is smaller than one such datagram. Ten
+        // datagrams of the path's size, as RFC 9002 advises.
         let mut cubic = quinn::congestion::CubicConfig::default();
         cubic.initial_window(10 * u64::from(udp::LOOPBACK_MAX_DATAGRAM));
         config.congestion_controller_factory(Arc::new(cubic));

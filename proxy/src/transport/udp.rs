@@ -3,24 +3,31 @@
 //! quinn probes the path MTU (DPLPMTUD, RFC 8899) only up to 1452 bytes by default. Between
 //! hosts whose path carries larger datagrams (loopback, a sidecar's local network, jumbo
 //! frames) that leaves most of the connection's CPU in per-packet work: packet building,
-//! header protection, acknowledgement tracking. For a peer on loopback ztproxy lets discovery
-//! go up to [`LOOPBACK_MAX_DATAGRAM`], with an initial congestion window of ten such datagrams
-//! so that the probes do not hold up everything else. Other peers keep quinn's defaults: there
-//! a probe larger than the path is lost, but it occupies the congestion window until then,
-//! which would stall the first round trips of every connection.
+//! header protection, acknowledgement tracking, one trip through the kernel's UDP stack per
+//! datagram. For a peer on loopback ztproxy starts at [`LOOPBACK_MAX_DATAGRAM`], the largest
+//! datagram IPv6 loopback carries, with an initial congestion window of ten such datagrams.
+//! Other peers keep quinn's defaults: there a datagram larger than the path is lost, and
+//! probing for more would hold up the first round trips of every connection.
 //!
-//! The bound is a trade of CPU against memory. quinn keeps, per connection, a send buffer as
-//! large as the path MTU: an idle QUIC session costs ~60 KiB with 1452-byte datagrams, ~63 KiB
-//! with 4 KiB and ~128 KiB with 64 KiB ones, against a budget of 64 KiB. 4 KiB datagrams keep
-//! most of the gain (a Guacamole relay without recording went from 0.35–0.46 × a plain TCP
-//! relay to ~0.5 ×; 64 KiB gave ~0.6 ×).
+//! Starting at the bound instead of probing up to it is what keeps idle sessions small.
+//! quinn keeps, per connection, a send buffer with room for one datagram of the current
+//! size. An MTU probe is a ping padded to the probed size, so probing writes every page of
+//! that buffer: an idle QUIC session cost ~63 KiB with 4 KiB probes and ~125 KiB with 64 KiB
+//! ones, against a budget of 64 KiB. Starting at 64 KiB sends no probe; the buffer is
+//! reserved but only the pages that small packets touch are resident, and an idle session
+//! costs what it did with 4 KiB datagrams. If the path stops carrying them (a black hole),
+//! quinn drops to its minimum and probes its way back up to the same bound.
 //!
-//! Larger bounds would need one fix below quinn, which [`ZtUdpSocket`] makes already. quinn
-//! batches up to ten datagrams of one size into a single `sendmsg` (segmentation offload,
-//! GSO) without bounding the batch's total size, but the kernel refuses a batch above 64 KiB:
-//! with 9 KB datagrams every refused batch was lost, until quinn's black-hole detection gave
-//! up and dropped to 1200 bytes. [`ZtUdpSocket::try_send`] splits such a batch into batches
-//! the kernel takes.
+//! Relaying a Guacamole display stream (without recording) took 1.34–1.38 ns of ztproxy's
+//! CPU per byte with 4 KiB datagrams and 0.74–1.04 with 64 KiB ones; the receiving client's
+//! share fell from 1.45–1.49 to 0.74–0.93 (`guac-relay-bench`, back to back).
+//!
+//! Datagrams this large need one fix below quinn, made by [`ZtUdpSocket`]. quinn batches up
+//! to ten datagrams of one size into a single `sendmsg` (segmentation offload, GSO) without
+//! bounding the batch's total size, but the kernel refuses a batch above 64 KiB: with 9 KB
+//! datagrams every refused batch was lost, until quinn's black-hole detection gave up and
+//! dropped to 1200 bytes. [`ZtUdpSocket::try_send`] splits such a batch into batches the
+//! kernel takes (for 64 KiB datagrams, one each).
 //!
 //! It also sizes quinn's receive buffers for what the kernel delivers: one coalesced batch
 //! (GRO) is at most 64 KiB however large each datagram is, so one [`MAX_RECEIVE_PAYLOAD`]
@@ -39,9 +46,9 @@ use quinn::{AsyncUdpSocket, UdpPoller};
 
 /// The largest UDP payload that fits in one IPv4 datagram.
 pub const MAX_UDP_PAYLOAD: u16 = 65_507;
-/// Path MTU discovery's upper bound for peers on loopback (see the module documentation for
-/// why not [`MAX_UDP_PAYLOAD`]).
-pub const LOOPBACK_MAX_DATAGRAM: u16 = 4096;
+/// The datagram size for peers on loopback, from the start: the largest UDP payload in one
+/// IPv6 datagram on a 64 KiB loopback MTU (65536 − 40 − 8), which IPv4 carries too.
+pub const LOOPBACK_MAX_DATAGRAM: u16 = 65_488;
 /// The largest UDP payload ztproxy accepts (quinn's maximum), which also sizes each receive
 /// slot: a coalesced batch never exceeds it.
 pub const MAX_RECEIVE_PAYLOAD: u16 = 65_527;
