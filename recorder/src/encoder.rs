@@ -11,6 +11,7 @@ use crate::format::{
     MAX_INDEX_ENTRIES, Manifest, RECORD_HEADER_LEN, RecordHeader, RecordType, RecordingKind,
     TAG_LEN, Trailer,
 };
+use crate::hash::FramesHasher;
 use crate::keys::{IdentityKey, RecordingKey};
 
 /// Why the encoder refused an event or could not write.
@@ -59,7 +60,7 @@ pub(crate) struct RecordingEncoder {
     /// File offset where the frame being filled will be written.
     chunk_offset: u64,
     /// Over every frame, for the manifest.
-    hasher: blake3::Hasher,
+    hasher: FramesHasher,
     index: Vec<IndexEntry>,
     last_index_time: Option<u64>,
     last_time: u64,
@@ -87,7 +88,7 @@ impl RecordingEncoder {
             chunk_size,
             chunk,
             chunk_offset: header_len,
-            hasher: blake3::Hasher::new(),
+            hasher: FramesHasher::new(),
             index: Vec::new(),
             last_index_time: None,
             last_time: 0,
@@ -233,7 +234,7 @@ impl RecordingEncoder {
         let mut manifest = Manifest {
             header_tag: self.digest.tag(),
             chunk_count: self.sealer.next_index(),
-            chunks_hash: *self.hasher.finalize().as_bytes(),
+            chunks_hash: self.hasher.finalize(),
             final_offset,
             signature: identity.map(|_| [0u8; 64]),
         };

@@ -20,6 +20,7 @@ use crate::format::{
     MANIFEST_LEN, MAX_TRAILER_LEN, Manifest, RecordedEvent, RecordingKind, Trailer,
     parse_header_start,
 };
+use crate::hash::FramesHasher;
 use crate::keys::{IdentityPublicKey, KeyId, Unlock, unwrap_recording_key};
 
 /// An open recording.
@@ -606,7 +607,7 @@ struct Scanner {
     next_index: u32,
     final_index: Option<u32>,
     final_offset: Option<u64>,
-    hasher: Option<blake3::Hasher>,
+    hasher: Option<FramesHasher>,
     hash: Option<[u8; 32]>,
     frame: Vec<u8>,
 }
@@ -632,7 +633,7 @@ impl Scanner {
             next_index: 0,
             final_index: None,
             final_offset: None,
-            hasher: hash.then(blake3::Hasher::new),
+            hasher: hash.then(FramesHasher::new),
             hash: None,
             frame: Vec::new(),
         }
@@ -759,7 +760,7 @@ impl Scanner {
 
     fn finish_hash(&mut self) {
         if let Some(h) = self.hasher.take() {
-            self.hash = Some(*h.finalize().as_bytes());
+            self.hash = Some(h.finalize());
         }
     }
 }
