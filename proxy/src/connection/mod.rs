@@ -872,13 +872,17 @@ impl MessageBatcher {
         }
     }
 
-    /// Ends the message being filled.
-    fn finish_current(&mut self) -> Bytes {
+    /// Ends the message being filled (if any) and queues it for sending, and for the
+    /// recording.
+    fn close_current(&mut self) {
+        if self.current.is_empty() {
+            return;
+        }
         let message = self.current.split().freeze();
         if self.recording {
             self.recorded.push(message.clone());
         }
-        message
+        self.full.push_back(message);
     }
 
     /// Bytes sent, or about to be, that the recording has not taken yet.
@@ -891,9 +895,8 @@ impl MessageBatcher {
 
     /// Every message so far, for the recording, ending the one being filled.
     fn take_recorded(&mut self) -> Vec<Bytes> {
-        if self.recording && !self.current.is_empty() {
-            let message = self.finish_current();
-            self.full.push_back(message);
+        if self.recording {
+            self.close_current();
         }
         std::mem::take(&mut self.recorded)
     }
@@ -903,9 +906,8 @@ impl MessageBatcher {
     }
 
     fn push_bytes(&mut self, bytes: &[u8]) {
-        if !self.current.is_empty() && self.current.len() + bytes.len() > MAX_MESSAGE {
-            let message = self.finish_current();
-            self.full.push_back(message);
+        if self.current.len() + bytes.len() > MAX_MESSAGE {
+            self.close_current();
         }
         if self.current.is_empty() {
             // Room for a whole message at once, instead of growing (and copying) it.
@@ -920,11 +922,10 @@ impl MessageBatcher {
     }
 
     fn next_message(&mut self) -> Option<Bytes> {
-        let message = match self.full.pop_front() {
-            Some(message) => message,
-            None if !self.current.is_empty() => self.finish_current(),
-            None => return None,
-        };
+        if self.full.is_empty() {
+            self.close_current();
+        }
+        let message = self.full.pop_front()?;
         self.pending -= message.len();
         Some(message)
     }
