@@ -653,6 +653,14 @@ impl FileSink {
         Ok(())
     }
 
+    /// Switches to page-cache writes for the rest of the file (everything staged is in the
+    /// file already), dropping behind from the current end.
+    fn write_buffered_from_here(&mut self) {
+        self.mode = Mode::Buffered {
+            marks: [self.written; 2],
+        };
+    }
+
     /// Writes the first `len` staged bytes (whole blocks) direct, or, if the file system
     /// refuses, switches to buffered writing and writes everything staged that way.
     fn write_stage(&mut self, len: usize) -> io::Result<()> {
@@ -668,9 +676,7 @@ impl FileSink {
                 tracing::debug!("the file system refused a direct write; writing buffered");
                 set_direct(&self.file, false)?;
                 self.file.write_all_at(stage.bytes(stage.len), stage.base)?;
-                self.mode = Mode::Buffered {
-                    marks: [self.written; 2],
-                };
+                self.write_buffered_from_here();
                 Ok(())
             }
             Err(e) => Err(e),
@@ -730,9 +736,7 @@ impl Write for FileSink {
             self.file.write_all_at(stage.bytes(stage.len), stage.base)?;
             stage.in_file = stage.len;
             if set_direct(&self.file, true).is_err() {
-                self.mode = Mode::Buffered {
-                    marks: [self.written; 2],
-                };
+                self.write_buffered_from_here();
             }
         }
         Ok(())
