@@ -18,8 +18,8 @@
 //! The connection ends when either side disconnects or closes, when guacd reports an `error`
 //! (its status goes to the client and into the audit event; the origin is the target), on a
 //! protocol violation by either side, when the session ends (revocation, timeouts: the client
-//! gets an `error` with a Guacamole status and a `disconnect`), or when recording fails and
-//! the policy is to fail closed.
+//! gets an `error` with a Guacamole status and a `disconnect`, recorded like the rest of its
+//! output), or when recording fails and the policy is to fail closed.
 
 pub mod client_io;
 pub mod filter;
@@ -142,7 +142,8 @@ pub struct ConnectionEnd {
     pub detail: Option<String>,
     /// The recording, when there was one.
     pub recording: Option<recording::RecordingSummary>,
-    /// The client already heard why (guacd's own `error` or `disconnect` was relayed).
+    /// The client already heard why (guacd's own `error` or `disconnect` was relayed), or
+    /// its channel is gone.
     told_client: bool,
     /// guacd's status, when guacd reported the error (the client hears it).
     guacd_status: Option<Status>,
@@ -216,7 +217,14 @@ pub async fn run(
     let guacd = match guacd {
         Ok(guacd) => guacd,
         Err(end) => {
-            tell_client(&mut writer, &end).await;
+            // What the client is told is recorded too, when the recording has started.
+            let farewell = farewell(&end);
+            if let Some(recording) = &mut ctx.recording {
+                recording
+                    .output(decode_own(&farewell), vec![farewell.clone()])
+                    .await;
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(1), writer.send(farewell)).await;
             writer.close().await;
             return finish_recording(ctx.recording.take(), end).await;
         }
@@ -381,8 +389,9 @@ fn status_text(status: Status) -> String {
     }
 }
 
-/// Sends the client the `error` and `disconnect` that explain `end`.
-async fn tell_client(writer: &mut ClientWriter, end: &ConnectionEnd) {
+/// The `error` (unless the end is a plain disconnect) and `disconnect` that tell the client
+/// why the connection ends.
+fn farewell(end: &ConnectionEnd) -> Bytes {
     let (message, status) = match (end.reason, end.origin) {
         (EndReason::Revoked, _) => ("Session revoked", Status::SESSION_CLOSED),
         (EndReason::IdleTimeout, _) => ("Session idle for too long", Status::SESSION_TIMEOUT),
@@ -406,7 +415,14 @@ async fn tell_client(writer: &mut ClientWriter, end: &ConnectionEnd) {
         );
     }
     zt_guac::encode(opcode::DISCONNECT, &[] as &[&str], &mut out);
-    let _ = tokio::time::timeout(Duration::from_secs(1), writer.send(out.freeze())).await;
+    out.freeze()
+}
+
+/// The instructions in `bytes` (ztproxy's own, well-formed), for the display model.
+fn decode_own(bytes: &[u8]) -> Vec<Instruction> {
+    let mut decoder = Decoder::new(Limits::default());
+    decoder.feed(bytes);
+    std::iter::from_fn(|| decoder.poll_instruction().ok().flatten()).collect()
 }
 
 async fn relay(
@@ -464,20 +480,11 @@ async fn relay(
                     Err(error) => {
                         tracing::info!(%error, "guacd broke the protocol");
                         ctx.metrics.error(Origin::Target, "guacd_protocol");
-                        return teardown(
-                            ctx,
-                            ConnectionEnd::new(
-                                EndReason::Error,
-                                Some(Origin::Target),
-                                format!("guacd protocol violation: {error}"),
-                            ),
-                            to_guacd,
-                            to_client,
-                            guacd_writer,
-                            client_writer,
-                            out_client,
-                        )
-                        .await;
+                        break 'relay ConnectionEnd::new(
+                            EndReason::Error,
+                            Some(Origin::Target),
+                            format!("guacd protocol violation: {error}"),
+                        );
                     }
                 };
                 let now = Instant::now();
@@ -572,7 +579,8 @@ async fn relay(
                 if let (Ok(permit), Some(message)) = (permit, out_client.next_message()) {
                     permit.send(message);
                 } else {
-                    break ConnectionEnd::new(EndReason::ClientClosed, Some(Origin::Client), None);
+                    // The client's channel is gone: nothing more reaches it.
+                    break ConnectionEnd::new(EndReason::ClientClosed, Some(Origin::Client), None).told();
                 }
             }
             // Straight into the decoder: the instructions it returns share these bytes.
@@ -584,7 +592,8 @@ async fn relay(
             message = reader.recv() => {
                 let Ok(Some(bytes)) = message else {
                     let _ = to_guacd.send(disconnect_bytes()).await;
-                    break ConnectionEnd::new(EndReason::ClientClosed, Some(Origin::Client), None);
+                    // The client's channel is closed: nothing more reaches it.
+                    break ConnectionEnd::new(EndReason::ClientClosed, Some(Origin::Client), None).told();
                 };
                 from_client.feed(&bytes);
                 if ctx.recording.as_ref().is_some_and(GraphicalRecording::includes_input) {
@@ -637,6 +646,15 @@ async fn relay(
             }
         }
     };
+    // Why the connection ends goes to the client after what was already due, and into the
+    // recording like everything else the client is sent.
+    if !end.told_client {
+        let farewell = farewell(&end);
+        out_client.push_bytes(&farewell);
+        for instruction in decode_own(&farewell) {
+            record_output(ctx, &mut recorded, instruction);
+        }
+    }
     flush_recording(ctx, &mut recorded, &mut out_client).await;
     teardown(
         ctx,
@@ -821,9 +839,6 @@ async fn teardown(
     drop(to_client);
     let _ = tokio::time::timeout(Duration::from_secs(2), guacd_writer).await;
     if let Ok(Ok(mut writer)) = tokio::time::timeout(Duration::from_secs(2), client_writer).await {
-        if !end.told_client {
-            tell_client(&mut writer, &end).await;
-        }
         writer.close().await;
     }
     let _ = ctx;

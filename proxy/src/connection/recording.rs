@@ -2,8 +2,9 @@
 //! writer stores it, with key frames for seeking.
 //!
 //! Every message ztproxy sends to the client (after filtering, and with ztproxy's own
-//! replies such as the `ack` of a refused stream — the recording holds what the client
-//! received, nothing more) is recorded, and, with `recording-include-keys`, the client's
+//! replies such as the `ack` of a refused stream, or the `error` and `disconnect` that end a
+//! revoked or timed-out session — the recording holds what the client received, nothing
+//! more) is recorded, and, with `recording-include-keys`, the client's
 //! `key` and `mouse` input too, as guacd records them.
 //!
 //! The work happens on a thread of the recording's own, so the relay never decodes an image

@@ -259,3 +259,52 @@ async fn client_input_is_recorded_only_with_recording_include_keys() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn why_ztproxy_ended_a_session_is_recorded_as_the_client_heard_it() {
+    let fx = Fixture::start(PeerConfig::default()).await;
+    let mut events = fx.api.events(Some(0)).await.unwrap();
+    let secret_file = fx.recordings.path().join("secret");
+    std::fs::write(&secret_file, RESOURCE_SECRET).unwrap();
+    let spec = SessionSpec::rdp(Transport::Quic).recorded();
+    let (_session, id, mut client, conn) = fx.connected(&spec).await;
+
+    // The target is up (its first frame ends with a sync), then the gateway revokes.
+    let mut received = Vec::new();
+    loop {
+        let instruction = client.next(STEP).await.unwrap().expect("open");
+        let sync = instruction.is(opcode::SYNC);
+        received.push(instruction);
+        if sync {
+            break;
+        }
+    }
+    fx.api.delete_session(&id).await.unwrap();
+    received.extend(client.collect_until_closed(STEP).await.unwrap());
+    conn.wait_closed(STEP).await.unwrap();
+    let [.., error, disconnect] = received.as_slice() else {
+        panic!("the client was not told: {received:?}");
+    };
+    assert!(error.is(opcode::ERROR), "{error:?}");
+    assert_eq!(
+        error.arg(1),
+        Some(Status::SESSION_CLOSED.code().to_string().as_str())
+    );
+    assert!(disconnect.is(opcode::DISCONNECT));
+
+    let ended = wait_event(&mut events, &id, STEP, |e| {
+        matches!(e, AuditEvent::RecordingEnded { .. })
+    })
+    .await;
+    let AuditEvent::RecordingEnded { recording, .. } = ended else {
+        unreachable!()
+    };
+    let path = fx.recordings.path().join("rec").join(recording);
+    let exported = export(&path, &secret_file, None);
+    let raw = |all: &[Instruction]| all.iter().map(|i| i.raw().to_vec()).collect::<Vec<_>>();
+    assert_eq!(
+        raw(&exported),
+        raw(&received),
+        "the recording differs from what the client received"
+    );
+}
