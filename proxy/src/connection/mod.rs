@@ -217,12 +217,11 @@ pub async fn run(
     let guacd = match guacd {
         Ok(guacd) => guacd,
         Err(end) => {
-            // What the client is told is recorded too, when the recording has started.
+            // What the client is told is recorded too, when the recording has started (the
+            // display model ignores `error` and `disconnect`, so it gets no instructions).
             let farewell = farewell(&end);
             if let Some(recording) = &mut ctx.recording {
-                recording
-                    .output(decode_own(&farewell), vec![farewell.clone()])
-                    .await;
+                recording.output(Vec::new(), vec![farewell.clone()]).await;
             }
             let _ = tokio::time::timeout(Duration::from_secs(1), writer.send(farewell)).await;
             writer.close().await;
@@ -416,13 +415,6 @@ fn farewell(end: &ConnectionEnd) -> Bytes {
     }
     zt_guac::encode(opcode::DISCONNECT, &[] as &[&str], &mut out);
     out.freeze()
-}
-
-/// The instructions in `bytes` (ztproxy's own, well-formed), for the display model.
-fn decode_own(bytes: &[u8]) -> Vec<Instruction> {
-    let mut decoder = Decoder::new(Limits::default());
-    decoder.feed(bytes);
-    std::iter::from_fn(|| decoder.poll_instruction().ok().flatten()).collect()
 }
 
 async fn relay(
@@ -647,13 +639,9 @@ async fn relay(
         }
     };
     // Why the connection ends goes to the client after what was already due, and into the
-    // recording like everything else the client is sent.
+    // recording (which takes the client's messages) like everything else the client is sent.
     if !end.told_client {
-        let farewell = farewell(&end);
-        out_client.push_bytes(&farewell);
-        for instruction in decode_own(&farewell) {
-            record_output(ctx, &mut recorded, instruction);
-        }
+        out_client.push_bytes(&farewell(&end));
     }
     flush_recording(ctx, &mut recorded, &mut out_client).await;
     teardown(
