@@ -1,13 +1,14 @@
 //! Graphical recording: the exported Guacamole file is, instruction for instruction, what the
 //! client received; key frames let a range export start mid-session.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use zt_api::audit::AuditEvent;
 use zt_api::control::Transport;
 use zt_guac::{Decoder, Instruction, Limits, Status, opcode};
+use zt_proxy::client::api::EventStream;
 use zt_tests::guacd_peer::{DisplayMode, PeerConfig};
 use zt_tests::ztproxy_bin;
 
@@ -79,6 +80,18 @@ fn verify(recording: &Path, secret_file: &Path) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     text
+}
+
+/// The file of the session's recording, once its `recording_ended` audit event is out.
+async fn ended_recording(fx: &Fixture, events: &mut EventStream, id: &str) -> PathBuf {
+    let ended = wait_event(events, id, STEP, |e| {
+        matches!(e, AuditEvent::RecordingEnded { .. })
+    })
+    .await;
+    let AuditEvent::RecordingEnded { recording, .. } = ended else {
+        unreachable!()
+    };
+    fx.recordings.path().join("rec").join(recording)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -238,14 +251,7 @@ async fn client_input_is_recorded_only_with_recording_include_keys() {
         client.expect(opcode::BLOB, STEP).await.unwrap();
         conn.disconnect().await.unwrap();
         client.collect_until_closed(STEP).await.unwrap();
-        let ended = wait_event(&mut events, &id, STEP, |e| {
-            matches!(e, AuditEvent::RecordingEnded { .. })
-        })
-        .await;
-        let AuditEvent::RecordingEnded { recording, .. } = ended else {
-            unreachable!()
-        };
-        let path = fx.recordings.path().join("rec").join(recording);
+        let path = ended_recording(&fx, &mut events, &id).await;
         let exported = export(&path, &secret_file, None);
         let keys = exported
             .iter()
@@ -292,14 +298,7 @@ async fn why_ztproxy_ended_a_session_is_recorded_as_the_client_heard_it() {
     );
     assert!(disconnect.is(opcode::DISCONNECT));
 
-    let ended = wait_event(&mut events, &id, STEP, |e| {
-        matches!(e, AuditEvent::RecordingEnded { .. })
-    })
-    .await;
-    let AuditEvent::RecordingEnded { recording, .. } = ended else {
-        unreachable!()
-    };
-    let path = fx.recordings.path().join("rec").join(recording);
+    let path = ended_recording(&fx, &mut events, &id).await;
     let exported = export(&path, &secret_file, None);
     let raw = |all: &[Instruction]| all.iter().map(|i| i.raw().to_vec()).collect::<Vec<_>>();
     assert_eq!(
