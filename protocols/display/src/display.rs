@@ -36,11 +36,17 @@ pub struct Display {
     open_images: usize,
     /// base64 characters held by open image streams.
     image_bytes: usize,
+    /// Counts `img`s, so that open image streams know which of them was opened first.
+    next_image: u64,
+    /// While an ended image is drawn: the `img` number of that image (see [`Touch`]).
+    drawing_image: Option<u64>,
     pub(crate) cursor: Cursor,
     pub(crate) mouse: Option<Mouse>,
     pub(crate) timestamp: Option<u64>,
     /// Set for good when the model lost track of something no layer accounts for.
     degraded: bool,
+    /// The error of the last instruction after which the display was degraded.
+    degradation: Option<DisplayError>,
     approximations: u64,
 }
 
@@ -129,6 +135,8 @@ pub(crate) enum Stream {
 pub(crate) struct ImageStream {
     layer: i32,
     serial: u64,
+    /// The how-manieth `img` of the display this stream's was.
+    opened: u64,
     kind: ImageType,
     x: i32,
     y: i32,
@@ -155,6 +163,14 @@ impl std::fmt::Debug for ImageStream {
 }
 
 /// Something an instruction did to a layer while an image for it was streaming.
+///
+/// Only what the two kinds of client order differently is remembered. A client that draws
+/// an image at its `img` (Chromium's `ImageDecoder` path) and one that draws it at its `end`
+/// (Firefox, guacenc) agree on everything drawn before the `img` and after the `end`. In
+/// between, they disagree on the order of the image and every other instruction, except
+/// another image opened *before* it and ended before it: both draw that one first. guacd 1.6
+/// streams several images on one layer at once (its `guac_display` encodes in parallel), in
+/// exactly that nested-or-disjoint way.
 #[derive(Debug, Clone, Copy)]
 enum Touch {
     Write(Rect),
@@ -229,6 +245,8 @@ impl Display {
             streams: HashMap::new(),
             open_images: 0,
             image_bytes: 0,
+            next_image: 0,
+            drawing_image: None,
             cursor: Cursor {
                 set: false,
                 hotspot: (0, 0),
@@ -238,6 +256,7 @@ impl Display {
             mouse: None,
             timestamp: None,
             degraded: false,
+            degradation: None,
             approximations: 0,
         }
     }
@@ -255,6 +274,16 @@ impl Display {
     /// the display stays usable, and [`is_degraded`](Self::is_degraded) tells whether it can
     /// still produce correct key frames.
     pub fn handle(&mut self, instruction: &Instruction) -> Result<(), DisplayError> {
+        let result = self.apply(instruction);
+        if let Err(error) = result
+            && self.is_degraded()
+        {
+            self.degradation = Some(error);
+        }
+        result
+    }
+
+    fn apply(&mut self, instruction: &Instruction) -> Result<(), DisplayError> {
         // The hot path: image data.
         if instruction.is(opcode::BLOB) {
             return self.blob(instruction);
@@ -283,6 +312,17 @@ impl Display {
         self.degraded || self.cursor.tainted || self.layers.values().any(|layer| layer.tainted)
     }
 
+    /// Why the display is [degraded](Self::is_degraded): the error of the last instruction
+    /// that left it degraded, or `None` while it is not. For the operator's log and the
+    /// recording's notes; no variant carries data from the wire.
+    pub fn degradation(&self) -> Option<DisplayError> {
+        if self.is_degraded() {
+            self.degradation
+        } else {
+            None
+        }
+    }
+
     /// Whether a key frame taken now is complete: no image stream is open (later `blob`s
     /// and `end`s would refer to a stream the key frame does not open) and every layer's
     /// drawing state is one a key frame reproduces (no `push`ed state, no clip, the identity
@@ -309,6 +349,13 @@ impl Display {
     /// Key frames reproduce the model exactly; this says how close the model is to a client.
     pub fn approximations(&self) -> u64 {
         self.approximations
+    }
+
+    /// The size of the default layer: the display's size (0 × 0 until the server sets it).
+    pub fn size(&self) -> (u32, u32) {
+        self.layers
+            .get(&0)
+            .map_or((0, 0), |layer| (layer.surface.width(), layer.surface.height()))
     }
 
     /// Number of live layers (the default one included) and buffers.
@@ -363,7 +410,7 @@ impl Display {
                 layer,
                 width,
                 height,
-            } => self.size(layer.0, width, height),
+            } => self.set_size(layer.0, width, height),
             T::Img {
                 stream,
                 mask,
@@ -595,7 +642,7 @@ impl Display {
         Err(error)
     }
 
-    fn size(&mut self, index: i32, width: i32, height: i32) -> Result<(), DisplayError> {
+    fn set_size(&mut self, index: i32, width: i32, height: i32) -> Result<(), DisplayError> {
         let (Ok(width), Ok(height)) = (u32::try_from(width), u32::try_from(height)) else {
             self.degraded = true;
             let index = if width < 0 { 1 } else { 2 };
@@ -823,9 +870,11 @@ impl Display {
             return self.taint_with(layer, DisplayError::LimitExceeded(Limit::ImageStreams));
         }
         let target = self.layer(layer)?;
+        let opened = self.next_image;
         let image = ImageStream {
             layer,
             serial: target.serial,
+            opened,
             kind,
             x,
             y,
@@ -837,6 +886,7 @@ impl Display {
         };
         self.streams.insert(stream, Stream::Image(Box::new(image)));
         self.open_images += 1;
+        self.next_image += 1;
         Ok(())
     }
 
@@ -936,7 +986,9 @@ impl Display {
                 Touch::Write(r) | Touch::Read(r) => r.intersects(&device),
                 Touch::Resize | Touch::Overflow => true,
             });
+        self.drawing_image = Some(stream.opened);
         let drawn = self.draw_image(index, stream.x, stream.y, &image);
+        self.drawing_image = None;
         if ambiguous {
             return self.taint_with(
                 index,
@@ -1047,7 +1099,8 @@ impl Display {
         }
     }
 
-    /// Tells the image streams pending on layer `index` what happened to it.
+    /// Tells the image streams pending on layer `index` what happened to it, unless every
+    /// client orders it before them (an image opened before them, see [`Touch`]).
     fn touch(&mut self, index: i32, touch: Touch) {
         if self.open_images == 0 {
             return;
@@ -1055,10 +1108,12 @@ impl Display {
         let Some(serial) = self.layers.get(&index).map(|l| l.serial) else {
             return;
         };
+        let drawing = self.drawing_image;
         for stream in self.streams.values_mut() {
             if let Stream::Image(stream) = stream
                 && stream.layer == index
                 && stream.serial == serial
+                && drawing.is_none_or(|image| image > stream.opened)
             {
                 if stream.touches.len() < MAX_TOUCHES {
                     stream.touches.push(touch);

@@ -168,7 +168,8 @@ impl<'a> Ops<'a> {
                 let (w, h) = (self.dimension(), self.dimension());
                 out.push(ints("size", &[layer, w, h]));
             }
-            2..=4 => self.image(layer, out),
+            2 | 3 => self.image(layer, out),
+            4 => self.interleaved_images(layer, out),
             5 => {
                 let (stream, mask) = (self.stream(), self.mask());
                 let mimetype = self.pick(&["image/png", "image/webp", "image/jpeg", "image/gif"]);
@@ -483,6 +484,73 @@ impl<'a> Ops<'a> {
             }
         }
         out.push(ints("end", &[stream]));
+    }
+
+    /// Two to four image streams open at once on one layer, their `blob`s interleaved and
+    /// their `end`s in any order, as guacd 1.6 sends them (and as it never does: overlapping,
+    /// ended out of order, some never ended or ended twice).
+    fn interleaved_images(&mut self, layer: i64, out: &mut Vec<Instruction>) {
+        let count = 2 + usize::from(self.byte().unwrap_or(0) % 3);
+        let (base_x, base_y) = (self.coordinate(), self.coordinate());
+        let mut streams = Vec::with_capacity(count);
+        for i in 0..count {
+            // Distinct odd indexes (guacd's), now and then an even one or a repeat.
+            let stream = match self.byte().unwrap_or(1) % 16 {
+                0 => self.stream(),
+                _ => 1 + 2 * i as i64,
+            };
+            let mask = self.pick(&[0xE, 0xE, 0xC, 0x2]);
+            // Mostly side by side, as guacd's are (images are at most 6 pixels wide).
+            let (x, y) = if self.byte().unwrap_or(0).is_multiple_of(4) {
+                (self.coordinate(), self.coordinate())
+            } else {
+                (base_x + 6 * i as i64, base_y)
+            };
+            let text = base64(&self.png());
+            let args = [stream, mask, layer, x, y].map(|v| v.to_string());
+            out.push(Instruction::new(
+                "img",
+                &[&args[0], &args[1], &args[2], "image/png", &args[3], &args[4]],
+            ));
+            streams.push((stream, args[0].clone(), text, 0usize));
+        }
+        // Blobs of 32 to 256 characters, from a stream the program picks (one byte says
+        // which and how long), until all are sent.
+        while streams.iter().any(|(_, _, text, sent)| *sent < text.len()) {
+            let byte = usize::from(self.byte().unwrap_or(0));
+            let pick = (byte & 3) % streams.len();
+            let chunk = 32 * (1 + (byte >> 5));
+            let Some(next) = (0..count)
+                .map(|i| (pick + i) % count)
+                .find(|&i| streams.get(i).is_some_and(|(_, _, text, sent)| *sent < text.len()))
+            else {
+                break;
+            };
+            let Some((_, index, text, sent)) = streams.get_mut(next) else {
+                break;
+            };
+            let end = (*sent + chunk).min(text.len());
+            if let Some(part) = text.get(*sent..end) {
+                out.push(Instruction::new("blob", &[index.as_str(), part]));
+            }
+            *sent = end;
+            if self.data.is_empty() {
+                break;
+            }
+        }
+        // Ends in an order the program picks; sometimes one twice, sometimes one never.
+        while !streams.is_empty() {
+            let pick = usize::from(self.byte().unwrap_or(0)) % streams.len();
+            let (stream, ..) = streams.swap_remove(pick);
+            match self.byte().unwrap_or(2) % 64 {
+                0 => {}
+                1 => {
+                    out.push(ints("end", &[stream]));
+                    out.push(ints("end", &[stream]));
+                }
+                _ => out.push(ints("end", &[stream])),
+            }
+        }
     }
 
     /// Pixels of a small image: up to 6 × 6, opaque, translucent or with holes.

@@ -92,7 +92,11 @@
 //! not decode or exceeds a limit (its layer), a layer or buffer the model could not create or
 //! resize, a malformed drawing instruction, a layer drawn while one of its images was still
 //! streaming where clients that draw an image at its `img` (Chromium's `ImageDecoder`) and at
-//! its `end` (Firefox, guacenc) disagree, and the unsupported cases above. Degradation of a
+//! its `end` (Firefox, guacenc) disagree, and the unsupported cases above. Several image
+//! streams open at once on one layer, their `blob`s interleaved, are fine as long as the two
+//! kinds of client draw them in the same order: an image ended while another opened before
+//! it is still open must not overlap it. guacd 1.6 streams exactly that way (disjoint, or
+//! nested: opened first, ended first). [`Display::degradation`] says why the model degraded. Degradation of a
 //! layer ends when the layer is disposed, resized to nothing or entirely overwritten; the
 //! rest is permanent. The proxy then records without key frames: seeking falls back to
 //! replaying from the start.

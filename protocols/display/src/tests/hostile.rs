@@ -1,5 +1,9 @@
 //! Hostile input: never a panic, never an allocation beyond the limits.
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use zt_guac::Instruction;
+
 use super::support::*;
 use crate::{Display, DisplayError, DisplayLimits, Limit};
 
@@ -202,7 +206,7 @@ fn random_instruction_soup_never_panics() {
         "iVBORw0KGgo=",
     ];
     let png_blob = base64::Engine::encode(
-        &base64::engine::general_purpose::STANDARD,
+        &STANDARD,
         png(3, 2, |x, _| [x as u8, 1, 2, 200]),
     );
     for seed in 1..40 {
@@ -219,7 +223,7 @@ fn random_instruction_soup_never_panics() {
                     }
                 })
                 .collect();
-            bytes.extend_from_slice(zt_guac::Instruction::new(opcode, &args).raw());
+            bytes.extend_from_slice(Instruction::new(opcode, &args).raw());
         }
         crate::fuzzing::feed(&bytes);
     }
@@ -293,7 +297,7 @@ fn fills_that_would_take_too_long_are_refused() {
 fn generated_drawing_programs_keep_the_contract() {
     let mut rng = Rng(0x5EED);
     let (mut programs, mut checked) = (0, 0);
-    for _ in 0..300 {
+    for _ in 0..400 {
         let len = 50 + rng.below(1500) as usize;
         let mut program: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
         program[0] |= 1; // the structured mode
@@ -306,4 +310,62 @@ fn generated_drawing_programs_keep_the_contract() {
         programs > 100,
         "too few programs reached a key frame: {programs}"
     );
+}
+
+/// guacd 1.6 interleaves image streams; a hostile server can open thousands, send blobs for
+/// streams it never opened and end streams twice. Memory stays within the limits, the
+/// bookkeeping adds up after every instruction, and the display recovers once the layer is
+/// overwritten.
+#[test]
+fn thousands_of_interleaved_image_streams_stay_bounded() {
+    let limits = DisplayLimits::default();
+    let mut d = Display::new(limits);
+    let mut deferred = crate::DeferredDisplay::new(Display::new(limits), 1 << 20);
+    let mut handle = |d: &mut Display, instruction: &Instruction| {
+        let _ = d.handle(instruction);
+        deferred.handle(instruction);
+        d.check_invariants();
+        assert!(deferred.queued_bytes() <= 1 << 20);
+    };
+    handle(&mut d, &num("size", &[0, 512, 512]));
+    let tile = png(8, 8, |x, y| [x as u8 * 30, y as u8 * 30, 7, 255]);
+    let encoded = STANDARD.encode(&tile);
+    let pieces: Vec<&str> = encoded
+        .as_bytes()
+        .chunks(16)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    const STREAMS: u32 = 5_000;
+    for s in 0..STREAMS {
+        let (x, y) = ((s % 64 * 8).to_string(), (s / 64 % 64 * 8).to_string());
+        let s = s.to_string();
+        handle(&mut d, &text("img", &[&s, "14", "0", "image/png", &x, &y]));
+    }
+    // Interleaved: piece k of every stream, then piece k + 1, with blobs for streams that
+    // were never opened in between.
+    for piece in &pieces {
+        for s in 0..STREAMS {
+            handle(&mut d, &text("blob", &[&s.to_string(), piece]));
+        }
+        handle(&mut d, &text("blob", &["999999", piece]));
+        handle(&mut d, &text("blob", &["4294967295", piece]));
+    }
+    // Every stream ended twice, in reverse order.
+    for s in (0..STREAMS).rev() {
+        handle(&mut d, &num("end", &[s.into()]));
+        handle(&mut d, &num("end", &[s.into()]));
+    }
+    assert!(d.key_frame_ready(), "no image stream is left open");
+    // Beyond 64 open streams the images were refused: the layer is degraded, and says why.
+    assert!(d.is_degraded());
+    assert_eq!(d.degradation(), Some(DisplayError::LimitExceeded(Limit::ImageStreams)));
+    // The first 64 were drawn, each where it belongs.
+    assert_eq!(pixel(&d, 0, 8 * 3 + 1, 0), [30, 0, 7, 255]);
+    // Overwritten whole, the layer is trusted again and its key frame replays.
+    handle(&mut d, &num("rect", &[0, 0, 0, 512, 512]));
+    handle(&mut d, &num("cfill", &[0xC, 0, 1, 2, 3, 255]));
+    assert!(!d.is_degraded());
+    assert_replays(&d);
+    deferred.flush();
+    assert_eq!(deferred.display().canonical(), d.canonical());
 }

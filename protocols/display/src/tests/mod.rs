@@ -5,6 +5,7 @@ mod support;
 mod bench;
 mod deferred;
 mod degradation;
+mod guacd16;
 mod hostile;
 mod limits;
 mod opcodes;
