@@ -353,9 +353,9 @@ impl Display {
 
     /// The size of the default layer: the display's size (0 × 0 until the server sets it).
     pub fn size(&self) -> (u32, u32) {
-        self.layers
-            .get(&0)
-            .map_or((0, 0), |layer| (layer.surface.width(), layer.surface.height()))
+        self.layers.get(&0).map_or((0, 0), |layer| {
+            (layer.surface.width(), layer.surface.height())
+        })
     }
 
     /// Number of live layers (the default one included) and buffers.

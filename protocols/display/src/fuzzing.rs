@@ -510,7 +510,14 @@ impl<'a> Ops<'a> {
             let args = [stream, mask, layer, x, y].map(|v| v.to_string());
             out.push(Instruction::new(
                 "img",
-                &[&args[0], &args[1], &args[2], "image/png", &args[3], &args[4]],
+                &[
+                    &args[0],
+                    &args[1],
+                    &args[2],
+                    "image/png",
+                    &args[3],
+                    &args[4],
+                ],
             ));
             streams.push((stream, args[0].clone(), text, 0usize));
         }
@@ -520,10 +527,11 @@ impl<'a> Ops<'a> {
             let byte = usize::from(self.byte().unwrap_or(0));
             let pick = (byte & 3) % streams.len();
             let chunk = 32 * (1 + (byte >> 5));
-            let Some(next) = (0..count)
-                .map(|i| (pick + i) % count)
-                .find(|&i| streams.get(i).is_some_and(|(_, _, text, sent)| *sent < text.len()))
-            else {
+            let Some(next) = (0..count).map(|i| (pick + i) % count).find(|&i| {
+                streams
+                    .get(i)
+                    .is_some_and(|(_, _, text, sent)| *sent < text.len())
+            }) else {
                 break;
             };
             let Some((_, index, text, sent)) = streams.get_mut(next) else {

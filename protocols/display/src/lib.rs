@@ -168,6 +168,7 @@ mod error;
 mod keyframe;
 mod limits;
 mod path;
+mod screen;
 mod surface;
 
 pub use deferred::{
@@ -182,6 +183,7 @@ pub use limits::{
     DEFAULT_MAX_STATE_STACK, DEFAULT_MAX_TOTAL_IMAGE_STREAM_BYTES, DEFAULT_MAX_TOTAL_PIXELS,
     DisplayLimits,
 };
+pub use screen::Screen;
 
 /// Entry points for the fuzz targets in `protocols/fuzz`; not part of the API.
 #[cfg(fuzzing)]

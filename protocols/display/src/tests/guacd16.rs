@@ -41,7 +41,9 @@ fn follow(stream: &[u8]) -> (Display, DeferredDisplay, Vec<u64>) {
             continue;
         }
         let now = eager.last_timestamp().expect("a sync sets the timestamp");
-        let since = last_key_frame.or(*start.get_or_insert(Some(now))).unwrap_or(now);
+        let since = last_key_frame
+            .or_else(|| *start.get_or_insert(Some(now)))
+            .unwrap_or(now);
         if now < since + CADENCE_MS {
             continue;
         }

@@ -205,10 +205,7 @@ fn random_instruction_soup_never_panics() {
         "AAAA",
         "iVBORw0KGgo=",
     ];
-    let png_blob = base64::Engine::encode(
-        &STANDARD,
-        png(3, 2, |x, _| [x as u8, 1, 2, 200]),
-    );
+    let png_blob = base64::Engine::encode(&STANDARD, png(3, 2, |x, _| [x as u8, 1, 2, 200]));
     for seed in 1..40 {
         let mut rng = Rng(seed);
         let mut bytes = Vec::new();
@@ -358,7 +355,10 @@ fn thousands_of_interleaved_image_streams_stay_bounded() {
     assert!(d.key_frame_ready(), "no image stream is left open");
     // Beyond 64 open streams the images were refused: the layer is degraded, and says why.
     assert!(d.is_degraded());
-    assert_eq!(d.degradation(), Some(DisplayError::LimitExceeded(Limit::ImageStreams)));
+    assert_eq!(
+        d.degradation(),
+        Some(DisplayError::LimitExceeded(Limit::ImageStreams))
+    );
     // The first 64 were drawn, each where it belongs.
     assert_eq!(pixel(&d, 0, 8 * 3 + 1, 0), [30, 0, 7, 255]);
     // Overwritten whole, the layer is trusted again and its key frame replays.

@@ -591,3 +591,48 @@ fn copy_within_a_layer_matches_a_copy_through_a_temporary() {
         }
     }
 }
+
+#[test]
+fn the_screen_stacks_visible_layers_by_z_with_their_opacity() {
+    let mut d = Display::new(DisplayLimits::default());
+    feed(
+        &mut d,
+        &[
+            num("size", &[0, 8, 4]),
+            num("rect", &[0, 0, 0, 8, 4]),
+            num("cfill", &[0xC, 0, 0, 0, 200, 255]),
+            // Layer 2 (red, half transparent by `shade`) under layer 1 (green) by Z.
+            num("size", &[1, 2, 2]),
+            num("rect", &[1, 0, 0, 2, 2]),
+            num("cfill", &[0xC, 1, 0, 255, 0, 255]),
+            num("move", &[1, 0, 1, 1, 5]),
+            num("size", &[2, 4, 2]),
+            num("rect", &[2, 0, 0, 4, 2]),
+            num("cfill", &[0xC, 2, 255, 0, 0, 255]),
+            num("move", &[2, 0, 0, 1, 1]),
+            num("shade", &[2, 128]),
+            // A layer whose parent is disposed is not shown; a buffer never is.
+            num("size", &[3, 8, 4]),
+            num("move", &[4, 3, 0, 0, 9]),
+            num("size", &[4, 8, 4]),
+            num("rect", &[4, 0, 0, 8, 4]),
+            num("cfill", &[0xC, 4, 9, 9, 9, 255]),
+            num("dispose", &[3]),
+            num("size", &[-1, 8, 4]),
+            num("rect", &[-1, 0, 0, 8, 4]),
+            num("cfill", &[0xC, -1, 7, 7, 7, 255]),
+        ],
+    );
+    let screen = d.screen();
+    assert_eq!((screen.width(), screen.height()), (8, 4));
+    assert_eq!(screen.pixel(0, 0), Some([0, 0, 200, 255]));
+    // Red at opacity 128 over blue.
+    assert_eq!(screen.pixel(0, 1), Some([128, 0, 100, 255]));
+    // Green (Z 5) over the red layer (Z 1).
+    assert_eq!(screen.pixel(1, 1), Some([0, 255, 0, 255]));
+    assert_eq!(screen.pixel(3, 2), Some([128, 0, 100, 255]));
+    assert_eq!(screen.pixel(7, 3), Some([0, 0, 200, 255]));
+    assert_eq!(screen.pixel(8, 0), None);
+    // A key frame shows the same.
+    assert_eq!(assert_replays(&d).screen(), screen);
+}
