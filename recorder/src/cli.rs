@@ -408,6 +408,17 @@ fn export(args: &ExportArgs) -> anyhow::Result<()> {
             return Err(e);
         }
     };
+    match summary.guac_start {
+        Some(export::GuacStart::KeyFrame { instructions }) => eprintln!(
+            "note: the stream drew before the display had a size; its first {instructions} \
+             instructions are replaced by a key frame of the screen they built"
+        ),
+        Some(export::GuacStart::SizeAdded) => eprintln!(
+            "warning: the stream drew before the display had a size; a size was put in front \
+             of it (the display model could not redraw its beginning)"
+        ),
+        Some(export::GuacStart::AsRecorded) | None => {}
+    }
     if summary.end == Some(EventsEnd::Truncated) {
         eprintln!(
             "warning: the recording is unfinalised; exported the {} events of its complete chunks",

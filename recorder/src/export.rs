@@ -1,6 +1,7 @@
 //! Export to the formats other tools play: `script` typescript + timing (`scriptreplay`),
-//! asciicast v2 (`asciinema`), plain text, and the raw Guacamole instruction stream that
-//! guacd writes with `recording-path` (the Guacamole session player and `guacenc` read it).
+//! asciicast v2 (`asciinema`), plain text, and a Guacamole recording file (the format of
+//! guacd's `recording-path`, which the Guacamole session player and `guacenc` read) holding
+//! the instruction stream the user saw (see [`export_guac`] for its one change).
 //!
 //! Each exporter is a loop over [`Events`] with one arm per event type, like guacenc's
 //! instruction handlers; events a format cannot express are skipped (input and resizes in a
@@ -22,7 +23,7 @@ pub enum ExportFormat {
     Asciicast,
     /// Terminal output as plain text, escape sequences removed.
     Text,
-    /// The Guacamole instruction stream, as guacd writes it with `recording-path`.
+    /// A Guacamole recording file: the instruction stream the user saw ([`export_guac`]).
     Guac,
 }
 
@@ -67,6 +68,8 @@ pub struct ExportSummary {
     pub bytes: u64,
     /// How the events ended; [`EventsEnd::Truncated`] for an unfinalised recording.
     pub end: Option<EventsEnd>,
+    /// How a Guacamole export began ([`export_guac`] only).
+    pub guac_start: Option<GuacStart>,
 }
 
 /// Writes a typescript (`data`) and its classic timing file (`timing`): one line
@@ -228,15 +231,36 @@ pub fn export_text<R: io::Read + io::Seek>(
     Ok(summary)
 }
 
-/// Writes the Guacamole instruction stream the user saw, as guacd writes it with
-/// `recording-path`. Key frames are not part of that stream and are left out, except the
-/// one a range export starts from, which draws the screen as it was at that point.
+/// Writes a Guacamole recording file (the format of guacd's `recording-path`, which the
+/// Guacamole session player and `guacenc` read): the instruction stream the user saw, from
+/// its first instruction, with one change at its start where a player needs it.
+///
+/// * **The start.** A player needs the default layer's size before anything that draws or
+///   shows the pointer: `guacenc` renders the cursor into layer 0 at every frame and crashes
+///   when layer 0 has no size yet. guacd 1.5 sends `size 0` first; guacd 1.6 may send
+///   `cursor`, `mouse` and `sync` before it (its display greets the user before the remote
+///   desktop is up). When the stream does that, its beginning up to the first `sync` after
+///   which layer 0 has a size is replaced by a key frame of the display at that `sync`
+///   (layer sizes first, then the pixels, the pointer, the mouse and the `sync`), computed
+///   with the same display model as the proxy's key frames. A player shows nothing before
+///   that `sync` either way, so what it shows is unchanged. A stream that sizes layer 0
+///   first is written exactly as the user received it. [`ExportSummary::guac_start`] says
+///   which happened.
+/// * **Key frames** of the recording are not part of the stream and are left out, except the
+///   one a range export starts from (`--from`), which redraws the screen of that moment and
+///   begins with layer 0's size.
+///
+/// When the display model cannot stand in for the replaced instructions (it degraded, or no
+/// `sync` follows within [`MAX_GUAC_HEAD`] bytes), the stream is kept whole and only a
+/// `size` of layer 0 (its size as the stream sets it, or the client's display size) is put
+/// in front ([`GuacStart::SizeAdded`]).
 pub fn export_guac<R: io::Read + io::Seek>(
     events: &mut Events<'_, R>,
     out: &mut dyn Write,
 ) -> Result<ExportSummary, ExportError> {
     ExportFormat::Guac.check_kind(events.header().kind)?;
     let mut summary = ExportSummary::default();
+    let mut head = Some(GuacHead::new(display_pixels(events.header())));
     let mut first = true;
     for event in events.by_ref() {
         let RecordedEvent { event, .. } = event?;
@@ -249,12 +273,208 @@ pub fn export_guac<R: io::Read + io::Seek>(
             }
         };
         first = false;
+        if let Some(scanning) = &mut head {
+            if let Some(start) = scanning.feed(&bytes, out, &mut summary)? {
+                summary.guac_start = Some(start);
+                head = None;
+            }
+            continue;
+        }
         out.write_all(&bytes).map_err(ExportError::Io)?;
         summary.count(bytes.len());
+    }
+    if let Some(scanning) = head {
+        summary.guac_start = Some(scanning.finish(out, &mut summary)?);
     }
     summary.end = events.end();
     out.flush().map_err(ExportError::Io)?;
     Ok(summary)
+}
+
+/// How a Guacamole export begins (see [`export_guac`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuacStart {
+    /// Exactly as the user received it (or as the range's key frame redraws it): layer 0's
+    /// size comes before anything that draws.
+    AsRecorded,
+    /// The stream drew before layer 0 had a size; its first `instructions` instructions were
+    /// replaced by a key frame of the display at the first `sync` after layer 0 got one.
+    KeyFrame {
+        /// Instructions the key frame stands in for.
+        instructions: u64,
+    },
+    /// The stream drew before layer 0 had a size and the display model could not stand in
+    /// for its beginning: the stream is whole, after a `size` of layer 0.
+    SizeAdded,
+}
+
+/// The start of a Guacamole export while it is decided (see [`export_guac`]): the stream is
+/// held (at most [`MAX_GUAC_HEAD`] bytes) and fed to a display model until layer 0 has a
+/// size.
+struct GuacHead {
+    display: zt_display::Display,
+    decoder: zt_guac::Decoder,
+    held: Vec<u8>,
+    instructions: u64,
+    /// Something that needs layer 0's size came before it.
+    drew_unsized: bool,
+    /// The `size` to put in front when nothing better can be done.
+    fallback: (u32, u32),
+}
+
+impl GuacHead {
+    fn new(fallback: (u32, u32)) -> Self {
+        Self {
+            display: zt_display::Display::new(zt_display::DisplayLimits::default()),
+            decoder: zt_guac::Decoder::new(zt_guac::Limits::default()),
+            held: Vec::new(),
+            instructions: 0,
+            drew_unsized: false,
+            fallback,
+        }
+    }
+
+    /// Takes the next recorded bytes; once the start is decided, writes it and what is held,
+    /// and returns how it began.
+    fn feed(
+        &mut self,
+        bytes: &[u8],
+        out: &mut dyn Write,
+        summary: &mut ExportSummary,
+    ) -> Result<Option<GuacStart>, ExportError> {
+        self.held.extend_from_slice(bytes);
+        self.decoder.feed(bytes);
+        loop {
+            let instruction = match self.decoder.poll_instruction() {
+                Ok(Some(instruction)) => instruction,
+                Ok(None) if self.held.len() <= MAX_GUAC_HEAD => return Ok(None),
+                // Too long without a decision, or not a stream the model can read: keep it.
+                Ok(None) | Err(_) => return self.finish(out, summary).map(Some),
+            };
+            self.instructions += 1;
+            let sized = self.display.size() != (0, 0);
+            if !sized && needs_layer_size(instruction.opcode()) {
+                self.drew_unsized = true;
+            }
+            let _ = self.display.handle(&instruction);
+            let sized = self.display.size() != (0, 0);
+            if sized && !self.drew_unsized {
+                write_counted(out, summary, &self.held)?;
+                return Ok(Some(GuacStart::AsRecorded));
+            }
+            if sized && instruction.is(zt_guac::opcode::SYNC) && self.display.key_frame_ready() {
+                if self.display.is_degraded() {
+                    return self.finish(out, summary).map(Some);
+                }
+                let key_frame = self.display.snapshot().encode();
+                write_counted(out, summary, &key_frame)?;
+                let rest = self.held.len().saturating_sub(self.decoder.buffered_len());
+                if let Some(rest) = self.held.get(rest..).filter(|rest| !rest.is_empty()) {
+                    write_counted(out, summary, rest)?;
+                }
+                return Ok(Some(GuacStart::KeyFrame {
+                    instructions: self.instructions,
+                }));
+            }
+        }
+    }
+
+    /// The stream ended (or the model gave up) before the start was decided: writes what is
+    /// held, after a `size` of layer 0 when something drew before it had one.
+    fn finish(
+        &self,
+        out: &mut dyn Write,
+        summary: &mut ExportSummary,
+    ) -> Result<GuacStart, ExportError> {
+        if !self.drew_unsized {
+            if !self.held.is_empty() {
+                write_counted(out, summary, &self.held)?;
+            }
+            return Ok(GuacStart::AsRecorded);
+        }
+        let (w, h) = match self.display.size() {
+            (0, _) | (_, 0) => self.fallback,
+            size => size,
+        };
+        let mut size = bytes::BytesMut::new();
+        zt_guac::encode(
+            zt_guac::opcode::SIZE,
+            &["0".to_owned(), w.to_string(), h.to_string()],
+            &mut size,
+        );
+        write_counted(out, summary, &size)?;
+        write_counted(out, summary, &self.held)?;
+        Ok(GuacStart::SizeAdded)
+    }
+}
+
+/// The first instruction of a Guacamole stream that a player cannot show because layer 0
+/// has no size yet (its opcode), or `None` when layer 0's `size` comes first, as every
+/// [`export_guac`] output begins. For checking exports; reads at most the stream's first
+/// [`MAX_GUAC_HEAD`] bytes.
+pub fn draws_before_size(stream: &[u8]) -> Option<String> {
+    let mut decoder = zt_guac::Decoder::new(zt_guac::Limits::default());
+    decoder.feed(stream.get(..MAX_GUAC_HEAD).unwrap_or(stream));
+    while let Ok(Some(instruction)) = decoder.poll_instruction() {
+        if instruction.is(zt_guac::opcode::SIZE)
+            && instruction.arg(0) == Some("0")
+            && instruction.arg(1).is_some_and(|w| w != "0")
+            && instruction.arg(2).is_some_and(|h| h != "0")
+        {
+            return None;
+        }
+        if needs_layer_size(instruction.opcode()) {
+            return Some(instruction.opcode().to_owned());
+        }
+    }
+    None
+}
+
+/// Instructions a player cannot show before layer 0 has a size: everything that draws, the
+/// pointer, and the frame boundaries at which guacenc renders the pointer into layer 0.
+fn needs_layer_size(opcode: &str) -> bool {
+    matches!(
+        opcode,
+        "cursor"
+            | "mouse"
+            | "sync"
+            | "img"
+            | "png"
+            | "jpeg"
+            | "video"
+            | "copy"
+            | "transfer"
+            | "rect"
+            | "start"
+            | "line"
+            | "arc"
+            | "curve"
+            | "close"
+            | "cfill"
+            | "lfill"
+            | "cstroke"
+            | "lstroke"
+            | "clip"
+    )
+}
+
+fn write_counted(
+    out: &mut dyn Write,
+    summary: &mut ExportSummary,
+    bytes: &[u8],
+) -> Result<(), ExportError> {
+    out.write_all(bytes).map_err(ExportError::Io)?;
+    summary.count(bytes.len());
+    Ok(())
+}
+
+/// The client's display size in pixels, from the header (graphical recordings store it
+/// there), or guacd's default.
+fn display_pixels(header: &Header) -> (u32, u32) {
+    match (header.size.width, header.size.height) {
+        (0, _) | (_, 0) => DEFAULT_DISPLAY,
+        (w, h) => (w.into(), h.into()),
+    }
 }
 
 impl ExportSummary {
@@ -442,6 +662,10 @@ fn duration_us(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
+/// Most bytes of the stream held while deciding how a Guacamole export begins.
+pub const MAX_GUAC_HEAD: usize = 16 << 20;
+/// guacd's display size when the client gives none.
+const DEFAULT_DISPLAY: (u32, u32) = (1024, 768);
 /// Size used when the recording does not say.
 const DEFAULT_COLUMNS: u16 = 80;
 const DEFAULT_ROWS: u16 = 24;

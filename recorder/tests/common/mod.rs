@@ -189,8 +189,14 @@ pub(crate) fn graphical_events() -> Vec<(Duration, Event)> {
                 ),
             ));
         }
+        // guacd sizes the display first.
+        let size = if i == 0 {
+            "4.size,1.0,4.1024,3.768;"
+        } else {
+            ""
+        };
         let draw = format!(
-            "4.rect,1.0,{}.{},2.10,2.20,2.20;5.cfill,2.14,1.0,1.{},1.0,1.0,3.255;4.sync,{}.{};",
+            "{size}4.rect,1.0,{}.{},2.10,2.20,2.20;5.cfill,2.14,1.0,1.{},1.0,1.0,3.255;4.sync,{}.{};",
             (i * 10).to_string().len(),
             i * 10,
             i % 10,
