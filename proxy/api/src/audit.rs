@@ -161,6 +161,19 @@ pub enum AuditEvent {
         #[serde(default)]
         dropped_events: u64,
     },
+    /// A graphical recording's display model lost track of the screen: the recording goes
+    /// on, complete, but without further key frames, so seeking into the rest of it replays
+    /// from the last key frame before this point (or from the start).
+    RecordingDegraded {
+        /// Session id.
+        session: String,
+        /// The recording's file name.
+        recording: String,
+        /// Why, in the model's words (no data from the session).
+        reason: String,
+        /// When, in milliseconds since the recording started.
+        at_ms: u64,
+    },
     /// A request or connection was refused for lack of valid credentials.
     AccessDenied {
         /// What was protected: `control_api` or `quic`.
@@ -183,6 +196,7 @@ impl AuditEvent {
             | Self::Transfer { session, .. }
             | Self::PolicyRefused { session, .. }
             | Self::RecordingStarted { session, .. }
+            | Self::RecordingDegraded { session, .. }
             | Self::RecordingEnded { session, .. } => Some(session),
             Self::AccessDenied { .. } => None,
         }

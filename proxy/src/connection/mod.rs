@@ -253,6 +253,7 @@ async fn start_recording(
         &ctx.protocol,
         (display.width, display.height),
         ctx.policy.record_input,
+        Arc::clone(&ctx.audit),
     )
     .await
     {

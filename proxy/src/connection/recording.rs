@@ -37,6 +37,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
+use zt_api::audit::AuditEvent;
 use zt_api::control::RecordingRequest;
 use zt_guac::Instruction;
 use zt_recorder::{
@@ -44,6 +45,7 @@ use zt_recorder::{
     WriterConfig, WriterFailure,
 };
 
+use crate::audit::AuditLog;
 use crate::config::RecordingsSettings;
 
 /// Batches of instructions queued for the recording worker.
@@ -91,6 +93,11 @@ struct Worker {
     writer: RecordingWriter,
     display: Option<zt_display::DeferredDisplay>,
     dropped: u64,
+    /// Told when the display model degrades.
+    audit: Arc<AuditLog>,
+    session: String,
+    file_name: String,
+    started: Instant,
 }
 
 /// The outcome of a recording, for the audit log.
@@ -114,6 +121,7 @@ impl GraphicalRecording {
         protocol: &str,
         size: (u32, u32),
         include_input: bool,
+        audit: Arc<AuditLog>,
     ) -> Result<Self, StartError> {
         let mut config =
             WriterConfig::new(RecordingKind::Graphical, session, resource_id, protocol);
@@ -158,6 +166,10 @@ impl GraphicalRecording {
                 MODEL_BUDGET,
             )),
             dropped: 0,
+            audit,
+            session: session.to_owned(),
+            file_name: file_name.clone(),
+            started: Instant::now(),
         };
         let worker = std::thread::Builder::new()
             .name("zt-recording".into())
@@ -300,15 +312,28 @@ impl Worker {
         display.flush();
         let model = display.display();
         if model.is_degraded() {
-            let stats = display.stats();
-            tracing::debug!(
-                ?stats,
-                "display model degraded; recording continues without key frames"
+            let reason = model
+                .degradation()
+                .map_or_else(|| "unknown".to_owned(), |error| error.to_string());
+            let at_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            tracing::warn!(
+                recording = %self.file_name,
+                %reason,
+                at_ms,
+                "display model degraded; the recording continues without key frames"
             );
+            self.audit.emit(AuditEvent::RecordingDegraded {
+                session: self.session.clone(),
+                recording: self.file_name.clone(),
+                reason,
+                at_ms,
+            });
             self.display = None;
             return;
         }
-        if model.key_frame_ready() {
+        // A key frame before the server sized the display would redraw nothing, and players
+        // need layer 0's size before the pointer it carries.
+        if model.key_frame_ready() && model.size() != (0, 0) {
             let frame = model.snapshot().encode();
             if !frame.is_empty() {
                 self.append(Event::KeyFrame(frame.into()));
