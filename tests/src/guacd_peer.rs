@@ -1,5 +1,6 @@
-//! A guacd 1.5 test double: guacd's side of the Guacamole protocol, as the protocol reference
-//! documents it and as guacamole-server 1.5 implements it, on a loopback TCP port.
+//! A guacd 1.5 / 1.6 test double: guacd's side of the Guacamole protocol, as the protocol
+//! reference documents it and as guacamole-server 1.5 implements it, on a loopback TCP port,
+//! with guacd 1.6.0's display patterns as they were measured ([`GuacdVersion::V1_6`]).
 //!
 //! Debian 12 does not package guacd, so ztproxy's integration tests and benchmarks run
 //! against this peer; pointing `[guacd] address` at a real guacd instead needs no other
@@ -78,6 +79,19 @@
 //!   the last one ([`PeerConn::download`]); a failing `ack` ends the stream with nothing
 //!   more sent. Clipboard text from "the target" ([`PeerConn::clipboard`]) goes out as
 //!   `clipboard <s> text/plain`, `blob`s of 4096 bytes and `end`, without waiting for acks.
+//!
+//! * **guacd 1.6** ([`PeerConfig::guacd`] = [`GuacdVersion::V1_6`]), as a real guacd 1.6.0
+//!   sent it in the sessions of `tests/fixtures/guacd-1.6/`: `args` lists read from that
+//!   fixture's `args.txt` (1.6 still announces `VERSION_1_5_0`, and adds `kubernetes`); at
+//!   `ready`, before the target is reached, the display greets the user with `cursor` from a
+//!   buffer that has no size yet and `mouse` with a timestamp, then `sync <t> 0` — all
+//!   before any `size` of layer 0; every `sync` carries its frame count; each frame first
+//!   copies the area it is about to redraw from layer 0 into buffer -1 (1.6's previous-frame
+//!   buffer), then streams its images two at a time on streams 3 and 5, both open on layer 0
+//!   at once with their `blob`s interleaved (the second opened ends first and the two do
+//!   not overlap, or, in the first frame, they overlap and the first opened ends first);
+//!   the pointer is drawn into buffer -2. [`DisplayMode::Replay`] sends a recorded
+//!   stream itself, such as the fixtures.
 //!
 //! What is deliberately not modelled: joining a connection by id, `required` (credential
 //! prompts), audio and video streams, `argv`/`pipe` semantics (their data is accepted and
@@ -344,6 +358,34 @@ pub const TELNET_ARGS: &[&str] = &[
     "wol-wait-time",
 ];
 
+/// Which guacd the peer behaves like (see the module docs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum GuacdVersion {
+    /// guacamole-server 1.5.
+    #[default]
+    V1_5,
+    /// guacamole-server 1.6.0, as measured (`tests/fixtures/guacd-1.6/`).
+    V1_6,
+}
+
+/// The `args` lists a real guacd 1.6.0 answered, as measured.
+pub const GUACD_1_6_ARGS: &str = include_str!("../fixtures/guacd-1.6/args.txt");
+
+/// The parameter names `version` lists in `args` for `protocol` (without the version), or
+/// `None` for a protocol it has no plugin for.
+pub fn protocol_args_of(version: GuacdVersion, protocol: &str) -> Option<Vec<&'static str>> {
+    match version {
+        GuacdVersion::V1_5 => protocol_args(protocol).map(<[&str]>::to_vec),
+        GuacdVersion::V1_6 => GUACD_1_6_ARGS
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .find_map(|line| {
+                let (name, list) = line.split_once(':')?;
+                (name == protocol).then(|| list.split_whitespace().skip(1).collect())
+            }),
+    }
+}
+
 /// The parameter names guacd 1.5 lists in `args` for `protocol` (without the version), or
 /// `None` for a protocol it has no plugin for.
 pub fn protocol_args(protocol: &str) -> Option<&'static [&'static str]> {
@@ -373,6 +415,17 @@ pub enum DisplayMode {
     Bulk {
         /// Display bytes to write (frames are whole, so slightly more are written).
         bytes: u64,
+    },
+    /// A recorded stream (Guacamole instructions, such as `tests/fixtures/guacd-1.6/*.guac`),
+    /// sent frame by frame (each up to and including a `sync`) in place of the peer's own
+    /// display, at its recorded pace (the gaps between its `sync` timestamps, divided by
+    /// `speed`) and within the flow-control window, then idle ([`ConnEvent::ReplayDone`]).
+    /// A trailing `error` and `disconnect` (the end of the recorded session) are not sent.
+    Replay {
+        /// The recorded instructions.
+        stream: Bytes,
+        /// How many times faster than recorded (at least 1).
+        speed: u32,
     },
 }
 
@@ -415,6 +468,8 @@ pub struct PeerConfig {
     pub max_upload_bytes: usize,
     /// Seed of the display content (tiles, positions). Default a fixed value.
     pub seed: u64,
+    /// Which guacd to behave like. Default [`GuacdVersion::V1_5`].
+    pub guacd: GuacdVersion,
 }
 
 impl Default for PeerConfig {
@@ -433,6 +488,18 @@ impl Default for PeerConfig {
             max_received_bytes: 64 * 1024 * 1024,
             max_upload_bytes: 64 * 1024 * 1024,
             seed: 0x5EED_6A7C_D150_0001,
+            guacd: GuacdVersion::V1_5,
+        }
+    }
+}
+
+impl PeerConfig {
+    /// The defaults, behaving like guacd 1.6 (with its frame counts in `sync`).
+    pub fn guacd_1_6() -> Self {
+        Self {
+            guacd: GuacdVersion::V1_6,
+            sync_frame_count: true,
+            ..Self::default()
         }
     }
 }
@@ -501,6 +568,11 @@ pub enum ConnEvent {
     Ready(String),
     /// The initial display was sent (guacd reached the target).
     TargetReached,
+    /// [`DisplayMode::Replay`] sent its last frame.
+    ReplayDone {
+        /// Frames sent.
+        frames: u64,
+    },
     /// [`DisplayMode::Bulk`] wrote its bytes.
     BulkDone {
         /// Display bytes written.
@@ -1279,7 +1351,10 @@ async fn handshake(
     if protocol.starts_with('$') {
         return Err(failed(HandshakeFailure::UnknownConnection));
     }
-    let names: Vec<String> = match (config.hostile_args, protocol_args(&protocol)) {
+    let names: Vec<String> = match (
+        config.hostile_args,
+        protocol_args_of(config.guacd, &protocol),
+    ) {
         (Some(count), _) => (0..count).map(|i| format!("hostile-arg-{i}")).collect(),
         (None, Some(names)) => names.iter().map(|&n| n.to_owned()).collect(),
         (None, None) => {
@@ -1890,6 +1965,65 @@ struct Output {
     bulk_done: bool,
     downloads: HashMap<u32, Download>,
     out: BytesMut,
+    /// [`DisplayMode::Replay`]: the frames still to send.
+    replay: Option<Replay>,
+}
+
+/// A recorded stream being replayed.
+struct Replay {
+    /// Frames (each ending with its `sync`, if it has one) and their `sync` timestamps.
+    frames: VecDeque<(Bytes, Option<u64>)>,
+    /// The first frame's timestamp, and when it was sent.
+    start: Option<(u64, Instant)>,
+    speed: u32,
+    sent: u64,
+}
+
+impl Replay {
+    fn new(stream: &Bytes, speed: u32) -> Self {
+        let mut decoder = Decoder::new(Limits::default());
+        decoder.feed(stream);
+        let mut instructions = Vec::new();
+        while let Ok(Some(instruction)) = decoder.poll_instruction() {
+            instructions.push(instruction);
+        }
+        // The recorded session's own end is not guacd's to send again.
+        while instructions
+            .last()
+            .is_some_and(|i| i.is(opcode::ERROR) || i.is(opcode::DISCONNECT))
+        {
+            instructions.pop();
+        }
+        let mut frames = VecDeque::new();
+        let mut frame = BytesMut::new();
+        for instruction in &instructions {
+            frame.extend_from_slice(instruction.raw());
+            if instruction.is(opcode::SYNC) {
+                let timestamp = instruction.arg(0).and_then(|t| t.parse().ok());
+                frames.push_back((frame.split().freeze(), timestamp));
+            }
+        }
+        if !frame.is_empty() {
+            frames.push_back((frame.freeze(), None));
+        }
+        Self {
+            frames,
+            start: None,
+            speed: speed.max(1),
+            sent: 0,
+        }
+    }
+
+    /// When the next frame is due.
+    fn next_at(&self) -> Option<Instant> {
+        let (_, timestamp) = self.frames.front()?;
+        Some(match (self.start, timestamp) {
+            (Some((first, at)), Some(t)) => {
+                at + Duration::from_millis(t.saturating_sub(first) / u64::from(self.speed))
+            }
+            _ => Instant::now(),
+        })
+    }
 }
 
 impl Output {
@@ -1901,6 +2035,10 @@ impl Output {
         height: u32,
     ) -> Self {
         let seed = context.config.seed ^ shared.id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let replay = match &context.config.display {
+            DisplayMode::Replay { stream, speed } => Some(Replay::new(stream, *speed)),
+            _ => None,
+        };
         Self {
             writer,
             config: context.config,
@@ -1917,10 +2055,18 @@ impl Output {
             bulk_done: false,
             downloads: HashMap::new(),
             out: BytesMut::new(),
+            replay,
         }
     }
 
     async fn run(&mut self, mut commands: mpsc::Receiver<Command>, display_at: Instant) {
+        if self.config.guacd == GuacdVersion::V1_6
+            && self.replay.is_none()
+            && self.greet().await.is_err()
+        {
+            commands.close();
+            return;
+        }
         let _ = self.step_loop(&mut commands, display_at).await;
         commands.close();
     }
@@ -1945,6 +2091,11 @@ impl Output {
                 && !self.bulk_done
                 && matches!(self.config.display, DisplayMode::Bulk { .. });
             let keep_alive_at = self.last_write + self.config.keep_alive_interval;
+            let replay_at = self
+                .replay
+                .as_ref()
+                .and_then(Replay::next_at)
+                .filter(|_| display_started && window_open);
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => return Err(Stop),
@@ -1963,6 +2114,7 @@ impl Output {
                     next_frame = (next_frame + interval).max(Instant::now());
                 }
                 () = std::future::ready(()), if bulk_ready => self.bulk_frame().await?,
+                () = sleep_until(replay_at), if replay_at.is_some() => self.replay_frame().await?,
                 _ = changes.changed(), if display_started && !window_open => {}
                 () = tokio::time::sleep_until(keep_alive_at) => {
                     self.write(&encode(opcode::NOP, &[])).await?;
@@ -2198,29 +2350,92 @@ impl Output {
         result
     }
 
+    /// guacd 1.6's display greets a joining user before the target is reached: the pointer
+    /// (from buffer -2, which has no size yet), the mouse and an empty frame, before any
+    /// `size` of layer 0.
+    async fn greet(&mut self) -> Result<(), Stop> {
+        let timestamp = self.next_timestamp();
+        let mut out = BytesMut::new();
+        let mut writer = InstructionWriter::new(&mut out, opcode::CURSOR);
+        writer.arg_i64(0).arg_i64(0).arg_i64(-2);
+        writer.arg_i64(0).arg_i64(0).arg_i64(64).arg_i64(64);
+        writer.finish();
+        let mut writer = InstructionWriter::new(&mut out, opcode::MOUSE);
+        writer.arg_i64(0).arg_i64(0).arg_i64(0).arg_u64(timestamp);
+        writer.finish();
+        let mut writer = InstructionWriter::new(&mut out, opcode::SYNC);
+        writer.arg_u64(timestamp).arg_u64(0);
+        writer.finish();
+        self.unacked.push_back(timestamp);
+        self.frames += 1;
+        let frames = self.frames;
+        self.shared.with(|s| {
+            s.sync_sent(timestamp);
+            s.stats.frames_sent = frames;
+        });
+        self.write(&out).await
+    }
+
     /// What guacd sends once the plugin has connected: the display size, a desktop, the
-    /// pointer, a first frame.
+    /// pointer, a first frame. A replayed stream brings its own.
     async fn initial_display(&mut self) -> Result<(), Stop> {
+        if self.replay.is_some() {
+            self.shared.event(ConnEvent::TargetReached);
+            return Ok(());
+        }
         let (w, h) = (i64::from(self.width), i64::from(self.height));
         let mut out = std::mem::take(&mut self.out);
+        if self.config.guacd == GuacdVersion::V1_6 {
+            layer_size(&mut out, -2, 32, 32);
+        }
         layer_size(&mut out, 0, w, h);
         fill(&mut out, 0, (0, 0, w, h), (0, 99, 140));
         fill(&mut out, 0, (0, (h - 40).max(0), w, 40), (32, 32, 40));
         self.out = out;
-        for _ in 0..3 {
-            self.random_tile();
+        if self.config.guacd == GuacdVersion::V1_6 {
+            self.overlapping_pair();
         }
+        self.tiles(3);
         self.cursor();
         self.send_frame().await?;
         self.shared.event(ConnEvent::TargetReached);
         Ok(())
     }
 
+    /// The next frame of a [`DisplayMode::Replay`], as recorded.
+    async fn replay_frame(&mut self) -> Result<(), Stop> {
+        let Some(replay) = &mut self.replay else {
+            return Ok(());
+        };
+        let Some((frame, timestamp)) = replay.frames.pop_front() else {
+            return Ok(());
+        };
+        if let Some(timestamp) = timestamp {
+            replay
+                .start
+                .get_or_insert_with(|| (timestamp, Instant::now()));
+            self.unacked.push_back(timestamp);
+            self.shared.with(|s| s.sync_sent(timestamp));
+        }
+        replay.sent += 1;
+        let (sent, done) = (replay.sent, replay.frames.is_empty());
+        self.frames += 1;
+        self.display_bytes += frame.len() as u64;
+        let (frames, display_bytes) = (self.frames, self.display_bytes);
+        self.shared.with(|s| {
+            s.stats.frames_sent = frames;
+            s.stats.display_bytes_sent = display_bytes;
+        });
+        self.write(&frame).await?;
+        if done {
+            self.shared.event(ConnEvent::ReplayDone { frames: sent });
+        }
+        Ok(())
+    }
+
     async fn frame(&mut self) -> Result<(), Stop> {
         let tiles = 2 + self.rng.below(3);
-        for _ in 0..tiles {
-            self.random_tile();
-        }
+        self.tiles(tiles as usize);
         if self.rng.below(3) == 0 {
             self.scroll();
         }
@@ -2253,21 +2468,112 @@ impl Output {
         Ok(())
     }
 
-    fn random_tile(&mut self) {
+    /// `count` random tiles on layer 0: one after the other (guacd 1.5), or (guacd 1.6)
+    /// after a copy of the area they cover into buffer -1, two at a time on streams 3 and 5
+    /// with their blobs interleaved, the two side by side (left and right half).
+    fn tiles(&mut self, count: usize) {
         let tiles = self.tiles.clone();
-        let index = self.rng.below(tiles.tiles.len() as u64) as usize;
-        let Some(tile) = tiles.tiles.get(index) else {
+        let mut placed = Vec::with_capacity(count);
+        for i in 0..count {
+            let index = self.rng.below(tiles.tiles.len() as u64) as usize;
+            let Some(tile) = tiles.tiles.get(index) else {
+                continue;
+            };
+            // guacd 1.6 pairs tiles: the first of a pair in the left half, the second in the
+            // right half, so the two never overlap.
+            let (x0, span) = match self.config.guacd {
+                GuacdVersion::V1_6 if self.width >= 2 * tile.width => {
+                    let half = self.width / 2;
+                    (if i % 2 == 0 { 0 } else { half }, half)
+                }
+                _ => (0, self.width),
+            };
+            let x = i64::from(x0)
+                + (self
+                    .rng
+                    .below(u64::from(span.saturating_sub(tile.width)) + 1)
+                    as i64
+                    & !15);
+            let y = (self
+                .rng
+                .below(u64::from(self.height.saturating_sub(tile.height)) + 1)
+                as i64)
+                & !15;
+            placed.push((tile, x, y));
+        }
+        if self.config.guacd == GuacdVersion::V1_5 {
+            for (tile, x, y) in placed {
+                push_image(&mut self.out, tile, COMP_OVER, 0, x, y);
+            }
+            return;
+        }
+        if let Some(area) = placed
+            .iter()
+            .map(|&(t, x, y)| (x, y, x + i64::from(t.width), y + i64::from(t.height)))
+            .reduce(|a, b| (a.0.min(b.0), a.1.min(b.1), a.2.max(b.2), a.3.max(b.3)))
+        {
+            let mut writer = InstructionWriter::new(&mut self.out, opcode::COPY);
+            writer.arg_i64(0).arg_i64(area.0).arg_i64(area.1);
+            writer.arg_i64(area.2 - area.0).arg_i64(area.3 - area.1);
+            writer.arg_u64(u64::from(COMP_OVER)).arg_i64(-1);
+            writer.arg_i64(area.0).arg_i64(area.1);
+            writer.finish();
+        }
+        for pair in placed.chunks(2) {
+            match pair {
+                [(a, ax, ay), (b, bx, by)] if ax + i64::from(a.width) <= *bx => {
+                    // Both open at once, their blobs interleaved; the second ends first.
+                    push_img(&mut self.out, "3", COMP_OVER, 0, *ax, *ay);
+                    push_img(&mut self.out, "5", COMP_OVER, 0, *bx, *by);
+                    let mut first = a.interleaved[0].iter();
+                    for blob in &b.interleaved[1] {
+                        self.out.extend_from_slice(blob);
+                        if let Some(blob) = first.next() {
+                            self.out.extend_from_slice(blob);
+                        }
+                    }
+                    zt_guac::encode(opcode::END, &["5"], &mut self.out);
+                    for blob in first {
+                        self.out.extend_from_slice(blob);
+                    }
+                    zt_guac::encode(opcode::END, &["3"], &mut self.out);
+                }
+                _ => {
+                    for (tile, x, y) in pair {
+                        push_img(&mut self.out, "3", COMP_OVER, 0, *x, *y);
+                        for blob in &tile.interleaved[0] {
+                            self.out.extend_from_slice(blob);
+                        }
+                        zt_guac::encode(opcode::END, &["3"], &mut self.out);
+                    }
+                }
+            }
+        }
+    }
+
+    /// guacd 1.6's other way of streaming two images at once (its first full-screen update
+    /// in the fixture): overlapping, blobs interleaved, the first opened ending first, so
+    /// that every client draws them in the same order.
+    fn overlapping_pair(&mut self) {
+        let tiles = self.tiles.clone();
+        let (Some(a), Some(b)) = (tiles.tiles.first(), tiles.tiles.get(1)) else {
             return;
         };
-        let x = (self
-            .rng
-            .below(u64::from(self.width.saturating_sub(tile.width)) + 1) as i64)
-            & !15;
-        let y = (self
-            .rng
-            .below(u64::from(self.height.saturating_sub(tile.height)) + 1) as i64)
-            & !15;
-        push_image(&mut self.out, tile, COMP_OVER, 0, x, y);
+        let (bx, by) = (i64::from(a.width / 2), i64::from(a.height / 2));
+        push_img(&mut self.out, "3", COMP_OVER, 0, 0, 0);
+        push_img(&mut self.out, "5", COMP_OVER, 0, bx, by);
+        let mut second = b.interleaved[1].iter();
+        for blob in &a.interleaved[0] {
+            self.out.extend_from_slice(blob);
+            if let Some(blob) = second.next() {
+                self.out.extend_from_slice(blob);
+            }
+        }
+        zt_guac::encode(opcode::END, &["3"], &mut self.out);
+        for blob in second {
+            self.out.extend_from_slice(blob);
+        }
+        zt_guac::encode(opcode::END, &["5"], &mut self.out);
     }
 
     /// A scroll: part of the screen copied up by a line of text.
@@ -2291,18 +2597,32 @@ impl Output {
         writer.finish();
     }
 
-    /// The pointer, as guac_common_cursor sends it: drawn into buffer -1, then `cursor`.
+    /// The pointer, as guac_common_cursor sends it: drawn into buffer -1 (guacd 1.6: -2),
+    /// then `cursor`.
     fn cursor(&mut self) {
         let tiles = self.tiles.clone();
         let cursor = &tiles.cursor;
         let (w, h) = (i64::from(cursor.width), i64::from(cursor.height));
-        layer_size(&mut self.out, -1, w, h);
-        push_image(&mut self.out, cursor, COMP_SRC, -1, 0, 0);
+        let buffer = match self.config.guacd {
+            GuacdVersion::V1_5 => -1,
+            GuacdVersion::V1_6 => -2,
+        };
+        layer_size(&mut self.out, buffer, w, h);
+        match self.config.guacd {
+            GuacdVersion::V1_5 => push_image(&mut self.out, cursor, COMP_SRC, buffer, 0, 0),
+            GuacdVersion::V1_6 => {
+                push_img(&mut self.out, "3", COMP_SRC, buffer, 0, 0);
+                for blob in &cursor.interleaved[0] {
+                    self.out.extend_from_slice(blob);
+                }
+                zt_guac::encode(opcode::END, &["3"], &mut self.out);
+            }
+        }
         let mut writer = InstructionWriter::new(&mut self.out, opcode::CURSOR);
         writer
             .arg_i64(0)
             .arg_i64(0)
-            .arg_i64(-1)
+            .arg_i64(buffer)
             .arg_i64(0)
             .arg_i64(0)
             .arg_i64(w)
@@ -2357,6 +2677,19 @@ fn fill(
     writer.finish();
 }
 
+/// `img <stream> <mask> <layer> image/png <x> <y>`.
+fn push_img(out: &mut BytesMut, stream: &str, mask: u32, layer: i64, x: i64, y: i64) {
+    let mut writer = InstructionWriter::new(out, opcode::IMG);
+    writer
+        .arg(stream)
+        .arg_u64(u64::from(mask))
+        .arg_i64(layer)
+        .arg("image/png")
+        .arg_i64(x)
+        .arg_i64(y);
+    writer.finish();
+}
+
 /// `img <stream> <mask> <layer> image/png <x> <y>`, the PNG's `blob`s, `end`
 /// (guac_client_stream_png).
 fn push_image(out: &mut BytesMut, tile: &Tile, mask: u32, layer: i64, x: i64, y: i64) {
@@ -2371,6 +2704,13 @@ fn push_image(out: &mut BytesMut, tile: &Tile, mask: u32, layer: i64, x: i64, y:
     writer.finish();
     out.extend_from_slice(&tile.blobs);
     zt_guac::encode(opcode::END, &[IMAGE_STREAM], out);
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 fn encode(op: &str, args: &[&str]) -> Bytes {
@@ -2393,11 +2733,28 @@ fn now_ms() -> u64 {
 // ---------------------------------------------------------------------------------------
 // Display content
 
-/// A PNG tile, its `blob` instructions pre-encoded for [`IMAGE_STREAM`].
+/// A PNG tile, its `blob` instructions pre-encoded for [`IMAGE_STREAM`] (guacd 1.5), and
+/// one by one for streams 3 and 5 (guacd 1.6 interleaves them).
 struct Tile {
     width: u32,
     height: u32,
     blobs: Bytes,
+    interleaved: [Vec<Bytes>; 2],
+}
+
+impl Tile {
+    fn new(width: u32, height: u32, png: &[u8]) -> Self {
+        Self {
+            width,
+            height,
+            blobs: blobs(png),
+            interleaved: ["3", "5"].map(|stream| {
+                png.chunks(GUAC_PROTOCOL_BLOB_MAX_LENGTH)
+                    .map(|block| encode(opcode::BLOB, &[stream, &STANDARD.encode(block)]))
+                    .collect()
+            }),
+        }
+    }
 }
 
 struct Tiles {
@@ -2431,20 +2788,12 @@ impl Tiles {
                 _ => noise_pixels(w, h, &mut rng),
             };
             let png = encode_png(w, h, png::ColorType::Rgb, &pixels)?;
-            tiles.push(Tile {
-                width: w,
-                height: h,
-                blobs: blobs(&png),
-            });
+            tiles.push(Tile::new(w, h, &png));
         }
         let cursor_png = encode_png(32, 32, png::ColorType::Rgba, &cursor_pixels())?;
         Ok(Self {
             tiles,
-            cursor: Tile {
-                width: 32,
-                height: 32,
-                blobs: blobs(&cursor_png),
-            },
+            cursor: Tile::new(32, 32, &cursor_png),
         })
     }
 }

@@ -927,3 +927,187 @@ async fn hostile_output_helpers_do_what_they_say() {
     assert_eq!(conn.received().len(), 100);
     assert_eq!(conn.stats().received_dropped, 900);
 }
+
+// ---------------------------------------------------------------------------------------
+// guacd 1.6
+
+/// The `args` list of `protocol` in the real guacd 1.6.0's answers (the fixture).
+fn measured_args(protocol: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/guacd-1.6/args.txt"
+    ))
+    .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(&format!("{protocol}: ")))
+        .unwrap_or_else(|| panic!("no {protocol} line"))
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn guacd_1_6_offers_the_parameter_lists_it_was_measured_with() {
+    let peer = GuacdPeer::start(PeerConfig::guacd_1_6()).await.unwrap();
+    for protocol in ["rdp", "vnc", "ssh", "telnet", "kubernetes"] {
+        let (_client, _conn, connection) =
+            connect_guacd(&peer, protocol, &[("hostname", "h")]).await;
+        let measured = measured_args(protocol);
+        assert_eq!(measured[0], GUACD_PROTOCOL_VERSION, "1.6 still says 1.5.0");
+        assert_eq!(connection.args, measured[1..], "{protocol}");
+    }
+    // 1.6 lists what 1.5 did not.
+    assert!(measured_args("rdp").iter().any(|n| n == "disable-gfx"));
+    assert!(!RDP_ARGS.contains(&"disable-gfx"));
+}
+
+#[tokio::test]
+async fn guacd_1_6_greets_before_sizing_and_interleaves_its_image_streams() {
+    let config = PeerConfig {
+        display: DisplayMode::Frames {
+            interval: Duration::from_millis(10),
+        },
+        ..PeerConfig::guacd_1_6()
+    };
+    let peer = GuacdPeer::start(config).await.unwrap();
+    let (mut client, conn, _) = connect_guacd(&peer, "rdp", &[("hostname", "h")]).await;
+    let mut received = Vec::new();
+    while received
+        .iter()
+        .filter(|i: &&Instruction| i.is(opcode::SYNC))
+        .count()
+        < 30
+    {
+        let instruction = client.next(STEP).await.unwrap().expect("open");
+        if instruction.is(opcode::SYNC) {
+            client
+                .send(opcode::SYNC, &[instruction.arg(0).unwrap()])
+                .await;
+        }
+        received.push(instruction);
+    }
+    // The greeting: pointer from an unsized buffer, mouse with a timestamp, an empty frame.
+    let ops: Vec<&str> = received.iter().take(3).map(Instruction::opcode).collect();
+    assert_eq!(ops, ["cursor", "mouse", "sync"]);
+    assert_eq!(received[0].arg(2), Some("-2"));
+    assert_eq!(received[1].arg_count(), 4);
+    assert_eq!(received[2].arg(1), Some("0"), "the greeting's frame count");
+    let first_size = received
+        .iter()
+        .position(|i| i.is(opcode::SIZE) && i.arg(0) == Some("0"))
+        .unwrap();
+    assert!(first_size > 2);
+    assert_eq!(
+        zt_recorder::export::draws_before_size(
+            &received
+                .iter()
+                .flat_map(|i| i.raw().to_vec())
+                .collect::<Vec<_>>()
+        )
+        .as_deref(),
+        Some("cursor")
+    );
+    // Every later sync carries its frame count; frames copy into buffer -1 first.
+    assert!(
+        received[3..]
+            .iter()
+            .filter(|i| i.is(opcode::SYNC))
+            .all(|i| i.arg(1) == Some("1"))
+    );
+    assert!(
+        received
+            .iter()
+            .any(|i| i.is(opcode::COPY) && i.arg(0) == Some("0") && i.arg(6) == Some("-1"))
+    );
+    // Two image streams open on layer 0 at once, blobs interleaved, never overlapping.
+    let mut open: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    let (mut concurrent, mut interleaved, mut last_blob) = (0, 0, None::<String>);
+    for instruction in &received {
+        match instruction.opcode() {
+            opcode::IMG if instruction.arg(2) == Some("0") => {
+                let at = |n| instruction.arg(n).unwrap().parse::<i64>().unwrap();
+                open.insert(instruction.arg(0).unwrap().to_owned(), (at(4), at(5)));
+                if open.len() == 2 {
+                    concurrent += 1;
+                    let mut xs = open.values().map(|&(x, _)| x);
+                    let (a, b) = (xs.next().unwrap(), xs.next().unwrap());
+                    assert!(a != b, "side by side");
+                }
+            }
+            opcode::BLOB => {
+                let stream = instruction.arg(0).unwrap().to_owned();
+                if open.len() == 2 && last_blob.as_ref().is_some_and(|l| *l != stream) {
+                    interleaved += 1;
+                }
+                last_blob = Some(stream);
+            }
+            opcode::END => {
+                open.remove(instruction.arg(0).unwrap());
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        concurrent >= 10 && interleaved >= 10,
+        "{concurrent} {interleaved}"
+    );
+    // The display model follows it all without losing track, so key frames can be taken.
+    let mut display = zt_display::Display::new(zt_display::DisplayLimits::default());
+    for instruction in &received {
+        let _ = display.handle(instruction);
+        assert!(
+            !display.is_degraded(),
+            "{instruction:?}: {:?}",
+            display.degradation()
+        );
+    }
+    assert!(display.key_frame_ready());
+    assert_eq!(display.size(), (1600, 900));
+    assert_eq!(conn.sent_syncs().len() as u64, conn.stats().frames_sent);
+}
+
+#[tokio::test]
+async fn a_replay_sends_the_recorded_stream_at_its_pace() {
+    let stream = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/guacd-1.6/rdp-xrdp.guac"
+    ))
+    .unwrap();
+    let config = PeerConfig {
+        display: DisplayMode::Replay {
+            stream: stream.clone().into(),
+            speed: 4,
+        },
+        ..PeerConfig::guacd_1_6()
+    };
+    let peer = GuacdPeer::start(config).await.unwrap();
+    let (mut client, conn, _) = connect_guacd(&peer, "rdp", &[("hostname", "h")]).await;
+    let started = tokio::time::Instant::now();
+    let mut received = Vec::new();
+    let mut decoder = Decoder::new(Limits::default());
+    decoder.feed(&stream);
+    let mut expected = Vec::new();
+    while let Some(instruction) = decoder.poll_instruction().unwrap() {
+        expected.push(instruction);
+    }
+    // Without the recorded session's end (ztproxy's error and disconnect).
+    assert!(expected.pop().unwrap().is(opcode::DISCONNECT));
+    assert!(expected.pop().unwrap().is(opcode::ERROR));
+    while received.len() < expected.len() {
+        let instruction = client.next(STEP).await.unwrap().expect("open");
+        if instruction.is(opcode::SYNC) {
+            client
+                .send(opcode::SYNC, &[instruction.arg(0).unwrap()])
+                .await;
+        }
+        received.push(instruction);
+    }
+    for (got, want) in received.iter().zip(&expected) {
+        assert_eq!(got.raw(), want.raw());
+    }
+    // 9.2 s of recorded syncs at four times the speed.
+    assert!(started.elapsed() >= Duration::from_millis(2_000));
+    conn.wait_event(|e| matches!(e, ConnEvent::ReplayDone { .. }), STEP)
+        .await
+        .unwrap();
+}
