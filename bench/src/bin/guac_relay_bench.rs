@@ -8,7 +8,8 @@
 //!
 //! guacd is played by `zt_tests::guacd_peer` in bulk mode: realistic frames (PNG tiles of
 //! 64×64 to 256×256 in 6048-byte `blob`s, `copy`, `rect`+`cfill`, `cursor`, `sync`) as fast
-//! as the client acknowledges them, within guacd-like flow control. The same client code —
+//! as the client acknowledges them, within guacd-like flow control; as guacd 1.5 sends them,
+//! or with `--guacd 1.6` as guacd 1.6 does (two image streams interleaved on layer 0). The same client code —
 //! read, decode every instruction, answer every `sync` — runs on each path:
 //!
 //! * **plain TCP relay** — a minimal `copy_bidirectional` relay between the client and the
@@ -76,12 +77,25 @@ struct Args {
     /// The peer's flow-control window (frames the client may leave unacknowledged).
     #[arg(long)]
     window: Option<usize>,
+    /// Which guacd the peer behaves like: 1.5, or 1.6 (the pointer before the first size,
+    /// two image streams interleaved on layer 0, a copy into buffer -1 per frame).
+    #[arg(long, value_enum, default_value_t = Guacd::V1_5)]
+    guacd: Guacd,
     /// The ztproxy binary (default: next to this one).
     #[arg(long)]
     ztproxy: Option<PathBuf>,
     /// Also write the results here as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
+}
+
+/// `--guacd`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Guacd {
+    #[value(name = "1.5")]
+    V1_5,
+    #[value(name = "1.6")]
+    V1_6,
 }
 
 const PLAIN: &str = "plain TCP relay";
@@ -174,10 +188,14 @@ async fn main() -> anyhow::Result<()> {
     }
     let bin = zt_bench::ztproxy_binary(args.ztproxy.as_deref())?;
 
+    let base = match args.guacd {
+        Guacd::V1_5 => PeerConfig::default(),
+        Guacd::V1_6 => PeerConfig::guacd_1_6(),
+    };
     let mut peer_config = PeerConfig {
         display: DisplayMode::Bulk { bytes: args.bytes },
         connect_delay: Duration::ZERO,
-        ..PeerConfig::default()
+        ..base
     };
     if let Some(window) = args.window {
         peer_config.max_unacked_frames = window;
@@ -186,6 +204,14 @@ async fn main() -> anyhow::Result<()> {
     let config = &mut results.config;
     config.insert("bytes".into(), args.bytes.into());
     config.insert("runs".into(), args.runs.into());
+    config.insert(
+        "guacd".into(),
+        match args.guacd {
+            Guacd::V1_5 => "1.5",
+            Guacd::V1_6 => "1.6",
+        }
+        .into(),
+    );
     config.insert(
         "max_unacked_frames".into(),
         peer_config.max_unacked_frames.into(),

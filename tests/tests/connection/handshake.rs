@@ -5,11 +5,16 @@ use zt_guac::opcode;
 use zt_tests::guac_client::{GuacClient, Handshake};
 use zt_tests::guacd_peer::PeerConfig;
 
-use super::{Fixture, STEP, SessionSpec, TARGET_HOST, TARGET_PORT, TRANSPORTS};
+use super::{Fixture, STEP, SessionSpec, TARGET_HOST, TARGET_PORT, TRANSPORTS, guacds};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_credentials_reach_guacd_and_the_clients_attempts_do_not() {
-    let fx = Fixture::start(PeerConfig::default()).await;
+    for config in guacds() {
+        session_credentials_reach_guacd(Fixture::start(config).await).await;
+    }
+}
+
+async fn session_credentials_reach_guacd(fx: Fixture) {
     for transport in TRANSPORTS {
         let (session, _id) = fx.session(&SessionSpec::rdp(transport)).await;
         // A hostile client: selects another protocol and puts a target and credentials of
@@ -69,7 +74,12 @@ async fn session_credentials_reach_guacd_and_the_clients_attempts_do_not() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_guacd_route_serves_vnc_ssh_and_telnet_with_their_own_args() {
-    let fx = Fixture::start(PeerConfig::default()).await;
+    for config in guacds() {
+        serves_vnc_ssh_and_telnet(Fixture::start(config).await).await;
+    }
+}
+
+async fn serves_vnc_ssh_and_telnet(fx: Fixture) {
     for protocol in ["vnc", "ssh", "telnet"] {
         let spec = SessionSpec {
             protocol: protocol.into(),

@@ -8,7 +8,7 @@ use zt_guac::{Instruction, Status, opcode};
 use zt_tests::guac_client::{GuacClient, Handshake};
 use zt_tests::guacd_peer::{ConnEvent, DisplayMode, PeerConfig};
 
-use super::{Fixture, STEP, SessionSpec, TRANSPORTS, session_ended};
+use super::{Fixture, STEP, SessionSpec, TRANSPORTS, guacds, session_ended};
 
 /// Reads until the channel closes; returns what arrived.
 async fn until_closed(client: &mut GuacClient) -> Vec<Instruction> {
@@ -125,7 +125,12 @@ async fn the_client_leaving_reaches_guacd() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revocation_tells_the_client_and_disconnects_guacd() {
-    let fx = Fixture::start(PeerConfig::default()).await;
+    for config in guacds() {
+        revocation_tells_the_client(Fixture::start(config).await).await;
+    }
+}
+
+async fn revocation_tells_the_client(fx: Fixture) {
     let (_session, id, mut client, conn) = fx.connected(&SessionSpec::rdp(Transport::Quic)).await;
     client.expect(opcode::SYNC, STEP).await.unwrap();
     fx.api.delete_session(&id).await.unwrap();

@@ -1,6 +1,7 @@
 //! Connections over the Guacamole protocol against real processes: the daemon, a Guacamole
 //! client in the test (over a WebRTC data channel or a QUIC stream) and the guacd peer
-//! (`zt_tests::guacd_peer`, a faithful guacd 1.5 double: Debian 12 does not package guacd).
+//! (`zt_tests::guacd_peer`, a faithful guacd 1.5 and 1.6 double: Debian 12 does not package
+//! guacd). Tests that [`guacds`] runs against both behaviours.
 
 // A test binary: a failed expectation is a panic, in helpers as in test functions.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -266,3 +267,9 @@ pub fn b64(data: &[u8]) -> String {
 
 /// Both transports.
 pub const TRANSPORTS: [Transport; 2] = [Transport::Quic, Transport::Webrtc];
+
+/// The guacd double as guacd 1.5 and as guacd 1.6 (its measured patterns: the pointer before
+/// the first `size`, interleaved image streams, 1.6's `args` lists).
+pub fn guacds() -> [PeerConfig; 2] {
+    [PeerConfig::default(), PeerConfig::guacd_1_6()]
+}

@@ -14,8 +14,18 @@ use zt_tests::ztproxy_bin;
 
 use super::{Fixture, RESOURCE_SECRET, STEP, SessionSpec, b64, wait_event};
 
-/// Runs `ztproxy recording export --format guac` and decodes the result.
+/// Runs `ztproxy recording export --format guac` and decodes the result, which must begin
+/// with layer 0's size before anything that draws (as every export does).
 fn export(recording: &Path, secret_file: &Path, from: Option<&str>) -> Vec<Instruction> {
+    export_noting(recording, secret_file, from).0
+}
+
+/// [`export`], with what the command said on stderr.
+fn export_noting(
+    recording: &Path,
+    secret_file: &Path,
+    from: Option<&str>,
+) -> (Vec<Instruction>, String) {
     let out = recording.with_extension(format!("guac{}", from.unwrap_or("")));
     let mut command = Command::new(ztproxy_bin!());
     command
@@ -41,7 +51,59 @@ fn export(recording: &Path, secret_file: &Path, from: Option<&str>) -> Vec<Instr
         String::from_utf8_lossy(&output.stderr)
     );
     let bytes = std::fs::read(&out).unwrap();
-    decode_all(&bytes)
+    assert_eq!(
+        zt_recorder::export::draws_before_size(&bytes),
+        None,
+        "the export draws before layer 0 has a size"
+    );
+    (
+        decode_all(&bytes),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// What the user sees after `instructions` (the display model's composited screen).
+fn screen(instructions: &[Instruction]) -> zt_display::Screen {
+    let mut display = zt_display::Display::new(zt_display::DisplayLimits::default());
+    for instruction in instructions {
+        let _ = display.handle(instruction);
+    }
+    assert!(
+        !display.is_degraded() && display.key_frame_ready(),
+        "{:?}",
+        display.degradation()
+    );
+    display.screen()
+}
+
+/// The screen is a desktop, not nothing (so that equal screens mean something).
+fn assert_drawn(screen: &zt_display::Screen) {
+    let drawn = screen.pixels().iter().filter(|p| p[3] == 255).count();
+    let all = screen.pixels().len();
+    assert!(all > 0 && drawn > all / 4, "mostly blank: {drawn} of {all}");
+}
+
+/// The instructions up to and including the first `sync` (a key frame), and the rest.
+fn split_after_first_sync(instructions: &[Instruction]) -> (&[Instruction], &[Instruction]) {
+    let sync = instructions
+        .iter()
+        .position(|i| i.is(opcode::SYNC))
+        .expect("a key frame ends with a sync");
+    instructions.split_at(sync + 1)
+}
+
+/// Collects what the client receives for `duration`, answering nothing itself (the client's
+/// library answers `sync`s).
+async fn receive_for(
+    client: &mut zt_tests::guac_client::GuacClient,
+    duration: Duration,
+) -> Vec<Instruction> {
+    let mut received = Vec::new();
+    let started = tokio::time::Instant::now();
+    while started.elapsed() < duration {
+        received.push(client.next(STEP).await.unwrap().expect("open"));
+    }
+    received
 }
 
 fn decode_all(bytes: &[u8]) -> Vec<Instruction> {
@@ -306,4 +368,166 @@ async fn why_ztproxy_ended_a_session_is_recorded_as_the_client_heard_it() {
         raw(&received),
         "the recording differs from what the client received"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guacd_1_6_rdp_recording_has_key_frames_and_plays_from_its_first_instruction() {
+    let config = PeerConfig {
+        display: DisplayMode::Frames {
+            interval: Duration::from_millis(40),
+        },
+        ..PeerConfig::guacd_1_6()
+    };
+    let fx = Fixture::start(config).await;
+    let mut events = fx.api.events(Some(0)).await.unwrap();
+    let secret_file = fx.recordings.path().join("secret");
+    std::fs::write(&secret_file, RESOURCE_SECRET).unwrap();
+    let spec = SessionSpec::rdp(Transport::Quic).recorded();
+    let (_session, id, mut client, conn) = fx.connected(&spec).await;
+    let mut received = receive_for(&mut client, Duration::from_millis(6_500)).await;
+    conn.disconnect().await.unwrap();
+    received.extend(client.collect_until_closed(STEP).await.unwrap());
+    // guacd 1.6's stream: the pointer before any size of layer 0.
+    assert!(received[0].is(opcode::CURSOR), "{:?}", received[0]);
+    let path = ended_recording(&fx, &mut events, &id).await;
+    let report = verify(&path, &secret_file);
+    let key_frames: u64 = report
+        .split("payload bytes, ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{report}"));
+    assert!(key_frames >= 1, "no key frame: {report}");
+
+    // The whole export: a key frame of the first sized frame, then exactly the rest.
+    let (exported, said) = export_noting(&path, &secret_file, None);
+    assert!(said.contains("replaced by a key frame"), "{said}");
+    let (key_frame, rest) = split_after_first_sync(&exported);
+    assert!(key_frame[0].is(opcode::SIZE) && key_frame[0].arg(0) == Some("0"));
+    let head = &received[..received.len() - rest.len()];
+    let raw = |all: &[Instruction]| all.iter().map(|i| i.raw().to_vec()).collect::<Vec<_>>();
+    assert_eq!(raw(rest), raw(&received[head.len()..]));
+    assert!(
+        screen(key_frame) == screen(head),
+        "the key frame is not the first screen"
+    );
+    let whole = screen(&received);
+    assert_drawn(&whole);
+    assert!(
+        screen(&exported) == whole,
+        "the export ends on another screen"
+    );
+
+    // From the middle: the key frame at or before 5.5 s shows the client's screen of that
+    // moment, and the rest is what the client received after it.
+    let tail = export(&path, &secret_file, Some("5.5"));
+    let (key_frame, after) = split_after_first_sync(&tail);
+    assert!(!after.is_empty() && after.len() < rest.len());
+    let at = received.len() - after.len();
+    assert_eq!(raw(after), raw(&received[at..]));
+    let then = screen(&received[..at]);
+    assert_drawn(&then);
+    assert!(
+        screen(key_frame) == then,
+        "the key frame differs from the screen then"
+    );
+    assert!(screen(&tail) == whole);
+}
+
+/// What a real guacd 1.6.0 sent (the fixtures), replayed by the double through ztproxy at
+/// its recorded pace: every recording exports sized first, to the screen the client had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recordings_of_real_guacd_1_6_streams_export_to_what_the_client_saw() {
+    let fixtures = ["rdp-xrdp.guac", "vnc-tigervnc.guac", "ssh-openssh.guac"];
+    let runs = fixtures.map(|name| async move {
+        let stream = std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("fixtures/guacd-1.6")
+                .join(name),
+        )
+        .unwrap();
+        let config = PeerConfig {
+            display: DisplayMode::Replay {
+                stream: stream.into(),
+                speed: 1,
+            },
+            ..PeerConfig::guacd_1_6()
+        };
+        let fx = Fixture::start(config).await;
+        let mut events = fx.api.events(Some(0)).await.unwrap();
+        let secret_file = fx.recordings.path().join("secret");
+        std::fs::write(&secret_file, RESOURCE_SECRET).unwrap();
+        let spec = SessionSpec::rdp(Transport::Quic).recorded();
+        let (_session, id, mut client, conn) = fx.connected(&spec).await;
+        let mut received = Vec::new();
+        let done = conn.wait_event(
+            |e| matches!(e, zt_tests::guacd_peer::ConnEvent::ReplayDone { .. }),
+            Duration::from_secs(30),
+        );
+        tokio::pin!(done);
+        loop {
+            tokio::select! {
+                result = &mut done => { result.unwrap(); break; }
+                instruction = client.next(STEP) => received.push(instruction.unwrap().expect("open")),
+            }
+        }
+        // The last frame reaches the client, then the gateway revokes.
+        let last_sync = conn.sent_syncs().last().copied().unwrap();
+        while !received
+            .iter()
+            .any(|i| i.is(opcode::SYNC) && i.arg(0) == Some(last_sync.to_string().as_str()))
+        {
+            received.push(client.next(STEP).await.unwrap().expect("open"));
+        }
+        fx.api.delete_session(&id).await.unwrap();
+        received.extend(client.collect_until_closed(STEP).await.unwrap());
+        let path = ended_recording(&fx, &mut events, &id).await;
+        let (exported, _) = export_noting(&path, &secret_file, None);
+        let whole = screen(&received);
+        assert_drawn(&whole);
+        assert!(screen(&exported) == whole, "{name}: the export ends on another screen");
+        if name != "rdp-xrdp.guac" {
+            // guacd sized layer 0 first: the export is the client's stream itself.
+            let raw = |all: &[Instruction]| all.iter().map(|i| i.raw().to_vec()).collect::<Vec<_>>();
+            assert_eq!(raw(&exported), raw(&received), "{name}");
+        }
+        // A range export starts at a key frame (the recording is about 10 s long).
+        let tail = export(&path, &secret_file, Some("6"));
+        assert!(screen(&tail) == whole, "{name}");
+    });
+    let [rdp, vnc, ssh] = runs;
+    tokio::join!(rdp, vnc, ssh);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_display_model_that_loses_track_is_reported_with_its_reason() {
+    let config = PeerConfig {
+        display: DisplayMode::Frames {
+            interval: Duration::from_millis(50),
+        },
+        ..PeerConfig::default()
+    };
+    let fx = Fixture::start(config).await;
+    let mut events = fx.api.events(Some(0)).await.unwrap();
+    let spec = SessionSpec::rdp(Transport::Quic).recorded();
+    let (_session, id, mut client, conn) = fx.connected(&spec).await;
+    client.expect(opcode::SYNC, STEP).await.unwrap();
+    // An image that is not one: the model cannot know what the client shows there.
+    conn.send_raw(bytes::Bytes::from_static(
+        b"3.img,2.11,2.14,1.0,9.image/png,1.0,1.0;4.blob,2.11,8.AAAAAAAA;3.end,2.11;",
+    ))
+    .await
+    .unwrap();
+    let degraded = wait_event(&mut events, &id, STEP, |e| {
+        matches!(e, AuditEvent::RecordingDegraded { .. })
+    })
+    .await;
+    let AuditEvent::RecordingDegraded { reason, at_ms, .. } = degraded else {
+        unreachable!()
+    };
+    assert_eq!(reason, "image could not be decoded");
+    assert!(at_ms >= 4_000, "{at_ms}");
+    // The session and its recording go on.
+    client.expect(opcode::SYNC, STEP).await.unwrap();
+    assert!(fx.proxy.output().contains("display model degraded"));
 }
