@@ -16,7 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use zt_recorder::export::{export_asciicast, export_guac, export_text, export_typescript};
+use zt_recorder::export::{
+    draws_before_size, export_asciicast, export_guac, export_text, export_typescript,
+};
 use zt_recorder::{
     EventRange, RecordingKind, RecordingReader, RecordingStatus, ResourceSecret, Unlock,
     VerifyOptions,
@@ -116,6 +118,7 @@ fn guac_golden() {
     let mut out = Vec::new();
     let mut events = r.events(EventRange::all()).unwrap();
     export_guac(&mut events, &mut out).unwrap();
+    assert_eq!(draws_before_size(&out), None);
     check_golden("graphical.guac", &out);
 }
 
@@ -130,6 +133,7 @@ fn guac_range_golden() {
         })
         .unwrap();
     export_guac(&mut events, &mut out).unwrap();
+    assert_eq!(draws_before_size(&out), None);
     check_golden("graphical-from-11s.guac", &out);
 }
 

@@ -396,6 +396,7 @@ fn graphical_range_export_starts_at_a_key_frame() {
         })
         .unwrap();
     export_guac(&mut ev, &mut out).unwrap();
+    assert_eq!(zt_recorder::export::draws_before_size(&out), None);
     let out = String::from_utf8(out).unwrap();
     // The key frame at 5 s, then the instructions from 5 s to 9 s.
     assert!(out.starts_with("4.size,1.0,4.1024,3.768;"), "{out}");
