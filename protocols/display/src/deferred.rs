@@ -28,8 +28,12 @@
 //! previous mask then stays in effect), are left alone for the rest of the session: their
 //! drawings may not land where their coordinates say. Nothing drawn into a buffer (a
 //! negative layer) is dropped: buffers grow to fit what is drawn into them, so even a
-//! drawing nobody sees changes their size. Opacity is tracked for visible layers of known
-//! size only.
+//! drawing nobody sees changes their size. But buffers have cells like layers: a drawing
+//! into a buffer that a later one replaces before anything reads it stays and reads
+//! nothing, so what it copied may be dropped. guacd 1.6 copies every frame's changes from
+//! layer 0 into buffer -1 (its client-side copy of the last frame); without this, that copy
+//! would keep every image of the session needed. Opacity is tracked for visible layers of
+//! known size only.
 //!
 //! A dropped drawing is replaced by a `copy` of nothing with the same layers and channel
 //! mask, so the layers it would have created exist and the mask it would have left set stays
@@ -340,7 +344,10 @@ impl DeferredDisplay {
                     if unbounded(draw.mask) {
                         continue;
                     }
-                    if draw.droppable && starts.contains(&serial) && unneeded.all(draw.layer, rect)
+                    if draw.layer >= 0
+                        && draw.droppable
+                        && starts.contains(&serial)
+                        && unneeded.all(draw.layer, rect)
                     {
                         dead_images.insert(serial);
                         continue;
@@ -464,7 +471,9 @@ impl DeferredDisplay {
             return false;
         };
         if needed.is_empty() && copy.mask != SRC {
-            return true;
+            // Nothing it writes is needed, so it reads nothing; a copy into a buffer stays,
+            // as the buffer's growth (see the module docs).
+            return copy.dst >= 0;
         }
         if copy.mask == SRC {
             unneeded.fill(copy.dst);
@@ -614,10 +623,10 @@ struct Grids {
 }
 
 impl Grids {
-    /// Buffers (negative layers) get none: they grow to fit what is drawn into them, so even
-    /// a drawing nobody sees changes their size, which reads of them see.
+    /// Buffers (negative layers) get one too: drawings into them are never dropped (they grow
+    /// the buffer), but what they replace there is not needed.
     fn grid(&mut self, layer: i64) -> Option<&mut Grid> {
-        if layer < 0 || (!self.layers.contains_key(&layer) && self.layers.len() >= MAX_GRIDS) {
+        if !self.layers.contains_key(&layer) && self.layers.len() >= MAX_GRIDS {
             return None;
         }
         Some(self.layers.entry(layer).or_insert_with(Grid::new))

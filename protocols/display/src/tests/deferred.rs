@@ -241,3 +241,31 @@ fn deferred_budgets() {
         );
     }
 }
+
+/// guacd 1.6 saves every frame's changes from layer 0 into buffer -1 right after the frame's
+/// `sync`. An image painted over in a later frame is then still dropped: its copy in the
+/// buffer is replaced by the later frame's copy before anything reads it. The copies stay
+/// (they grow the buffer), and both displays end equal, buffer included.
+#[test]
+fn guacd_1_6_backing_buffer_copies_do_not_keep_every_image() {
+    let mut stream = desktop();
+    for frame in 0..40i64 {
+        // Two opaque tiles on the same spot each frame, then the sync and the copy.
+        for k in 0..2 {
+            image(
+                &mut stream,
+                14,
+                0,
+                (64, 32),
+                &png(64, 64, false, (frame * 2 + k) as u8),
+            );
+        }
+        stream.push(ints("sync", &[1000 + frame]));
+        stream.push(ints("copy", &[0, 64, 32, 64, 64, 14, -1, 64, 32]));
+    }
+    let stats = both(&stream, 1 << 20);
+    // Of each frame's two tiles the first is painted over within the frame, and the second
+    // of every frame but the last is replaced in layer 0 and in the buffer.
+    assert!(stats.images_dropped >= 70, "{stats:?}");
+    assert_eq!(stats.copies_dropped, 0, "copies into buffers stay");
+}
