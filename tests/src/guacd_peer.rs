@@ -85,9 +85,9 @@
 //!   fixture's `args.txt` (1.6 still announces `VERSION_1_5_0`, and adds `kubernetes`); at
 //!   `ready`, before the target is reached, the display greets the user with `cursor` from a
 //!   buffer that has no size yet and `mouse` with a timestamp, then `sync <t> 0` — all
-//!   before any `size` of layer 0; every `sync` carries its frame count; each frame first
-//!   copies the area it is about to redraw from layer 0 into buffer -1 (1.6's previous-frame
-//!   buffer), then streams its images two at a time on streams 3 and 5, both open on layer 0
+//!   before any `size` of layer 0; every `sync` carries its frame count and is followed by a
+//!   copy of the area the frame changed from layer 0 into buffer -1 (1.6's client-side copy
+//!   of the last frame); frames stream their images two at a time on streams 3 and 5, both open on layer 0
 //!   at once with their `blob`s interleaved (the second opened ends first and the two do
 //!   not overlap, or, in the first frame, they overlap and the first opened ends first);
 //!   the pointer is drawn into buffer -2. [`DisplayMode::Replay`] sends a recorded
@@ -1965,6 +1965,8 @@ struct Output {
     bulk_done: bool,
     downloads: HashMap<u32, Download>,
     out: BytesMut,
+    /// guacd 1.6: the bounding rectangle (x0, y0, x1, y1) of what the frame drew on layer 0.
+    dirty: Option<(i64, i64, i64, i64)>,
     /// [`DisplayMode::Replay`]: the frames still to send.
     replay: Option<Replay>,
 }
@@ -2055,6 +2057,7 @@ impl Output {
             bulk_done: false,
             downloads: HashMap::new(),
             out: BytesMut::new(),
+            dirty: None,
             replay,
         }
     }
@@ -2335,6 +2338,16 @@ impl Output {
         let timestamp = self.next_timestamp();
         let mut out = std::mem::take(&mut self.out);
         self.push_sync(&mut out, timestamp);
+        // guacd 1.6, right after the frame's sync: its changed area of layer 0 is saved into
+        // the client-side backing buffer -1 (guac_display_worker_thread, END_FRAME).
+        if let Some((x0, y0, x1, y1)) = self.dirty.take() {
+            let mut writer = InstructionWriter::new(&mut out, opcode::COPY);
+            writer.arg_i64(0).arg_i64(x0).arg_i64(y0);
+            writer.arg_i64(x1 - x0).arg_i64(y1 - y0);
+            writer.arg_u64(u64::from(COMP_OVER)).arg_i64(-1);
+            writer.arg_i64(x0).arg_i64(y0);
+            writer.finish();
+        }
         self.unacked.push_back(timestamp);
         self.frames += 1;
         self.display_bytes += out.len() as u64;
@@ -2392,6 +2405,7 @@ impl Output {
         fill(&mut out, 0, (0, 0, w, h), (0, 99, 140));
         fill(&mut out, 0, (0, (h - 40).max(0), w, 40), (32, 32, 40));
         self.out = out;
+        self.mark_dirty((0, 0, w, h));
         if self.config.guacd == GuacdVersion::V1_6 {
             self.overlapping_pair();
         }
@@ -2447,6 +2461,7 @@ impl Output {
                 self.rng.below(256) as u8,
             );
             fill(&mut self.out, 0, (x, y, w, h), colour);
+            self.mark_dirty((x, y, w, h));
         }
         if self.frames % 50 == 49 {
             self.cursor();
@@ -2507,17 +2522,8 @@ impl Output {
             }
             return;
         }
-        if let Some(area) = placed
-            .iter()
-            .map(|&(t, x, y)| (x, y, x + i64::from(t.width), y + i64::from(t.height)))
-            .reduce(|a, b| (a.0.min(b.0), a.1.min(b.1), a.2.max(b.2), a.3.max(b.3)))
-        {
-            let mut writer = InstructionWriter::new(&mut self.out, opcode::COPY);
-            writer.arg_i64(0).arg_i64(area.0).arg_i64(area.1);
-            writer.arg_i64(area.2 - area.0).arg_i64(area.3 - area.1);
-            writer.arg_u64(u64::from(COMP_OVER)).arg_i64(-1);
-            writer.arg_i64(area.0).arg_i64(area.1);
-            writer.finish();
+        for &(tile, x, y) in &placed {
+            self.mark_dirty((x, y, i64::from(tile.width), i64::from(tile.height)));
         }
         for pair in placed.chunks(2) {
             match pair {
@@ -2551,6 +2557,18 @@ impl Output {
         }
     }
 
+    /// guacd 1.6 remembers what each frame changed on layer 0 (one bounding rectangle).
+    fn mark_dirty(&mut self, (x, y, w, h): (i64, i64, i64, i64)) {
+        if self.config.guacd != GuacdVersion::V1_6 || w <= 0 || h <= 0 {
+            return;
+        }
+        let (x1, y1) = (x + w, y + h);
+        self.dirty = Some(match self.dirty {
+            Some((a, b, c, d)) => (a.min(x), b.min(y), c.max(x1), d.max(y1)),
+            None => (x, y, x1, y1),
+        });
+    }
+
     /// guacd 1.6's other way of streaming two images at once (its first full-screen update
     /// in the fixture): overlapping, blobs interleaved, the first opened ending first, so
     /// that every client draws them in the same order.
@@ -2560,6 +2578,8 @@ impl Output {
             return;
         };
         let (bx, by) = (i64::from(a.width / 2), i64::from(a.height / 2));
+        self.mark_dirty((0, 0, i64::from(a.width), i64::from(a.height)));
+        self.mark_dirty((bx, by, i64::from(b.width), i64::from(b.height)));
         push_img(&mut self.out, "3", COMP_OVER, 0, 0, 0);
         push_img(&mut self.out, "5", COMP_OVER, 0, bx, by);
         let mut second = b.interleaved[1].iter();
@@ -2583,6 +2603,7 @@ impl Output {
         if h <= dy {
             return;
         }
+        self.mark_dirty((x, y, w, h - dy));
         let mut writer = InstructionWriter::new(&mut self.out, opcode::COPY);
         writer
             .arg_i64(0)
