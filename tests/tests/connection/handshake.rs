@@ -39,7 +39,7 @@ async fn session_credentials_reach_guacd(fx: Fixture) {
         assert!(client.ready_id.starts_with('$'), "{}", client.ready_id);
 
         let conn = fx.peer.next_connection(STEP).await.unwrap();
-        let record = conn.connect_record();
+        let record = conn.wait_connect_record(STEP).await.unwrap();
         assert_eq!(
             record.protocol, "rdp",
             "the session's protocol, not the client's select"
@@ -87,7 +87,7 @@ async fn serves_vnc_ssh_and_telnet(fx: Fixture) {
             ..SessionSpec::rdp(zt_api::control::Transport::Quic)
         };
         let (_session, _id, mut client, conn) = fx.connected(&spec).await;
-        let record = conn.connect_record();
+        let record = conn.wait_connect_record(STEP).await.unwrap();
         assert_eq!(record.protocol, protocol);
         assert_eq!(
             record.parameters.get("password").map(String::as_str),
