@@ -135,6 +135,21 @@ pub struct ControlConfig {
     /// Let the TCP listener bind a non-loopback address. The token then crosses a network.
     #[serde(default)]
     pub danger_allow_non_loopback_tcp: bool,
+    /// How long a connection has to send a complete request head, counted from when it was
+    /// accepted and from the end of each response (so also how long an idle keep-alive
+    /// connection stays open).
+    #[serde(default = "default_header_timeout", with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// How long a request body may take to arrive.
+    #[serde(default = "default_body_timeout", with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// Connections open at once on the TCP listener; default from the open-files limit.
+    #[serde(default)]
+    pub max_tcp_connections: Option<usize>,
+    /// Connections open at once on the Unix socket (a budget of its own, so a TCP flood
+    /// cannot starve it); default from the open-files limit.
+    #[serde(default)]
+    pub max_unix_connections: Option<usize>,
 }
 
 impl Default for ControlConfig {
@@ -144,8 +159,20 @@ impl Default for ControlConfig {
             tcp: None,
             token_file: None,
             danger_allow_non_loopback_tcp: false,
+            header_timeout: default_header_timeout(),
+            body_timeout: default_body_timeout(),
+            max_tcp_connections: None,
+            max_unix_connections: None,
         }
     }
+}
+
+fn default_header_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_body_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 fn default_socket() -> PathBuf {
@@ -469,6 +496,14 @@ pub struct ControlSettings {
     pub socket: PathBuf,
     /// TCP listener and its token.
     pub tcp: Option<(SocketAddr, Secret<String>)>,
+    /// Deadline for a request head (and idle keep-alive).
+    pub header_timeout: Duration,
+    /// Deadline for a request body.
+    pub body_timeout: Duration,
+    /// TCP connection budget, when configured.
+    pub max_tcp_connections: Option<usize>,
+    /// Unix socket connection budget, when configured.
+    pub max_unix_connections: Option<usize>,
 }
 
 /// Validated `[webrtc]`.
@@ -579,6 +614,28 @@ impl Config {
                 Some((addr, token))
             }
         };
+        for (key, value) in [
+            ("control.header_timeout", self.control.header_timeout),
+            ("control.body_timeout", self.control.body_timeout),
+        ] {
+            if value < Duration::from_millis(100) || value > Duration::from_secs(300) {
+                return Err(invalid(key, "must be between 100ms and 5m".into()));
+            }
+        }
+        for (key, value) in [
+            (
+                "control.max_tcp_connections",
+                self.control.max_tcp_connections,
+            ),
+            (
+                "control.max_unix_connections",
+                self.control.max_unix_connections,
+            ),
+        ] {
+            if value.is_some_and(|n| !(1..=1_000_000).contains(&n)) {
+                return Err(invalid(key, "must be between 1 and 1000000".into()));
+            }
+        }
 
         let check_buffer = |key: &'static str, value: usize| {
             if (64 * 1024..=MAX_SOCKET_BUFFER).contains(&value) {
@@ -769,6 +826,10 @@ impl Config {
             control: ControlSettings {
                 socket: self.control.socket,
                 tcp,
+                header_timeout: self.control.header_timeout,
+                body_timeout: self.control.body_timeout,
+                max_tcp_connections: self.control.max_tcp_connections,
+                max_unix_connections: self.control.max_unix_connections,
             },
             webrtc,
             quic,

@@ -27,6 +27,11 @@ struct DirectionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabels {
+    listener: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
     origin: &'static str,
     kind: &'static str,
@@ -39,6 +44,7 @@ pub struct Metrics {
     sessions_created: Family<SessionLabels, Counter>,
     sessions_ended: Family<ReasonLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
+    control_refused: Family<ListenerLabels, Counter>,
     /// Sessions alive now.
     pub sessions_active: Gauge,
     /// Bytes relayed towards targets.
@@ -105,11 +111,18 @@ impl Metrics {
         );
         let errors = Family::<ErrorLabels, Counter>::default();
         registry.register("errors", "Errors, by origin and kind", errors.clone());
+        let control_refused = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "control_refused",
+            "Control API connections closed unserved because the listener's budget was full",
+            control_refused.clone(),
+        );
         Self {
             registry,
             sessions_created,
             sessions_ended,
             errors,
+            control_refused,
             sessions_active,
             bytes_to_target,
             bytes_to_client,
@@ -147,6 +160,13 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts a control API connection refused by `listener`'s budget (`"unix"`, `"tcp"`).
+    pub fn control_refused(&self, listener: &'static str) {
+        self.control_refused
+            .get_or_create(&ListenerLabels { listener })
+            .inc();
+    }
+
     /// The text exposition format.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -167,12 +187,14 @@ mod tests {
         metrics.session_created(Transport::Quic, Conversation::Tunnel);
         metrics.bytes_to_target.inc_by(5);
         metrics.error(Origin::Target, "target_refused");
+        metrics.control_refused("tcp");
         let text = metrics.encode();
         for needle in [
             "ztproxy_sessions_created_total{transport=\"quic\",conversation=\"tunnel\"} 1",
             "ztproxy_bytes_total{direction=\"to_target\"} 5",
             "ztproxy_errors_total{origin=\"target\",kind=\"target_refused\"} 1",
             "ztproxy_sessions_active 0",
+            "ztproxy_control_refused_total{listener=\"tcp\"} 1",
         ] {
             assert!(text.contains(needle), "{needle} missing from\n{text}");
         }

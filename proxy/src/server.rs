@@ -89,6 +89,8 @@ pub struct Ready {
 
 /// Runs the daemon until `shutdown` is cancelled.
 pub async fn serve(settings: Settings, shutdown: CancellationToken) -> Result<(), ServeError> {
+    let open_files = crate::util::raise_open_files_limit();
+    tracing::debug!(open_files, "open-files limit");
     let max_streams = settings.sessions.max_connections_per_session;
     let quic = match &settings.quic {
         Some(quic) => Some(QuicServer::bind(quic, max_streams)?),

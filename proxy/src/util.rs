@@ -28,6 +28,31 @@ pub fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// The soft open-files limit (`RLIMIT_NOFILE`); 1024 when it cannot be read or is unlimited
+/// beyond `u64`.
+pub fn open_files_limit() -> u64 {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(1024 * 1024)
+}
+
+/// Raises the soft open-files limit to the hard limit, as a daemon that holds a descriptor
+/// per connection should; returns the limit now in force.
+pub fn raise_open_files_limit() -> u64 {
+    let resource = rustix::process::Resource::Nofile;
+    let limit = rustix::process::getrlimit(resource);
+    if limit.current != limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if let Err(error) = rustix::process::setrlimit(resource, raised) {
+            tracing::warn!(%error, "cannot raise the open-files limit to the hard limit");
+        }
+    }
+    open_files_limit()
+}
+
 static REDACT_PII: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Switches [`Redacted`] on or off for the whole process (`log.redact_pii`).

@@ -44,6 +44,14 @@ pub struct ProxyOptions {
     pub rust_log: Option<String>,
     /// More TOML sections (`[guacd]`, `[recordings]`), appended as they are.
     pub extra_toml: String,
+    /// Extra `key = value` lines for `[control]`.
+    pub control: Vec<String>,
+    /// Extra `key = value` lines for `[quic]` (when `quic` is on).
+    pub quic_lines: Vec<String>,
+    /// Extra `key = value` lines for `[webrtc]`.
+    pub webrtc: Vec<String>,
+    /// Start the daemon with this soft and hard `RLIMIT_NOFILE` (through `prlimit`).
+    pub nofile: Option<(u64, u64)>,
 }
 
 impl Default for ProxyOptions {
@@ -57,6 +65,10 @@ impl Default for ProxyOptions {
             log_level: std::env::var("ZT_TEST_LOG").unwrap_or_else(|_| "info".into()),
             rust_log: None,
             extra_toml: String::new(),
+            control: Vec::new(),
+            quic_lines: Vec::new(),
+            webrtc: Vec::new(),
+            nofile: None,
         }
     }
 }
@@ -93,12 +105,24 @@ impl ZtProxy {
             ));
             token = Some(value);
         }
+        for line in &options.control {
+            config.push_str(line);
+            config.push('\n');
+        }
         config.push_str(&format!(
             "\n[webrtc]\nudp_addrs = [\"127.0.0.1:0\"]\nrequire_sealed_signalling = {}\n",
             options.require_sealed
         ));
+        for line in &options.webrtc {
+            config.push_str(line);
+            config.push('\n');
+        }
         if options.quic {
             config.push_str("\n[quic]\nlisten = \"127.0.0.1:0\"\n");
+            for line in &options.quic_lines {
+                config.push_str(line);
+                config.push('\n');
+            }
         }
         config.push_str("\n[sessions]\n");
         for line in &options.sessions {
@@ -116,7 +140,17 @@ impl ZtProxy {
         let config_path = dir.path().join("ztproxy.toml");
         std::fs::write(&config_path, config)?;
 
-        let mut command = Command::new(bin);
+        let mut command = match options.nofile {
+            Some((soft, hard)) => {
+                let mut command = Command::new("prlimit");
+                command
+                    .arg(format!("--nofile={soft}:{hard}"))
+                    .arg("--")
+                    .arg(bin);
+                command
+            }
+            None => Command::new(bin),
+        };
         command
             .args(["serve", "--config"])
             .arg(&config_path)
@@ -183,6 +217,13 @@ impl ZtProxy {
     /// Everything the process wrote to stdout and stderr so far.
     pub fn output(&self) -> String {
         String::from_utf8_lossy(&self.output.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+
+    /// Kills the process with SIGKILL, as a crash would, and reaps it.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
     }
 
     /// Sends SIGTERM and waits for the process to exit.

@@ -991,6 +991,14 @@ pub enum ErrorCode {
     Conflict,
     /// Something failed inside ztproxy.
     Internal,
+    /// The request target (path and query) is longer than the API accepts.
+    UriTooLong,
+    /// The request's headers are larger than the API accepts.
+    HeadersTooLarge,
+    /// The path is not valid percent-encoded UTF-8.
+    InvalidPath,
+    /// The request body did not arrive in time.
+    RequestTimeout,
 }
 
 impl ErrorCode {
@@ -1004,14 +1012,18 @@ impl ErrorCode {
             | Self::BadOffer
             | Self::BadCandidate
             | Self::SealedSignallingRequired
-            | Self::SealedOfferRejected => 400,
+            | Self::SealedOfferRejected
+            | Self::InvalidPath => 400,
             Self::Unauthorized => 401,
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
+            Self::RequestTimeout => 408,
             Self::Conflict => 409,
             Self::BodyTooLarge => 413,
+            Self::UriTooLong => 414,
             Self::UnsupportedMediaType => 415,
             Self::Unsupported => 422,
+            Self::HeadersTooLarge => 431,
             Self::TooManySessions => 503,
             Self::Internal => 500,
         }
@@ -1037,6 +1049,10 @@ impl ErrorCode {
             Self::TooManySessions => "too_many_sessions",
             Self::Conflict => "conflict",
             Self::Internal => "internal",
+            Self::UriTooLong => "uri_too_long",
+            Self::HeadersTooLarge => "headers_too_large",
+            Self::InvalidPath => "invalid_path",
+            Self::RequestTimeout => "request_timeout",
         }
     }
 }

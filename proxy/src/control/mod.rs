@@ -15,6 +15,8 @@
 //! name, and validated; errors are JSON (`{"error":{"code","message","field"}}`) with the
 //! status the code implies. Error messages may quote the request and are never logged.
 
+pub mod listener;
+
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
@@ -23,13 +25,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path as UrlPath, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Extension, Router};
 use http_body_util::BodyExt;
 use subtle::ConstantTimeEq;
 use tokio::net::{TcpListener, UnixListener};
@@ -42,6 +44,9 @@ use zt_api::control::{
 use crate::config::ControlSettings;
 use crate::server::{ServeError, Shared};
 use crate::session;
+
+/// The body deadline when none was configured (unit tests of the handlers).
+const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long `DELETE` waits for the session to finish closing.
 pub const REVOKE_WAIT: Duration = Duration::from_secs(10);
@@ -123,37 +128,65 @@ fn bind_unix(path: &Path) -> io::Result<UnixListener> {
     result
 }
 
-/// Serves the API until shutdown.
+/// Serves the API until shutdown: each listener within its own connection budget (see
+/// [`listener`]).
 pub async fn serve(shared: Arc<Shared>, listeners: Listeners) {
     let router = router(shared.clone());
     let shutdown = shared.shutdown.clone();
-    let unix = axum::serve(listeners.unix, router.clone())
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let settings = &shared.settings.control;
+    let limits = |max_connections| listener::ListenerLimits {
+        max_connections,
+        header_timeout: settings.header_timeout,
+    };
+    let (max_unix, max_tcp) = connection_budgets(settings, crate::util::open_files_limit());
+    tracing::debug!(max_unix, max_tcp, "control API connection budgets");
+    let unix = listener::serve(
+        listeners.unix,
+        router.clone(),
+        limits(max_unix),
+        "unix",
+        shared.metrics.clone(),
+        shutdown.clone(),
+    );
     match listeners.tcp {
-        Some((listener, token)) => {
+        Some((tcp, token)) => {
             let auth = Arc::new(TokenAuth {
                 token,
                 shared: shared.clone(),
             });
             let tcp_router = router.layer(middleware::from_fn_with_state(auth, require_token));
-            let tcp = axum::serve(listener, tcp_router)
-                .with_graceful_shutdown(shutdown.cancelled_owned());
-            let (a, b) = tokio::join!(unix, tcp);
-            for result in [a, b] {
-                if let Err(error) = result {
-                    tracing::error!(%error, "control API listener failed");
-                }
-            }
+            let tcp = listener::serve(
+                tcp,
+                tcp_router,
+                limits(max_tcp),
+                "tcp",
+                shared.metrics.clone(),
+                shutdown,
+            );
+            tokio::join!(unix, tcp);
         }
-        None => {
-            if let Err(error) = unix.await {
-                tracing::error!(%error, "control API listener failed");
-            }
-        }
+        None => unix.await,
     }
 }
 
+/// The Unix socket's and the TCP listener's connection budgets: as configured, or sized from
+/// the open-files limit (an eighth for TCP, at most 1024; a sixteenth for the Unix socket,
+/// at most 256), so that a flood of either leaves most descriptors to the sessions.
+fn connection_budgets(settings: &ControlSettings, open_files: u64) -> (usize, usize) {
+    let share =
+        |divisor: u64, cap: u64| usize::try_from((open_files / divisor).clamp(8, cap)).unwrap_or(8);
+    (
+        settings
+            .max_unix_connections
+            .unwrap_or_else(|| share(16, 256)),
+        settings
+            .max_tcp_connections
+            .unwrap_or_else(|| share(8, 1024)),
+    )
+}
+
 fn router(shared: Arc<Shared>) -> Router {
+    let body_timeout = shared.settings.control.body_timeout;
     Router::new()
         .route("/v1/sessions", post(create_session).get(list_sessions))
         .route("/v1/sessions/{id}", get(get_session).delete(delete_session))
@@ -163,7 +196,80 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(move |request, next| {
+            guard_request(request, next, body_timeout)
+        }))
         .with_state(shared)
+}
+
+/// Refuses, in the API's own error shape, request targets and heads beyond the limits and
+/// paths that are not UTF-8; gives the handlers the body deadline.
+async fn guard_request(mut request: Request, next: Next, body_timeout: Duration) -> Response {
+    let uri_len = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |p| p.as_str().len());
+    if uri_len > listener::MAX_URI_BYTES {
+        return Failure(ApiError::new(
+            ErrorCode::UriTooLong,
+            format!(
+                "the request target is longer than {} bytes",
+                listener::MAX_URI_BYTES
+            ),
+        ))
+        .into_response();
+    }
+    let head: usize = uri_len
+        + request
+            .headers()
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum::<usize>();
+    if head > listener::MAX_HEAD_BYTES {
+        return Failure(ApiError::new(
+            ErrorCode::HeadersTooLarge,
+            format!(
+                "the request head is larger than {} bytes",
+                listener::MAX_HEAD_BYTES
+            ),
+        ))
+        .into_response();
+    }
+    if !percent_decodes_to_utf8(request.uri().path()) {
+        return Failure(ApiError::new(
+            ErrorCode::InvalidPath,
+            "the path is not valid percent-encoded UTF-8",
+        ))
+        .into_response();
+    }
+    request.extensions_mut().insert(BodyDeadline(body_timeout));
+    next.run(request).await
+}
+
+/// How long a handler waits for the request body.
+#[derive(Debug, Clone, Copy)]
+struct BodyDeadline(Duration);
+
+/// Whether `path`, with its `%XX` escapes decoded, is UTF-8 (as the router's path extraction
+/// requires).
+fn percent_decodes_to_utf8(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&byte) = bytes.get(i) {
+        let hex = |b: Option<&u8>| b.and_then(|b| (*b as char).to_digit(16));
+        match (byte, hex(bytes.get(i + 1)), hex(bytes.get(i + 2))) {
+            (b'%', Some(high), Some(low)) => {
+                decoded.push(u8::try_from(high * 16 + low).unwrap_or(0));
+                i += 3;
+            }
+            _ => {
+                decoded.push(byte);
+                i += 1;
+            }
+        }
+    }
+    std::str::from_utf8(&decoded).is_ok()
 }
 
 /// An [`ApiError`] as a response.
@@ -233,7 +339,11 @@ async fn require_token(
     .into_response()
 }
 
-async fn read_json_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+async fn read_json_body(
+    headers: &HeaderMap,
+    body: Body,
+    deadline: Option<BodyDeadline>,
+) -> Result<Bytes, ApiError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -245,10 +355,19 @@ async fn read_json_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiErr
             "the body must be application/json",
         ));
     }
-    match http_body_util::Limited::new(body, MAX_REQUEST_BYTES)
-        .collect()
-        .await
-    {
+    let timeout = deadline.map_or(DEFAULT_BODY_TIMEOUT, |d| d.0);
+    let collected = tokio::time::timeout(
+        timeout,
+        http_body_util::Limited::new(body, MAX_REQUEST_BYTES).collect(),
+    )
+    .await
+    .map_err(|_| {
+        ApiError::new(
+            ErrorCode::RequestTimeout,
+            format!("the request body did not arrive within {timeout:?}"),
+        )
+    })?;
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
             ErrorCode::BodyTooLarge,
@@ -263,10 +382,11 @@ async fn read_json_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiErr
 
 async fn create_session(
     State(shared): State<Arc<Shared>>,
+    deadline: Option<Extension<BodyDeadline>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Failure> {
-    let body = read_json_body(&headers, body).await?;
+    let body = read_json_body(&headers, body, deadline.map(|d| d.0)).await?;
     let request = control::parse_create_session(&body)?;
     let policy = ValidationPolicy {
         require_sealed_signalling: shared.webrtc.is_some()
@@ -322,10 +442,11 @@ async fn delete_session(
 async fn add_candidates(
     State(shared): State<Arc<Shared>>,
     UrlPath(id): UrlPath<String>,
+    deadline: Option<Extension<BodyDeadline>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Failure> {
-    let body = read_json_body(&headers, body).await?;
+    let body = read_json_body(&headers, body, deadline.map(|d| d.0)).await?;
     let request = control::parse_candidates(&body)?;
     let handle = find(&shared, &id)?;
     let Some(pc) = handle.peer() else {
@@ -432,6 +553,33 @@ async fn method_not_allowed() -> Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_must_decode_to_utf8() {
+        assert!(percent_decodes_to_utf8("/v1/sessions/abc"));
+        assert!(percent_decodes_to_utf8("/v1/sessions/%C3%A9"));
+        assert!(percent_decodes_to_utf8("/v1/100%"));
+        assert!(!percent_decodes_to_utf8("/v1/sessions/%FF"));
+        assert!(!percent_decodes_to_utf8("/v1/sessions/%C3"));
+    }
+
+    #[test]
+    fn budgets_follow_the_open_files_limit_unless_configured() {
+        let mut settings = ControlSettings {
+            socket: "/tmp/x.sock".into(),
+            tcp: None,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            max_tcp_connections: None,
+            max_unix_connections: None,
+        };
+        assert_eq!(connection_budgets(&settings, 1024), (64, 128));
+        assert_eq!(connection_budgets(&settings, 20_000), (256, 1024));
+        assert_eq!(connection_budgets(&settings, 16), (8, 8));
+        settings.max_tcp_connections = Some(5);
+        settings.max_unix_connections = Some(7);
+        assert_eq!(connection_budgets(&settings, 20_000), (7, 5));
+    }
 
     #[test]
     fn since_is_the_only_query_parameter() {
