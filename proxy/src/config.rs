@@ -221,6 +221,30 @@ pub struct WebrtcConfig {
     /// Refuse offers that are not sealed (DESIGN.md §3).
     #[serde(default)]
     pub require_sealed_signalling: bool,
+    /// Silence after which ICE calls the connection disconnected.
+    #[serde(default = "default_ice_disconnected", with = "humantime_serde")]
+    pub ice_disconnected_timeout: Duration,
+    /// Further silence after which it has failed: the session ends.
+    #[serde(default = "default_ice_failed", with = "humantime_serde")]
+    pub ice_failed_timeout: Duration,
+    /// ICE keep-alive interval.
+    #[serde(default = "default_ice_keep_alive", with = "humantime_serde")]
+    pub ice_keep_alive: Duration,
+    /// Accept mDNS (`.local`) candidates, which opens a multicast socket on every interface.
+    #[serde(default)]
+    pub multicast_dns: bool,
+}
+
+fn default_ice_disconnected() -> Duration {
+    crate::transport::webrtc::IceLiveness::default().disconnected
+}
+
+fn default_ice_failed() -> Duration {
+    crate::transport::webrtc::IceLiveness::default().failed
+}
+
+fn default_ice_keep_alive() -> Duration {
+    crate::transport::webrtc::IceLiveness::default().keep_alive
 }
 
 impl Default for WebrtcConfig {
@@ -233,6 +257,10 @@ impl Default for WebrtcConfig {
             sctp_mtu: None,
             gather_timeout: default_gather_timeout(),
             require_sealed_signalling: false,
+            ice_disconnected_timeout: default_ice_disconnected(),
+            ice_failed_timeout: default_ice_failed(),
+            ice_keep_alive: default_ice_keep_alive(),
+            multicast_dns: false,
         }
     }
 }
@@ -272,6 +300,18 @@ pub struct QuicConfig {
     /// How long a QUIC connection may stay open without presenting a valid token.
     #[serde(default = "default_auth_timeout", with = "humantime_serde")]
     pub auth_timeout: Duration,
+    /// Connections at once that have not yet presented a token (handshaking or waiting for
+    /// the token). Beyond half of it, clients must prove their address (a QUIC Retry);
+    /// beyond it, the oldest such connection is closed to make room.
+    #[serde(default = "default_max_unauthenticated")]
+    pub max_unauthenticated: usize,
+    /// How often an idle connection is probed (both ends).
+    #[serde(default = "default_quic_keep_alive", with = "humantime_serde")]
+    pub keep_alive: Duration,
+    /// A connection that hears nothing for this long is dead: its session ends, and a client
+    /// learns that ztproxy is gone, within this time.
+    #[serde(default = "default_quic_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
 }
 
 impl Default for QuicConfig {
@@ -282,8 +322,23 @@ impl Default for QuicConfig {
             server_name: default_server_name(),
             socket_buffer_bytes: default_socket_buffer(),
             auth_timeout: default_auth_timeout(),
+            max_unauthenticated: default_max_unauthenticated(),
+            keep_alive: default_quic_keep_alive(),
+            idle_timeout: default_quic_idle_timeout(),
         }
     }
+}
+
+fn default_max_unauthenticated() -> usize {
+    256
+}
+
+fn default_quic_keep_alive() -> Duration {
+    crate::transport::quic::KEEP_ALIVE
+}
+
+fn default_quic_idle_timeout() -> Duration {
+    crate::transport::quic::IDLE_TIMEOUT
 }
 
 fn default_server_name() -> String {
@@ -521,6 +576,10 @@ pub struct WebrtcSettings {
     pub gather_timeout: Duration,
     /// Refuse unsealed offers.
     pub require_sealed_signalling: bool,
+    /// ICE consent timers.
+    pub liveness: crate::transport::webrtc::IceLiveness,
+    /// mDNS candidates.
+    pub multicast_dns: bool,
 }
 
 /// Validated `[quic]`.
@@ -536,6 +595,12 @@ pub struct QuicSettings {
     pub socket_buffer_bytes: usize,
     /// Authentication timeout.
     pub auth_timeout: Duration,
+    /// Unauthenticated connections at once.
+    pub max_unauthenticated: usize,
+    /// Keep-alive interval.
+    pub keep_alive: Duration,
+    /// Idle timeout.
+    pub idle_timeout: Duration,
 }
 
 /// Shortest control API token accepted.
@@ -701,6 +766,24 @@ impl Config {
                     "must be between 1ms and 30s".into(),
                 ));
             }
+            for (key, value) in [
+                (
+                    "webrtc.ice_disconnected_timeout",
+                    w.ice_disconnected_timeout,
+                ),
+                ("webrtc.ice_failed_timeout", w.ice_failed_timeout),
+                ("webrtc.ice_keep_alive", w.ice_keep_alive),
+            ] {
+                if value < Duration::from_millis(100) || value > Duration::from_secs(300) {
+                    return Err(invalid(key, "must be between 100ms and 5m".into()));
+                }
+            }
+            if w.ice_keep_alive >= w.ice_disconnected_timeout {
+                return Err(invalid(
+                    "webrtc.ice_keep_alive",
+                    "must be less than webrtc.ice_disconnected_timeout".into(),
+                ));
+            }
             Some(WebrtcSettings {
                 udp_addrs: w.udp_addrs,
                 ice_servers: w.ice_servers,
@@ -708,6 +791,12 @@ impl Config {
                 sctp_mtu: w.sctp_mtu,
                 gather_timeout: w.gather_timeout,
                 require_sealed_signalling: w.require_sealed_signalling,
+                liveness: crate::transport::webrtc::IceLiveness {
+                    disconnected: w.ice_disconnected_timeout,
+                    failed: w.ice_failed_timeout,
+                    keep_alive: w.ice_keep_alive,
+                },
+                multicast_dns: w.multicast_dns,
             })
         } else {
             None
@@ -724,12 +813,35 @@ impl Config {
                 if q.auth_timeout.is_zero() {
                     return Err(invalid("quic.auth_timeout", "must not be zero".into()));
                 }
+                if !(2..=100_000).contains(&q.max_unauthenticated) {
+                    return Err(invalid(
+                        "quic.max_unauthenticated",
+                        "must be between 2 and 100000".into(),
+                    ));
+                }
+                if q.idle_timeout < Duration::from_secs(1)
+                    || q.idle_timeout > Duration::from_secs(600)
+                {
+                    return Err(invalid(
+                        "quic.idle_timeout",
+                        "must be between 1s and 10m".into(),
+                    ));
+                }
+                if q.keep_alive.is_zero() || q.keep_alive >= q.idle_timeout {
+                    return Err(invalid(
+                        "quic.keep_alive",
+                        "must be more than zero and less than quic.idle_timeout".into(),
+                    ));
+                }
                 Some(QuicSettings {
                     listen,
                     advertise: q.advertise,
                     server_name: q.server_name,
                     socket_buffer_bytes: q.socket_buffer_bytes,
                     auth_timeout: q.auth_timeout,
+                    max_unauthenticated: q.max_unauthenticated,
+                    keep_alive: q.keep_alive,
+                    idle_timeout: q.idle_timeout,
                 })
             }
         };

@@ -103,6 +103,8 @@ pub async fn serve(settings: Settings, shutdown: CancellationToken) -> Result<()
         sctp_mtu: w.sctp_mtu,
         gather_timeout: w.gather_timeout,
         send_buffer_limit: settings.tunnel.high_water_mark_bytes,
+        liveness: w.liveness,
+        multicast_dns: w.multicast_dns,
     });
     let shared = Arc::new(Shared {
         registry: Registry::new(settings.sessions.max_sessions),

@@ -306,6 +306,13 @@ impl TunnelCli {
     pub fn wait(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
         wait_child(&mut self.child, timeout)
     }
+
+    /// Kills the process with SIGKILL (a client that vanishes) and reaps it.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
 }
 
 impl Drop for TunnelCli {

@@ -8,6 +8,19 @@
 //! belongs to that session, every stream must present the same token, and no other
 //! connection can use the token. A connection that does
 //! not authenticate within `quic.auth_timeout` is closed.
+//!
+//! Unauthenticated connections (handshaking, or waiting for their token) are capped at
+//! `quic.max_unauthenticated`, because each costs about 50 KiB until it authenticates or
+//! times out. Once a quarter of the cap is waiting, a client must first prove its address
+//! with a stateless QUIC Retry, so spoofed floods cost nothing; at half the cap, the oldest
+//! waiting connection is closed to make room (once it had half a second to present its
+//! token); and while waiting and closing connections
+//! (quinn keeps a closed connection's state for three probe timeouts) fill the cap, new
+//! handshakes are refused statelessly, and clients retry them ([`QuicClient::connect`]). A
+//! real client authenticates within a round trip of its handshake, so it gets in during a
+//! flood, and a flood cannot hold more than the cap. Keep-alives (`quic.keep_alive`) and the idle timeout (`quic.idle_timeout`,
+//! the smaller of both ends' applies) bound how long either end takes to notice the other is
+//! gone.
 
 use std::collections::HashMap;
 use std::io;
@@ -43,10 +56,17 @@ pub const STREAM_RECEIVE_WINDOW: u32 = 4 * 1024 * 1024;
 pub const CONNECTION_RECEIVE_WINDOW: u32 = 32 * 1024 * 1024;
 /// Per-connection send window.
 pub const SEND_WINDOW: u64 = 8 * 1024 * 1024;
-/// Keep-alive interval, so NATs keep the path open and a dead client is noticed.
-pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
-/// A connection silent for this long is dead.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default keep-alive interval, so NATs keep the path open and a dead peer is noticed.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(1);
+/// Default idle timeout: a connection silent for this long is dead.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an unauthenticated connection is safe from eviction (see
+/// `QuicServer::admit_unauthenticated`).
+const TOKEN_GRACE: Duration = Duration::from_millis(500);
+/// How often a client tries a handshake that ztproxy refuses (see [`QuicClient::connect`]).
+const CONNECT_ATTEMPTS: u32 = 25;
+/// Close code and reason for an unauthenticated connection closed to make room.
+const EVICTED_REASON: &[u8] = b"too many unauthenticated connections";
 
 /// What the QUIC endpoint hands to a session's task.
 pub enum QuicEvent {
@@ -69,6 +89,44 @@ pub struct QuicServer {
     auth_timeout: Duration,
     max_streams: u32,
     tokens: Mutex<HashMap<[u8; 32], TokenEntry>>,
+    max_unauthenticated: usize,
+    unauthenticated: Mutex<Unauthenticated>,
+    /// Connections that presented a valid token and are not closed yet.
+    authenticated: std::sync::atomic::AtomicUsize,
+    /// Refusals since the last log line, and when that was.
+    refused: Mutex<(u64, Option<Instant>)>,
+}
+
+/// Counts one authenticated connection while it lives.
+struct AuthenticatedGuard<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for AuthenticatedGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Connections that have not presented a token yet, oldest first.
+#[derive(Default)]
+struct Unauthenticated {
+    next_id: u64,
+    queue: std::collections::VecDeque<(u64, Instant, CancellationToken)>,
+}
+
+/// One unauthenticated connection's place in [`Unauthenticated`]; leaves it when dropped.
+struct UnauthenticatedSlot<'a> {
+    server: &'a QuicServer,
+    id: u64,
+    evicted: CancellationToken,
+}
+
+impl Drop for UnauthenticatedSlot<'_> {
+    fn drop(&mut self) {
+        let mut pending = self.server.lock_unauthenticated();
+        if let Some(at) = pending.queue.iter().position(|(id, _, _)| *id == self.id) {
+            pending.queue.remove(at);
+        }
+    }
 }
 
 struct TokenEntry {
@@ -118,9 +176,15 @@ impl QuicServer {
         let crypto =
             QuicServerConfig::try_from(tls).map_err(|e| QuicSetupError::Tls(e.to_string()))?;
         let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-        server_config.transport_config(Arc::new(transport_config(max_streams, false)));
+        let liveness = Liveness {
+            keep_alive: settings.keep_alive,
+            idle_timeout: settings.idle_timeout,
+        };
+        server_config.transport_config(Arc::new(transport_config(max_streams, false, liveness)));
+        // Handshakes not yet taken from the endpoint (each holds its first datagrams).
+        server_config.max_incoming(settings.max_unauthenticated.saturating_mul(4));
         let mut loopback_config = server_config.clone();
-        loopback_config.transport_config(Arc::new(transport_config(max_streams, true)));
+        loopback_config.transport_config(Arc::new(transport_config(max_streams, true, liveness)));
 
         let socket = bind_udp(settings.listen, settings.socket_buffer_bytes).map_err(|source| {
             QuicSetupError::Bind {
@@ -149,6 +213,10 @@ impl QuicServer {
             auth_timeout: settings.auth_timeout,
             max_streams,
             tokens: Mutex::new(HashMap::new()),
+            max_unauthenticated: settings.max_unauthenticated,
+            unauthenticated: Mutex::new(Unauthenticated::default()),
+            authenticated: std::sync::atomic::AtomicUsize::new(0),
+            refused: Mutex::new((0, None)),
         }))
     }
 
@@ -204,14 +272,46 @@ impl QuicServer {
                     None => break,
                 },
             };
+            let pending = self.lock_unauthenticated().queue.len();
+            // Connections not (or no longer) authenticated: handshaking, waiting for a token,
+            // or closed and draining (quinn keeps a closed connection's state for three
+            // probe timeouts).
+            let unauthenticated = self.endpoint.open_connections().saturating_sub(
+                self.authenticated
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            );
+            if unauthenticated >= self.max_unauthenticated {
+                // Stateless; the client retries (see `QuicClient::connect`).
+                incoming.refuse();
+                self.note_refused(&metrics);
+                continue;
+            }
+            if pending >= self.max_unauthenticated / 4
+                && !incoming.remote_address_validated()
+                && incoming.may_retry()
+            {
+                // Under load, only clients that can receive at their address get state.
+                let _ = incoming.retry();
+                continue;
+            }
+            let Some((id, evicted)) = self.admit_unauthenticated(&metrics) else {
+                incoming.refuse();
+                self.note_refused(&metrics);
+                continue;
+            };
             let server = self.clone();
             let audit = audit.clone();
             let metrics = metrics.clone();
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
+                let slot = UnauthenticatedSlot {
+                    server: &server,
+                    id,
+                    evicted,
+                };
                 tokio::select! {
                     () = shutdown.cancelled() => {}
-                    () = server.handle_connection(incoming, &audit, &metrics) => {}
+                    () = server.handle_connection(incoming, slot, &audit, &metrics) => {}
                 }
             });
         }
@@ -221,9 +321,60 @@ impl QuicServer {
         );
     }
 
+    /// Takes a place among the unauthenticated connections. When half the budget waits, the
+    /// oldest is closed to make room, but only once it has had [`TOKEN_GRACE`] (a real
+    /// client's token arrives within a round trip of its handshake); if none has, there is
+    /// no room.
+    fn admit_unauthenticated(&self, metrics: &Metrics) -> Option<(u64, CancellationToken)> {
+        let mut pending = self.lock_unauthenticated();
+        while pending.queue.len() >= (self.max_unauthenticated / 2).max(1) {
+            match pending.queue.front() {
+                Some((_, admitted, _)) if admitted.elapsed() >= TOKEN_GRACE => {}
+                _ => return None,
+            }
+            if let Some((_, _, oldest)) = pending.queue.pop_front() {
+                oldest.cancel();
+                metrics.error(Origin::Client, "quic_unauthenticated_evicted");
+            }
+        }
+        let id = pending.next_id;
+        pending.next_id += 1;
+        let evicted = CancellationToken::new();
+        pending
+            .queue
+            .push_back((id, Instant::now(), evicted.clone()));
+        Some((id, evicted))
+    }
+
+    /// Counts a refused handshake; logs at most one line a minute with the count.
+    fn note_refused(&self, metrics: &Metrics) {
+        metrics.error(Origin::Client, "quic_unauthenticated_refused");
+        let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        refused.0 += 1;
+        if refused
+            .1
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(60))
+        {
+            tracing::warn!(
+                refused = refused.0,
+                max = self.max_unauthenticated,
+                "too many unauthenticated QUIC connections; refusing handshakes"
+            );
+            *refused = (0, Some(Instant::now()));
+        }
+    }
+
+    fn lock_unauthenticated(&self) -> std::sync::MutexGuard<'_, Unauthenticated> {
+        // Every update is a single push, pop or removal: a poisoned queue is intact.
+        self.unauthenticated
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
     async fn handle_connection(
         &self,
         incoming: quinn::Incoming,
+        slot: UnauthenticatedSlot<'_>,
         audit: &AuditLog,
         metrics: &Metrics,
     ) {
@@ -234,8 +385,12 @@ impl QuicServer {
         } else {
             incoming.accept()
         };
+        // Dropping `Connecting` (on timeout or eviction) closes the connection.
         let handshake = match connecting {
-            Ok(connecting) => tokio::time::timeout_at(deadline.into(), connecting).await,
+            Ok(connecting) => tokio::select! {
+                () = slot.evicted.cancelled() => return,
+                handshake = tokio::time::timeout_at(deadline.into(), connecting) => handshake,
+            },
             Err(error) => Ok(Err(error)),
         };
         let conn = match handshake {
@@ -252,11 +407,17 @@ impl QuicServer {
         };
 
         // Authentication: the client's first unidirectional stream carries the token.
-        let preamble = tokio::time::timeout_at(deadline.into(), async {
-            let mut recv = conn.accept_uni().await.ok()?;
-            Some(read_preamble(&mut recv).await)
-        })
-        .await;
+        let preamble = tokio::select! {
+            () = slot.evicted.cancelled() => {
+                conn.close(VarInt::from_u32(QUIC_CLOSE_INVALID_TOKEN), EVICTED_REASON);
+                return;
+            }
+            preamble = tokio::time::timeout_at(deadline.into(), async {
+                let mut recv = conn.accept_uni().await.ok()?;
+                Some(read_preamble(&mut recv).await)
+            }) => preamble,
+        };
+        drop(slot);
         let preamble = match preamble {
             Ok(Some(preamble)) => preamble,
             Ok(None) => return,
@@ -307,6 +468,9 @@ impl QuicServer {
             }
         };
         tracing::debug!(session = %session, remote = %crate::util::Redacted(remote), "QUIC client authenticated");
+        self.authenticated
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let _authenticated = AuthenticatedGuard(&self.authenticated);
         if events
             .send(QuicEvent::Connected(conn.clone()))
             .await
@@ -386,9 +550,31 @@ async fn read_preamble(recv: &mut RecvStream) -> Result<QuicToken, tunnel::Frami
     tunnel::parse_preamble(&preamble)
 }
 
+/// How one end notices the other is gone.
+#[derive(Debug, Clone, Copy)]
+pub struct Liveness {
+    /// Keep-alive interval.
+    pub keep_alive: Duration,
+    /// Idle timeout (the smaller of both ends' applies).
+    pub idle_timeout: Duration,
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Self {
+            keep_alive: KEEP_ALIVE,
+            idle_timeout: IDLE_TIMEOUT,
+        }
+    }
+}
+
 /// The transport settings; `loopback` for a peer on this host, where datagrams of 64 KiB pass
 /// (see [`udp`]).
-fn transport_config(max_streams: u32, loopback: bool) -> quinn::TransportConfig {
+fn transport_config(
+    max_streams: u32,
+    loopback: bool,
+    liveness: Liveness,
+) -> quinn::TransportConfig {
     let mut config = quinn::TransportConfig::default();
     config
         .max_concurrent_bidi_streams(VarInt::from_u32(max_streams))
@@ -397,7 +583,7 @@ fn transport_config(max_streams: u32, loopback: bool) -> quinn::TransportConfig 
         .stream_receive_window(VarInt::from_u32(STREAM_RECEIVE_WINDOW))
         .receive_window(VarInt::from_u32(CONNECTION_RECEIVE_WINDOW))
         .send_window(SEND_WINDOW)
-        .keep_alive_interval(Some(KEEP_ALIVE));
+        .keep_alive_interval(Some(liveness.keep_alive));
     if loopback {
         // Loopback carries the largest datagrams from the start, so nothing is probed
         // (see `udp` for why that matters to an idle session's memory). Discovery stays on
@@ -413,7 +599,7 @@ fn transport_config(max_streams: u32, loopback: bool) -> quinn::TransportConfig 
         cubic.initial_window(10 * u64::from(udp::LOOPBACK_MAX_DATAGRAM));
         config.congestion_controller_factory(Arc::new(cubic));
     }
-    if let Ok(idle) = IDLE_TIMEOUT.try_into() {
+    if let Ok(idle) = liveness.idle_timeout.try_into() {
         config.max_idle_timeout(Some(idle));
     }
     config
@@ -509,11 +695,28 @@ impl QuicClient {
                 QuicClientError::BadEndpoint(format!("{} has no address", info.endpoint))
             })?;
         let endpoint = client_endpoint(addr, pinned, socket_buffer_bytes)?;
-        let conn = endpoint
-            .connect(addr, &info.server_name)
-            .map_err(|e| QuicClientError::Connect(e.to_string()))?
-            .await
-            .map_err(|e| QuicClientError::Connect(e.to_string()))?;
+        // ztproxy refuses handshakes while unauthenticated connections fill its budget (a
+        // flood): try again, backing off, for about ten seconds.
+        let mut backoff = Duration::from_millis(20);
+        let mut attempts = 0;
+        let conn = loop {
+            let attempt = endpoint
+                .connect(addr, &info.server_name)
+                .map_err(|e| QuicClientError::Connect(e.to_string()))?
+                .await;
+            match attempt {
+                Ok(conn) => break conn,
+                Err(quinn::ConnectionError::ConnectionClosed(close))
+                    if close.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED
+                        && attempts < CONNECT_ATTEMPTS =>
+                {
+                    attempts += 1;
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                }
+                Err(error) => return Err(QuicClientError::Connect(error.to_string())),
+            }
+        };
         // Authenticate the connection: the token on the first unidirectional stream.
         let mut auth = conn
             .open_uni()
@@ -615,6 +818,7 @@ pub fn client_endpoint(
     config.transport_config(Arc::new(transport_config(
         0,
         server.ip().to_canonical().is_loopback(),
+        Liveness::default(),
     )));
     let bind: SocketAddr = if server.is_ipv4() {
         ([0, 0, 0, 0], 0).into()

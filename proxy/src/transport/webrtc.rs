@@ -51,6 +51,35 @@ pub struct PeerSettings {
     pub gather_timeout: Duration,
     /// Per-channel limit of unacknowledged bytes; `send` waits above it.
     pub send_buffer_limit: usize,
+    /// How the peer connection notices that the other end is gone.
+    pub liveness: IceLiveness,
+    /// Answer and query mDNS (`.local`) candidates; off unless configured, so no multicast
+    /// socket is opened.
+    pub multicast_dns: bool,
+}
+
+/// ICE consent timers: with nothing heard for `disconnected`, the connection is
+/// disconnected; `failed` later it has failed and the session ends. Keep-alives every
+/// `keep_alive` keep an idle but live connection from either.
+#[derive(Debug, Clone, Copy)]
+pub struct IceLiveness {
+    /// Silence before `disconnected`.
+    pub disconnected: Duration,
+    /// Further silence before `failed`.
+    pub failed: Duration,
+    /// Keep-alive interval.
+    pub keep_alive: Duration,
+}
+
+impl Default for IceLiveness {
+    /// A dead peer is noticed within 5 s.
+    fn default() -> Self {
+        Self {
+            disconnected: Duration::from_secs(2),
+            failed: Duration::from_secs(3),
+            keep_alive: Duration::from_millis(500),
+        }
+    }
 }
 
 impl PeerSettings {
@@ -63,6 +92,8 @@ impl PeerSettings {
             sctp_mtu: None,
             gather_timeout: Duration::from_secs(2),
             send_buffer_limit: 1024 * 1024,
+            liveness: IceLiveness::default(),
+            multicast_dns: false,
         }
     }
 }
@@ -161,7 +192,19 @@ impl Peer {
         let (events_tx, events) = mpsc::channel(PEER_EVENT_CAPACITY);
         let (gathered_tx, gathered) = watch::channel(false);
 
-        let mut engine = SettingEngineBuilder::new().with_include_loopback_candidate(true);
+        let mdns = if settings.multicast_dns {
+            rtc_ice::mdns::MulticastDnsMode::QueryOnly
+        } else {
+            rtc_ice::mdns::MulticastDnsMode::Disabled
+        };
+        let mut engine = SettingEngineBuilder::new()
+            .with_include_loopback_candidate(true)
+            .with_multicast_dns_mode(mdns)
+            .with_ice_timeouts(
+                Some(settings.liveness.disconnected),
+                Some(settings.liveness.failed),
+                Some(settings.liveness.keep_alive),
+            );
         if let Some(mtu) = settings.sctp_mtu {
             engine = engine.with_sctp_mtu(mtu);
         }
