@@ -280,7 +280,9 @@ impl RecordingWriter {
 
         let (tx, rx) = mpsc::sync_channel(config.queue_events.max(1));
         let shared = Arc::new(Shared::default());
+        let started = Instant::now();
         let driver = Driver {
+            started,
             rx,
             sink,
             encoder,
@@ -297,7 +299,7 @@ impl RecordingWriter {
             tx: Some(tx),
             shared,
             thread: Some(thread),
-            started: Instant::now(),
+            started,
             kind: fields.kind,
             includes_input: fields.includes_input,
             queue_bytes: config.queue_bytes,
@@ -305,6 +307,12 @@ impl RecordingWriter {
             last_key_frame_us: AtomicU64::new(0),
             changed_since_key_frame: AtomicBool::new(false),
         })
+    }
+
+    /// The time since the recording's start of `instant` (zero for an instant before it),
+    /// for [`Self::append_at`] with the time something happened rather than now.
+    pub fn time_of(&self, instant: Instant) -> Duration {
+        instant.saturating_duration_since(self.started)
     }
 
     /// The id written into the header.
@@ -784,6 +792,8 @@ fn drop_pages(file: &File, from: u64, to: u64) {
 }
 
 struct Driver {
+    /// The writer's time zero, which event times count from.
+    started: Instant,
     rx: Receiver<Queued>,
     sink: Sink,
     encoder: RecordingEncoder,
@@ -809,6 +819,7 @@ impl Driver {
     fn drive(&mut self) -> Result<RecordingStats, WriterFailure> {
         // When buffered events must be on disk by.
         let mut deadline: Option<Instant> = None;
+        let mut last_flush = Instant::now();
         loop {
             let item = match deadline {
                 None => self.rx.recv().ok(),
@@ -819,6 +830,7 @@ impl Driver {
                     Ok(item) => Some(item),
                     Err(RecvTimeoutError::Timeout) => {
                         self.flush()?;
+                        last_flush = Instant::now();
                         deadline = None;
                         continue;
                     }
@@ -844,10 +856,11 @@ impl Driver {
             if !self.encoder.has_buffered() && !self.sink.has_staged() {
                 deadline = None;
             } else if deadline.is_none() {
-                deadline = Some(now + self.flush_interval);
+                deadline = Some(self.flush_deadline(item.at_us, now, last_flush));
             }
             if deadline.is_some_and(|d| now >= d) {
                 self.flush()?;
+                last_flush = Instant::now();
                 deadline = None;
             }
         }
@@ -857,6 +870,24 @@ impl Driver {
             .map_err(encode_failure)?;
         self.sink.sync()?;
         Ok(stats)
+    }
+
+    /// When the oldest buffered event, which happened at `at_us`, must be on disk: a flush
+    /// interval after it happened (not after it reached this thread, which may be later
+    /// under load), less [`FLUSH_MARGIN`] for the flush itself. Never later than a flush
+    /// interval from now (event times a caller chose may lie ahead) and never sooner than
+    /// [`MIN_FLUSH_SPACING`] after the last flush (nor do old event times flush every event).
+    fn flush_deadline(&self, at_us: u64, now: Instant, last_flush: Instant) -> Instant {
+        let budget = self.flush_interval.saturating_sub(FLUSH_MARGIN);
+        let happened = self
+            .started
+            .checked_add(Duration::from_micros(at_us))
+            .unwrap_or(now);
+        let due = happened
+            .checked_add(budget)
+            .unwrap_or(now)
+            .min(now + budget);
+        due.max(last_flush + MIN_FLUSH_SPACING.min(budget))
     }
 
     fn flush(&mut self) -> Result<(), WriterFailure> {
@@ -887,6 +918,11 @@ fn field_error(e: FieldError) -> CreateError {
 /// Longest allowed flush interval, and the default: the design promises that a crash loses
 /// at most the last second.
 pub const MAX_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// What a timed flush leaves itself to seal, write and sync before the flush interval since
+/// the oldest buffered event has passed.
+const FLUSH_MARGIN: Duration = Duration::from_millis(200);
+/// Timed flushes are at least this far apart.
+const MIN_FLUSH_SPACING: Duration = Duration::from_millis(100);
 /// How often, in bytes written, a recording file drops the pages behind it from the page
 /// cache (see `FileSink`).
 const DROP_BEHIND: u64 = 4 * 1024 * 1024;

@@ -83,9 +83,11 @@ pub struct GraphicalRecording {
 }
 
 enum Job {
-    /// The instructions for the model, and the messages that carried them to the client.
-    Output(Vec<Instruction>, Vec<Bytes>),
-    Input(Vec<u8>),
+    /// The instructions for the model, and the messages that carried them to the client,
+    /// when they were handed over (the time they are recorded at, and what the writer's
+    /// flush deadline counts from).
+    Output(Instant, Vec<Instruction>, Vec<Bytes>),
+    Input(Instant, Vec<u8>),
 }
 
 /// The recording thread's state.
@@ -209,7 +211,8 @@ impl GraphicalRecording {
     pub async fn output(&mut self, instructions: Vec<Instruction>, messages: Vec<Bytes>) {
         self.flush_input().await;
         if !messages.is_empty() {
-            self.send(Job::Output(instructions, messages)).await;
+            self.send(Job::Output(Instant::now(), instructions, messages))
+                .await;
         }
     }
 
@@ -225,7 +228,7 @@ impl GraphicalRecording {
     pub async fn flush_input(&mut self) {
         if !self.pending_input.is_empty() {
             let input = std::mem::take(&mut self.pending_input);
-            self.send(Job::Input(input)).await;
+            self.send(Job::Input(Instant::now(), input)).await;
         }
     }
 
@@ -285,8 +288,10 @@ impl Worker {
     fn run(mut self, mut jobs: mpsc::Receiver<Job>) -> Self {
         while let Some(job) = jobs.blocking_recv() {
             match job {
-                Job::Output(instructions, messages) => self.output(&instructions, messages),
-                Job::Input(bytes) => self.append(Event::Instructions(bytes.into())),
+                Job::Output(at, instructions, messages) => {
+                    self.output(at, &instructions, messages);
+                }
+                Job::Input(at, bytes) => self.append(at, Event::Instructions(bytes.into())),
             }
             if matches!(self.writer.status(), zt_recorder::WriterStatus::Failed(_)) {
                 break;
@@ -295,9 +300,9 @@ impl Worker {
         self
     }
 
-    fn output(&mut self, instructions: &[Instruction], messages: Vec<Bytes>) {
+    fn output(&mut self, at: Instant, instructions: &[Instruction], messages: Vec<Bytes>) {
         for message in messages {
-            self.append(Event::Instructions(message));
+            self.append(at, Event::Instructions(message));
         }
         let Some(display) = &mut self.display else {
             return;
@@ -336,25 +341,26 @@ impl Worker {
         if model.key_frame_ready() && model.size() != (0, 0) {
             let frame = model.snapshot().encode();
             if !frame.is_empty() {
-                self.append(Event::KeyFrame(frame.into()));
+                self.append(at, Event::KeyFrame(frame.into()));
             }
         }
     }
 
     /// Appends, waiting up to [`DISK_PATIENCE`] for room in the writer's queue; after that
     /// the writer records the loss as a gap.
-    fn append(&mut self, event: Event) {
+    fn append(&mut self, at: Instant, event: Event) {
         let deadline = Instant::now() + DISK_PATIENCE;
+        let at = self.writer.time_of(at);
         let mut event = event;
         loop {
-            match self.writer.try_append(event) {
+            match self.writer.try_append_at(at, event) {
                 Ok(()) => return,
                 Err(TryAppendError::Full(back)) if Instant::now() < deadline => {
                     event = back;
                     std::thread::sleep(Duration::from_millis(1));
                 }
                 Err(TryAppendError::Full(back)) => {
-                    if let Err(AppendError::QueueFull) = self.writer.append(back) {
+                    if let Err(AppendError::QueueFull) = self.writer.append_at(at, back) {
                         self.dropped += 1;
                     }
                     return;
