@@ -78,10 +78,34 @@ impl<R: Read + Seek> RecordingReader<R> {
     }
 
     /// Recovers the recording key; needed before reading events or verifying contents.
+    ///
+    /// A key that opens no wrap is [`ReadError::WrongKey`], unless the first chunk shows that
+    /// the header was changed ([`ReadError::HeaderMismatch`]): a changed header also hides the
+    /// key check, and "wrong key" would send the reader after the wrong problem.
     pub fn unlock(&mut self, unlock: Unlock<'_>) -> Result<(), ReadError> {
-        let key = unwrap_recording_key(&self.header, unlock)?;
+        let key = match unwrap_recording_key(&self.header, unlock) {
+            Ok(key) => key,
+            Err(ReadError::WrongKey) if self.first_chunk_is_foreign()? => {
+                return Err(ReadError::HeaderMismatch);
+            }
+            Err(error) => return Err(error),
+        };
         self.opener = Some(ChunkOpener::new(&key, &self.header.digest));
         Ok(())
+    }
+
+    /// Whether the first chunk's frame carries another header's tag (false when there is no
+    /// chunk to tell by).
+    fn first_chunk_is_foreign(&mut self) -> Result<bool, ReadError> {
+        self.src.seek(SeekFrom::Start(self.header.encoded_len))?;
+        let mut head = [0u8; FRAME_HEADER_LEN];
+        let head_len = read_up_to(&mut self.src, &mut head)?;
+        Ok(
+            match FrameHeader::parse(head.get(..head_len).unwrap_or_default()) {
+                Ok(Some(fh)) => fh.header_tag != self.header.digest.tag(),
+                _ => false,
+            },
+        )
     }
 
     /// Whether [`Self::unlock`] succeeded.

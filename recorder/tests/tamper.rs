@@ -443,3 +443,40 @@ fn hostile_bytes_never_panic() {
         assert!(verify(garbage).is_err());
     }
 }
+
+#[test]
+fn no_flipped_header_bit_is_reported_as_a_wrong_key() {
+    let (bytes, _) = signed();
+    let header_len = usize::try_from(
+        RecordingReader::open(Cursor::new(bytes.clone()))
+            .unwrap()
+            .header()
+            .encoded_len,
+    )
+    .unwrap();
+    let mut outcomes = std::collections::BTreeMap::<String, usize>::new();
+    for bit in 0..header_len * 8 {
+        let mut flipped = bytes.clone();
+        flipped[bit / 8] ^= 1 << (bit % 8);
+        let outcome = RecordingReader::open(Cursor::new(flipped)).and_then(|mut r| {
+            r.unlock(Unlock::ResourceSecret(&secret()))?;
+            r.verify(&VerifyOptions::default()).map(|_| ())
+        });
+        let name = match &outcome {
+            Ok(()) => "verified".to_owned(),
+            Err(e) => format!("{e:?}")
+                .split(['(', ' ', '{'])
+                .next()
+                .unwrap()
+                .to_owned(),
+        };
+        assert!(
+            !matches!(outcome, Err(ReadError::WrongKey)),
+            "flipping header bit {bit} (byte {}) is reported as a wrong key",
+            bit / 8
+        );
+        *outcomes.entry(name).or_default() += 1;
+    }
+    // Every flip is noticed (a header without its tag's bytes verifying is impossible).
+    assert!(!outcomes.contains_key("verified"), "{outcomes:?}");
+}
