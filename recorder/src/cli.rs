@@ -365,6 +365,15 @@ fn export(args: &ExportArgs) -> anyhow::Result<()> {
         bail!("export needs a key: --secret-file, --secret-env or --x25519-key");
     };
     reader.unlock(key.unlock())?;
+    // What `verify` rejects is not exported: a file whose chunks verify but whose manifest
+    // area is malformed, for one, would otherwise export its events without a word. (An
+    // unfinalised file verifies as a prefix, and exports with a warning below.)
+    if let Err(error) = reader.verify(&VerifyOptions::default()) {
+        bail!(
+            "{} does not verify, so nothing was exported: {error}",
+            args.file.display()
+        );
+    }
     let format = match args.format {
         Format::Typescript => export::ExportFormat::Typescript,
         Format::Asciicast => export::ExportFormat::Asciicast,

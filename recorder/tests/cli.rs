@@ -210,3 +210,49 @@ fn failures_are_explained() {
     std::fs::write(&not, b"hello world, not a recording").unwrap();
     assert!(stderr(&["info", not.to_str().unwrap()]).contains("not a ztproxy recording"));
 }
+
+#[test]
+fn export_refuses_what_verify_rejects() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("rec.ztrec");
+    write(
+        &rec,
+        config(RecordingKind::Typescript),
+        &typescript_events(),
+    );
+    let secret = write_secret_file(dir.path());
+    let secret_s = secret.to_str().unwrap();
+    let bytes = std::fs::read(&rec).unwrap();
+    let manifest = frames(&bytes).manifest.unwrap();
+    // Garbage where the manifest was: every chunk still authenticates.
+    for (i, damage) in [0usize, 1, 8].into_iter().enumerate() {
+        let mut damaged = bytes.clone();
+        damaged[manifest.start + damage] ^= 0x5a;
+        let bad = dir.path().join(format!("bad{i}.ztrec"));
+        std::fs::write(&bad, &damaged).unwrap();
+        let bad_s = bad.to_str().unwrap();
+        let verify = cli(&["verify", bad_s, "--secret-file", secret_s]);
+        assert!(
+            !verify.status.success(),
+            "verify accepts damage at {damage}"
+        );
+        let out_path = dir.path().join(format!("out{i}.txt"));
+        let export = cli(&[
+            "export",
+            bad_s,
+            "-f",
+            "text",
+            "-o",
+            out_path.to_str().unwrap(),
+            "--secret-file",
+            secret_s,
+        ]);
+        let stderr = String::from_utf8_lossy(&export.stderr);
+        assert!(
+            !export.status.success(),
+            "export of damage at {damage} succeeded"
+        );
+        assert!(stderr.contains("does not verify"), "{stderr}");
+        assert!(!out_path.exists());
+    }
+}
