@@ -3,4 +3,5 @@
 pub mod quic;
 pub mod runtime;
 pub mod udp;
+pub mod udp_filter;
 pub mod webrtc;

@@ -7,7 +7,11 @@
 //!    SO_RCVBUF and SO_SNDBUF on every socket the stack binds (the kernel caps the values at
 //!    `net.core.rmem_max` / `wmem_max`; the daemon warns when that happens).
 //!
-//! 2. **Set-up stalls.** webrtc 0.21's driver flushes packets that the protocol core queues
+//! 2. **Garbage.** Every socket is wrapped in a [`FilteredUdpSocket`], which hands the stack
+//!    only STUN, DTLS and (with TURN) ChannelData: the stack warns about most datagrams it
+//!    cannot parse, and anyone can send them (see [`crate::transport::udp_filter`]).
+//!
+//! 3. **Set-up stalls.** webrtc 0.21's driver flushes packets that the protocol core queues
 //!    while *handling an event* — the DTLS ClientHello queued when ICE selects a pair, the
 //!    SCTP INIT queued when DTLS completes, a DCEP OPEN queued when SCTP comes up — only on
 //!    its next wake-up, which is the next protocol timer: 200 ms later each. A data channel
@@ -27,6 +31,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::transport::udp_filter::FilteredUdpSocket;
 use webrtc::runtime::{
     AsyncInterval, AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, JoinHandle, Runtime,
     TokioRuntime,
@@ -41,6 +46,8 @@ pub const MAX_KICK: Duration = Duration::from_secs(10);
 pub struct ZtRuntime {
     inner: TokioRuntime,
     socket_buffer_bytes: usize,
+    /// Admit TURN ChannelData (a TURN server is configured).
+    turn: bool,
     kick: Arc<KickState>,
 }
 
@@ -67,8 +74,9 @@ impl Drop for SetupKick {
 }
 
 impl ZtRuntime {
-    /// A runtime whose sockets get `socket_buffer_bytes` buffers, in the set-up phase.
-    pub fn new(socket_buffer_bytes: usize) -> (Arc<Self>, SetupKick) {
+    /// A runtime whose sockets get `socket_buffer_bytes` buffers, in the set-up phase; `turn`
+    /// when a TURN server may relay (its ChannelData is admitted).
+    pub fn new(socket_buffer_bytes: usize, turn: bool) -> (Arc<Self>, SetupKick) {
         let kick = Arc::new(KickState {
             active: AtomicBool::new(true),
             until: Instant::now() + MAX_KICK,
@@ -76,6 +84,7 @@ impl ZtRuntime {
         let runtime = Arc::new(Self {
             inner: TokioRuntime,
             socket_buffer_bytes,
+            turn,
             kick: kick.clone(),
         });
         (runtime, SetupKick(kick))
@@ -110,7 +119,8 @@ impl Runtime for ZtRuntime {
 
     fn wrap_udp_socket(&self, socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
         set_socket_buffers(&socket2::SockRef::from(&socket), self.socket_buffer_bytes);
-        self.inner.wrap_udp_socket(socket)
+        let inner = self.inner.wrap_udp_socket(socket)?;
+        Ok(Arc::new(FilteredUdpSocket::new(inner, self.turn)))
     }
 
     fn wrap_tcp_listener(

@@ -188,7 +188,11 @@ impl PeerConnectionEventHandler for Handler {
 impl Peer {
     /// Builds a peer connection with ztproxy's runtime and settings.
     pub async fn build(settings: &PeerSettings) -> Result<Self, webrtc::error::Error> {
-        let (runtime, kick) = ZtRuntime::new(settings.socket_buffer_bytes);
+        let turn = settings
+            .ice_servers
+            .iter()
+            .any(|server| server.urls.iter().any(|url| url.starts_with("turn")));
+        let (runtime, kick) = ZtRuntime::new(settings.socket_buffer_bytes, turn);
         let (events_tx, events) = mpsc::channel(PEER_EVENT_CAPACITY);
         let (gathered_tx, gathered) = watch::channel(false);
 

@@ -8,6 +8,7 @@
 mod control;
 mod liveness;
 mod quic;
+mod udp;
 
 use std::time::Duration;
 

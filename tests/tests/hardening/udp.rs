@@ -1,0 +1,164 @@
+//! WebRTC's UDP sockets against garbage from anyone, and what sockets the daemon holds.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use zt_api::control::Transport;
+use zt_tests::proc::{ProxyOptions, ZtProxy};
+use zt_tests::servers::echo_server;
+use zt_tests::ztproxy_bin;
+
+/// Bytes waiting in the receive queue of the UDP socket bound to 127.0.0.1:`port`.
+fn rx_queue(port: u16) -> Option<u64> {
+    let table = std::fs::read_to_string("/proc/net/udp").unwrap();
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let local = fields.get(1)?;
+        let (ip, p) = local.split_once(':')?;
+        if ip != "0100007F" || u16::from_str_radix(p, 16).ok()? != port {
+            return None;
+        }
+        let (_, rx) = fields.get(4)?.split_once(':')?;
+        u64::from_str_radix(rx, 16).ok()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_datagrams_produce_a_bounded_number_of_log_lines() {
+    const DATAGRAMS: u32 = 100_000;
+    let proxy = ZtProxy::start(ztproxy_bin!(), &ProxyOptions::default()).unwrap();
+    let echo = echo_server().await.unwrap();
+    let (session, _) = crate::connect(
+        &proxy.api(),
+        &crate::client_options(Transport::Webrtc, echo),
+    )
+    .await;
+    crate::echo_once(&session, b"before").await;
+    // The session's sockets: the daemon's UDP sockets other than QUIC's.
+    let quic = proxy.ready.quic.map(|a| a.port());
+    let ports: Vec<u16> = udp_sockets_of(proxy.pid())
+        .iter()
+        .filter_map(|local| u16::from_str_radix(local.rsplit(':').next()?, 16).ok())
+        .filter(|port| Some(*port) != quic)
+        .collect();
+    assert!(!ports.is_empty());
+    let lines_before = proxy.output().lines().count();
+
+    // Every first byte (so STUN-, DTLS- and RTP-looking datagrams too), lengths up to 1200.
+    let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut datagram = Vec::with_capacity(1200);
+    for i in 0..DATAGRAMS {
+        datagram.clear();
+        let len = 1 + (i as usize * 7919) % 1200;
+        datagram.push((i % 256) as u8);
+        while datagram.len() < len {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            datagram.extend_from_slice(&state.to_le_bytes());
+        }
+        datagram.truncate(len);
+        for port in &ports {
+            let _ = sender.send_to(&datagram, ("127.0.0.1", *port));
+        }
+        if i % 1000 == 0 {
+            // Let the daemon keep up rather than the kernel drop most of it.
+            zt_tests::wait_until(
+                Duration::from_secs(10),
+                "the daemon to read its socket",
+                || {
+                    let ports = ports.clone();
+                    async move { ports.iter().all(|p| rx_queue(*p).unwrap_or(0) < 1 << 20) }
+                },
+            )
+            .await
+            .unwrap();
+        }
+    }
+    zt_tests::wait_until(
+        Duration::from_secs(20),
+        "the daemon to read the garbage",
+        || {
+            let ports = ports.clone();
+            async move { ports.iter().all(|p| rx_queue(*p).unwrap_or(0) == 0) }
+        },
+    )
+    .await
+    .unwrap();
+
+    let output = proxy.output();
+    let new_lines: Vec<&str> = output.lines().skip(lines_before).collect();
+    assert!(
+        new_lines.len() <= 10,
+        "{} log lines for {DATAGRAMS} garbage datagrams:\n{}",
+        new_lines.len(),
+        new_lines
+            .iter()
+            .take(20)
+            .copied()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(
+        new_lines
+            .iter()
+            .any(|l| l.contains("not STUN, DTLS or TURN")),
+        "no summary of the dropped datagrams:\n{}",
+        new_lines.join("\n")
+    );
+    // The session still carries data over the same sockets.
+    crate::echo_once(&session, b"after the garbage").await;
+}
+
+/// The local addresses of the UDP sockets process `pid` holds.
+fn udp_sockets_of(pid: u32) -> Vec<String> {
+    let inodes: HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_string_lossy().into_owned();
+            target
+                .strip_prefix("socket:[")
+                .and_then(|t| t.strip_suffix(']'))
+                .map(str::to_owned)
+        })
+        .collect();
+    let mut addrs = Vec::new();
+    for table in ["/proc/net/udp", "/proc/net/udp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if let (Some(local), Some(inode)) = (fields.get(1), fields.get(9))
+                && inodes.contains(*inode)
+            {
+                addrs.push((*local).to_owned());
+            }
+        }
+    }
+    addrs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sockets_are_only_on_the_configured_addresses() {
+    let proxy = ZtProxy::start(ztproxy_bin!(), &ProxyOptions::default()).unwrap();
+    let echo = echo_server().await.unwrap();
+    let (session, _) = crate::connect(
+        &proxy.api(),
+        &crate::client_options(Transport::Webrtc, echo),
+    )
+    .await;
+    crate::echo_once(&session, b"sockets").await;
+    let sockets = udp_sockets_of(proxy.pid());
+    // QUIC's and the session's, all on 127.0.0.1 (0100007F), none for mDNS (port 5353, 14E9).
+    assert!(sockets.len() >= 2, "{sockets:?}");
+    for local in &sockets {
+        assert!(
+            local.starts_with("0100007F:"),
+            "a UDP socket on {local}: {sockets:?}"
+        );
+        assert!(!local.ends_with(":14E9"), "an mDNS socket: {sockets:?}");
+    }
+}
