@@ -531,3 +531,105 @@ async fn a_display_model_that_loses_track_is_reported_with_its_reason() {
     client.expect(opcode::SYNC, STEP).await.unwrap();
     assert!(fx.proxy.output().contains("display model degraded"));
 }
+
+/// One crash: a recorded session over QUIC whose daemon is killed with SIGKILL after
+/// `after` of display. The recording it leaves verifies as an unfinalised prefix of what the
+/// client received, and holds everything the client had received a second before the kill.
+async fn killed_after(after: Duration) -> String {
+    let config = PeerConfig {
+        display: DisplayMode::Frames {
+            interval: Duration::from_millis(20),
+        },
+        ..PeerConfig::default()
+    };
+    let mut fx = Fixture::start(config).await;
+    let spec = SessionSpec::rdp(Transport::Quic).recorded();
+    let (_session, _id, mut client, _conn) = fx.connected(&spec).await;
+    let started = tokio::time::Instant::now();
+    let mut received = Vec::new();
+    while started.elapsed() < after {
+        let instruction = client.next(STEP).await.unwrap().expect("open");
+        received.push((tokio::time::Instant::now(), instruction));
+    }
+    fx.proxy.kill().unwrap();
+    let killed = tokio::time::Instant::now();
+    // Anything already in the client's buffers arrived before the kill, too.
+    while let Ok(Some(instruction)) = client.next(Duration::from_millis(200)).await {
+        received.push((killed, instruction));
+    }
+
+    let files = fx.recording_files();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let secret_file = fx.recordings.path().join("secret");
+    std::fs::write(&secret_file, RESOURCE_SECRET).unwrap();
+    let output = Command::new(ztproxy_bin!())
+        .args([
+            "recording",
+            "verify",
+            "--allow-unfinalised",
+            "--json",
+            "--secret-file",
+        ])
+        .arg(&secret_file)
+        .arg(&files[0])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "verify rejects the file a crash left: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_ne!(report["status"]["state"], "finalised", "{report}");
+
+    let exported = export(&files[0], &secret_file, None);
+    assert!(exported.len() <= received.len());
+    for (n, (e, (_, r))) in exported.iter().zip(&received).enumerate() {
+        assert_eq!(e.raw(), r.raw(), "instruction {n} differs");
+    }
+    let a_second_before = killed - Duration::from_secs(1);
+    let due = received
+        .iter()
+        .filter(|(at, _)| *at <= a_second_before)
+        .count();
+    let lost = received
+        .get(exported.len())
+        .map_or(Duration::ZERO, |(at, _)| {
+            killed.saturating_duration_since(*at)
+        });
+    assert!(
+        exported.len() >= due,
+        "after {after:?}: the recording holds {} of the {due} instructions received a second \
+         before the kill ({} received in all; it lost the last {lost:?})",
+        exported.len(),
+        received.len()
+    );
+    format!(
+        "{after:?}: lost {lost:?} of {} instructions",
+        received.len()
+    )
+}
+
+/// SIGKILL at 20 points of recorded sessions (two tests of ten, so they run side by side).
+async fn killed_at_points(seed: u64) {
+    let mut state = seed;
+    let mut report = Vec::new();
+    for _ in 0..10 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let after = Duration::from_millis(200 + state % 3_300);
+        report.push(killed_after(after).await);
+    }
+    eprintln!("{}", report.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_loses_at_most_a_second_of_the_recording_first_ten_points() {
+    killed_at_points(0x9E37_79B9_7F4A_7C15).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_loses_at_most_a_second_of_the_recording_second_ten_points() {
+    killed_at_points(0xD1B5_4A32_D192_ED03).await;
+}
