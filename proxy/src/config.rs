@@ -330,7 +330,7 @@ impl Default for QuicConfig {
 }
 
 fn default_max_unauthenticated() -> usize {
-    256
+    128
 }
 
 fn default_quic_keep_alive() -> Duration {
