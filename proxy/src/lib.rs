@@ -25,6 +25,7 @@ pub mod client;
 pub mod config;
 pub mod connection;
 pub mod control;
+pub mod inspect;
 pub mod metrics;
 pub mod policy;
 pub mod server;

@@ -53,6 +53,37 @@ pub fn raise_open_files_limit() -> u64 {
     open_files_limit()
 }
 
+/// Counts repeated occurrences (a flood's refusals, dropped datagrams) so that they are
+/// logged as one line per interval with a count, never one line each.
+#[derive(Debug)]
+pub struct LogThrottle {
+    every: Duration,
+    state: std::sync::Mutex<(u64, Option<std::time::Instant>)>,
+}
+
+impl LogThrottle {
+    /// A throttle that lets one line through per `every`.
+    pub const fn new(every: Duration) -> Self {
+        Self {
+            every,
+            state: std::sync::Mutex::new((0, None)),
+        }
+    }
+
+    /// Counts `n` more occurrences. Returns how many happened since the last line (this
+    /// call's included) when a line is due now, `None` otherwise.
+    pub fn note(&self, n: u64) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.0 = state.0.saturating_add(n);
+        if state.1.is_some_and(|at| at.elapsed() < self.every) {
+            return None;
+        }
+        let count = state.0;
+        *state = (0, Some(std::time::Instant::now()));
+        Some(count)
+    }
+}
+
 static REDACT_PII: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Switches [`Redacted`] on or off for the whole process (`log.redact_pii`).
@@ -71,5 +102,21 @@ impl<T: std::fmt::Display> std::fmt::Display for Redacted<T> {
         } else {
             self.0.fmt(f)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_throttle_reports_the_first_occurrence_then_counts_until_the_next_line() {
+        let throttle = LogThrottle::new(Duration::from_secs(3600));
+        assert_eq!(throttle.note(1), Some(1));
+        assert_eq!(throttle.note(5), None);
+        assert_eq!(throttle.note(1), None);
+        let every_time = LogThrottle::new(Duration::ZERO);
+        assert_eq!(every_time.note(2), Some(2));
+        assert_eq!(every_time.note(3), Some(3));
     }
 }

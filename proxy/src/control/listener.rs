@@ -60,8 +60,7 @@ pub async fn serve<L>(
 {
     let budget = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let connections = TaskTracker::new();
-    let mut refused_since_log = 0u64;
-    let mut last_log: Option<tokio::time::Instant> = None;
+    let refusals = crate::util::LogThrottle::new(Duration::from_secs(60));
     loop {
         // axum's `Listener::accept` retries accept errors (EMFILE and the like) by itself,
         // pausing between attempts.
@@ -72,17 +71,14 @@ pub async fn serve<L>(
         let Ok(permit) = budget.clone().try_acquire_owned() else {
             drop(io);
             metrics.control_refused(name);
-            refused_since_log += 1;
             // One line per minute at most, however hard the flood.
-            if last_log.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+            if let Some(refused) = refusals.note(1) {
                 tracing::warn!(
                     listener = name,
-                    refused = refused_since_log,
+                    refused,
                     max = limits.max_connections,
                     "control API connection budget exhausted; refusing connections"
                 );
-                refused_since_log = 0;
-                last_log = Some(tokio::time::Instant::now());
             }
             continue;
         };

@@ -235,7 +235,7 @@ async fn guard_request(mut request: Request, next: Next, body_timeout: Duration)
         ))
         .into_response();
     }
-    if !percent_decodes_to_utf8(request.uri().path()) {
+    if !crate::inspect::percent_decodes_to_utf8(request.uri().path()) {
         return Failure(ApiError::new(
             ErrorCode::InvalidPath,
             "the path is not valid percent-encoded UTF-8",
@@ -249,28 +249,6 @@ async fn guard_request(mut request: Request, next: Next, body_timeout: Duration)
 /// How long a handler waits for the request body.
 #[derive(Debug, Clone, Copy)]
 struct BodyDeadline(Duration);
-
-/// Whether `path`, with its `%XX` escapes decoded, is UTF-8 (as the router's path extraction
-/// requires).
-fn percent_decodes_to_utf8(path: &str) -> bool {
-    let bytes = path.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&byte) = bytes.get(i) {
-        let hex = |b: Option<&u8>| b.and_then(|b| (*b as char).to_digit(16));
-        match (byte, hex(bytes.get(i + 1)), hex(bytes.get(i + 2))) {
-            (b'%', Some(high), Some(low)) => {
-                decoded.push(u8::try_from(high * 16 + low).unwrap_or(0));
-                i += 3;
-            }
-            _ => {
-                decoded.push(byte);
-                i += 1;
-            }
-        }
-    }
-    std::str::from_utf8(&decoded).is_ok()
-}
 
 /// An [`ApiError`] as a response.
 struct Failure(ApiError);
@@ -553,15 +531,6 @@ async fn method_not_allowed() -> Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn paths_must_decode_to_utf8() {
-        assert!(percent_decodes_to_utf8("/v1/sessions/abc"));
-        assert!(percent_decodes_to_utf8("/v1/sessions/%C3%A9"));
-        assert!(percent_decodes_to_utf8("/v1/100%"));
-        assert!(!percent_decodes_to_utf8("/v1/sessions/%FF"));
-        assert!(!percent_decodes_to_utf8("/v1/sessions/%C3"));
-    }
 
     #[test]
     fn budgets_follow_the_open_files_limit_unless_configured() {

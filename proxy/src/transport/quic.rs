@@ -93,8 +93,8 @@ pub struct QuicServer {
     unauthenticated: Mutex<Unauthenticated>,
     /// Connections that presented a valid token and are not closed yet.
     authenticated: std::sync::atomic::AtomicUsize,
-    /// Refusals since the last log line, and when that was.
-    refused: Mutex<(u64, Option<Instant>)>,
+    /// Refusals, logged once a minute with their count.
+    refusals: crate::util::LogThrottle,
 }
 
 /// Counts one authenticated connection while it lives.
@@ -216,7 +216,7 @@ impl QuicServer {
             max_unauthenticated: settings.max_unauthenticated,
             unauthenticated: Mutex::new(Unauthenticated::default()),
             authenticated: std::sync::atomic::AtomicUsize::new(0),
-            refused: Mutex::new((0, None)),
+            refusals: crate::util::LogThrottle::new(Duration::from_secs(60)),
         }))
     }
 
@@ -349,18 +349,12 @@ impl QuicServer {
     /// Counts a refused handshake; logs at most one line a minute with the count.
     fn note_refused(&self, metrics: &Metrics) {
         metrics.error(Origin::Client, "quic_unauthenticated_refused");
-        let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
-        refused.0 += 1;
-        if refused
-            .1
-            .is_none_or(|at| at.elapsed() >= Duration::from_secs(60))
-        {
+        if let Some(refused) = self.refusals.note(1) {
             tracing::warn!(
-                refused = refused.0,
+                refused,
                 max = self.max_unauthenticated,
                 "too many unauthenticated QUIC connections; refusing handshakes"
             );
-            *refused = (0, Some(Instant::now()));
         }
     }
 
