@@ -195,16 +195,7 @@ pub fn median(values: &[f64]) -> f64 {
     }
 }
 
-/// Resident set size of process `pid` in KiB.
-pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("no VmRSS for {pid}"))
-}
+pub use zt_tests::proc::rss_kib;
 
 /// CPU time (user + system, all threads, live and exited) process `pid` has used, from
 /// `/proc/<pid>/stat`, in clock ticks of 1/100 s (Linux's `USER_HZ`).

@@ -373,3 +373,68 @@ fn capture(
         }
     });
 }
+
+/// Resident set size of process `pid` in KiB.
+pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no VmRSS for {pid}"))
+}
+
+/// One row of a `/proc/net/{tcp,udp}{,6}` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketRow {
+    /// Local address as the kernel prints it (`0100007F` is 127.0.0.1).
+    pub local_ip_hex: String,
+    /// Local port.
+    pub local_port: u16,
+    /// State (`01` is TCP ESTABLISHED; `07` is every unconnected UDP socket).
+    pub state: String,
+    /// Bytes waiting to be read.
+    pub rx_queue: u64,
+    /// Socket inode (as `/proc/<pid>/fd` links name it: `socket:[inode]`).
+    pub inode: String,
+}
+
+/// The rows of `table` (`"tcp"`, `"udp"`, `"udp6"`, …) in this network namespace; none when it
+/// cannot be read.
+pub fn socket_table(table: &str) -> Vec<SocketRow> {
+    let text = std::fs::read_to_string(format!("/proc/net/{table}")).unwrap_or_default();
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (ip, port) = fields.get(1)?.split_once(':')?;
+            let (_, rx) = fields.get(4)?.split_once(':')?;
+            Some(SocketRow {
+                local_ip_hex: ip.to_owned(),
+                local_port: u16::from_str_radix(port, 16).ok()?,
+                state: (*fields.get(3)?).to_owned(),
+                rx_queue: u64::from_str_radix(rx, 16).ok()?,
+                inode: (*fields.get(9)?).to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// The socket inodes process `pid` holds.
+pub fn socket_inodes_of(pid: u32) -> std::collections::HashSet<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|entries| {
+            entries
+                .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter_map(|target| {
+                    let target = target.to_string_lossy().into_owned();
+                    target
+                        .strip_prefix("socket:[")
+                        .and_then(|t| t.strip_suffix(']'))
+                        .map(str::to_owned)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}

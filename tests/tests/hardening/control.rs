@@ -183,21 +183,9 @@ async fn slowloris_and_idle_keep_alive_connections_are_closed() {
 /// TCP connections in state ESTABLISHED whose local port is `port` (the daemon's end of
 /// connections to its listener), from `/proc/net/tcp`.
 fn established_on(port: u16) -> usize {
-    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
-    table
-        .lines()
-        .skip(1)
-        .filter(|line| {
-            let mut fields = line.split_whitespace().skip(1);
-            let local = fields.next().unwrap_or("");
-            let state = fields.nth(1).unwrap_or("");
-            state == "01"
-                && local
-                    .rsplit(':')
-                    .next()
-                    .and_then(|p| u16::from_str_radix(p, 16).ok())
-                    == Some(port)
-        })
+    zt_tests::proc::socket_table("tcp")
+        .iter()
+        .filter(|row| row.state == "01" && row.local_port == port)
         .count()
 }
 

@@ -12,12 +12,7 @@ use zt_tests::ztproxy_bin;
 
 /// Resident memory of process `pid`, in KiB.
 fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
+    zt_tests::proc::rss_kib(pid).unwrap()
 }
 
 /// One flood: `count` handshakes, at most 500 at once in flight; each that completes is held,
@@ -90,11 +85,7 @@ async fn token_less_handshake_floods_are_bounded_and_let_real_clients_in() {
         .await
         .unwrap();
     let endpoint = info.quic.unwrap();
-    let server: std::net::SocketAddr = endpoint.endpoint.parse().unwrap();
-    let pinned: [u8; 32] = hex::decode(&endpoint.cert_sha256)
-        .unwrap()
-        .try_into()
-        .unwrap();
+    let (server, pinned) = zt_tests::client::quic_address_and_pin(&endpoint);
 
     // Warm up the daemon's allocator with one real session, then measure the start.
     let options = crate::client_options(Transport::Quic, echo);

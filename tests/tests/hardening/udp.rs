@@ -1,27 +1,19 @@
 //! WebRTC's UDP sockets against garbage from anyone, and what sockets the daemon holds.
 //! With neither the socket filter nor the rate limit, the flood below wrote 157,804 lines.
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use zt_api::control::Transport;
-use zt_tests::proc::{ProxyOptions, ZtProxy};
+use zt_tests::proc::{ProxyOptions, SocketRow, ZtProxy, socket_inodes_of, socket_table};
 use zt_tests::servers::echo_server;
 use zt_tests::ztproxy_bin;
 
 /// Bytes waiting in the receive queue of the UDP socket bound to 127.0.0.1:`port`.
 fn rx_queue(port: u16) -> Option<u64> {
-    let table = std::fs::read_to_string("/proc/net/udp").unwrap();
-    table.lines().skip(1).find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let local = fields.get(1)?;
-        let (ip, p) = local.split_once(':')?;
-        if ip != "0100007F" || u16::from_str_radix(p, 16).ok()? != port {
-            return None;
-        }
-        let (_, rx) = fields.get(4)?.split_once(':')?;
-        u64::from_str_radix(rx, 16).ok()
-    })
+    socket_table("udp")
+        .into_iter()
+        .find(|row| row.local_ip_hex == "0100007F" && row.local_port == port)
+        .map(|row| row.rx_queue)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -39,7 +31,7 @@ async fn garbage_datagrams_produce_a_bounded_number_of_log_lines() {
     let quic = proxy.ready.quic.map(|a| a.port());
     let ports: Vec<u16> = udp_sockets_of(proxy.pid())
         .iter()
-        .filter_map(|local| u16::from_str_radix(local.rsplit(':').next()?, 16).ok())
+        .map(|row| row.local_port)
         .filter(|port| Some(*port) != quic)
         .collect();
     assert!(!ports.is_empty());
@@ -124,33 +116,13 @@ async fn garbage_datagrams_produce_a_bounded_number_of_log_lines() {
 }
 
 /// The local addresses of the UDP sockets process `pid` holds.
-fn udp_sockets_of(pid: u32) -> Vec<String> {
-    let inodes: HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-        .filter_map(|target| {
-            let target = target.to_string_lossy().into_owned();
-            target
-                .strip_prefix("socket:[")
-                .and_then(|t| t.strip_suffix(']'))
-                .map(str::to_owned)
-        })
-        .collect();
-    let mut addrs = Vec::new();
-    for table in ["/proc/net/udp", "/proc/net/udp6"] {
-        let Ok(text) = std::fs::read_to_string(table) else {
-            continue;
-        };
-        for line in text.lines().skip(1) {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            if let (Some(local), Some(inode)) = (fields.get(1), fields.get(9))
-                && inodes.contains(*inode)
-            {
-                addrs.push((*local).to_owned());
-            }
-        }
-    }
-    addrs
+fn udp_sockets_of(pid: u32) -> Vec<SocketRow> {
+    let inodes = socket_inodes_of(pid);
+    ["udp", "udp6"]
+        .into_iter()
+        .flat_map(socket_table)
+        .filter(|row| inodes.contains(&row.inode))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,13 +136,13 @@ async fn sockets_are_only_on_the_configured_addresses() {
     .await;
     crate::echo_once(&session, b"sockets").await;
     let sockets = udp_sockets_of(proxy.pid());
-    // QUIC's and the session's, all on 127.0.0.1 (0100007F), none for mDNS (port 5353, 14E9).
+    // QUIC's and the session's, all on 127.0.0.1 (0100007F), none for mDNS (port 5353).
     assert!(sockets.len() >= 2, "{sockets:?}");
-    for local in &sockets {
-        assert!(
-            local.starts_with("0100007F:"),
-            "a UDP socket on {local}: {sockets:?}"
+    for row in &sockets {
+        assert_eq!(
+            row.local_ip_hex, "0100007F",
+            "a UDP socket elsewhere: {sockets:?}"
         );
-        assert!(!local.ends_with(":14E9"), "an mDNS socket: {sockets:?}");
+        assert_ne!(row.local_port, 5353, "an mDNS socket: {sockets:?}");
     }
 }

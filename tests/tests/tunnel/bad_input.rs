@@ -16,14 +16,14 @@ use zt_api::tunnel::{
     ChannelControl, QUIC_CLOSE_INVALID_TOKEN, QUIC_CLOSE_PROTOCOL_VIOLATION, TunnelErrorCode,
 };
 use zt_proxy::client::api::{ApiClient, ClientError};
-use zt_proxy::client::tunnel::{ClientSession, ClientStream, TunnelError};
+use zt_proxy::client::tunnel::{ClientStream, TunnelError};
 use zt_proxy::transport::quic::{QuicClient, QuicClientError, client_endpoint};
 use zt_proxy::transport::webrtc::{CONTROL_CHANNEL_LABEL, Peer, PeerSettings};
 use zt_tests::proc::{ProxyOptions, ZtProxy};
 use zt_tests::servers::{echo_server, refusing_addr};
 use zt_tests::ztproxy_bin;
 
-use super::{client_options, connect};
+use super::{client_options, connect, echo_once};
 
 fn error_of(status: StatusCode, body: &[u8]) -> (u16, ErrorCode, Option<String>) {
     let body: ErrorBody = serde_json::from_slice(body)
@@ -327,35 +327,6 @@ async fn sealed_signalling_refuses_wrong_keys_and_unsealed_offers() {
     echo_once(&session, b"sealed and delivered").await;
 }
 
-async fn echo_once(session: &ClientSession, payload: &[u8]) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let cancel = tokio_util::sync::CancellationToken::new();
-    let stream = session.open().await.unwrap();
-    let relay = {
-        let cancel = cancel.clone();
-        async move {
-            let (tcp, _) = listener.accept().await.unwrap();
-            zt_proxy::client::tunnel::relay(stream, tcp, &cancel).await
-        }
-    };
-    let app = async {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        tcp.write_all(payload).await.unwrap();
-        tcp.shutdown().await.unwrap();
-        let mut echoed = Vec::new();
-        tcp.read_to_end(&mut echoed).await.unwrap();
-        echoed
-    };
-    let (relayed, echoed) =
-        tokio::time::timeout(Duration::from_secs(20), async { tokio::join!(relay, app) })
-            .await
-            .expect("echo completes");
-    relayed.expect("relay ends cleanly");
-    assert_eq!(echoed, payload);
-}
-
 /// What ztproxy answers when it cannot reach the target, per transport.
 async fn target_failure(
     api: &ApiClient,
@@ -521,11 +492,7 @@ async fn ended_sessions_and_bad_tokens_get_no_channel() {
         .await
         .unwrap();
     let endpoint = info.quic.unwrap();
-    let server: std::net::SocketAddr = endpoint.endpoint.parse().unwrap();
-    let pinned: [u8; 32] = hex::decode(&endpoint.cert_sha256)
-        .unwrap()
-        .try_into()
-        .unwrap();
+    let (server, pinned) = zt_tests::client::quic_address_and_pin(&endpoint);
     let raw = client_endpoint(server, pinned, 1 << 20).unwrap();
     let conn = raw
         .connect(server, &endpoint.server_name)
@@ -566,11 +533,7 @@ async fn quic_connections_without_a_token_time_out() {
         .unwrap();
     // Connect, then say nothing: closed with "invalid token" after quic.auth_timeout (10 s).
     let endpoint = info.quic.unwrap();
-    let server: std::net::SocketAddr = endpoint.endpoint.parse().unwrap();
-    let pinned: [u8; 32] = hex::decode(&endpoint.cert_sha256)
-        .unwrap()
-        .try_into()
-        .unwrap();
+    let (server, pinned) = zt_tests::client::quic_address_and_pin(&endpoint);
     let raw = client_endpoint(server, pinned, 1 << 20).unwrap();
     let conn = raw
         .connect(server, &endpoint.server_name)

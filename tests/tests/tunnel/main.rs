@@ -13,36 +13,8 @@ mod postgres_webrtc;
 mod revocation;
 mod ssh_quic;
 
-use std::time::Duration;
-
-use zt_api::control::{LimitsRequest, Target, Transport};
-use zt_proxy::client::api::ApiClient;
-use zt_proxy::client::tunnel::{ClientSession, TunnelOptions};
-use zt_proxy::transport::webrtc::PeerSettings;
-
-/// Options for an in-process client of `target` over `transport`.
-pub fn client_options(transport: Transport, target: std::net::SocketAddr) -> TunnelOptions {
-    TunnelOptions {
-        transport,
-        target: Target {
-            host: target.ip().to_string(),
-            port: target.port(),
-        },
-        protocol: None,
-        signalling: None,
-        limits: LimitsRequest::default(),
-        resource_id: None,
-        peer: PeerSettings::loopback(),
-        connect_timeout: Duration::from_secs(20),
-    }
-}
-
-/// Connects an in-process client session.
-pub async fn connect(api: &ApiClient, options: &TunnelOptions) -> (ClientSession, String) {
-    ClientSession::connect(api, options)
-        .await
-        .expect("client session connects")
-}
+use zt_api::control::Transport;
+pub use zt_tests::client::{client_options, connect, echo_once};
 
 /// Both transports, for tests that run on each.
 pub const TRANSPORTS: [Transport; 2] = [Transport::Webrtc, Transport::Quic];
