@@ -118,6 +118,7 @@
 #![deny(clippy::indexing_slicing)] // parsers index with .get(); a panic here is a remote DoS
 
 mod codec;
+#[cfg(feature = "tokio")]
 mod driver;
 mod error;
 mod proto;
@@ -127,6 +128,7 @@ mod sync;
 use std::time::Duration;
 
 pub use codec::ProtocolVersion;
+#[cfg(feature = "tokio")]
 pub use driver::{GuacdConnection, connect, connect_with};
 pub use error::{Error, PeerMisbehaved, Phase};
 pub use proto::{GuacdHandshake, HandshakeEvent, MAX_GUACD_MESSAGE_CHARS};
