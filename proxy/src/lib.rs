@@ -27,10 +27,11 @@ pub mod connection;
 pub mod control;
 pub mod inspect;
 pub mod metrics;
-pub mod policy;
 pub mod server;
 pub mod session;
 pub mod telemetry;
 pub mod transport;
 pub mod tunnel;
 pub mod util;
+
+pub use zt_connection::policy;

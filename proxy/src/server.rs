@@ -28,6 +28,8 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub struct Shared {
     /// Validated configuration.
     pub settings: Settings,
+    /// What connection sessions' displays come from, by route.
+    pub backends: crate::connection::backend::Backends,
     /// Live sessions.
     pub registry: Registry,
     /// Audit events.
@@ -71,7 +73,7 @@ pub enum ServeError {
 }
 
 /// What the daemon prints on stdout, as one JSON line, once it accepts requests.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Ready {
     /// Always `"ready"`.
     pub event: &'static str,
@@ -89,6 +91,26 @@ pub struct Ready {
 
 /// Runs the daemon until `shutdown` is cancelled.
 pub async fn serve(settings: Settings, shutdown: CancellationToken) -> Result<(), ServeError> {
+    serve_with(settings, shutdown, ServeOptions::default()).await
+}
+
+/// What an embedding program adds to [`serve`]: more backends, and the ready line as a
+/// value.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct ServeOptions {
+    /// The backends connection sessions may use (guacd is always there when configured).
+    pub backends: crate::connection::backend::Backends,
+    /// Gets the ready line once the daemon listens.
+    pub ready: Option<tokio::sync::oneshot::Sender<Ready>>,
+}
+
+/// [`serve`], with `options`.
+pub async fn serve_with(
+    settings: Settings,
+    shutdown: CancellationToken,
+    options: ServeOptions,
+) -> Result<(), ServeError> {
     let open_files = crate::util::raise_open_files_limit();
     tracing::debug!(open_files, "open-files limit");
     let max_streams = settings.sessions.max_connections_per_session;
@@ -107,6 +129,7 @@ pub async fn serve(settings: Settings, shutdown: CancellationToken) -> Result<()
         multicast_dns: w.multicast_dns,
     });
     let shared = Arc::new(Shared {
+        backends: options.backends,
         registry: Registry::new(settings.sessions.max_sessions),
         audit: Arc::new(AuditLog::new()),
         metrics: Arc::new(Metrics::new()),
@@ -140,6 +163,7 @@ pub async fn serve(settings: Settings, shutdown: CancellationToken) -> Result<()
         Ok(line) => println!("{line}"),
         Err(error) => tracing::error!(%error, "cannot print the ready line"),
     }
+    let announced = ready.clone();
     tracing::info!(
         control_socket = %ready.control_socket.display(),
         control_tcp = ?ready.control_tcp,
@@ -147,6 +171,9 @@ pub async fn serve(settings: Settings, shutdown: CancellationToken) -> Result<()
         "ztproxy ready"
     );
 
+    if let Some(tx) = options.ready {
+        let _ = tx.send(announced);
+    }
     shutdown.cancelled().await;
     tracing::info!(sessions = shared.registry.len(), "shutting down");
     shared.registry.end_all(EndReason::Shutdown);

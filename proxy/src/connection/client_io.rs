@@ -12,7 +12,7 @@ use tokio::io::AsyncWriteExt;
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
 
 /// Largest message ztproxy sends on a data channel (below the SCTP maximum of 64 KiB).
-pub const MAX_MESSAGE: usize = 60 * 1024;
+pub const MAX_MESSAGE: usize = zt_connection::MAX_MESSAGE;
 /// Largest read from a QUIC stream.
 const READ_CHUNK: usize = 64 * 1024;
 

@@ -1,134 +1,92 @@
-//! Interactive connections: the Guacamole conversation between a user's client and a target,
-//! through guacd.
+//! Interactive connections: the tokio driver of a Guacamole connection between a user's
+//! client and a [`backend`].
 //!
 //! One connection per session, on the session's first Guacamole channel (a data channel or a
-//! QUIC stream):
+//! QUIC stream). Everything a connection decides is in the sans-IO core
+//! ([`zt_connection::Connection`]): the client's handshake, the policy filter, the `sync`
+//! keep-alive, output batching and flow control, and the farewell. This driver only moves
+//! bytes and timers, the way quinn's driver moves quinn-proto's:
 //!
-//! 1. **Client handshake** ([`handshake`]): ztproxy answers the client as guacd would and
-//!    takes only its display settings.
-//! 2. **guacd handshake** ([`zt_guacd`]): ztproxy connects to the configured guacd, selects the
-//!    session's protocol and sends the session's parameters (credentials, policy, and the
-//!    session's target as `hostname`/`port`) in guacd's `args` order, then relays guacd's
-//!    `ready` to the client. guacd sends `ready` before it reaches the target; its first
-//!    `sync` says the target is up.
-//! 3. **Relay**: instructions flow both ways through the policy [`filter`], the output is teed
-//!    to the graphical [`recording`], and guacd's `sync`s are answered by ztproxy when the
-//!    client is slow (guacd drops clients silent for 15 s).
+//! 1. the client's messages go into the core, the core's messages to the client (through a
+//!    writer task, so a slow client never stops the backend's side);
+//! 2. when the core reports the client's display settings, the driver starts the graphical
+//!    [`recording`] and opens the [`backend`] (guacd, or a native engine), then tells the
+//!    core, which sends `ready`;
+//! 3. the backend's bytes are read straight into the core's decoder while the core wants
+//!    them (it stops when the client is behind), the core's bytes for the backend go to it
+//!    through a second writer task;
+//! 4. the core's recording batches go to the recording's worker (waiting while it is behind,
+//!    so the session runs at the speed it can be recorded), its filter events to the audit
+//!    log, its byte counts to the session's counters.
 //!
-//! The connection ends when either side disconnects or closes, when guacd reports an `error`
-//! (its status goes to the client and into the audit event; the origin is the target), on a
-//! protocol violation by either side, when the session ends (revocation, timeouts: the client
-//! gets an `error` with a Guacamole status and a `disconnect`, recorded like the rest of its
-//! output), or when recording fails and the policy is to fail closed.
+//! The connection ends when either side disconnects or closes, when the backend reports an
+//! `error` (its status goes to the client and into the audit event; the origin is the
+//! target), on a protocol violation by either side, when the session ends (revocation,
+//! timeouts: the client gets an `error` with a Guacamole status and a `disconnect`, recorded
+//! like the rest of its output), or when recording fails and the policy is to fail closed.
 
+pub mod backend;
 pub mod client_io;
-pub mod filter;
-pub mod handshake;
 pub mod recording;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use zt_api::Secret;
 use zt_api::audit::AuditEvent;
-use zt_api::control::{EndReason, Origin, Target};
-use zt_guac::{Decoder, Instruction, Limits, Status, opcode};
-use zt_guacd::{ClientInfo, ClientSync, SyncSettings, SyncTracker};
+use zt_api::control::{EndReason, Origin, RecordingRequest};
+use zt_connection::filter::FilterEvent;
+use zt_connection::{Connection, Event, Record};
+use zt_guacd::ClientInfo;
 
 use crate::audit::AuditLog;
-use crate::config::{GuacdSettings, RecordingsSettings};
+use crate::config::RecordingsSettings;
 use crate::metrics::Metrics;
-use crate::policy::ConnectionPolicy;
-use client_io::{ClientReader, ClientWriter, MAX_MESSAGE};
-use filter::{Filter, FilterEvent, Verdict};
-use handshake::{ClientHandshake, Step};
+use crate::session::SessionStats;
+use backend::{Backend, BackendStream};
+use client_io::{ClientReader, ClientWriter};
 use recording::GraphicalRecording;
 
-/// Bytes read from guacd at a time.
+/// Bytes read from the backend at a time.
 const READ_BUF: usize = 64 * 1024;
-/// Output for the client held before ztproxy stops reading guacd (flow control).
-const CLIENT_HIGH_WATER: usize = 256 * 1024;
 /// Messages queued for either writer.
 const WRITE_QUEUE: usize = 16;
-/// Output collected before it is handed to the recording's worker: one hand-off (and
-/// wake-up of the worker and of the writer) per this much, not per read from guacd.
-const RECORD_BATCH: usize = 256 * 1024;
-/// Longest that output waits, collected, for a hand-off to the recording's worker.
-const RECORD_DELAY: Duration = Duration::from_millis(20);
+/// How long the client gets, once the connection has ended, for what was due and the
+/// farewell.
+const FAREWELL_GRACE: Duration = Duration::from_millis(500);
+/// How long the writers get to finish after that.
+const WRITER_GRACE: Duration = Duration::from_secs(2);
 
-/// Everything a connection needs from its session.
-pub struct ConnectionContext {
-    /// Session id (for audit and `ready`).
-    pub session: String,
-    /// The session's target (sent to guacd as `hostname`/`port`).
-    pub target: Target,
-    /// Protocol for guacd (`rdp`, `vnc`, `ssh`, `telnet`).
-    pub protocol: String,
-    /// The session's parameters (credentials and policy), passed to guacd.
-    pub parameters: BTreeMap<String, Secret<String>>,
-    /// The policy ztproxy enforces.
-    pub policy: ConnectionPolicy,
-    /// guacd settings.
-    pub guacd: GuacdSettings,
-    /// The recording the session asked for, and the settings to write it with.
-    pub recording_plan: Option<(zt_api::control::RecordingRequest, Arc<RecordingsSettings>)>,
-    /// The vault resource id (bound into the recording's key derivation).
-    pub resource_id: String,
+/// The session's services a connection reports to.
+#[derive(Clone)]
+pub struct Services {
     /// Audit log.
     pub audit: Arc<AuditLog>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Byte counters and the idle clock of the session.
-    pub stats: Arc<crate::session::SessionStats>,
+    pub stats: Arc<SessionStats>,
     /// Recording file names, shown in `GET /v1/sessions`.
     pub recordings: Arc<std::sync::Mutex<Vec<String>>>,
-    /// Cancelled when the session ends.
-    pub cancel: CancellationToken,
-    recording: Option<GraphicalRecording>,
-    recording_fail_closed: bool,
 }
 
-impl ConnectionContext {
-    /// A context; the recording (if planned) starts after the client's handshake.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        session: String,
-        target: Target,
-        protocol: String,
-        parameters: BTreeMap<String, Secret<String>>,
-        policy: ConnectionPolicy,
-        guacd: GuacdSettings,
-        recording_plan: Option<(zt_api::control::RecordingRequest, Arc<RecordingsSettings>)>,
-        resource_id: String,
-        audit: Arc<AuditLog>,
-        metrics: Arc<Metrics>,
-        stats: Arc<crate::session::SessionStats>,
-        recordings: Arc<std::sync::Mutex<Vec<String>>>,
-        cancel: CancellationToken,
-    ) -> Self {
-        Self {
-            session,
-            target,
-            protocol,
-            parameters,
-            policy,
-            guacd,
-            recording_plan,
-            resource_id,
-            audit,
-            metrics,
-            stats,
-            recordings,
-            cancel,
-            recording: None,
-            recording_fail_closed: true,
-        }
-    }
+/// Everything a connection needs from its session.
+pub struct ConnectionContext {
+    /// The core's settings: the session id (for `ready`), the policy, the timings.
+    pub settings: zt_connection::Settings,
+    /// The session's protocol, for the recording's header.
+    pub protocol: String,
+    /// The vault resource id (bound into the recording's key derivation).
+    pub resource_id: String,
+    /// The recording the session asked for, and the settings to write it with.
+    pub recording: Option<(RecordingRequest, Arc<RecordingsSettings>)>,
+    /// What the connection reports to.
+    pub services: Services,
+    /// Cancelled when the session ends.
+    pub cancel: CancellationToken,
 }
 
 /// How a connection ended.
@@ -142,29 +100,6 @@ pub struct ConnectionEnd {
     pub detail: Option<String>,
     /// The recording, when there was one.
     pub recording: Option<recording::RecordingSummary>,
-    /// The client already heard why (guacd's own `error` or `disconnect` was relayed), or
-    /// its channel is gone.
-    told_client: bool,
-    /// guacd's status, when guacd reported the error (the client hears it).
-    guacd_status: Option<Status>,
-}
-
-impl ConnectionEnd {
-    fn new(reason: EndReason, origin: Option<Origin>, detail: impl Into<Option<String>>) -> Self {
-        Self {
-            reason,
-            origin,
-            detail: detail.into(),
-            recording: None,
-            told_client: false,
-            guacd_status: None,
-        }
-    }
-
-    fn told(mut self) -> Self {
-        self.told_client = true;
-        self
-    }
 }
 
 /// Runs one connection until it ends. `end_reason` tells, when the session is cancelled from
@@ -172,597 +107,324 @@ impl ConnectionEnd {
 pub async fn run(
     mut ctx: ConnectionContext,
     mut reader: ClientReader,
-    mut writer: ClientWriter,
+    writer: ClientWriter,
+    mut backend: Box<dyn Backend>,
     end_reason: impl Fn() -> EndReason,
 ) -> ConnectionEnd {
-    let mut from_client = Decoder::new(Limits::default());
-    let cancel = ctx.cancel.clone();
-    let outcome = async {
-        // 1. The client's handshake.
-        let display = match tokio::time::timeout(
-            ctx.guacd.handshake_timeout,
-            client_handshake(&mut reader, &mut writer, &mut from_client),
-        )
-        .await
-        {
-            Ok(Ok(display)) => display,
-            Ok(Err(end)) => return Err(end),
-            Err(_) => {
-                return Err(ConnectionEnd::new(
-                    EndReason::Error,
-                    Some(Origin::Client),
-                    "client handshake timed out".to_owned(),
-                ));
+    ctx.settings.backend = backend.name();
+    ctx.settings.backend_metric = backend.protocol_metric();
+    let core = Connection::new(ctx.settings.clone(), Instant::now());
+    let (to_client, client_writer) = spawn_client_writer(writer);
+    let mut driver = Driver {
+        core,
+        ctx,
+        recording: None,
+        fail_closed: true,
+        to_client,
+        backend: None,
+    };
+    let end = loop {
+        if let Some(end) = driver.process(backend.as_mut(), &end_reason).await {
+            break end;
+        }
+        driver.wait(&mut reader, &end_reason).await;
+    };
+    driver.teardown(end, client_writer).await
+}
+
+struct Driver {
+    core: Connection,
+    ctx: ConnectionContext,
+    recording: Option<GraphicalRecording>,
+    fail_closed: bool,
+    to_client: mpsc::Sender<Bytes>,
+    backend: Option<BackendLink>,
+}
+
+/// An open backend: its reading half, and the queue to its writer task.
+struct BackendLink {
+    reader: Box<dyn AsyncRead + Send + Unpin>,
+    closed: bool,
+    to_backend: mpsc::Sender<Bytes>,
+    writer: tokio::task::JoinHandle<()>,
+}
+
+/// What woke the driver.
+enum Wake<P> {
+    Cancelled,
+    Permit(Option<P>),
+    BackendRead(bool),
+    Client(Option<Bytes>),
+    Timer,
+}
+
+impl Driver {
+    /// Acts on everything the core has for the driver; the end, once the core is closed.
+    async fn process(
+        &mut self,
+        backend: &mut dyn Backend,
+        end_reason: &impl Fn() -> EndReason,
+    ) -> Option<zt_connection::ConnectionEnd> {
+        let mut ended = None;
+        loop {
+            let mut progressed = false;
+            while let Some(event) = self.core.poll_event() {
+                progressed = true;
+                match event {
+                    Event::HandshakeComplete(display) => {
+                        self.open(backend, display, end_reason).await;
+                    }
+                    Event::TargetUp => tracing::info!("target reached through {}", backend.name()),
+                    Event::KeepAlive { lag } => tracing::debug!(
+                        lag_ms = crate::util::millis(lag),
+                        "answered the backend's sync for a slow client"
+                    ),
+                    Event::Filter(event) => self.audit_filter(event),
+                    Event::Ended(end) => ended = Some(end),
+                    _ => {}
+                }
+            }
+            while let Some(record) = self.core.poll_record() {
+                progressed = true;
+                self.record(record).await;
+            }
+            if let Some(bytes) = self.core.poll_backend_transmit() {
+                progressed = true;
+                let to_backend = self.backend.as_ref().map(|link| link.to_backend.clone());
+                send_backend(to_backend, self.core.is_closed(), bytes).await;
+            }
+            self.count();
+            self.check_recording();
+            if !progressed {
+                return ended;
+            }
+        }
+    }
+
+    /// Waits for one thing to happen and hands it to the core.
+    async fn wait(&mut self, reader: &mut ClientReader, end_reason: &impl Fn() -> EndReason) {
+        let timeout = self.core.poll_timeout();
+        let wants_backend = self.core.wants_backend_input();
+        let has_transmit = self.core.has_transmit();
+        let wake = {
+            let read_backend = async {
+                match &mut self.backend {
+                    Some(link) if wants_backend && !link.closed => {
+                        // Straight into the decoder: the instructions it returns share these
+                        // bytes.
+                        let read = link
+                            .reader
+                            .read_buf(self.core.backend_buffer(READ_BUF))
+                            .await;
+                        matches!(read, Ok(n) if n > 0)
+                    }
+                    _ => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = self.ctx.cancel.cancelled() => Wake::Cancelled,
+                permit = self.to_client.reserve(), if has_transmit => Wake::Permit(permit.ok()),
+                open = read_backend => Wake::BackendRead(open),
+                message = reader.recv() => Wake::Client(message.ok().flatten()),
+                () = sleep_until(timeout) => Wake::Timer,
             }
         };
-
-        // The recording starts with the conversation proper.
-        start_recording(&mut ctx, &display).await?;
-
-        // 2. guacd.
-        let guacd = connect_guacd(&ctx, &display).await?;
-        let mut ready = BytesMut::new();
-        zt_guac::encode(opcode::READY, &[format!("${}", ctx.session)], &mut ready);
-        writer
-            .send(ready.freeze())
-            .await
-            .map_err(|_| ConnectionEnd::new(EndReason::ClientClosed, Some(Origin::Client), None))?;
-        tracing::debug!(connection = %guacd.connection_id, "guacd ready");
-        Ok(guacd)
-    };
-    let guacd = tokio::select! {
-        result = outcome => result,
-        () = cancel.cancelled() => Err(ConnectionEnd::new(end_reason(), None, None)),
-    };
-    let guacd = match guacd {
-        Ok(guacd) => guacd,
-        Err(end) => {
-            // What the client is told is recorded too, when the recording has started (the
-            // display model ignores `error` and `disconnect`, so it gets no instructions).
-            let farewell = farewell(&end);
-            if let Some(recording) = &mut ctx.recording {
-                recording.output(Vec::new(), vec![farewell.clone()]).await;
+        let now = Instant::now();
+        match wake {
+            Wake::Cancelled => self.core.close(end_reason()),
+            Wake::Permit(Some(permit)) => {
+                if let Some(message) = self.core.poll_transmit(now) {
+                    permit.send(message);
+                }
             }
-            let _ = tokio::time::timeout(Duration::from_secs(1), writer.send(farewell)).await;
-            writer.close().await;
-            return finish_recording(ctx.recording.take(), end).await;
-        }
-    };
-
-    // 3. Relay.
-    let end = relay(&mut ctx, guacd, reader, writer, from_client, &end_reason).await;
-    finish_recording(ctx.recording.take(), end).await
-}
-
-async fn start_recording(
-    ctx: &mut ConnectionContext,
-    display: &handshake::ClientDisplay,
-) -> Result<(), ConnectionEnd> {
-    let Some((request, settings)) = ctx.recording_plan.take() else {
-        return Ok(());
-    };
-    ctx.recording_fail_closed = request.fail_closed.unwrap_or(settings.fail_closed);
-    if !request.graphical {
-        return Ok(());
-    }
-    match GraphicalRecording::start(
-        &settings,
-        &request,
-        &ctx.session,
-        &ctx.resource_id,
-        &ctx.protocol,
-        (display.width, display.height),
-        ctx.policy.record_input,
-        Arc::clone(&ctx.audit),
-    )
-    .await
-    {
-        Ok(recording) => {
-            let file_name = recording.file_name().to_owned();
-            ctx.recordings
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(file_name.clone());
-            ctx.audit.emit(AuditEvent::RecordingStarted {
-                session: ctx.session.clone(),
-                recording: file_name,
-                kind: "graphical".into(),
-            });
-            ctx.recording = Some(recording);
-            Ok(())
-        }
-        Err(error) => {
-            tracing::warn!(%error, "recording could not start");
-            ctx.metrics.error(Origin::Local, "recording");
-            if ctx.recording_fail_closed {
-                Err(ConnectionEnd::new(
-                    EndReason::RecordingFailed,
-                    Some(Origin::Local),
-                    "recording could not start".to_owned(),
-                ))
-            } else {
-                Ok(())
+            // The client's channel is gone: nothing more reaches it.
+            Wake::Permit(None) | Wake::Client(None) => self.core.handle_client_closed(),
+            Wake::BackendRead(true) => {
+                self.core.handle_backend_read(now);
+                self.ctx.services.stats.touch();
             }
+            Wake::BackendRead(false) => {
+                if let Some(link) = &mut self.backend {
+                    link.closed = true;
+                }
+                self.core.handle_backend_closed(now);
+            }
+            Wake::Client(Some(bytes)) => {
+                self.core.handle_client(now, &bytes);
+                self.ctx.services.stats.touch();
+            }
+            Wake::Timer => self.core.handle_timeout(now),
         }
     }
-}
 
-async fn finish_recording(
-    recording: Option<GraphicalRecording>,
-    mut end: ConnectionEnd,
-) -> ConnectionEnd {
-    if let Some(recording) = recording {
-        end.recording = Some(recording.finish().await);
-    }
-    end
-}
-
-async fn client_handshake(
-    reader: &mut ClientReader,
-    writer: &mut ClientWriter,
-    decoder: &mut Decoder,
-) -> Result<handshake::ClientDisplay, ConnectionEnd> {
-    let mut handshake = ClientHandshake::new();
-    let violation = |detail: &str| {
-        ConnectionEnd::new(EndReason::Error, Some(Origin::Client), detail.to_owned())
-    };
-    loop {
-        while let Some(instruction) = decoder
-            .poll_instruction()
-            .map_err(|e| violation(&format!("malformed instruction: {e}")))?
-        {
-            match handshake.handle(&instruction) {
-                Ok(Step::Reply(bytes)) => writer.send(Bytes::from(bytes)).await.map_err(|_| {
-                    ConnectionEnd::new(EndReason::ClientClosed, Some(Origin::Client), None)
-                })?,
-                Ok(Step::Continue) => {}
-                Ok(Step::Done(display)) => return Ok(display),
-                Err(error) => return Err(violation(&format!("handshake: {error}"))),
-            }
+    /// The client's handshake is done: the recording starts, then the backend opens.
+    async fn open(
+        &mut self,
+        backend: &mut dyn Backend,
+        display: ClientInfo,
+        end_reason: &impl Fn() -> EndReason,
+    ) {
+        if let Err(end) = self.start_recording(&display).await {
+            return self.core.abort(end);
         }
-        match reader.recv().await {
-            Ok(Some(bytes)) => decoder.feed(&bytes),
-            _ => {
-                return Err(ConnectionEnd::new(
-                    EndReason::ClientClosed,
-                    Some(Origin::Client),
-                    None,
+        let opened = tokio::select! {
+            () = self.ctx.cancel.cancelled() => return self.core.close(end_reason()),
+            opened = backend.open(&display) => opened,
+        };
+        match opened {
+            Ok(stream) => {
+                tracing::debug!(connection = %stream.id, "{} ready", backend.name());
+                self.attach(stream);
+                self.core.backend_ready(Instant::now());
+            }
+            Err(error) => {
+                backend::count_open_failure(&self.ctx.services.metrics, backend.name());
+                self.core.abort(zt_connection::ConnectionEnd::backend_error(
+                    error.detail,
+                    error.status,
                 ));
             }
         }
     }
-}
 
-async fn connect_guacd(
-    ctx: &ConnectionContext,
-    display: &handshake::ClientDisplay,
-) -> Result<zt_guacd::GuacdConnection, ConnectionEnd> {
-    let upstream =
-        |detail: String| ConnectionEnd::new(EndReason::Error, Some(Origin::Target), detail);
-    let addr = tokio::net::lookup_host(ctx.guacd.address.as_str())
-        .await
-        .ok()
-        .and_then(|mut addrs| addrs.next())
-        .ok_or_else(|| {
-            upstream(format!(
-                "guacd address {} does not resolve",
-                ctx.guacd.address
-            ))
-        })?;
-    let mut info = ClientInfo::new(display.width, display.height, display.dpi.unwrap_or(96));
-    info.audio_mimetypes = display.audio.clone();
-    info.video_mimetypes = display.video.clone();
-    if !display.image.is_empty() {
-        info.image_mimetypes = display.image.clone();
+    fn attach(&mut self, stream: BackendStream) {
+        let BackendStream {
+            reader,
+            mut writer,
+            leftover,
+            ..
+        } = stream;
+        let (to_backend, mut queue) = mpsc::channel::<Bytes>(WRITE_QUEUE);
+        let writer = tokio::spawn(async move {
+            while let Some(bytes) = queue.recv().await {
+                if writer.write_all(&bytes).await.is_err() {
+                    return;
+                }
+            }
+            let _ = writer.shutdown().await;
+        });
+        if !leftover.is_empty() {
+            self.core.handle_backend(Instant::now(), &leftover);
+        }
+        self.backend = Some(BackendLink {
+            reader,
+            closed: false,
+            to_backend,
+            writer,
+        });
     }
-    info.timezone = display.timezone.clone();
-    info.name = display.name.clone();
-    // The session's parameters, and its target as the only hostname and port.
-    let mut parameters = ctx.parameters.clone();
-    parameters.insert("hostname".into(), Secret::new(ctx.target.host.clone()));
-    parameters.insert("port".into(), Secret::new(ctx.target.port.to_string()));
-    zt_guacd::connect(
-        addr,
-        &ctx.protocol,
-        &parameters,
-        info,
-        ctx.guacd.connect_timeout,
-    )
-    .await
-    .map_err(|error| {
-        ctx.metrics.error(Origin::Target, "guacd");
-        match error.status() {
-            Some(status) => {
-                let mut end = upstream(format!("guacd: {error} (status {})", status_text(status)));
-                end.guacd_status = Some(status);
-                end
-            }
-            None => upstream(format!("guacd: {error}")),
-        }
-    })
-}
 
-fn status_text(status: Status) -> String {
-    match status.name() {
-        Some(name) => format!("0x{:04X} {name}", status.code()),
-        None => format!("0x{:04X}", status.code()),
+    async fn start_recording(
+        &mut self,
+        display: &ClientInfo,
+    ) -> Result<(), zt_connection::ConnectionEnd> {
+        let Some((request, settings)) = self.ctx.recording.take() else {
+            return Ok(());
+        };
+        self.fail_closed = request.fail_closed.unwrap_or(settings.fail_closed);
+        if !request.graphical {
+            return Ok(());
+        }
+        let services = &self.ctx.services;
+        let started = GraphicalRecording::start(
+            &settings,
+            &request,
+            &self.ctx.settings.session,
+            &self.ctx.resource_id,
+            &self.ctx.protocol,
+            (display.width, display.height),
+            self.ctx.settings.policy.record_input,
+            Arc::clone(&services.audit),
+        )
+        .await;
+        match started {
+            Ok(recording) => {
+                let file_name = recording.file_name().to_owned();
+                services
+                    .recordings
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(file_name.clone());
+                services.audit.emit(AuditEvent::RecordingStarted {
+                    session: self.ctx.settings.session.clone(),
+                    recording: file_name,
+                    kind: "graphical".into(),
+                });
+                self.core.start_recording(recording.includes_input());
+                self.recording = Some(recording);
+                Ok(())
+            }
+            Err(error) => {
+                tracing::warn!(%error, "recording could not start");
+                services.metrics.error(Origin::Local, "recording");
+                if self.fail_closed {
+                    Err(zt_connection::ConnectionEnd::new(
+                        EndReason::RecordingFailed,
+                        Some(Origin::Local),
+                        "recording could not start".to_owned(),
+                    ))
+                } else {
+                    Ok(())
+                }
+            }
+        }
     }
-}
 
-/// The `error` (unless the end is a plain disconnect) and `disconnect` that tell the client
-/// why the connection ends.
-fn farewell(end: &ConnectionEnd) -> Bytes {
-    let (message, status) = match (end.reason, end.origin) {
-        (EndReason::Revoked, _) => ("Session revoked", Status::SESSION_CLOSED),
-        (EndReason::IdleTimeout, _) => ("Session idle for too long", Status::SESSION_TIMEOUT),
-        (EndReason::MaxDuration, _) => ("Session time limit reached", Status::SESSION_TIMEOUT),
-        (EndReason::Shutdown, _) => ("ztproxy is shutting down", Status::SERVER_BUSY),
-        (EndReason::RecordingFailed, _) => ("Recording failed", Status::SERVER_ERROR),
-        (EndReason::ClientClosed | EndReason::TargetClosed, _) => ("Disconnected", Status::SUCCESS),
-        (_, Some(Origin::Client)) => ("Protocol error", Status::CLIENT_BAD_REQUEST),
-        (_, Some(Origin::Target)) => (
-            "Remote desktop server error",
-            end.guacd_status.unwrap_or(Status::UPSTREAM_ERROR),
-        ),
-        _ => ("Internal error", Status::SERVER_ERROR),
-    };
-    let mut out = BytesMut::new();
-    if !status.is_success() {
-        zt_guac::encode(
-            opcode::ERROR,
-            &[message, &status.code().to_string()],
-            &mut out,
-        );
+    async fn record(&mut self, record: Record) {
+        let Some(recording) = &mut self.recording else {
+            return;
+        };
+        match record {
+            Record::Output {
+                instructions,
+                messages,
+            } => recording.output(instructions, messages).await,
+            Record::Input(input) => {
+                recording.input(&input);
+                recording.flush_input().await;
+            }
+        }
     }
-    zt_guac::encode(opcode::DISCONNECT, &[] as &[&str], &mut out);
-    out.freeze()
-}
 
-async fn relay(
-    ctx: &mut ConnectionContext,
-    guacd: zt_guacd::GuacdConnection,
-    mut reader: ClientReader,
-    writer: ClientWriter,
-    mut from_client: Decoder,
-    end_reason: &impl Fn() -> EndReason,
-) -> ConnectionEnd {
-    let mut filter = Filter::new(ctx.policy.clone());
-    let mut sync = SyncTracker::new({
-        let mut settings = SyncSettings::default();
-        settings.grace = ctx.guacd.sync_grace;
-        settings
-    });
-    let mut from_guacd = Decoder::new(Limits::default());
-    from_guacd.feed(&guacd.leftover);
-    let (mut guacd_read, mut guacd_write) = guacd.stream.into_split();
-
-    // Writers: each side gets its own task so a slow side never stops the other.
-    let (to_guacd, mut to_guacd_rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
-    let guacd_writer = tokio::spawn(async move {
-        while let Some(bytes) = to_guacd_rx.recv().await {
-            if guacd_write.write_all(&bytes).await.is_err() {
-                return;
-            }
+    fn count(&mut self) {
+        let counts = self.core.take_counts();
+        let services = &self.ctx.services;
+        if counts.to_client > 0 {
+            services
+                .stats
+                .bytes_to_client
+                .fetch_add(counts.to_client, std::sync::atomic::Ordering::Relaxed);
+            services.metrics.bytes_to_client.inc_by(counts.to_client);
         }
-        let _ = guacd_write.shutdown().await;
-    });
-    let (to_client, mut to_client_rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
-    let client_writer = tokio::spawn(async move {
-        let mut writer = writer;
-        while let Some(bytes) = to_client_rx.recv().await {
-            if writer.send(bytes).await.is_err() {
-                return writer;
-            }
+        if counts.to_target > 0 {
+            services
+                .stats
+                .bytes_to_target
+                .fetch_add(counts.to_target, std::sync::atomic::Ordering::Relaxed);
+            services.metrics.bytes_to_target.inc_by(counts.to_target);
         }
-        writer
-    });
+    }
 
-    // Output for the client, split into messages of whole instructions.
-    let mut out_client = MessageBatcher::new(ctx.recording.is_some());
-    let mut recorded = Recorded::default();
-    let mut target_up = false;
-    let mut guacd_eof = false;
-
-    let end = 'relay: loop {
-        // Everything guacd sent that is already decoded, as far as the client can take.
-        if out_client.pending_bytes() < CLIENT_HIGH_WATER {
-            loop {
-                let instruction = match from_guacd.poll_instruction() {
-                    Ok(Some(instruction)) => instruction,
-                    Ok(None) => break,
-                    Err(error) => {
-                        tracing::info!(%error, "guacd broke the protocol");
-                        ctx.metrics.error(Origin::Target, "guacd_protocol");
-                        break 'relay ConnectionEnd::new(
-                            EndReason::Error,
-                            Some(Origin::Target),
-                            format!("guacd protocol violation: {error}"),
-                        );
-                    }
-                };
-                let now = Instant::now();
-                if instruction.is(opcode::SYNC) {
-                    if let Some(timestamp) = instruction.arg(0).and_then(|t| t.parse::<u64>().ok())
-                    {
-                        sync.server_sync(timestamp, now);
-                        if !target_up {
-                            target_up = true;
-                            tracing::info!("target reached through guacd");
-                        }
-                    }
-                } else if instruction.is(opcode::ERROR) {
-                    let status = instruction
-                        .arg(1)
-                        .and_then(|s| s.parse::<u32>().ok())
-                        .map(Status::new)
-                        .unwrap_or(Status::SERVER_ERROR);
-                    // The client hears guacd's own error, then the disconnect.
-                    out_client.push(instruction.raw());
-                    record_output(ctx, &mut recorded, instruction);
-                    out_client.push_bytes(&disconnect_bytes());
-                    if let Ok(Some(disconnect)) = decode_one(&disconnect_bytes()) {
-                        record_output(ctx, &mut recorded, disconnect);
-                    }
-                    flush_recording(ctx, &mut recorded, &mut out_client).await;
-                    break 'relay ConnectionEnd::new(
-                        EndReason::Error,
-                        Some(Origin::Target),
-                        format!("guacd error, status {}", status_text(status)),
-                    )
-                    .told();
-                } else if instruction.is(opcode::DISCONNECT) {
-                    out_client.push(instruction.raw());
-                    record_output(ctx, &mut recorded, instruction);
-                    flush_recording(ctx, &mut recorded, &mut out_client).await;
-                    break 'relay ConnectionEnd::new(EndReason::TargetClosed, None, None).told();
-                }
-                match filter.from_server(&instruction) {
-                    Verdict::Forward => {
-                        ctx.stats.bytes_to_client.fetch_add(
-                            instruction.len() as u64,
-                            std::sync::atomic::Ordering::Relaxed,
-                        );
-                        ctx.metrics.bytes_to_client.inc_by(instruction.len() as u64);
-                        out_client.push(instruction.raw());
-                        record_output(ctx, &mut recorded, instruction);
-                    }
-                    Verdict::Replace(bytes) => {
-                        out_client.push_bytes(&bytes);
-                        if let Ok(Some(replacement)) = decode_one(&bytes) {
-                            record_output(ctx, &mut recorded, replacement);
-                        }
-                    }
-                    Verdict::Drop => {}
-                }
-                if let Some(reply) = filter.take_to_server() {
-                    let _ = to_guacd.send(reply).await;
-                    sync.sent_to_guacd(now);
-                }
-                audit_filter(ctx, &mut filter);
-                if out_client.pending_bytes() >= CLIENT_HIGH_WATER {
-                    break;
-                }
-            }
-            if out_client.unrecorded_bytes() >= RECORD_BATCH {
-                flush_recording(ctx, &mut recorded, &mut out_client).await;
-            } else {
-                recorded.arm(&out_client);
-            }
-            ctx.stats.touch();
+    /// A recording that failed ends the connection when its policy is to fail closed.
+    fn check_recording(&mut self) {
+        if self.core.is_closed() || !self.fail_closed {
+            return;
         }
-        if let Some(failure) = ctx.recording.as_ref().and_then(GraphicalRecording::failure)
-            && ctx.recording_fail_closed
+        if let Some(failure) = self
+            .recording
+            .as_ref()
+            .and_then(GraphicalRecording::failure)
         {
-            break ConnectionEnd::new(
+            self.core.abort(zt_connection::ConnectionEnd::new(
                 EndReason::RecordingFailed,
                 Some(Origin::Local),
                 format!("recording failed: {failure}"),
-            );
-        }
-        if guacd_eof && from_guacd.buffered_len() == 0 {
-            break ConnectionEnd::new(EndReason::TargetClosed, Some(Origin::Target), None);
-        }
-
-        let keepalive_at = sync.poll_timeout();
-        tokio::select! {
-            () = ctx.cancel.cancelled() => {
-                break ConnectionEnd::new(end_reason(), None, None);
-            }
-            permit = to_client.reserve(), if out_client.has_message() => {
-                if let (Ok(permit), Some(message)) = (permit, out_client.next_message()) {
-                    permit.send(message);
-                } else {
-                    // The client's channel is gone: nothing more reaches it.
-                    break ConnectionEnd::new(EndReason::ClientClosed, Some(Origin::Client), None).told();
-                }
-            }
-            // Straight into the decoder: the instructions it returns share these bytes.
-            read = guacd_read.read_buf(from_guacd.read_buffer(READ_BUF)), if !guacd_eof && out_client.pending_bytes() < CLIENT_HIGH_WATER => {
-                if matches!(read, Ok(0) | Err(_)) {
-                    guacd_eof = true;
-                }
-            }
-            message = reader.recv() => {
-                let Ok(Some(bytes)) = message else {
-                    let _ = to_guacd.send(disconnect_bytes()).await;
-                    // The client's channel is closed: nothing more reaches it.
-                    break ConnectionEnd::new(EndReason::ClientClosed, Some(Origin::Client), None).told();
-                };
-                from_client.feed(&bytes);
-                if ctx.recording.as_ref().is_some_and(GraphicalRecording::includes_input) {
-                    // The output so far goes first, so the input sits where it arrived.
-                    flush_recording(ctx, &mut recorded, &mut out_client).await;
-                }
-                let input = client_input(ctx, &mut from_client, &mut filter, &mut sync, &mut out_client);
-                if let Some(recording) = &mut ctx.recording {
-                    recording.flush_input().await;
-                }
-                // Replies ztproxy sent the client itself (acks of refused streams) are recorded too.
-                recorded.arm(&out_client);
-                match input {
-                    Ok(ClientInput::Forward(forward)) => {
-                        if !forward.is_empty() {
-                            let _ = to_guacd.send(forward).await;
-                            sync.sent_to_guacd(Instant::now());
-                        }
-                    }
-                    Ok(ClientInput::Disconnect(forward)) => {
-                        let mut forward = forward.to_vec();
-                        forward.extend_from_slice(&disconnect_bytes());
-                        let _ = to_guacd.send(Bytes::from(forward)).await;
-                        break ConnectionEnd::new(EndReason::ClientClosed, Some(Origin::Client), None);
-                    }
-                    Err(detail) => {
-                        let _ = to_guacd.send(disconnect_bytes()).await;
-                        break ConnectionEnd::new(EndReason::Error, Some(Origin::Client), detail);
-                    }
-                }
-            }
-            () = sleep_until(recorded.due), if recorded.due.is_some() => {
-                flush_recording(ctx, &mut recorded, &mut out_client).await;
-            }
-            () = sleep_until(keepalive_at) => {
-                let now = Instant::now();
-                if let Some(timestamp) = sync.poll_keepalive(now) {
-                    let mut out = BytesMut::new();
-                    zt_guac::encode(opcode::SYNC, &[timestamp.to_string()], &mut out);
-                    let _ = to_guacd.send(out.freeze()).await;
-                    sync.sent_to_guacd(now);
-                    tracing::debug!(lag_ms = crate::util::millis(sync.lag(now)), "answered guacd's sync for a slow client");
-                }
-                if sync.poll_nop(now) {
-                    let mut out = BytesMut::new();
-                    zt_guac::encode(opcode::NOP, &[] as &[&str], &mut out);
-                    let _ = to_guacd.send(out.freeze()).await;
-                    sync.sent_to_guacd(now);
-                }
-            }
-        }
-    };
-    // Why the connection ends goes to the client after what was already due, and into the
-    // recording (which takes the client's messages) like everything else the client is sent.
-    if !end.told_client {
-        out_client.push_bytes(&farewell(&end));
-    }
-    flush_recording(ctx, &mut recorded, &mut out_client).await;
-    teardown(
-        ctx,
-        end,
-        to_guacd,
-        to_client,
-        guacd_writer,
-        client_writer,
-        out_client,
-    )
-    .await
-}
-
-enum ClientInput {
-    Forward(Bytes),
-    Disconnect(Bytes),
-}
-
-/// Processes everything decoded from the client: returns the bytes for guacd.
-fn client_input(
-    ctx: &mut ConnectionContext,
-    decoder: &mut Decoder,
-    filter: &mut Filter,
-    sync: &mut SyncTracker,
-    out_client: &mut MessageBatcher,
-) -> Result<ClientInput, String> {
-    let mut forward = BytesMut::new();
-    let now = Instant::now();
-    loop {
-        let instruction = match decoder.poll_instruction() {
-            Ok(Some(instruction)) => instruction,
-            Ok(None) => break,
-            Err(error) => {
-                ctx.metrics.error(Origin::Client, "guacamole_protocol");
-                return Err(format!("client sent a malformed instruction: {error}"));
-            }
-        };
-        if instruction.is(opcode::SYNC) {
-            let Some(timestamp) = instruction.arg(0).and_then(|t| t.parse::<u64>().ok()) else {
-                continue;
-            };
-            if sync.client_sync(timestamp, now) == ClientSync::Forward {
-                forward.extend_from_slice(instruction.raw());
-            }
-            continue;
-        }
-        if instruction.is(opcode::DISCONNECT) {
-            return Ok(ClientInput::Disconnect(forward.freeze()));
-        }
-        match filter.from_client(&instruction) {
-            Verdict::Forward => {
-                if let Some(recording) = &mut ctx.recording
-                    && (instruction.is(opcode::KEY) || instruction.is(opcode::MOUSE))
-                {
-                    recording.input(instruction.raw());
-                }
-                forward.extend_from_slice(instruction.raw());
-            }
-            Verdict::Replace(bytes) => forward.extend_from_slice(&bytes),
-            Verdict::Drop => {}
-        }
-        if let Some(reply) = filter.take_to_client() {
-            out_client.push_bytes(&reply);
-        }
-        audit_filter(ctx, filter);
-    }
-    ctx.stats
-        .bytes_to_target
-        .fetch_add(forward.len() as u64, std::sync::atomic::Ordering::Relaxed);
-    ctx.metrics.bytes_to_target.inc_by(forward.len() as u64);
-    ctx.stats.touch();
-    Ok(ClientInput::Forward(forward.freeze()))
-}
-
-/// Output sent to the client and not yet handed to the recording: the instructions for the
-/// display model (the bytes are the client's messages, kept by the [`MessageBatcher`]).
-#[derive(Default)]
-struct Recorded {
-    instructions: Vec<Instruction>,
-    /// When they are handed over at the latest.
-    due: Option<Instant>,
-}
-
-impl Recorded {
-    /// Sets the hand-over time if output waits for one.
-    fn arm(&mut self, out: &MessageBatcher) {
-        if self.due.is_none() && out.unrecorded_bytes() > 0 {
-            self.due = Some(Instant::now() + RECORD_DELAY);
+            ));
         }
     }
-}
 
-fn record_output(ctx: &ConnectionContext, recorded: &mut Recorded, instruction: Instruction) {
-    if ctx.recording.is_some() {
-        recorded.instructions.push(instruction);
-    }
-}
-
-/// Hands what was sent to the client to the recording (waits while its worker is behind):
-/// the client's messages as they are, with the instructions in them for the display model.
-async fn flush_recording(
-    ctx: &mut ConnectionContext,
-    recorded: &mut Recorded,
-    out: &mut MessageBatcher,
-) {
-    recorded.due = None;
-    let messages = out.take_recorded();
-    if let Some(recording) = &mut ctx.recording
-        && !messages.is_empty()
-    {
-        recording
-            .output(std::mem::take(&mut recorded.instructions), messages)
-            .await;
-    }
-    recorded.instructions.clear();
-}
-
-fn audit_filter(ctx: &ConnectionContext, filter: &mut Filter) {
-    while let Some(event) = filter.poll_event() {
+    fn audit_filter(&self, event: FilterEvent) {
+        let session = self.ctx.settings.session.clone();
         let event = match event {
             FilterEvent::Transferred {
                 direction,
@@ -773,7 +435,7 @@ fn audit_filter(ctx: &ConnectionContext, filter: &mut Filter) {
                 sha256,
                 truncated,
             } => AuditEvent::Transfer {
-                session: ctx.session.clone(),
+                session,
                 direction: direction.as_str().into(),
                 kind: kind.as_str().into(),
                 mimetype,
@@ -787,154 +449,93 @@ fn audit_filter(ctx: &ConnectionContext, filter: &mut Filter) {
                 what,
                 name,
             } => {
-                ctx.metrics.error(Origin::Client, "policy_refused");
+                self.ctx
+                    .services
+                    .metrics
+                    .error(Origin::Client, "policy_refused");
                 AuditEvent::PolicyRefused {
-                    session: ctx.session.clone(),
+                    session,
                     direction: direction.as_str().into(),
                     action: what.as_str().into(),
                     name,
                 }
             }
         };
-        ctx.audit.emit(event);
+        self.ctx.services.audit.emit(event);
+    }
+
+    /// The client gets what was already due and why the connection ends (bounded), both
+    /// writers finish, the recording is finalised.
+    async fn teardown(
+        mut self,
+        end: zt_connection::ConnectionEnd,
+        client_writer: tokio::task::JoinHandle<ClientWriter>,
+    ) -> ConnectionEnd {
+        if let (Some(metric), Some(origin)) = (end.metric, end.origin) {
+            self.ctx.services.metrics.error(origin, metric);
+        }
+        let core = &mut self.core;
+        let to_client = self.to_client;
+        let _ = tokio::time::timeout(FAREWELL_GRACE, async {
+            while let Some(message) = core.poll_transmit(Instant::now()) {
+                if to_client.send(message).await.is_err() {
+                    break;
+                }
+            }
+        })
+        .await;
+        drop(to_client);
+        if let Some(link) = self.backend {
+            drop(link.to_backend);
+            let _ = tokio::time::timeout(WRITER_GRACE, link.writer).await;
+        }
+        if let Ok(Ok(mut writer)) = tokio::time::timeout(WRITER_GRACE, client_writer).await {
+            writer.close().await;
+        }
+        ConnectionEnd {
+            reason: end.reason,
+            origin: end.origin,
+            detail: end.detail,
+            recording: match self.recording {
+                Some(recording) => Some(recording.finish().await),
+                None => None,
+            },
+        }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn teardown(
-    ctx: &ConnectionContext,
-    end: ConnectionEnd,
-    to_guacd: mpsc::Sender<Bytes>,
-    to_client: mpsc::Sender<Bytes>,
-    guacd_writer: tokio::task::JoinHandle<()>,
-    client_writer: tokio::task::JoinHandle<ClientWriter>,
-    mut out_client: MessageBatcher,
-) -> ConnectionEnd {
-    // guacd hears the user leave.
-    if end.origin != Some(Origin::Target) && end.reason != EndReason::TargetClosed {
-        let _ = to_guacd.try_send(disconnect_bytes());
+async fn send_backend(to_backend: Option<mpsc::Sender<Bytes>>, last: bool, bytes: Bytes) {
+    let Some(to_backend) = to_backend else {
+        return;
+    };
+    if last {
+        // The last words (a `disconnect`) never wait for a backend that stopped reading.
+        let _ = to_backend.try_send(bytes);
+    } else {
+        let _ = to_backend.send(bytes).await;
     }
-    drop(to_guacd);
-    // The client gets what was already due, then why the session ends.
-    let grace = Duration::from_millis(500);
-    let _ = tokio::time::timeout(grace, async {
-        while let Some(message) = out_client.next_message() {
-            if to_client.send(message).await.is_err() {
-                break;
+}
+
+/// The client's writer task: a slow client never stops the backend's side.
+fn spawn_client_writer(
+    writer: ClientWriter,
+) -> (mpsc::Sender<Bytes>, tokio::task::JoinHandle<ClientWriter>) {
+    let (to_client, mut queue) = mpsc::channel::<Bytes>(WRITE_QUEUE);
+    let task = tokio::spawn(async move {
+        let mut writer = writer;
+        while let Some(bytes) = queue.recv().await {
+            if writer.send(bytes).await.is_err() {
+                return writer;
             }
         }
-    })
-    .await;
-    drop(to_client);
-    let _ = tokio::time::timeout(Duration::from_secs(2), guacd_writer).await;
-    if let Ok(Ok(mut writer)) = tokio::time::timeout(Duration::from_secs(2), client_writer).await {
-        writer.close().await;
-    }
-    let _ = ctx;
-    end
-}
-
-fn disconnect_bytes() -> Bytes {
-    let mut out = BytesMut::new();
-    zt_guac::encode(opcode::DISCONNECT, &[] as &[&str], &mut out);
-    out.freeze()
-}
-
-fn decode_one(bytes: &[u8]) -> Result<Option<Instruction>, zt_guac::DecodeError> {
-    let mut decoder = Decoder::new(Limits::default());
-    decoder.feed(bytes);
-    decoder.poll_instruction()
+        writer
+    });
+    (to_client, task)
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
         None => std::future::pending().await,
-    }
-}
-
-/// Client output, cut into messages of whole instructions of at most [`MAX_MESSAGE`] bytes.
-///
-/// When the session is recorded, the batcher also keeps each finished message (shared, not
-/// copied) until the recording takes it: the recording holds exactly the bytes the client
-/// was sent.
-#[derive(Debug, Default)]
-struct MessageBatcher {
-    full: std::collections::VecDeque<Bytes>,
-    current: BytesMut,
-    pending: usize,
-    recording: bool,
-    /// Finished messages the recording has not taken yet.
-    recorded: Vec<Bytes>,
-}
-
-impl MessageBatcher {
-    fn new(recording: bool) -> Self {
-        Self {
-            recording,
-            ..Self::default()
-        }
-    }
-
-    /// Ends the message being filled (if any) and queues it for sending, and for the
-    /// recording.
-    fn close_current(&mut self) {
-        if self.current.is_empty() {
-            return;
-        }
-        let message = self.current.split().freeze();
-        if self.recording {
-            self.recorded.push(message.clone());
-        }
-        self.full.push_back(message);
-    }
-
-    /// Bytes sent, or about to be, that the recording has not taken yet.
-    fn unrecorded_bytes(&self) -> usize {
-        if !self.recording {
-            return 0;
-        }
-        self.current.len() + self.recorded.iter().map(Bytes::len).sum::<usize>()
-    }
-
-    /// Every message so far, for the recording, ending the one being filled.
-    fn take_recorded(&mut self) -> Vec<Bytes> {
-        if self.recording {
-            self.close_current();
-        }
-        std::mem::take(&mut self.recorded)
-    }
-
-    fn push(&mut self, instruction: &Bytes) {
-        self.push_bytes(instruction);
-    }
-
-    fn push_bytes(&mut self, bytes: &[u8]) {
-        if self.current.len() + bytes.len() > MAX_MESSAGE {
-            self.close_current();
-        }
-        if self.current.is_empty() {
-            // Room for a whole message at once, instead of growing (and copying) it.
-            self.current.reserve(bytes.len().max(MAX_MESSAGE));
-        }
-        self.current.extend_from_slice(bytes);
-        self.pending += bytes.len();
-    }
-
-    fn has_message(&self) -> bool {
-        !self.full.is_empty() || !self.current.is_empty()
-    }
-
-    fn next_message(&mut self) -> Option<Bytes> {
-        if self.full.is_empty() {
-            self.close_current();
-        }
-        let message = self.full.pop_front()?;
-        self.pending -= message.len();
-        Some(message)
-    }
-
-    fn pending_bytes(&self) -> usize {
-        self.pending
     }
 }

@@ -127,11 +127,10 @@ pub struct SessionMeta {
 }
 
 /// What a connection session needs once its Guacamole channel arrives. Held by the session
-/// task only: the parameters carry credentials.
+/// task only: the backend carries the session's credentials.
 pub struct ConnectionSetup {
-    parameters: std::collections::BTreeMap<String, zt_api::Secret<String>>,
-    policy: crate::policy::ConnectionPolicy,
-    guacd: crate::config::GuacdSettings,
+    backend: Box<dyn crate::connection::backend::Backend>,
+    settings: zt_connection::Settings,
     recording: Option<(
         zt_api::control::RecordingRequest,
         Arc<crate::config::RecordingsSettings>,
@@ -486,21 +485,22 @@ pub async fn create(
 
 /// Checks that this proxy can serve a connection session, and prepares it.
 fn connection_setup(shared: &Shared, spec: &SessionSpec) -> Result<ConnectionSetup, ApiError> {
-    if spec.route != Some(zt_api::control::Route::Guacd) {
-        return Err(ApiError::new(
-            ErrorCode::Unsupported,
-            "this build connects through guacd only; ask for route \"guacd\"",
-        )
-        .with_field("route"));
+    let backend = shared.backends.make(
+        spec.route,
+        &crate::connection::backend::BackendRequest {
+            protocol: &spec.protocol,
+            target: &spec.target,
+            parameters: &spec.parameters,
+            settings: &shared.settings,
+        },
+    )?;
+    let policy = zt_connection::policy::ConnectionPolicy::from_parameters(&spec.parameters)
+        .map_err(|e| ApiError::invalid_field(format!("parameters.{}", e.name), e.problem))?;
+    let mut settings = zt_connection::Settings::new(String::new(), policy);
+    if let Some(guacd) = &shared.settings.guacd {
+        settings.handshake_timeout = guacd.handshake_timeout;
+        settings.sync.grace = guacd.sync_grace;
     }
-    let guacd = shared.settings.guacd.clone().ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::Unsupported,
-            "this proxy has no guacd configured ([guacd] address)",
-        )
-        .with_field("route")
-    })?;
-    let policy = crate::policy::ConnectionPolicy::from_parameters(&spec.parameters)?;
     let recording = match &spec.recording {
         Some(request) if request.graphical || request.typescript => {
             if request.typescript {
@@ -523,9 +523,8 @@ fn connection_setup(shared: &Shared, spec: &SessionSpec) -> Result<ConnectionSet
         _ => None,
     };
     Ok(ConnectionSetup {
-        parameters: spec.parameters.clone(),
-        policy,
-        guacd,
+        backend,
+        settings,
         recording,
     })
 }
@@ -926,21 +925,22 @@ fn start_connection(
         return;
     };
     opened(shared, handle, conn_no);
-    let context = crate::connection::ConnectionContext::new(
-        handle.id.clone(),
-        handle.meta.target.clone(),
-        handle.meta.protocol.clone(),
-        setup.parameters,
-        setup.policy,
-        setup.guacd,
-        setup.recording,
-        handle.meta.resource_id.clone().unwrap_or_default(),
-        shared.audit.clone(),
-        shared.metrics.clone(),
-        handle.stats.clone(),
-        handle.recordings.clone(),
-        relay_cancel.clone(),
-    );
+    let mut settings = setup.settings;
+    settings.session = handle.id.clone();
+    let context = crate::connection::ConnectionContext {
+        settings,
+        protocol: handle.meta.protocol.clone(),
+        resource_id: handle.meta.resource_id.clone().unwrap_or_default(),
+        recording: setup.recording,
+        services: crate::connection::Services {
+            audit: shared.audit.clone(),
+            metrics: shared.metrics.clone(),
+            stats: handle.stats.clone(),
+            recordings: handle.recordings.clone(),
+        },
+        cancel: relay_cancel.clone(),
+    };
+    let backend = setup.backend;
     let shared = shared.clone();
     let handle = handle.clone();
     let span = tracing::debug_span!("guacamole");
@@ -951,8 +951,10 @@ fn start_connection(
                 handle: &handle,
             };
             let reason_of = handle.clone();
-            let end =
-                crate::connection::run(context, reader, writer, move || reason_of.reason()).await;
+            let end = crate::connection::run(context, reader, writer, backend, move || {
+                reason_of.reason()
+            })
+            .await;
             if let Some(summary) = &end.recording {
                 let (status, error, events) = match &summary.result {
                     Ok(events) => ("finalised", None, *events),

@@ -23,6 +23,7 @@
 //! well-behaved client sends none; one that sends values anyway changes nothing.
 
 use zt_guac::{Context, Instruction, TypedInstruction, opcode};
+use zt_guacd::ClientInfo;
 
 /// Protocol version ztproxy announces (guacd 1.5's).
 pub const PROTOCOL_VERSION: &str = "VERSION_1_5_0";
@@ -34,42 +35,6 @@ pub const MAX_MIMETYPES: usize = 32;
 pub const MAX_DISPLAY_SIDE: u32 = 16_384;
 /// Longest timezone or name kept.
 pub const MAX_TEXT: usize = 256;
-
-/// What the client told ztproxy about its display.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientDisplay {
-    /// Width in pixels.
-    pub width: u32,
-    /// Height in pixels.
-    pub height: u32,
-    /// Resolution, when given.
-    pub dpi: Option<u32>,
-    /// Audio mimetypes it plays.
-    pub audio: Vec<String>,
-    /// Video mimetypes it plays.
-    pub video: Vec<String>,
-    /// Image mimetypes it decodes.
-    pub image: Vec<String>,
-    /// IANA timezone.
-    pub timezone: Option<String>,
-    /// The user's name, for the target's display.
-    pub name: Option<String>,
-}
-
-impl Default for ClientDisplay {
-    fn default() -> Self {
-        Self {
-            width: 1024,
-            height: 768,
-            dpi: None,
-            audio: Vec::new(),
-            video: Vec::new(),
-            image: Vec::new(),
-            timezone: None,
-            name: None,
-        }
-    }
-}
 
 /// Why the client's handshake was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -94,7 +59,7 @@ pub enum Step {
     /// Keep reading.
     Continue,
     /// The client sent `connect`: the handshake is complete.
-    Done(ClientDisplay),
+    Done(ClientInfo),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,7 +73,7 @@ enum Phase {
 #[derive(Debug)]
 pub struct ClientHandshake {
     phase: Phase,
-    display: ClientDisplay,
+    display: ClientInfo,
     seen: usize,
 }
 
@@ -123,7 +88,7 @@ impl ClientHandshake {
     pub fn new() -> Self {
         Self {
             phase: Phase::ExpectSelect,
-            display: ClientDisplay::default(),
+            display: ClientInfo::default(),
             seen: 0,
         }
     }
@@ -174,11 +139,23 @@ impl ClientHandshake {
                 }
                 self.display.width = width;
                 self.display.height = height;
-                self.display.dpi = dpi.filter(|d| (1..=2_400).contains(d));
+                if let Some(dpi) = dpi.filter(|d| (1..=2_400).contains(d)) {
+                    self.display.dpi = dpi;
+                }
             }
-            TypedInstruction::HandshakeAudio { mimetypes } => self.display.audio = list(mimetypes),
-            TypedInstruction::HandshakeVideo { mimetypes } => self.display.video = list(mimetypes),
-            TypedInstruction::Image { mimetypes } => self.display.image = list(mimetypes),
+            TypedInstruction::HandshakeAudio { mimetypes } => {
+                self.display.audio_mimetypes = list(mimetypes);
+            }
+            TypedInstruction::HandshakeVideo { mimetypes } => {
+                self.display.video_mimetypes = list(mimetypes);
+            }
+            TypedInstruction::Image { mimetypes } => {
+                // A client that lists none gets guacd's PNG and JPEG.
+                let mimetypes = list(mimetypes);
+                if !mimetypes.is_empty() {
+                    self.display.image_mimetypes = mimetypes;
+                }
+            }
             TypedInstruction::Timezone { timezone } => self.display.timezone = text(timezone),
             TypedInstruction::Name { name } => self.display.name = text(name),
             TypedInstruction::Connect { .. } => {
@@ -227,10 +204,10 @@ mod tests {
         };
         assert_eq!(
             (display.width, display.height, display.dpi),
-            (1920, 1080, Some(96))
+            (1920, 1080, 96)
         );
-        assert_eq!(display.image, ["image/png", "image/jpeg"]);
-        assert_eq!(display.audio, ["audio/L16"]);
+        assert_eq!(display.image_mimetypes, ["image/png", "image/jpeg"]);
+        assert_eq!(display.audio_mimetypes, ["audio/L16"]);
         assert_eq!(display.timezone.as_deref(), Some("Europe/Berlin"));
         assert_eq!(display.name.as_deref(), Some("alice"));
     }
@@ -238,7 +215,7 @@ mod tests {
     #[test]
     fn minimal_handshake_uses_defaults() {
         let steps = run("6.select,3.rdp;7.connect,13.VERSION_1_5_0;").unwrap();
-        assert_eq!(steps[1], Step::Done(ClientDisplay::default()));
+        assert_eq!(steps[1], Step::Done(ClientInfo::default()));
     }
 
     #[test]

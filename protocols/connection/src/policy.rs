@@ -9,7 +9,6 @@
 use std::collections::BTreeMap;
 
 use zt_api::Secret;
-use zt_api::control::ApiError;
 
 /// Default `clipboard-buffer-size` (guacd's default).
 pub const DEFAULT_CLIPBOARD_BUFFER: usize = 256 * 1024;
@@ -17,6 +16,16 @@ pub const DEFAULT_CLIPBOARD_BUFFER: usize = 256 * 1024;
 pub const MIN_CLIPBOARD_BUFFER: usize = 256 * 1024;
 /// Largest `clipboard-buffer-size` accepted (guacd's maximum).
 pub const MAX_CLIPBOARD_BUFFER: usize = 50 * 1024 * 1024;
+
+/// A policy parameter with a value it cannot have. Names the parameter, never the value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("parameter {name} {problem}")]
+pub struct ParameterError {
+    /// The parameter's guacd name (`read-only`).
+    pub name: &'static str,
+    /// What is wrong with its value.
+    pub problem: &'static str,
+}
 
 /// What a connection's user may do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,15 +65,15 @@ impl ConnectionPolicy {
     /// Reads the policy parameters of a session.
     pub fn from_parameters(
         parameters: &BTreeMap<String, Secret<String>>,
-    ) -> Result<Self, ApiError> {
-        let flag = |name: &str| -> Result<bool, ApiError> {
+    ) -> Result<Self, ParameterError> {
+        let flag = |name: &'static str| -> Result<bool, ParameterError> {
             match parameters.get(name).map(|v| v.expose_secret().as_str()) {
                 None | Some("") | Some("false") => Ok(false),
                 Some("true") => Ok(true),
-                Some(_) => Err(ApiError::invalid_field(
-                    format!("parameters.{name}"),
-                    "must be \"true\" or \"false\"",
-                )),
+                Some(_) => Err(ParameterError {
+                    name,
+                    problem: "must be \"true\" or \"false\"",
+                }),
             }
         };
         let clipboard_buffer_size = match parameters
@@ -73,11 +82,9 @@ impl ConnectionPolicy {
         {
             None | Some("") => DEFAULT_CLIPBOARD_BUFFER,
             Some(text) => {
-                let size: usize = text.parse().map_err(|_| {
-                    ApiError::invalid_field(
-                        "parameters.clipboard-buffer-size",
-                        "must be a number of bytes",
-                    )
+                let size: usize = text.parse().map_err(|_| ParameterError {
+                    name: "clipboard-buffer-size",
+                    problem: "must be a number of bytes",
                 })?;
                 // guacd clamps to its range; so do we.
                 size.clamp(MIN_CLIPBOARD_BUFFER, MAX_CLIPBOARD_BUFFER)
@@ -131,13 +138,10 @@ mod tests {
     #[test]
     fn refuses_values_that_are_not_booleans() {
         let err = ConnectionPolicy::from_parameters(&params(&[("read-only", "yes")])).unwrap_err();
-        assert_eq!(err.field.as_deref(), Some("parameters.read-only"));
+        assert_eq!(err.name, "read-only");
         let err = ConnectionPolicy::from_parameters(&params(&[("clipboard-buffer-size", "lots")]))
             .unwrap_err();
-        assert_eq!(
-            err.field.as_deref(),
-            Some("parameters.clipboard-buffer-size")
-        );
+        assert_eq!(err.name, "clipboard-buffer-size");
     }
 
     #[test]

@@ -1,0 +1,105 @@
+//! How a connection ends ([`ConnectionEnd`]) and what the client is told ([`farewell`]).
+
+use bytes::{Bytes, BytesMut};
+use zt_api::control::{EndReason, Origin};
+use zt_guac::{Status, opcode};
+
+/// How a connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectionEnd {
+    /// Why.
+    pub reason: EndReason,
+    /// Who caused it, when an error ended it.
+    pub origin: Option<Origin>,
+    /// A secret-free detail (a Guacamole status, a violation).
+    pub detail: Option<String>,
+    /// The error counter this end adds to (`guacamole_protocol`, `guacd_protocol`, …), with
+    /// [`origin`](Self::origin).
+    pub metric: Option<&'static str>,
+    /// The backend's status, when the backend reported the error (the client hears it).
+    pub status: Option<Status>,
+    /// The client already heard why (the backend's own `error` or `disconnect` was
+    /// relayed), or its channel is gone.
+    pub told_client: bool,
+}
+
+impl ConnectionEnd {
+    /// An end for `reason`, caused by `origin`.
+    pub fn new(
+        reason: EndReason,
+        origin: Option<Origin>,
+        detail: impl Into<Option<String>>,
+    ) -> Self {
+        Self {
+            reason,
+            origin,
+            detail: detail.into(),
+            metric: None,
+            status: None,
+            told_client: false,
+        }
+    }
+
+    /// An error caused by the backend (guacd, a native engine) or the target behind it.
+    pub fn backend_error(detail: String, status: Option<Status>) -> Self {
+        let mut end = Self::new(EndReason::Error, Some(Origin::Target), detail);
+        end.status = status;
+        end
+    }
+
+    /// Counts this end under `metric`.
+    #[must_use]
+    pub fn counted(mut self, metric: &'static str) -> Self {
+        self.metric = Some(metric);
+        self
+    }
+
+    /// The client already knows.
+    #[must_use]
+    pub fn told(mut self) -> Self {
+        self.told_client = true;
+        self
+    }
+}
+
+/// The `error` (unless the end is a plain disconnect) and `disconnect` that tell the client
+/// why the connection ends.
+pub fn farewell(end: &ConnectionEnd) -> Bytes {
+    let (message, status) = match (end.reason, end.origin) {
+        (EndReason::Revoked, _) => ("Session revoked", Status::SESSION_CLOSED),
+        (EndReason::IdleTimeout, _) => ("Session idle for too long", Status::SESSION_TIMEOUT),
+        (EndReason::MaxDuration, _) => ("Session time limit reached", Status::SESSION_TIMEOUT),
+        (EndReason::Shutdown, _) => ("ztproxy is shutting down", Status::SERVER_BUSY),
+        (EndReason::RecordingFailed, _) => ("Recording failed", Status::SERVER_ERROR),
+        (EndReason::ClientClosed | EndReason::TargetClosed, _) => ("Disconnected", Status::SUCCESS),
+        (_, Some(Origin::Client)) => ("Protocol error", Status::CLIENT_BAD_REQUEST),
+        (_, Some(Origin::Target)) => (
+            "Remote desktop server error",
+            end.status.unwrap_or(Status::UPSTREAM_ERROR),
+        ),
+        _ => ("Internal error", Status::SERVER_ERROR),
+    };
+    let mut out = BytesMut::new();
+    if !status.is_success() {
+        zt_guac::encode(
+            opcode::ERROR,
+            &[message, &status.code().to_string()],
+            &mut out,
+        );
+    }
+    zt_guac::encode(opcode::DISCONNECT, &[] as &[&str], &mut out);
+    out.freeze()
+}
+
+/// A status as people read it: `0x0203 UPSTREAM_ERROR`.
+pub fn status_text(status: Status) -> String {
+    match status.name() {
+        Some(name) => format!("0x{:04X} {name}", status.code()),
+        None => format!("0x{:04X}", status.code()),
+    }
+}
+
+pub(crate) fn disconnect_bytes() -> Bytes {
+    Bytes::from_static(b"10.disconnect;")
+}

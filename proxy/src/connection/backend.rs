@@ -1,0 +1,217 @@
+//! Backends: what draws a connection's display and takes its input.
+//!
+//! A [`Backend`] is opened once the client's handshake is complete, for the client's display
+//! settings, and gives a byte stream of Guacamole instructions (its server side) in both
+//! directions. The connection core (`zt_connection`) does everything else: the client's
+//! handshake, policy, recording, keep-alive and the farewell. So a new backend — a native
+//! engine such as a terminal renderer, a VNC framebuffer or a Chromium screencast — only
+//! implements [`Backend::open`]: run the engine in a task and return one end of a
+//! [`tokio::io::duplex`] pipe (`tests/tests/connection/template.rs` is the template), or
+//! connect to an external server that speaks Guacamole, as [`GuacdBackend`] does.
+//!
+//! A [`BackendFactory`] decides, when a session is created, whether it can serve it (and
+//! says why not, as an API error naming the field), and makes its backend.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite};
+use zt_api::Secret;
+use zt_api::control::{ApiError, ErrorCode, Origin, Route, Target};
+use zt_guac::Status;
+use zt_guacd::ClientInfo;
+
+use crate::config::{GuacdSettings, Settings};
+use crate::metrics::Metrics;
+
+/// The backend's side of a connection: Guacamole instructions both ways.
+pub struct BackendStream {
+    /// What the backend sends.
+    pub reader: Box<dyn AsyncRead + Send + Unpin>,
+    /// What the backend is sent.
+    pub writer: Box<dyn AsyncWrite + Send + Unpin>,
+    /// Bytes the backend already sent after its own handshake (they come first).
+    pub leftover: Bytes,
+    /// An id for logs (guacd's connection id).
+    pub id: String,
+}
+
+/// Why a backend could not be opened. Secret-free: it reaches the audit log.
+#[derive(Debug, Clone)]
+pub struct BackendError {
+    /// What went wrong.
+    pub detail: String,
+    /// The Guacamole status the client hears, when the backend gave one.
+    pub status: Option<Status>,
+}
+
+/// What a connection's display comes from. See the module docs.
+#[async_trait::async_trait]
+pub trait Backend: Send {
+    /// Its name in details and logs (`guacd`).
+    fn name(&self) -> &'static str;
+
+    /// The error counter for its protocol violations (`guacd_protocol`).
+    fn protocol_metric(&self) -> &'static str;
+
+    /// Opens the backend for a client with `display`.
+    async fn open(&mut self, display: &ClientInfo) -> Result<BackendStream, BackendError>;
+}
+
+/// What a [`BackendFactory`] gets to decide on a session.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct BackendRequest<'a> {
+    /// The session's protocol (`rdp`, `ssh`, …).
+    pub protocol: &'a str,
+    /// The session's only target.
+    pub target: &'a Target,
+    /// The session's parameters (credentials and settings; never logged).
+    pub parameters: &'a BTreeMap<String, Secret<String>>,
+    /// The daemon's settings.
+    pub settings: &'a Settings,
+}
+
+/// Makes the backends of one route.
+pub trait BackendFactory: Send + Sync {
+    /// A backend for the session, or why this proxy cannot serve it.
+    fn make(&self, request: &BackendRequest<'_>) -> Result<Box<dyn Backend>, ApiError>;
+}
+
+/// The backend factories a daemon serves, by route.
+#[derive(Clone, Default)]
+pub struct Backends {
+    native: Option<Arc<dyn BackendFactory>>,
+}
+
+impl std::fmt::Debug for Backends {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backends")
+            .field("native", &self.native.is_some())
+            .finish()
+    }
+}
+
+impl Backends {
+    /// Serves `"route": "native"` with `factory`.
+    #[must_use]
+    pub fn with_native(mut self, factory: Arc<dyn BackendFactory>) -> Self {
+        self.native = Some(factory);
+        self
+    }
+
+    /// A backend for a session on `route`.
+    pub fn make(
+        &self,
+        route: Option<Route>,
+        request: &BackendRequest<'_>,
+    ) -> Result<Box<dyn Backend>, ApiError> {
+        match route {
+            Some(Route::Guacd) => GuacdFactory.make(request),
+            Some(Route::Native) | None => match &self.native {
+                Some(factory) => factory.make(request),
+                None => Err(ApiError::new(
+                    ErrorCode::Unsupported,
+                    "this build connects through guacd only; ask for route \"guacd\"",
+                )
+                .with_field("route")),
+            },
+        }
+    }
+}
+
+/// `"route": "guacd"`: the external guacd of the configuration.
+struct GuacdFactory;
+
+impl BackendFactory for GuacdFactory {
+    fn make(&self, request: &BackendRequest<'_>) -> Result<Box<dyn Backend>, ApiError> {
+        let guacd = request.settings.guacd.clone().ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::Unsupported,
+                "this proxy has no guacd configured ([guacd] address)",
+            )
+            .with_field("route")
+        })?;
+        Ok(Box::new(GuacdBackend {
+            guacd,
+            protocol: request.protocol.to_owned(),
+            parameters: request.parameters.clone(),
+            target: request.target.clone(),
+        }))
+    }
+}
+
+/// guacd as a backend: ztproxy is its client and passes the session's parameters, with the
+/// session's target as the only `hostname` and `port`.
+pub struct GuacdBackend {
+    guacd: GuacdSettings,
+    protocol: String,
+    parameters: BTreeMap<String, Secret<String>>,
+    target: Target,
+}
+
+#[async_trait::async_trait]
+impl Backend for GuacdBackend {
+    fn name(&self) -> &'static str {
+        "guacd"
+    }
+
+    fn protocol_metric(&self) -> &'static str {
+        "guacd_protocol"
+    }
+
+    async fn open(&mut self, display: &ClientInfo) -> Result<BackendStream, BackendError> {
+        let addr = tokio::net::lookup_host(self.guacd.address.as_str())
+            .await
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .ok_or_else(|| BackendError {
+                detail: format!("guacd address {} does not resolve", self.guacd.address),
+                status: None,
+            })?;
+        let mut parameters = self.parameters.clone();
+        parameters.insert("hostname".into(), Secret::new(self.target.host.clone()));
+        parameters.insert("port".into(), Secret::new(self.target.port.to_string()));
+        let guacd = zt_guacd::connect(
+            addr,
+            &self.protocol,
+            &parameters,
+            display.clone(),
+            self.guacd.connect_timeout,
+        )
+        .await
+        .map_err(|error| match error.status() {
+            Some(status) => BackendError {
+                detail: format!(
+                    "guacd: {error} (status {})",
+                    zt_connection::status_text(status)
+                ),
+                status: Some(status),
+            },
+            None => BackendError {
+                detail: format!("guacd: {error}"),
+                status: None,
+            },
+        })?;
+        let (reader, writer) = guacd.stream.into_split();
+        Ok(BackendStream {
+            reader: Box::new(reader),
+            writer: Box::new(writer),
+            leftover: guacd.leftover.freeze(),
+            id: guacd.connection_id,
+        })
+    }
+}
+
+/// Counts a backend that could not be opened.
+pub(crate) fn count_open_failure(metrics: &Metrics, backend: &str) {
+    metrics.error(
+        Origin::Target,
+        if backend == "guacd" {
+            "guacd"
+        } else {
+            "backend"
+        },
+    );
+}
