@@ -400,8 +400,64 @@ pub(crate) fn encode_tiles(
     tile_size: u32,
     settings: PngSettings,
 ) {
-    let (width, height) = (surface.width(), surface.height());
-    let pixels = surface.pixels();
+    let image = Image {
+        width: surface.width(),
+        height: surface.height(),
+        pixels: surface.pixels(),
+    };
+    encode_image_tiles(out, (stream, index), (0, 0), &image, tile_size, settings);
+}
+
+/// RGBA pixels, row by row.
+#[derive(Debug, Clone, Copy)]
+pub struct Image<'a> {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// `width × height` pixels, RGBA, row-major (missing pixels are transparent).
+    pub pixels: &'a [[u8; 4]],
+}
+
+/// Draws `image` with its top left corner at `(x, y)` of layer (or buffer) `layer`, as PNG
+/// tiles of at most [`TILE_SIZE`] pixels a side: for each tile an `img` on `stream` (OVER),
+/// its PNG in `blob`s of at most [`BLOB_CHARS`] characters, and `end`, so the stream is free
+/// again after each tile. Fully transparent tiles are left out (drawing them with OVER
+/// changes nothing).
+///
+/// This is how key frames carry pixels, and the building block for native backends that
+/// draw a display themselves (a terminal, a VNC framebuffer, a browser screencast).
+///
+/// ```
+/// use bytes::BytesMut;
+/// let red = vec![[255, 0, 0, 255]; 4];
+/// let mut out = BytesMut::new();
+/// let image = zt_display::Image { width: 2, height: 2, pixels: &red };
+/// zt_display::encode_image(&mut out, 1, 0, (10, 20), &image);
+/// assert!(out.starts_with(b"3.img,1.1,2.14,1.0,9.image/png,2.10,2.20;4.blob,1.1,"));
+/// assert!(out.ends_with(b"3.end,1.1;"));
+/// ```
+pub fn encode_image(
+    out: &mut BytesMut,
+    stream: u32,
+    layer: i32,
+    at: (u32, u32),
+    image: &Image<'_>,
+) {
+    encode_image_tiles(out, (stream, layer), at, image, TILE_SIZE, PNG_SETTINGS);
+}
+
+fn encode_image_tiles(
+    out: &mut BytesMut,
+    (stream, index): (u32, i32),
+    (x, y): (u32, u32),
+    image: &Image<'_>,
+    tile_size: u32,
+    settings: PngSettings,
+) {
+    let (width, height) = (image.width, image.height);
+    let pixels = image.pixels;
+    let tile_size = tile_size.max(1);
     let mut tile = Vec::new();
     let mut png = Vec::new();
     for ty in (0..height).step_by(tile_size as usize) {
@@ -409,14 +465,17 @@ pub(crate) fn encode_tiles(
             let (tw, th) = (tile_size.min(width - tx), tile_size.min(height - ty));
             tile.clear();
             let (mut transparent, mut opaque) = (true, true);
-            for y in ty..ty + th {
-                let start = y as usize * width as usize + tx as usize;
+            for row_y in ty..ty + th {
+                let start = row_y as usize * width as usize + tx as usize;
                 let row = pixels.get(start..start + tw as usize).unwrap_or_default();
                 for pixel in row {
                     transparent &= pixel[3] == 0;
                     opaque &= pixel[3] == 255;
                 }
                 tile.extend_from_slice(row);
+                // A short image is padded with transparent pixels.
+                tile.resize(tile.len() + (tw as usize - row.len()), [0; 4]);
+                opaque &= row.len() == tw as usize;
             }
             if transparent {
                 continue;
@@ -428,8 +487,8 @@ pub(crate) fn encode_tiles(
                 .arg_u64(CompositeOp::Over.mask().into())
                 .arg_i64(index.into())
                 .arg("image/png")
-                .arg_u64(tx.into())
-                .arg_u64(ty.into());
+                .arg_u64(u64::from(x) + u64::from(tx))
+                .arg_u64(u64::from(y) + u64::from(ty));
             w.finish();
             let mut text = String::with_capacity(BLOB_CHARS);
             for chunk in png.chunks(BLOB_CHARS / 4 * 3) {

@@ -176,7 +176,7 @@ pub use deferred::{
 };
 pub use display::Display;
 pub use error::{DisplayError, Limit, Unsupported};
-pub use keyframe::{BLOB_CHARS, Snapshot, TILE_SIZE};
+pub use keyframe::{BLOB_CHARS, Image, Snapshot, TILE_SIZE, encode_image};
 pub use limits::{
     DEFAULT_MAX_BUFFERS, DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_IMAGE_STREAM_BYTES,
     DEFAULT_MAX_IMAGE_STREAMS, DEFAULT_MAX_LAYER_SIDE, DEFAULT_MAX_LAYERS, DEFAULT_MAX_PATH_POINTS,
