@@ -11,6 +11,7 @@ mod hostile;
 mod lifecycle;
 mod policy;
 mod recording;
+mod template;
 
 use std::path::PathBuf;
 use std::time::Duration;

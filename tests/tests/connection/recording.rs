@@ -16,7 +16,7 @@ use super::{Fixture, RESOURCE_SECRET, STEP, SessionSpec, b64, wait_event};
 
 /// Runs `ztproxy recording export --format guac` and decodes the result, which must begin
 /// with layer 0's size before anything that draws (as every export does).
-fn export(recording: &Path, secret_file: &Path, from: Option<&str>) -> Vec<Instruction> {
+pub(crate) fn export(recording: &Path, secret_file: &Path, from: Option<&str>) -> Vec<Instruction> {
     export_noting(recording, secret_file, from).0
 }
 
@@ -63,7 +63,7 @@ fn export_noting(
 }
 
 /// What the user sees after `instructions` (the display model's composited screen).
-fn screen(instructions: &[Instruction]) -> zt_display::Screen {
+pub(crate) fn screen(instructions: &[Instruction]) -> zt_display::Screen {
     let mut display = zt_display::Display::new(zt_display::DisplayLimits::default());
     for instruction in instructions {
         let _ = display.handle(instruction);
