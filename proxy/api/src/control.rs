@@ -19,6 +19,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::Secret;
+use crate::protocol::{ConnectionParameters, Protocol};
 use crate::seal::{self, SealKey, SignallingDirection};
 
 /// Largest request body the control API reads, in bytes. An SDP offer with many candidates
@@ -153,7 +154,8 @@ impl Route {
     }
 }
 
-/// Protocols an interactive connection can speak to its target.
+/// Protocols an interactive connection can speak to its target (the names of
+/// [`Protocol::ALL`]).
 pub const CONNECTION_PROTOCOLS: &[&str] = &["rdp", "vnc", "ssh", "telnet"];
 
 /// Parameters a session may not carry: the target is the session's `target`, and nothing
@@ -276,8 +278,11 @@ pub struct SessionSpec {
     pub offer_sdp: Option<String>,
     /// The key to seal the answer with, when the offer was sealed.
     pub answer_key: Option<SealKey>,
-    /// Connection parameters.
+    /// Parameters of a tunnel (informative; a connection's are in
+    /// [`connection`](Self::connection)).
     pub parameters: BTreeMap<String, Secret<String>>,
+    /// A connection's protocol and its parameters, checked against it (`None` for tunnels).
+    pub connection: Option<ConnectionParameters>,
     /// Requested limits, not yet capped by configuration.
     pub limits: LimitsRequest,
     /// How a connection reaches its target (`None` for tunnels).
@@ -334,7 +339,7 @@ impl CreateSessionRequest {
                 None
             }
             Conversation::Connection => {
-                if !CONNECTION_PROTOCOLS.contains(&protocol.as_str()) {
+                if Protocol::from_name(&protocol).is_none() {
                     return Err(ApiError::new(
                         ErrorCode::Unsupported,
                         format!(
@@ -389,6 +394,13 @@ impl CreateSessionRequest {
             validate_label("user", user)?;
         }
         validate_parameters(&self.parameters)?;
+        let (parameters, connection) = match Protocol::from_name(&protocol) {
+            Some(kind) if self.conversation == Conversation::Connection => (
+                BTreeMap::new(),
+                Some(ConnectionParameters::new(kind, self.parameters)?),
+            ),
+            _ => (self.parameters, None),
+        };
         if self.limits.max_connections == Some(0) {
             return Err(ApiError::invalid_field(
                 "limits.max_connections",
@@ -442,7 +454,8 @@ impl CreateSessionRequest {
             target: self.target,
             offer_sdp,
             answer_key,
-            parameters: self.parameters,
+            parameters,
+            connection,
             limits: self.limits,
             route,
             recording: self.recording,

@@ -6,6 +6,8 @@
 //! * [`control`] — the request and response bodies of the local control API (DESIGN.md §3):
 //!   parsing with unknown fields rejected by name, size limits, and validation into a typed
 //!   [`control::SessionSpec`];
+//! * [`protocol`] — the protocols a connection speaks, and their parameters (guacd 1.6's
+//!   names), checked when a session is created;
 //! * [`tunnel`] — the framing ztproxy adds on the wire of a tunnel: control messages on a
 //!   WebRTC data channel, and the token preamble and status reply on a QUIC stream;
 //! * [`seal`] — sealed signalling: SDP offers and answers encrypted and authenticated under
@@ -26,6 +28,7 @@
 
 pub mod audit;
 pub mod control;
+pub mod protocol;
 pub mod seal;
 pub mod secret;
 pub mod tunnel;

@@ -19,6 +19,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 use zt_api::Secret;
 use zt_api::control::{ApiError, ErrorCode, Origin, Route, Target};
+use zt_api::protocol::{ConnectionParameters, Protocol};
 use zt_guac::Status;
 use zt_guacd::ClientInfo;
 
@@ -63,12 +64,11 @@ pub trait Backend: Send {
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct BackendRequest<'a> {
-    /// The session's protocol (`rdp`, `ssh`, …).
-    pub protocol: &'a str,
+    /// The session's protocol and parameters (credentials and settings; never logged),
+    /// checked against the protocol.
+    pub parameters: &'a ConnectionParameters,
     /// The session's only target.
     pub target: &'a Target,
-    /// The session's parameters (credentials and settings; never logged).
-    pub parameters: &'a BTreeMap<String, Secret<String>>,
     /// The daemon's settings.
     pub settings: &'a Settings,
 }
@@ -135,8 +135,8 @@ impl BackendFactory for GuacdFactory {
         })?;
         Ok(Box::new(GuacdBackend {
             guacd,
-            protocol: request.protocol.to_owned(),
-            parameters: request.parameters.clone(),
+            protocol: request.parameters.protocol(),
+            parameters: request.parameters.values().clone(),
             target: request.target.clone(),
         }))
     }
@@ -146,7 +146,7 @@ impl BackendFactory for GuacdFactory {
 /// session's target as the only `hostname` and `port`.
 pub struct GuacdBackend {
     guacd: GuacdSettings,
-    protocol: String,
+    protocol: Protocol,
     parameters: BTreeMap<String, Secret<String>>,
     target: Target,
 }
@@ -175,7 +175,7 @@ impl Backend for GuacdBackend {
         parameters.insert("port".into(), Secret::new(self.target.port.to_string()));
         let guacd = zt_guacd::connect(
             addr,
-            &self.protocol,
+            self.protocol.as_str(),
             &parameters,
             display.clone(),
             self.guacd.connect_timeout,

@@ -485,16 +485,21 @@ pub async fn create(
 
 /// Checks that this proxy can serve a connection session, and prepares it.
 fn connection_setup(shared: &Shared, spec: &SessionSpec) -> Result<ConnectionSetup, ApiError> {
+    let Some(parameters) = &spec.connection else {
+        return Err(ApiError::new(
+            ErrorCode::Internal,
+            "a connection session without a protocol",
+        ));
+    };
     let backend = shared.backends.make(
         spec.route,
         &crate::connection::backend::BackendRequest {
-            protocol: &spec.protocol,
+            parameters,
             target: &spec.target,
-            parameters: &spec.parameters,
             settings: &shared.settings,
         },
     )?;
-    let policy = zt_connection::policy::ConnectionPolicy::from_parameters(&spec.parameters)
+    let policy = zt_connection::policy::ConnectionPolicy::from_parameters(parameters.values())
         .map_err(|e| ApiError::invalid_field(format!("parameters.{}", e.name), e.problem))?;
     let mut settings = zt_connection::Settings::new(String::new(), policy);
     if let Some(guacd) = &shared.settings.guacd {

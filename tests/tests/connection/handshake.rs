@@ -129,3 +129,38 @@ async fn connection_sessions_are_refused_clearly_when_they_cannot_work() {
     );
     assert!(text.contains("parameters.hostname"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parameters_are_checked_against_the_protocols_guacd_names() {
+    let fx = Fixture::start(PeerConfig::default()).await;
+    // An SSH parameter on an RDP session, a misspelt one, and malformed values: each is a
+    // 400 naming the parameter, never its value.
+    let rdp = || SessionSpec::rdp(zt_api::control::Transport::Quic);
+    for (name, value, code) in [
+        ("private-key", "-----BEGIN KEY-----", "unknown_field"),
+        ("ignore-certs", "true", "unknown_field"),
+        ("ignore-cert", "yes-please", "invalid_field"),
+        ("width", "wide-secret", "invalid_field"),
+        ("security", "none", "invalid_field"),
+    ] {
+        let error = fx.session_result(&rdp().with(name, value)).await.err();
+        let text = format!("{:#}", error.expect("refused"));
+        assert!(
+            text.contains(&format!("parameters.{name}")),
+            "{name}: {text}"
+        );
+        assert!(text.contains(code), "{name}: {text}");
+        assert!(!text.contains(value), "{name}: the value leaked: {text}");
+    }
+    // The same names are fine where guacd has them.
+    let ssh = SessionSpec {
+        protocol: "ssh".into(),
+        parameters: vec![("private-key".into(), "-----BEGIN KEY-----".into())],
+        ..rdp()
+    };
+    let (session, _) = fx
+        .session_result(&ssh)
+        .await
+        .expect("ssh takes private-key");
+    drop(session);
+}

@@ -20,6 +20,7 @@ use zt_api::control::{
     ApiError, Conversation, CreateSessionRequest, LimitsRequest, RecordingRequest, Route, Target,
     Transport,
 };
+use zt_api::protocol::Protocol;
 use zt_guac::{Decoder, Instruction, Limits, opcode};
 use zt_guacd::ClientInfo;
 use zt_proxy::client::api::{ApiAddress, ApiClient};
@@ -54,7 +55,7 @@ struct EchoFactory;
 impl BackendFactory for EchoFactory {
     fn make(&self, request: &BackendRequest<'_>) -> Result<Box<dyn Backend>, ApiError> {
         // A backend sees the session's protocol, target and parameters; this one needs none.
-        assert_eq!(request.protocol, "vnc");
+        assert_eq!(request.parameters.protocol(), Protocol::Vnc);
         Ok(Box::new(EchoBackend))
     }
 }
