@@ -1,4 +1,4 @@
-//! Relaying one TCP connection over one data channel or one QUIC stream.
+//! Relaying one TCP connection over one [`Stream`] (a data channel or a QUIC stream).
 //!
 //! Both ends of a tunnel run the same relays: ztproxy between the channel and the target,
 //! the `connect` client between the channel and the local application. The framing is
@@ -29,6 +29,8 @@ use tokio_util::sync::CancellationToken;
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
 use zt_api::control::Target;
 use zt_api::tunnel::{ChannelControl, FramingError, TunnelErrorCode};
+
+use crate::transport::stream::{self, Received, Stream};
 
 /// How long a closing channel waits for its last bytes to be acknowledged.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -176,121 +178,77 @@ pub async fn fail_channel(dc: &Arc<dyn DataChannel>, code: TunnelErrorCode, mess
     close_channel(dc).await;
 }
 
-enum Down {
-    /// The peer sent `eof`.
-    Eof,
-    /// The peer closed the channel (without `eof` if this comes first).
-    Closed,
-}
-
-/// Relays between an open data channel and a TCP stream until both directions have ended.
-pub async fn relay_data_channel(
-    dc: &Arc<dyn DataChannel>,
+/// Relays between an open stream and a TCP stream until both directions have ended.
+///
+/// `role` says which end closes a data channel after an orderly end (see [`CloseRole`]).
+pub async fn relay(
+    stream: Stream,
     mut tcp: TcpStream,
     chunk: usize,
     meter: &dyn Meter,
     cancel: &CancellationToken,
     role: CloseRole,
 ) -> (RelayTotals, Result<(), RelayError>) {
+    let (mut reader, mut writer) = stream.split();
     let mut to_peer = 0u64;
     let mut from_peer = 0u64;
     let result = {
-        let (mut reader, mut writer) = tcp.split();
+        let (mut tcp_read, mut tcp_write) = tcp.split();
+        let (reader, writer) = (&mut reader, &mut writer);
         let up = async {
+            // Each read is handed to the transport as it is (quinn keeps the buffer: no
+            // copy); a data channel carries one message of at most `chunk` bytes per read.
+            let message_based = writer.is_message_based();
+            let mut buf = BytesMut::new();
             loop {
-                let mut buf = BytesMut::with_capacity(chunk);
-                let n = (&mut reader)
-                    .take(chunk as u64)
-                    .read_buf(&mut buf)
-                    .await
-                    .map_err(RelayError::Socket)?;
+                buf.reserve(chunk);
+                let read = if message_based {
+                    (&mut tcp_read).take(chunk as u64).read_buf(&mut buf).await
+                } else {
+                    tcp_read.read_buf(&mut buf).await
+                };
+                let n = read.map_err(RelayError::Socket)?;
                 if n == 0 {
-                    dc.send_text(&ChannelControl::Eof.to_text())
-                        .await
-                        .map_err(|e| RelayError::Transport(e.to_string()))?;
+                    writer.send_eof().await?;
                     return Ok::<(), RelayError>(());
                 }
-                dc.send(buf)
-                    .await
-                    .map_err(|e| RelayError::Transport(e.to_string()))?;
+                writer.send_data(buf.split()).await?;
                 meter.sent(n);
                 to_peer += n as u64;
             }
         };
         let down = async {
-            while let Some(event) = dc.poll().await {
-                match event {
-                    DataChannelEvent::OnMessage(message) if message.is_string => {
-                        match ChannelControl::parse(&message.data)? {
-                            ChannelControl::Eof => {
-                                writer.shutdown().await.map_err(RelayError::Socket)?;
-                                return Ok(Down::Eof);
-                            }
-                            ChannelControl::Error { code, message } => {
-                                return Err(RelayError::PeerFailed { code, message });
-                            }
-                            // Only meaningful on the control channel.
-                            ChannelControl::SessionEnded { .. } => {
-                                return Err(RelayError::Framing(FramingError::MalformedControl));
-                            }
-                        }
-                    }
-                    DataChannelEvent::OnMessage(message) => {
-                        writer
-                            .write_all(&message.data)
+            loop {
+                match reader.recv_tunnel(chunk).await? {
+                    Received::Data(data) => {
+                        tcp_write
+                            .write_all(&data)
                             .await
                             .map_err(RelayError::Socket)?;
-                        meter.received(message.data.len());
-                        from_peer += message.data.len() as u64;
+                        meter.received(data.len());
+                        from_peer += data.len() as u64;
                     }
-                    DataChannelEvent::OnClose => return Ok(Down::Closed),
-                    _ => {}
+                    Received::Eof => {
+                        tcp_write.shutdown().await.map_err(RelayError::Socket)?;
+                        return Ok::<(), RelayError>(());
+                    }
                 }
             }
-            Ok(Down::Closed)
         };
-        tokio::pin!(up, down);
-        let mut up_done = false;
-        let mut down_done = false;
-        loop {
-            tokio::select! {
-                () = cancel.cancelled() => break Err(RelayError::Cancelled),
-                result = &mut up, if !up_done => match result {
-                    Ok(()) => up_done = true,
-                    Err(e) => break Err(e),
-                },
-                result = &mut down, if !down_done => match result {
-                    Ok(Down::Eof) => down_done = true,
-                    Ok(Down::Closed) => break Err(RelayError::PeerAborted),
-                    Err(e) => break Err(e),
-                },
-            }
-            if up_done && down_done {
-                break Ok(());
-            }
+        tokio::select! {
+            () = cancel.cancelled() => Err(RelayError::Cancelled),
+            result = async { tokio::try_join!(up, down) } => result.map(|_| ()),
         }
     };
     let totals = RelayTotals { to_peer, from_peer };
     match result {
         Ok(()) => {
-            let _ = wait_acked(dc).await;
-            match role {
-                CloseRole::Opener => close_channel(dc).await,
-                CloseRole::Acceptor => {
-                    // The opener closes; wait for it (bounded) so the stream's reset
-                    // completes on both sides before its id can be reused.
-                    if !drain_until_closed(dc, CLOSE_WAIT).await {
-                        close_channel(dc).await;
-                    }
-                }
-            }
+            stream::finish_tunnel(&writer, role).await;
             (totals, Ok(()))
         }
         Err(error) => {
             abort_socket(&tcp);
-            if !matches!(error, RelayError::PeerAborted) {
-                close_channel(dc).await;
-            }
+            stream::abort_tunnel(&mut reader, &mut writer, &error).await;
             (totals, Err(error))
         }
     }
@@ -320,7 +278,7 @@ pub async fn close_channel(dc: &Arc<dyn DataChannel>) {
 }
 
 /// Reads and discards events until the channel closes; `false` on timeout.
-async fn drain_until_closed(dc: &Arc<dyn DataChannel>, timeout: Duration) -> bool {
+pub(crate) async fn drain_until_closed(dc: &Arc<dyn DataChannel>, timeout: Duration) -> bool {
     let drain = async {
         while let Some(event) = dc.poll().await {
             if matches!(event, DataChannelEvent::OnClose) {
@@ -346,80 +304,6 @@ pub async fn wait_acked(dc: &Arc<dyn DataChannel>) -> bool {
         }
     };
     tokio::time::timeout(DRAIN_TIMEOUT, wait).await.is_ok()
-}
-
-/// Relays between a QUIC stream whose preamble and status are done and a TCP stream.
-pub async fn relay_quic(
-    send: &mut quinn::SendStream,
-    recv: &mut quinn::RecvStream,
-    mut tcp: TcpStream,
-    chunk: usize,
-    meter: &dyn Meter,
-    cancel: &CancellationToken,
-) -> (RelayTotals, Result<(), RelayError>) {
-    let mut to_peer = 0u64;
-    let mut from_peer = 0u64;
-    let result = {
-        let (mut reader, mut writer) = tcp.split();
-        let up = async {
-            // Each read is handed to quinn as it is (quinn keeps the buffer: no copy).
-            let mut buf = BytesMut::new();
-            loop {
-                buf.reserve(chunk);
-                let n = reader
-                    .read_buf(&mut buf)
-                    .await
-                    .map_err(RelayError::Socket)?;
-                if n == 0 {
-                    send.finish()
-                        .map_err(|e| RelayError::Transport(e.to_string()))?;
-                    return Ok::<(), RelayError>(());
-                }
-                let data = buf.split().freeze();
-                send.write_chunk(data).await.map_err(|e| match e {
-                    quinn::WriteError::Stopped(_) => RelayError::PeerAborted,
-                    other => RelayError::Transport(other.to_string()),
-                })?;
-                meter.sent(n);
-                to_peer += n as u64;
-            }
-        };
-        let down = async {
-            loop {
-                match recv.read_chunk(chunk, true).await {
-                    Ok(Some(data)) => {
-                        writer
-                            .write_all(&data.bytes)
-                            .await
-                            .map_err(RelayError::Socket)?;
-                        meter.received(data.bytes.len());
-                        from_peer += data.bytes.len() as u64;
-                    }
-                    Ok(None) => {
-                        writer.shutdown().await.map_err(RelayError::Socket)?;
-                        return Ok::<(), RelayError>(());
-                    }
-                    Err(quinn::ReadError::Reset(_)) => return Err(RelayError::PeerAborted),
-                    Err(e) => return Err(RelayError::Transport(e.to_string())),
-                }
-            }
-        };
-        tokio::select! {
-            () = cancel.cancelled() => Err(RelayError::Cancelled),
-            result = async { tokio::try_join!(up, down) } => result.map(|_| ()),
-        }
-    };
-    let totals = RelayTotals { to_peer, from_peer };
-    match result {
-        Ok(()) => (totals, Ok(())),
-        Err(error) => {
-            abort_socket(&tcp);
-            let code = quinn::VarInt::from_u32(zt_api::tunnel::QUIC_CLOSE_SESSION_ENDED);
-            let _ = send.reset(code);
-            let _ = recv.stop(code);
-            (totals, Err(error))
-        }
-    }
 }
 
 /// Makes the coming close of `tcp` a reset, so the application sees an abort rather than a

@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use bytes::{Bytes, BytesMut};
 use zt_guac::{Decoder, Instruction, Limits, opcode};
 use zt_proxy::client::tunnel::ClientSession;
-use zt_proxy::connection::client_io::{ClientReader, ClientWriter};
+use zt_proxy::transport::stream::{StreamReader, StreamWriter};
 
 /// What the client sends during the handshake.
 #[derive(Debug, Clone)]
@@ -43,8 +43,8 @@ impl Default for Handshake {
 
 /// A connected Guacamole client.
 pub struct GuacClient {
-    reader: ClientReader,
-    writer: ClientWriter,
+    reader: StreamReader,
+    writer: StreamWriter,
     decoder: Decoder,
     /// Answer every `sync` from the server (as browsers do after rendering a frame).
     pub answer_syncs: bool,
@@ -72,7 +72,7 @@ impl GuacClient {
             .open()
             .await
             .context("opening the Guacamole channel")?;
-        let (reader, writer) = stream.into_guacamole();
+        let (reader, writer) = stream.split();
         let mut client = Self {
             reader,
             writer,

@@ -45,7 +45,7 @@ use zt_bench::median;
 use zt_guac::{Decoder, Instruction, Limits, opcode};
 use zt_proxy::client::api::ApiClient;
 use zt_proxy::client::tunnel::{ClientSession, ClientStream, TunnelOptions};
-use zt_proxy::connection::client_io::{ClientReader, ClientWriter};
+use zt_proxy::transport::stream::{StreamReader, StreamWriter};
 use zt_proxy::transport::webrtc::PeerSettings;
 use zt_tests::guacd_peer::{DisplayMode, GuacdPeer, PeerConfig, PeerConn};
 use zt_tests::proc::{ProxyOptions, ZtProxy};
@@ -530,14 +530,14 @@ enum Wire {
         buf: BytesMut,
     },
     Proxy {
-        reader: ClientReader,
-        writer: ClientWriter,
+        reader: StreamReader,
+        writer: StreamWriter,
     },
 }
 
 impl Wire {
     fn proxy(stream: ClientStream) -> Self {
-        let (reader, writer) = stream.into_guacamole();
+        let (reader, writer) = stream.split();
         Self::Proxy { reader, writer }
     }
 

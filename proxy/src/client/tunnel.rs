@@ -20,8 +20,8 @@ use zt_api::seal::{self, SealKey, SignallingDirection};
 use zt_api::tunnel::{ChannelControl, DATA_CHANNEL_PROTOCOL};
 
 use crate::client::api::{ApiClient, ClientError};
-use crate::connection::client_io::{ClientReader, ClientWriter};
 use crate::transport::quic::{QuicClient, QuicClientError};
+use crate::transport::stream::Stream;
 use crate::transport::webrtc::{CONTROL_CHANNEL_LABEL, Peer, PeerEvent, PeerSettings};
 use crate::tunnel::{self, NoMeter, RelayError};
 
@@ -97,22 +97,7 @@ enum ClientTransport {
 }
 
 /// A stream to the target, opened through ztproxy.
-pub enum ClientStream {
-    /// A data channel (open).
-    Channel(Arc<dyn DataChannel>),
-    /// A QUIC stream (ztproxy has connected to the target).
-    Quic(quinn::SendStream, quinn::RecvStream),
-}
-
-impl ClientStream {
-    /// The two halves of a connection's Guacamole channel.
-    pub fn into_guacamole(self) -> (ClientReader, ClientWriter) {
-        match self {
-            Self::Channel(dc) => (ClientReader::Channel(dc.clone()), ClientWriter::Channel(dc)),
-            Self::Quic(send, recv) => (ClientReader::Quic(recv), ClientWriter::Quic(send)),
-        }
-    }
-}
+pub type ClientStream = Stream;
 
 impl ClientSession {
     /// Creates the session through `api` and connects to ztproxy. Returns the session id too.
@@ -412,25 +397,16 @@ pub async fn relay(
     tcp: TcpStream,
     cancel: &CancellationToken,
 ) -> Result<(), RelayError> {
-    match stream {
-        ClientStream::Channel(dc) => {
-            tunnel::relay_data_channel(
-                &dc,
-                tcp,
-                CLIENT_CHUNK,
-                &NoMeter,
-                cancel,
-                tunnel::CloseRole::Opener,
-            )
-            .await
-            .1
-        }
-        ClientStream::Quic(mut send, mut recv) => {
-            tunnel::relay_quic(&mut send, &mut recv, tcp, CLIENT_CHUNK, &NoMeter, cancel)
-                .await
-                .1
-        }
-    }
+    tunnel::relay(
+        stream,
+        tcp,
+        CLIENT_CHUNK,
+        &NoMeter,
+        cancel,
+        tunnel::CloseRole::Opener,
+    )
+    .await
+    .1
 }
 
 /// Accepts connections on `listener` and carries each through `session` until the session

@@ -26,7 +26,6 @@
 //! like the rest of its output), or when recording fails and the policy is to fail closed.
 
 pub mod backend;
-pub mod client_io;
 pub mod recording;
 
 use std::sync::Arc;
@@ -46,8 +45,8 @@ use crate::audit::AuditLog;
 use crate::config::RecordingsSettings;
 use crate::metrics::Metrics;
 use crate::session::SessionStats;
+use crate::transport::stream::{StreamReader, StreamWriter};
 use backend::{Backend, BackendStream};
-use client_io::{ClientReader, ClientWriter};
 use recording::GraphicalRecording;
 
 /// Bytes read from the backend at a time.
@@ -106,8 +105,8 @@ pub struct ConnectionEnd {
 /// outside, why (so the client hears the right status).
 pub async fn run(
     mut ctx: ConnectionContext,
-    mut reader: ClientReader,
-    writer: ClientWriter,
+    mut reader: StreamReader,
+    writer: StreamWriter,
     mut backend: Box<dyn Backend>,
     end_reason: impl Fn() -> EndReason,
 ) -> ConnectionEnd {
@@ -202,7 +201,7 @@ impl Driver {
     }
 
     /// Waits for one thing to happen and hands it to the core.
-    async fn wait(&mut self, reader: &mut ClientReader, end_reason: &impl Fn() -> EndReason) {
+    async fn wait(&mut self, reader: &mut StreamReader, end_reason: &impl Fn() -> EndReason) {
         let timeout = self.core.poll_timeout();
         let wants_backend = self.core.wants_backend_input();
         let has_transmit = self.core.has_transmit();
@@ -469,7 +468,7 @@ impl Driver {
     async fn teardown(
         mut self,
         end: zt_connection::ConnectionEnd,
-        client_writer: tokio::task::JoinHandle<ClientWriter>,
+        client_writer: tokio::task::JoinHandle<StreamWriter>,
     ) -> ConnectionEnd {
         if let (Some(metric), Some(origin)) = (end.metric, end.origin) {
             self.ctx.services.metrics.error(origin, metric);
@@ -518,8 +517,8 @@ async fn send_backend(to_backend: Option<mpsc::Sender<Bytes>>, last: bool, bytes
 
 /// The client's writer task: a slow client never stops the backend's side.
 fn spawn_client_writer(
-    writer: ClientWriter,
-) -> (mpsc::Sender<Bytes>, tokio::task::JoinHandle<ClientWriter>) {
+    writer: StreamWriter,
+) -> (mpsc::Sender<Bytes>, tokio::task::JoinHandle<StreamWriter>) {
     let (to_client, mut queue) = mpsc::channel::<Bytes>(WRITE_QUEUE);
     let task = tokio::spawn(async move {
         let mut writer = writer;

@@ -38,11 +38,11 @@ use zt_api::control::{
     ApiError, Conversation, CreateSessionResponse, EndReason, EndedSession, ErrorCode, Origin,
     SdpType, SessionDescription, SessionInfo, SessionSpec, SessionState, Target, Transport,
 };
-use zt_api::tunnel::{ChannelControl, StreamStatus, TunnelErrorCode};
+use zt_api::tunnel::{ChannelControl, TunnelErrorCode};
 
-use crate::connection::client_io::{ClientReader, ClientWriter};
 use crate::server::Shared;
-use crate::transport::quic::{self, QuicEvent};
+use crate::transport::quic::QuicEvent;
+use crate::transport::stream::Stream;
 use crate::transport::webrtc::{AnswerError, CONTROL_CHANNEL_LABEL, Peer, PeerEvent};
 use crate::tunnel::{self, Meter};
 
@@ -826,81 +826,65 @@ async fn drive(
                     });
                     continue;
                 }
-                if connection.is_connection() {
-                    start_connection(
-                        shared,
-                        handle,
-                        connection,
-                        relays,
-                        relay_cancel,
-                        ClientReader::Channel(dc.clone()),
-                        ClientWriter::Channel(dc),
-                    );
-                    continue;
-                }
-                if let Some(conn_no) = admit(shared, handle) {
-                    let span = tracing::debug_span!("conn", n = conn_no);
-                    relays.spawn(
-                        relay_webrtc(
-                            shared.clone(),
-                            handle.clone(),
-                            dc,
-                            conn_no,
-                            relay_cancel.clone(),
-                        )
-                        .instrument(span),
-                    );
-                } else {
-                    tokio::spawn(async move {
-                        tunnel::fail_channel(
-                            &dc,
-                            TunnelErrorCode::TooManyConnections,
-                            "the session has as many connections open as it may".into(),
-                        )
-                        .await;
-                    });
-                }
+                incoming_stream(
+                    shared,
+                    handle,
+                    connection,
+                    relays,
+                    relay_cancel,
+                    Stream::Channel(dc),
+                )
+                .await;
             }
-            Incoming::QuicStream(mut send, recv) => {
-                if connection.is_connection() {
-                    if quic::write_status(&mut send, &StreamStatus::Connected)
-                        .await
-                        .is_ok()
-                    {
-                        start_connection(
-                            shared,
-                            handle,
-                            connection,
-                            relays,
-                            relay_cancel,
-                            ClientReader::Quic(recv),
-                            ClientWriter::Quic(send),
-                        );
-                    }
-                    continue;
-                }
-                if let Some(conn_no) = admit(shared, handle) {
-                    let span = tracing::debug_span!("conn", n = conn_no);
-                    relays.spawn(
-                        relay_quic(
-                            shared.clone(),
-                            handle.clone(),
-                            send,
-                            recv,
-                            conn_no,
-                            relay_cancel.clone(),
-                        )
-                        .instrument(span),
-                    );
-                } else {
-                    tokio::spawn(quic::refuse_stream(
-                        send,
-                        TunnelErrorCode::TooManyConnections,
-                        "the session has as many connections open as it may".into(),
-                    ));
-                }
+            Incoming::QuicStream(send, recv) => {
+                incoming_stream(
+                    shared,
+                    handle,
+                    connection,
+                    relays,
+                    relay_cancel,
+                    Stream::Quic(send, recv),
+                )
+                .await;
             }
         }
+    }
+}
+
+/// A stream the client opened: the connection session's Guacamole channel, or a tunnelled
+/// TCP connection if the session has room for one.
+async fn incoming_stream(
+    shared: &Arc<Shared>,
+    handle: &Arc<SessionHandle>,
+    connection: &mut ConnectionSlot,
+    relays: &TaskTracker,
+    relay_cancel: &CancellationToken,
+    mut stream: Stream,
+) {
+    if connection.is_connection() {
+        // A QUIC stream hears it is accepted; a data channel needs nothing.
+        if stream.accept().await.is_ok() {
+            start_connection(shared, handle, connection, relays, relay_cancel, stream);
+        }
+        return;
+    }
+    if let Some(conn_no) = admit(shared, handle) {
+        let span = tracing::debug_span!("conn", n = conn_no);
+        relays.spawn(
+            relay_tunnel(
+                shared.clone(),
+                handle.clone(),
+                stream,
+                conn_no,
+                relay_cancel.clone(),
+            )
+            .instrument(span),
+        );
+    } else {
+        tokio::spawn(stream.refuse(
+            TunnelErrorCode::TooManyConnections,
+            "the session has as many connections open as it may".into(),
+        ));
     }
 }
 
@@ -912,9 +896,9 @@ fn start_connection(
     connection: &mut ConnectionSlot,
     relays: &TaskTracker,
     relay_cancel: &CancellationToken,
-    reader: ClientReader,
-    mut writer: ClientWriter,
+    stream: Stream,
 ) {
+    let (reader, mut writer) = stream.split();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let Some(setup) = connection.start(done_rx) else {
         refused(
@@ -1070,10 +1054,12 @@ impl Meter for SessionMeter<'_> {
     }
 }
 
-async fn relay_webrtc(
+/// One tunnelled TCP connection: the target is connected, then bytes flow until both sides
+/// end (or the session does).
+async fn relay_tunnel(
     shared: Arc<Shared>,
     handle: Arc<SessionHandle>,
-    dc: Arc<dyn DataChannel>,
+    mut stream: Stream,
     conn_no: u64,
     cancel: CancellationToken,
 ) {
@@ -1081,7 +1067,7 @@ async fn relay_webrtc(
         shared: &shared,
         handle: &handle,
     };
-    if !tunnel::wait_open(&dc, tunnel::OPEN_TIMEOUT).await {
+    if !stream.wait_open().await {
         return;
     }
     let tcp = match tunnel::connect_target(
@@ -1094,71 +1080,25 @@ async fn relay_webrtc(
         Err(failure) => {
             tracing::info!(code = failure.code.as_str(), "target connection failed");
             refused(&shared, &handle, failure.code, Origin::Target);
-            tunnel::fail_channel(&dc, failure.code, failure.message).await;
+            stream.refuse(failure.code, failure.message).await;
             return;
         }
     };
+    if stream.accept().await.is_err() {
+        return;
+    }
     opened(&shared, &handle, conn_no);
     let meter = SessionMeter {
         shared: &shared,
         stats: &handle.stats,
     };
-    let (totals, result) = tunnel::relay_data_channel(
-        &dc,
+    let (totals, result) = tunnel::relay(
+        stream,
         tcp,
         shared.settings.tunnel.chunk_bytes,
         &meter,
         &cancel,
         tunnel::CloseRole::Acceptor,
-    )
-    .await;
-    closed(&shared, &handle, conn_no, totals, result);
-}
-
-async fn relay_quic(
-    shared: Arc<Shared>,
-    handle: Arc<SessionHandle>,
-    mut send: quinn::SendStream,
-    mut recv: quinn::RecvStream,
-    conn_no: u64,
-    cancel: CancellationToken,
-) {
-    let _slot = Slot {
-        shared: &shared,
-        handle: &handle,
-    };
-    let tcp = match tunnel::connect_target(
-        &handle.meta.target,
-        shared.settings.tunnel.target_connect_timeout,
-    )
-    .await
-    {
-        Ok(tcp) => tcp,
-        Err(failure) => {
-            tracing::info!(code = failure.code.as_str(), "target connection failed");
-            refused(&shared, &handle, failure.code, Origin::Target);
-            quic::refuse_stream(send, failure.code, failure.message).await;
-            return;
-        }
-    };
-    if quic::write_status(&mut send, &StreamStatus::Connected)
-        .await
-        .is_err()
-    {
-        return;
-    }
-    opened(&shared, &handle, conn_no);
-    let meter = SessionMeter {
-        shared: &shared,
-        stats: &handle.stats,
-    };
-    let (totals, result) = tunnel::relay_quic(
-        &mut send,
-        &mut recv,
-        tcp,
-        shared.settings.tunnel.chunk_bytes,
-        &meter,
-        &cancel,
     )
     .await;
     closed(&shared, &handle, conn_no, totals, result);

@@ -2,6 +2,7 @@
 
 pub mod quic;
 pub mod runtime;
+pub mod stream;
 pub mod udp;
 pub mod udp_filter;
 pub mod webrtc;
