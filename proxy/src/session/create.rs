@@ -1,0 +1,280 @@
+//! `POST /v1/sessions`: a validated request becomes a session.
+
+use std::sync::atomic::AtomicU8;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use zt_api::audit::AuditEvent;
+use zt_api::control::{
+    ApiError, Conversation, CreateSessionResponse, EndReason, ErrorCode, Origin, SdpType,
+    SessionDescription, SessionSpec, Transport,
+};
+
+use crate::server::Shared;
+use crate::transport::webrtc::{AnswerError, Peer};
+
+use super::registry::*;
+use super::task::{SessionTransport, close_transport, run};
+
+/// What a connection session needs once its Guacamole channel arrives. Held by the session
+/// task only: the backend carries the session's credentials.
+pub(super) struct ConnectionSetup {
+    pub(super) backend: Box<dyn crate::connection::backend::Backend>,
+    pub(super) settings: zt_connection::Settings,
+    pub(super) recording: Option<(
+        zt_api::control::RecordingRequest,
+        Arc<crate::config::RecordingsSettings>,
+    )>,
+}
+
+/// Creates a session from a validated request.
+pub async fn create(
+    shared: &Arc<Shared>,
+    mut spec: SessionSpec,
+) -> Result<CreateSessionResponse, ApiError> {
+    let connection = match spec.conversation {
+        Conversation::Tunnel => None,
+        Conversation::Connection => Some(connection_setup(shared, &spec)?),
+    };
+    if !shared.registry.has_room() {
+        return Err(too_many_sessions(shared));
+    }
+    let id = hex::encode(
+        crate::util::random_bytes::<16>()
+            .map_err(|_| ApiError::new(ErrorCode::Internal, "no randomness available"))?,
+    );
+    let mut response = CreateSessionResponse {
+        id: id.clone(),
+        transport: spec.transport,
+        answer: None,
+        sealed_answer: None,
+        quic: None,
+    };
+    let (transport, peer) = match spec.transport {
+        Transport::Webrtc => {
+            let offer = spec.offer_sdp.take().unwrap_or_default();
+            answer_webrtc(shared, offer, spec.answer_key.take(), &mut response).await?
+        }
+        Transport::Quic => issue_quic_token(shared, &id, &mut response)?,
+    };
+    let meta = session_meta(&shared.settings.sessions, spec);
+    let (ended_tx, ended) = watch::channel(None);
+    let handle = Arc::new(SessionHandle {
+        id,
+        meta,
+        stats: Arc::new(SessionStats::new()),
+        state: AtomicU8::new(STATE_PENDING),
+        connected_at: OnceLock::new(),
+        // Not a child of the shutdown token: shutdown ends sessions through `end_all`, so
+        // each records `shutdown` as its reason.
+        end: CancellationToken::new(),
+        end_reason: Mutex::new(None),
+        ended,
+        peer,
+        recordings: Arc::default(),
+    });
+    if !shared.registry.insert(handle.clone()) {
+        close_transport(shared, transport, EndReason::Error).await;
+        return Err(too_many_sessions(shared));
+    }
+    start(shared, handle, transport, connection, ended_tx);
+    Ok(response)
+}
+
+fn too_many_sessions(shared: &Shared) -> ApiError {
+    shared.metrics.error(Origin::Local, "too_many_sessions");
+    ApiError::new(ErrorCode::TooManySessions, "the session limit is reached")
+}
+
+/// What is fixed at creation: the request's facts, its limits capped by the configuration.
+fn session_meta(config: &crate::config::SessionsConfig, spec: SessionSpec) -> SessionMeta {
+    let limits = spec.limits;
+    SessionMeta {
+        transport: spec.transport,
+        conversation: spec.conversation,
+        protocol: spec.protocol,
+        target: spec.target,
+        resource_id: spec.resource_id,
+        user: spec.user,
+        created_at: crate::util::now_rfc3339(),
+        idle_timeout: limits
+            .idle_timeout
+            .unwrap_or(config.idle_timeout)
+            .min(config.max_idle_timeout),
+        max_duration: limits
+            .max_duration
+            .unwrap_or(config.max_duration)
+            .min(config.max_duration),
+        max_connections: u64::from(
+            limits
+                .max_connections
+                .unwrap_or(config.max_connections_per_session)
+                .min(config.max_connections_per_session),
+        ),
+        route: spec.route,
+    }
+}
+
+/// Answers the client's WebRTC offer (sealed when the offer was).
+async fn answer_webrtc(
+    shared: &Shared,
+    offer: String,
+    answer_key: Option<zt_api::seal::SealKey>,
+    response: &mut CreateSessionResponse,
+) -> Result<
+    (
+        SessionTransport,
+        Option<Arc<dyn webrtc::peer_connection::PeerConnection>>,
+    ),
+    ApiError,
+> {
+    let settings = shared.webrtc.as_ref().ok_or_else(|| {
+        ApiError::new(ErrorCode::Unsupported, "WebRTC is disabled on this proxy")
+            .with_field("transport")
+    })?;
+    let (peer, answer_sdp) = Peer::answer(settings, offer).await.map_err(|e| match e {
+        AnswerError::BadOffer(message) => {
+            shared.metrics.error(Origin::Client, "bad_offer");
+            ApiError::new(ErrorCode::BadOffer, message).with_field("offer")
+        }
+        AnswerError::Local(message) => {
+            shared.metrics.error(Origin::Local, "webrtc");
+            tracing::error!(error = %message, "cannot answer offer");
+            ApiError::new(ErrorCode::Internal, "the WebRTC stack failed")
+        }
+    })?;
+    let answer = SessionDescription {
+        kind: SdpType::Answer,
+        sdp: answer_sdp,
+    };
+    match answer_key {
+        Some(key) => {
+            let json = serde_json::to_vec(&answer)
+                .map_err(|_| ApiError::new(ErrorCode::Internal, "cannot encode the answer"))?;
+            response.sealed_answer = Some(
+                key.seal(&json)
+                    .map_err(|_| ApiError::new(ErrorCode::Internal, "cannot seal the answer"))?,
+            );
+        }
+        None => response.answer = Some(answer),
+    }
+    let pc = peer.pc.clone();
+    let transport = SessionTransport::Webrtc {
+        peer,
+        control: None,
+    };
+    Ok((transport, Some(pc)))
+}
+
+/// Registers the session with the QUIC endpoint and hands out its token.
+fn issue_quic_token(
+    shared: &Shared,
+    id: &str,
+    response: &mut CreateSessionResponse,
+) -> Result<
+    (
+        SessionTransport,
+        Option<Arc<dyn webrtc::peer_connection::PeerConnection>>,
+    ),
+    ApiError,
+> {
+    let server = shared.quic.as_ref().ok_or_else(|| {
+        ApiError::new(ErrorCode::Unsupported, "QUIC is disabled on this proxy")
+            .with_field("transport")
+    })?;
+    let (info, key, events) = server
+        .register(id)
+        .map_err(|_| ApiError::new(ErrorCode::Internal, "no randomness available"))?;
+    response.quic = Some(info);
+    let transport = SessionTransport::Quic {
+        events,
+        key,
+        conn: None,
+    };
+    Ok((transport, None))
+}
+
+/// Counts and audits the new session and starts its task.
+fn start(
+    shared: &Arc<Shared>,
+    handle: Arc<SessionHandle>,
+    transport: SessionTransport,
+    connection: Option<ConnectionSetup>,
+    ended_tx: watch::Sender<Option<zt_api::control::EndedSession>>,
+) {
+    shared
+        .metrics
+        .session_created(handle.meta.transport, handle.meta.conversation);
+    shared.metrics.sessions_active.inc();
+    shared.audit.emit(AuditEvent::SessionCreated {
+        session: handle.id.clone(),
+        transport: handle.meta.transport,
+        conversation: handle.meta.conversation,
+        protocol: handle.meta.protocol.clone(),
+        target: handle.meta.target.clone(),
+        resource_id: handle.meta.resource_id.clone(),
+        user: handle.meta.user.clone(),
+    });
+    let span = tracing::info_span!(
+        "session",
+        id = %handle.id,
+        transport = handle.meta.transport.as_str(),
+        proto = %handle.meta.protocol
+    );
+    shared
+        .tasks
+        .spawn(run(shared.clone(), handle, transport, connection, ended_tx).instrument(span));
+}
+
+/// Checks that this proxy can serve a connection session, and prepares it.
+fn connection_setup(shared: &Shared, spec: &SessionSpec) -> Result<ConnectionSetup, ApiError> {
+    let Some(parameters) = &spec.connection else {
+        return Err(ApiError::new(
+            ErrorCode::Internal,
+            "a connection session without a protocol",
+        ));
+    };
+    let backend = shared.backends.make(
+        spec.route,
+        &crate::connection::backend::BackendRequest {
+            parameters,
+            target: &spec.target,
+            settings: &shared.settings,
+        },
+    )?;
+    let policy = zt_connection::policy::ConnectionPolicy::from_parameters(parameters.values())
+        .map_err(|e| ApiError::invalid_field(format!("parameters.{}", e.name), e.problem))?;
+    let mut settings = zt_connection::Settings::new(String::new(), policy);
+    if let Some(guacd) = &shared.settings.guacd {
+        settings.handshake_timeout = guacd.handshake_timeout;
+        settings.sync.grace = guacd.sync_grace;
+    }
+    let recording = match &spec.recording {
+        Some(request) if request.graphical || request.typescript => {
+            if request.typescript {
+                return Err(ApiError::new(
+                    ErrorCode::Unsupported,
+                    "typescript recordings need a native terminal connection; guacd connections \
+                     are recorded graphically",
+                )
+                .with_field("recording.typescript"));
+            }
+            let settings = shared.settings.recordings.clone().ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::Unsupported,
+                    "this proxy has no recording directory configured ([recordings])",
+                )
+                .with_field("recording")
+            })?;
+            Some((request.clone(), settings))
+        }
+        _ => None,
+    };
+    Ok(ConnectionSetup {
+        backend,
+        settings,
+        recording,
+    })
+}
