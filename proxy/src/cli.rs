@@ -250,6 +250,48 @@ fn read_secret_file(path: &Path) -> Result<Secret<String>, String> {
     Ok(Secret::new(text.expose_secret().trim().to_owned()))
 }
 
+/// The control API token and the signalling secret the arguments name.
+type Credentials = (Option<Secret<String>>, Option<(String, Secret<String>)>);
+
+fn read_credentials(args: &TunnelArgs) -> Result<Credentials, String> {
+    let token = match &args.token_file {
+        Some(path) => Some(read_secret_file(path)?),
+        None => None,
+    };
+    let signalling = match (&args.resource_id, &args.traffic_secret_file) {
+        (Some(resource), Some(path)) => Some((resource.clone(), read_secret_file(path)?)),
+        _ => None,
+    };
+    Ok((token, signalling))
+}
+
+fn tunnel_options(
+    args: &TunnelArgs,
+    target: Target,
+    signalling: Option<(String, Secret<String>)>,
+) -> TunnelOptions {
+    let mut peer = PeerSettings::loopback();
+    peer.udp_addrs = args.udp_addrs.clone();
+    peer.sctp_mtu = args.sctp_mtu;
+    TunnelOptions {
+        transport: match args.transport {
+            TransportArg::Webrtc => Transport::Webrtc,
+            TransportArg::Quic => Transport::Quic,
+        },
+        target,
+        protocol: args.protocol.clone(),
+        signalling,
+        limits: LimitsRequest {
+            idle_timeout: args.idle_timeout,
+            max_duration: args.max_duration,
+            max_connections: args.max_connections,
+        },
+        resource_id: args.resource_id.clone(),
+        peer,
+        connect_timeout: args.connect_timeout,
+    }
+}
+
 async fn connect_tunnel(args: TunnelArgs) -> ExitCode {
     crate::telemetry::init(&LogConfig {
         level: "warn".into(),
@@ -263,19 +305,9 @@ async fn connect_tunnel(args: TunnelArgs) -> ExitCode {
         Ok(target) => target,
         Err(message) => return fail(message),
     };
-    let token = match &args.token_file {
-        Some(path) => match read_secret_file(path) {
-            Ok(token) => Some(token),
-            Err(message) => return fail(message),
-        },
-        None => None,
-    };
-    let signalling = match (&args.resource_id, &args.traffic_secret_file) {
-        (Some(resource), Some(path)) => match read_secret_file(path) {
-            Ok(secret) => Some((resource.clone(), secret)),
-            Err(message) => return fail(message),
-        },
-        _ => None,
+    let (token, signalling) = match read_credentials(&args) {
+        Ok(read) => read,
+        Err(message) => return fail(message),
     };
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(listener) => listener,
@@ -285,26 +317,7 @@ async fn connect_tunnel(args: TunnelArgs) -> ExitCode {
         Ok(local) => local,
         Err(error) => return fail(format!("cannot listen on {}: {error}", args.listen)),
     };
-    let mut peer = PeerSettings::loopback();
-    peer.udp_addrs = args.udp_addrs.clone();
-    peer.sctp_mtu = args.sctp_mtu;
-    let options = TunnelOptions {
-        transport: match args.transport {
-            TransportArg::Webrtc => Transport::Webrtc,
-            TransportArg::Quic => Transport::Quic,
-        },
-        target: target.clone(),
-        protocol: args.protocol.clone(),
-        signalling,
-        limits: LimitsRequest {
-            idle_timeout: args.idle_timeout,
-            max_duration: args.max_duration,
-            max_connections: args.max_connections,
-        },
-        resource_id: args.resource_id.clone(),
-        peer,
-        connect_timeout: args.connect_timeout,
-    };
+    let options = tunnel_options(&args, target.clone(), signalling);
     let api = ApiClient::new(args.api.clone(), token);
     let (session, id) = match ClientSession::connect(&api, &options).await {
         Ok(connected) => connected,

@@ -628,321 +628,25 @@ impl Config {
 
     /// Checks every value and reads the files the configuration names.
     pub fn validate(self, path: &Path) -> Result<Settings, ConfigError> {
-        let invalid = |key: &'static str, message: String| ConfigError::Invalid {
-            path: path.to_owned(),
-            key,
-            message,
-        };
-
-        if self.control.socket.as_os_str().is_empty() {
-            return Err(invalid("control.socket", "must not be empty".into()));
-        }
-        let tcp = match (self.control.tcp, &self.control.token_file) {
-            (None, None) => None,
-            (None, Some(_)) => {
-                return Err(invalid(
-                    "control.token_file",
-                    "is only used with control.tcp".into(),
-                ));
-            }
-            (Some(_), None) => {
-                return Err(invalid(
-                    "control.tcp",
-                    "a TCP control listener requires control.token_file".into(),
-                ));
-            }
-            (Some(addr), Some(token_file)) => {
-                if !addr.ip().is_loopback() && !self.control.danger_allow_non_loopback_tcp {
-                    return Err(invalid(
-                        "control.tcp",
-                        "must be a loopback address (set danger_allow_non_loopback_tcp to \
-                         override)"
-                            .into(),
-                    ));
-                }
-                let token = read_token(token_file).map_err(|source| ConfigError::Read {
-                    path: token_file.clone(),
-                    source,
-                })?;
-                if token.expose_secret().len() < MIN_TOKEN_LEN {
-                    return Err(invalid(
-                        "control.token_file",
-                        format!("the token must be at least {MIN_TOKEN_LEN} characters"),
-                    ));
-                }
-                if token.expose_secret().bytes().any(|b| !b.is_ascii_graphic()) {
-                    return Err(invalid(
-                        "control.token_file",
-                        "the token must be printable ASCII without spaces".into(),
-                    ));
-                }
-                Some((addr, token))
-            }
-        };
-        for (key, value) in [
-            ("control.header_timeout", self.control.header_timeout),
-            ("control.body_timeout", self.control.body_timeout),
-        ] {
-            if value < Duration::from_millis(100) || value > Duration::from_secs(300) {
-                return Err(invalid(key, "must be between 100ms and 5m".into()));
-            }
-        }
-        for (key, value) in [
-            (
-                "control.max_tcp_connections",
-                self.control.max_tcp_connections,
-            ),
-            (
-                "control.max_unix_connections",
-                self.control.max_unix_connections,
-            ),
-        ] {
-            if value.is_some_and(|n| !(1..=1_000_000).contains(&n)) {
-                return Err(invalid(key, "must be between 1 and 1000000".into()));
-            }
-        }
-
-        let check_buffer = |key: &'static str, value: usize| {
-            if (64 * 1024..=MAX_SOCKET_BUFFER).contains(&value) {
-                Ok(())
-            } else {
-                Err(invalid(
-                    key,
-                    format!("must be between 65536 and {MAX_SOCKET_BUFFER}"),
-                ))
-            }
-        };
-
-        let webrtc = if self.webrtc.enabled {
-            let w = self.webrtc;
-            if w.udp_addrs.is_empty() {
-                return Err(invalid("webrtc.udp_addrs", "must not be empty".into()));
-            }
-            for addr in &w.udp_addrs {
-                if addr.parse::<SocketAddr>().is_err() {
-                    return Err(invalid(
-                        "webrtc.udp_addrs",
-                        format!("`{addr}` is not an IP:port address"),
-                    ));
-                }
-            }
-            for server in &w.ice_servers {
-                if server.urls.is_empty() {
-                    return Err(invalid(
-                        "webrtc.ice_servers",
-                        "urls must not be empty".into(),
-                    ));
-                }
-                for url in &server.urls {
-                    let scheme_ok = ["stun:", "stuns:", "turn:", "turns:"]
-                        .iter()
-                        .any(|s| url.starts_with(s));
-                    if !scheme_ok {
-                        return Err(invalid(
-                            "webrtc.ice_servers",
-                            format!("`{url}` is not a stun:, stuns:, turn: or turns: URL"),
-                        ));
-                    }
-                    if url.starts_with("turn") && server.credential.is_none() {
-                        return Err(invalid(
-                            "webrtc.ice_servers",
-                            "a TURN server needs username and credential".into(),
-                        ));
-                    }
-                }
-            }
-            check_buffer("webrtc.socket_buffer_bytes", w.socket_buffer_bytes)?;
-            if let Some(mtu) = w.sctp_mtu
-                && !(576..=16_000).contains(&mtu)
-            {
-                return Err(invalid(
-                    "webrtc.sctp_mtu",
-                    "must be between 576 and 16000 (a DTLS record holds at most 16 KiB)".into(),
-                ));
-            }
-            if w.gather_timeout.is_zero() || w.gather_timeout > Duration::from_secs(30) {
-                return Err(invalid(
-                    "webrtc.gather_timeout",
-                    "must be between 1ms and 30s".into(),
-                ));
-            }
-            for (key, value) in [
-                (
-                    "webrtc.ice_disconnected_timeout",
-                    w.ice_disconnected_timeout,
-                ),
-                ("webrtc.ice_failed_timeout", w.ice_failed_timeout),
-                ("webrtc.ice_keep_alive", w.ice_keep_alive),
-            ] {
-                if value < Duration::from_millis(100) || value > Duration::from_secs(300) {
-                    return Err(invalid(key, "must be between 100ms and 5m".into()));
-                }
-            }
-            if w.ice_keep_alive >= w.ice_disconnected_timeout {
-                return Err(invalid(
-                    "webrtc.ice_keep_alive",
-                    "must be less than webrtc.ice_disconnected_timeout".into(),
-                ));
-            }
-            Some(WebrtcSettings {
-                udp_addrs: w.udp_addrs,
-                ice_servers: w.ice_servers,
-                socket_buffer_bytes: w.socket_buffer_bytes,
-                sctp_mtu: w.sctp_mtu,
-                gather_timeout: w.gather_timeout,
-                require_sealed_signalling: w.require_sealed_signalling,
-                liveness: crate::transport::webrtc::IceLiveness {
-                    disconnected: w.ice_disconnected_timeout,
-                    failed: w.ice_failed_timeout,
-                    keep_alive: w.ice_keep_alive,
-                },
-                multicast_dns: w.multicast_dns,
-            })
-        } else {
-            None
-        };
-
-        let quic = match self.quic.listen {
-            None => None,
-            Some(listen) => {
-                let q = self.quic;
-                check_buffer("quic.socket_buffer_bytes", q.socket_buffer_bytes)?;
-                if q.server_name.is_empty() || q.server_name.len() > 253 {
-                    return Err(invalid("quic.server_name", "must be 1 to 253 bytes".into()));
-                }
-                if q.auth_timeout.is_zero() {
-                    return Err(invalid("quic.auth_timeout", "must not be zero".into()));
-                }
-                if !(2..=100_000).contains(&q.max_unauthenticated) {
-                    return Err(invalid(
-                        "quic.max_unauthenticated",
-                        "must be between 2 and 100000".into(),
-                    ));
-                }
-                if q.idle_timeout < Duration::from_secs(1)
-                    || q.idle_timeout > Duration::from_secs(600)
-                {
-                    return Err(invalid(
-                        "quic.idle_timeout",
-                        "must be between 1s and 10m".into(),
-                    ));
-                }
-                if q.keep_alive.is_zero() || q.keep_alive >= q.idle_timeout {
-                    return Err(invalid(
-                        "quic.keep_alive",
-                        "must be more than zero and less than quic.idle_timeout".into(),
-                    ));
-                }
-                Some(QuicSettings {
-                    listen,
-                    advertise: q.advertise,
-                    server_name: q.server_name,
-                    socket_buffer_bytes: q.socket_buffer_bytes,
-                    auth_timeout: q.auth_timeout,
-                    max_unauthenticated: q.max_unauthenticated,
-                    keep_alive: q.keep_alive,
-                    idle_timeout: q.idle_timeout,
-                })
-            }
-        };
-
-        let s = &self.sessions;
-        if s.max_sessions == 0 {
-            return Err(invalid(
-                "sessions.max_sessions",
-                "must be at least 1".into(),
-            ));
-        }
-        if s.max_connections_per_session == 0 {
-            return Err(invalid(
-                "sessions.max_connections_per_session",
-                "must be at least 1".into(),
-            ));
-        }
-        for (key, value) in [
-            ("sessions.idle_timeout", s.idle_timeout),
-            ("sessions.max_idle_timeout", s.max_idle_timeout),
-            ("sessions.max_duration", s.max_duration),
-            ("sessions.connect_timeout", s.connect_timeout),
-        ] {
-            if value.is_zero() {
-                return Err(invalid(key, "must not be zero".into()));
-            }
-        }
-        if s.idle_timeout > s.max_idle_timeout {
-            return Err(invalid(
-                "sessions.idle_timeout",
-                "must not exceed sessions.max_idle_timeout".into(),
-            ));
-        }
-
-        let t = &self.tunnel;
-        if t.target_connect_timeout.is_zero() {
-            return Err(invalid(
-                "tunnel.target_connect_timeout",
-                "must not be zero".into(),
-            ));
-        }
-        if !(16 * 1024..=64 * 1024 * 1024).contains(&t.high_water_mark_bytes) {
-            return Err(invalid(
-                "tunnel.high_water_mark_bytes",
-                "must be between 16 KiB and 64 MiB".into(),
-            ));
-        }
-        if !(1024..=65_000).contains(&t.chunk_bytes) {
-            return Err(invalid(
-                "tunnel.chunk_bytes",
-                "must be between 1024 and 65000 (the SCTP message limit is 64 KiB)".into(),
-            ));
-        }
-        let guacd = match self.guacd {
-            None => None,
-            Some(g) => {
-                if g.address.is_empty() || !g.address.contains(':') {
-                    return Err(invalid("guacd.address", "must be host:port".into()));
-                }
-                for (key, value) in [
-                    ("guacd.connect_timeout", g.connect_timeout),
-                    ("guacd.handshake_timeout", g.handshake_timeout),
-                ] {
-                    if value.is_zero() {
-                        return Err(invalid(key, "must not be zero".into()));
-                    }
-                }
-                if g.sync_grace.is_zero() || g.sync_grace >= Duration::from_secs(14) {
-                    return Err(invalid(
-                        "guacd.sync_grace",
-                        "must be between 1ms and 14s (guacd gives up on a client after 15s)".into(),
-                    ));
-                }
-                Some(GuacdSettings {
-                    address: g.address,
-                    connect_timeout: g.connect_timeout,
-                    sync_grace: g.sync_grace,
-                    handshake_timeout: g.handshake_timeout,
-                })
-            }
-        };
+        let check = Check { path };
+        let control = validate_control(self.control, &check)?;
+        let webrtc = validate_webrtc(self.webrtc, &check)?;
+        let quic = validate_quic(self.quic, &check)?;
+        validate_sessions(&self.sessions, &check)?;
+        validate_tunnel(&self.tunnel, &check)?;
+        let guacd = validate_guacd(self.guacd, &check)?;
         let recordings = match self.recordings {
             None => None,
             Some(r) => Some(std::sync::Arc::new(read_recordings(r, path)?)),
         };
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
-            return Err(invalid(
+            return Err(check.invalid(
                 "log.level",
                 format!("`{}` is not a tracing filter", self.log.level),
             ));
         }
-
         Ok(Settings {
-            control: ControlSettings {
-                socket: self.control.socket,
-                tcp,
-                header_timeout: self.control.header_timeout,
-                body_timeout: self.control.body_timeout,
-                max_tcp_connections: self.control.max_tcp_connections,
-                max_unix_connections: self.control.max_unix_connections,
-            },
+            control,
             webrtc,
             quic,
             sessions: self.sessions,
@@ -951,6 +655,325 @@ impl Config {
             recordings,
             log: self.log,
         })
+    }
+}
+
+/// Where a configuration came from, for its errors.
+struct Check<'a> {
+    path: &'a Path,
+}
+
+impl Check<'_> {
+    fn invalid(&self, key: &'static str, message: String) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_owned(),
+            key,
+            message,
+        }
+    }
+
+    fn buffer(&self, key: &'static str, value: usize) -> Result<(), ConfigError> {
+        if (64 * 1024..=MAX_SOCKET_BUFFER).contains(&value) {
+            Ok(())
+        } else {
+            Err(self.invalid(
+                key,
+                format!("must be between 65536 and {MAX_SOCKET_BUFFER}"),
+            ))
+        }
+    }
+}
+
+fn validate_control(
+    control: ControlConfig,
+    check: &Check<'_>,
+) -> Result<ControlSettings, ConfigError> {
+    if control.socket.as_os_str().is_empty() {
+        return Err(check.invalid("control.socket", "must not be empty".into()));
+    }
+    let tcp = match (control.tcp, &control.token_file) {
+        (None, None) => None,
+        (None, Some(_)) => {
+            return Err(check.invalid("control.token_file", "is only used with control.tcp".into()));
+        }
+        (Some(_), None) => {
+            return Err(check.invalid(
+                "control.tcp",
+                "a TCP control listener requires control.token_file".into(),
+            ));
+        }
+        (Some(addr), Some(token_file)) => {
+            if !addr.ip().is_loopback() && !control.danger_allow_non_loopback_tcp {
+                return Err(check.invalid(
+                    "control.tcp",
+                    "must be a loopback address (set danger_allow_non_loopback_tcp to \
+                     override)"
+                        .into(),
+                ));
+            }
+            let token = read_token(token_file).map_err(|source| ConfigError::Read {
+                path: token_file.clone(),
+                source,
+            })?;
+            if token.expose_secret().len() < MIN_TOKEN_LEN {
+                return Err(check.invalid(
+                    "control.token_file",
+                    format!("the token must be at least {MIN_TOKEN_LEN} characters"),
+                ));
+            }
+            if token.expose_secret().bytes().any(|b| !b.is_ascii_graphic()) {
+                return Err(check.invalid(
+                    "control.token_file",
+                    "the token must be printable ASCII without spaces".into(),
+                ));
+            }
+            Some((addr, token))
+        }
+    };
+    for (key, value) in [
+        ("control.header_timeout", control.header_timeout),
+        ("control.body_timeout", control.body_timeout),
+    ] {
+        if value < Duration::from_millis(100) || value > Duration::from_secs(300) {
+            return Err(check.invalid(key, "must be between 100ms and 5m".into()));
+        }
+    }
+    for (key, value) in [
+        ("control.max_tcp_connections", control.max_tcp_connections),
+        ("control.max_unix_connections", control.max_unix_connections),
+    ] {
+        if value.is_some_and(|n| !(1..=1_000_000).contains(&n)) {
+            return Err(check.invalid(key, "must be between 1 and 1000000".into()));
+        }
+    }
+
+    Ok(ControlSettings {
+        socket: control.socket,
+        tcp,
+        header_timeout: control.header_timeout,
+        body_timeout: control.body_timeout,
+        max_tcp_connections: control.max_tcp_connections,
+        max_unix_connections: control.max_unix_connections,
+    })
+}
+
+fn validate_webrtc(
+    w: WebrtcConfig,
+    check: &Check<'_>,
+) -> Result<Option<WebrtcSettings>, ConfigError> {
+    if !w.enabled {
+        return Ok(None);
+    }
+    {
+        if w.udp_addrs.is_empty() {
+            return Err(check.invalid("webrtc.udp_addrs", "must not be empty".into()));
+        }
+        for addr in &w.udp_addrs {
+            if addr.parse::<SocketAddr>().is_err() {
+                return Err(check.invalid(
+                    "webrtc.udp_addrs",
+                    format!("`{addr}` is not an IP:port address"),
+                ));
+            }
+        }
+        validate_ice_servers(&w.ice_servers, check)?;
+        check.buffer("webrtc.socket_buffer_bytes", w.socket_buffer_bytes)?;
+        if let Some(mtu) = w.sctp_mtu
+            && !(576..=16_000).contains(&mtu)
+        {
+            return Err(check.invalid(
+                "webrtc.sctp_mtu",
+                "must be between 576 and 16000 (a DTLS record holds at most 16 KiB)".into(),
+            ));
+        }
+        if w.gather_timeout.is_zero() || w.gather_timeout > Duration::from_secs(30) {
+            return Err(check.invalid(
+                "webrtc.gather_timeout",
+                "must be between 1ms and 30s".into(),
+            ));
+        }
+        for (key, value) in [
+            (
+                "webrtc.ice_disconnected_timeout",
+                w.ice_disconnected_timeout,
+            ),
+            ("webrtc.ice_failed_timeout", w.ice_failed_timeout),
+            ("webrtc.ice_keep_alive", w.ice_keep_alive),
+        ] {
+            if value < Duration::from_millis(100) || value > Duration::from_secs(300) {
+                return Err(check.invalid(key, "must be between 100ms and 5m".into()));
+            }
+        }
+        if w.ice_keep_alive >= w.ice_disconnected_timeout {
+            return Err(check.invalid(
+                "webrtc.ice_keep_alive",
+                "must be less than webrtc.ice_disconnected_timeout".into(),
+            ));
+        }
+        Ok(Some(WebrtcSettings {
+            udp_addrs: w.udp_addrs,
+            ice_servers: w.ice_servers,
+            socket_buffer_bytes: w.socket_buffer_bytes,
+            sctp_mtu: w.sctp_mtu,
+            gather_timeout: w.gather_timeout,
+            require_sealed_signalling: w.require_sealed_signalling,
+            liveness: crate::transport::webrtc::IceLiveness {
+                disconnected: w.ice_disconnected_timeout,
+                failed: w.ice_failed_timeout,
+                keep_alive: w.ice_keep_alive,
+            },
+            multicast_dns: w.multicast_dns,
+        }))
+    }
+}
+
+/// Every ICE server has a STUN or TURN URL, and every TURN server its credentials.
+fn validate_ice_servers(servers: &[IceServerConfig], check: &Check<'_>) -> Result<(), ConfigError> {
+    for server in servers {
+        if server.urls.is_empty() {
+            return Err(check.invalid("webrtc.ice_servers", "urls must not be empty".into()));
+        }
+        for url in &server.urls {
+            let scheme_ok = ["stun:", "stuns:", "turn:", "turns:"]
+                .iter()
+                .any(|s| url.starts_with(s));
+            if !scheme_ok {
+                return Err(check.invalid(
+                    "webrtc.ice_servers",
+                    format!("`{url}` is not a stun:, stuns:, turn: or turns: URL"),
+                ));
+            }
+            if url.starts_with("turn") && server.credential.is_none() {
+                return Err(check.invalid(
+                    "webrtc.ice_servers",
+                    "a TURN server needs username and credential".into(),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn validate_quic(q: QuicConfig, check: &Check<'_>) -> Result<Option<QuicSettings>, ConfigError> {
+    let Some(listen) = q.listen else {
+        return Ok(None);
+    };
+    {
+        check.buffer("quic.socket_buffer_bytes", q.socket_buffer_bytes)?;
+        if q.server_name.is_empty() || q.server_name.len() > 253 {
+            return Err(check.invalid("quic.server_name", "must be 1 to 253 bytes".into()));
+        }
+        if q.auth_timeout.is_zero() {
+            return Err(check.invalid("quic.auth_timeout", "must not be zero".into()));
+        }
+        if !(2..=100_000).contains(&q.max_unauthenticated) {
+            return Err(check.invalid(
+                "quic.max_unauthenticated",
+                "must be between 2 and 100000".into(),
+            ));
+        }
+        if q.idle_timeout < Duration::from_secs(1) || q.idle_timeout > Duration::from_secs(600) {
+            return Err(check.invalid("quic.idle_timeout", "must be between 1s and 10m".into()));
+        }
+        if q.keep_alive.is_zero() || q.keep_alive >= q.idle_timeout {
+            return Err(check.invalid(
+                "quic.keep_alive",
+                "must be more than zero and less than quic.idle_timeout".into(),
+            ));
+        }
+        Ok(Some(QuicSettings {
+            listen,
+            advertise: q.advertise,
+            server_name: q.server_name,
+            socket_buffer_bytes: q.socket_buffer_bytes,
+            auth_timeout: q.auth_timeout,
+            max_unauthenticated: q.max_unauthenticated,
+            keep_alive: q.keep_alive,
+            idle_timeout: q.idle_timeout,
+        }))
+    }
+}
+
+fn validate_sessions(s: &SessionsConfig, check: &Check<'_>) -> Result<(), ConfigError> {
+    if s.max_sessions == 0 {
+        return Err(check.invalid("sessions.max_sessions", "must be at least 1".into()));
+    }
+    if s.max_connections_per_session == 0 {
+        return Err(check.invalid(
+            "sessions.max_connections_per_session",
+            "must be at least 1".into(),
+        ));
+    }
+    for (key, value) in [
+        ("sessions.idle_timeout", s.idle_timeout),
+        ("sessions.max_idle_timeout", s.max_idle_timeout),
+        ("sessions.max_duration", s.max_duration),
+        ("sessions.connect_timeout", s.connect_timeout),
+    ] {
+        if value.is_zero() {
+            return Err(check.invalid(key, "must not be zero".into()));
+        }
+    }
+    if s.idle_timeout > s.max_idle_timeout {
+        return Err(check.invalid(
+            "sessions.idle_timeout",
+            "must not exceed sessions.max_idle_timeout".into(),
+        ));
+    }
+
+    Ok(())
+}
+
+fn validate_tunnel(t: &TunnelConfig, check: &Check<'_>) -> Result<(), ConfigError> {
+    if t.target_connect_timeout.is_zero() {
+        return Err(check.invalid("tunnel.target_connect_timeout", "must not be zero".into()));
+    }
+    if !(16 * 1024..=64 * 1024 * 1024).contains(&t.high_water_mark_bytes) {
+        return Err(check.invalid(
+            "tunnel.high_water_mark_bytes",
+            "must be between 16 KiB and 64 MiB".into(),
+        ));
+    }
+    if !(1024..=65_000).contains(&t.chunk_bytes) {
+        return Err(check.invalid(
+            "tunnel.chunk_bytes",
+            "must be between 1024 and 65000 (the SCTP message limit is 64 KiB)".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_guacd(
+    guacd: Option<GuacdConfig>,
+    check: &Check<'_>,
+) -> Result<Option<GuacdSettings>, ConfigError> {
+    let Some(g) = guacd else {
+        return Ok(None);
+    };
+    {
+        if g.address.is_empty() || !g.address.contains(':') {
+            return Err(check.invalid("guacd.address", "must be host:port".into()));
+        }
+        for (key, value) in [
+            ("guacd.connect_timeout", g.connect_timeout),
+            ("guacd.handshake_timeout", g.handshake_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(check.invalid(key, "must not be zero".into()));
+            }
+        }
+        if g.sync_grace.is_zero() || g.sync_grace >= Duration::from_secs(14) {
+            return Err(check.invalid(
+                "guacd.sync_grace",
+                "must be between 1ms and 14s (guacd gives up on a client after 15s)".into(),
+            ));
+        }
+        Ok(Some(GuacdSettings {
+            address: g.address,
+            connect_timeout: g.connect_timeout,
+            sync_grace: g.sync_grace,
+            handshake_timeout: g.handshake_timeout,
+        }))
     }
 }
 

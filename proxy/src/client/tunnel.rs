@@ -128,181 +128,89 @@ impl ClientSession {
     /// keys and timeout. This is how a gateway-and-client pair creates a connection session.
     pub async fn connect_with(
         api: &ApiClient,
-        mut request: CreateSessionRequest,
+        request: CreateSessionRequest,
         options: &TunnelOptions,
     ) -> Result<(Self, String), TunnelError> {
         match request.transport {
-            Transport::Quic => {
-                let response = api.create_session(&request).await?;
-                let info = response
-                    .quic
-                    .ok_or_else(|| TunnelError::Seal("no QUIC endpoint in the answer".into()))?;
-                let client = tokio::time::timeout(
-                    options.connect_timeout,
-                    QuicClient::connect(&info, options.peer.socket_buffer_bytes),
-                )
-                .await
-                .map_err(|_| TunnelError::Timeout(options.connect_timeout))??;
-                let ended = CancellationToken::new();
-                let conn = client.connection().clone();
-                let signal = ended.clone();
-                tokio::spawn(async move {
-                    conn.closed().await;
-                    signal.cancel();
-                });
-                Ok((
-                    Self {
-                        transport: ClientTransport::Quic(client),
-                        ended,
-                        end_reason: Arc::default(),
-                    },
-                    response.id,
-                ))
-            }
-            Transport::Webrtc => {
-                let mut peer = Peer::build(&options.peer)
-                    .await
-                    .map_err(|e| TunnelError::Webrtc(e.to_string()))?;
-                let control = peer
-                    .pc
-                    .create_data_channel(CONTROL_CHANNEL_LABEL, None)
-                    .await
-                    .map_err(|e| TunnelError::Webrtc(e.to_string()))?;
-                let offer_sdp = peer
-                    .offer(options.peer.gather_timeout)
-                    .await
-                    .map_err(|e| TunnelError::Webrtc(e.to_string()))?;
-                let offer = SessionDescription {
-                    kind: SdpType::Offer,
-                    sdp: offer_sdp,
-                };
-                let answer_key = match &options.signalling {
-                    Some((resource_id, secret)) => {
-                        let secret = seal::decode_traffic_secret(secret.expose_secret())
-                            .map_err(|e| TunnelError::Seal(e.to_string()))?;
-                        let offer_key =
-                            SealKey::derive(&secret, resource_id, SignallingDirection::Offer);
-                        let json = serde_json::to_vec(&offer)
-                            .map_err(|e| TunnelError::Seal(e.to_string()))?;
-                        request.sealed_offer = Some(
-                            offer_key
-                                .seal(&json)
-                                .map_err(|e| TunnelError::Seal(e.to_string()))?,
-                        );
-                        request.signalling = Some(SignallingRequest {
-                            resource_id: resource_id.clone(),
-                            traffic_secret: secret_b64(&secret),
-                        });
-                        Some(SealKey::derive(
-                            &secret,
-                            resource_id,
-                            SignallingDirection::Answer,
-                        ))
-                    }
-                    None => {
-                        request.offer = Some(offer);
-                        None
-                    }
-                };
-                let result = api.create_session(&request).await;
-                let response = match result {
-                    Ok(response) => response,
-                    Err(e) => {
-                        let _ = peer.pc.close().await;
-                        return Err(e.into());
-                    }
-                };
-                let answer_sdp = match (answer_key, response.answer, response.sealed_answer) {
-                    (None, Some(answer), _) => answer.sdp,
-                    (Some(key), _, Some(sealed)) => {
-                        let plain = key
-                            .open(&sealed)
-                            .map_err(|e| TunnelError::Seal(e.to_string()))?;
-                        let answer: SessionDescription = serde_json::from_slice(&plain)
-                            .map_err(|e| TunnelError::Seal(e.to_string()))?;
-                        answer.sdp
-                    }
-                    _ => {
-                        return Err(TunnelError::Seal(
-                            "ztproxy's answer is missing or not sealed as asked".into(),
-                        ));
-                    }
-                };
-                peer.accept_answer(answer_sdp)
-                    .await
-                    .map_err(|e| TunnelError::Webrtc(e.to_string()))?;
-                let connected = async {
-                    while let Some(event) = peer.events.recv().await {
-                        match event {
-                            PeerEvent::Connected => return true,
-                            PeerEvent::Failed | PeerEvent::Closed => return false,
-                            _ => {}
-                        }
-                    }
-                    false
-                };
-                match tokio::time::timeout(options.connect_timeout, connected).await {
-                    Ok(true) => {}
-                    Ok(false) => return Err(TunnelError::SessionEnded),
-                    Err(_) => return Err(TunnelError::Timeout(options.connect_timeout)),
-                }
-                if !tunnel::wait_open(&control, options.connect_timeout).await {
-                    return Err(TunnelError::SessionEnded);
-                }
-                peer.kick.done();
-                let ended = CancellationToken::new();
-                let end_reason = Arc::new(std::sync::Mutex::new(None));
-                // The session is over when the peer connection fails or closes, or when
-                // ztproxy closes the control channel (after saying why on it).
-                let mut events =
-                    std::mem::replace(&mut peer.events, tokio::sync::mpsc::channel(1).1);
-                let signal = ended.clone();
-                tokio::spawn(async move {
-                    while let Some(event) = events.recv().await {
-                        match event {
-                            PeerEvent::Failed | PeerEvent::Closed => break,
-                            PeerEvent::DataChannel(dc) => {
-                                // ztproxy never opens channels towards clients.
-                                let _ = dc.close().await;
-                            }
-                            _ => {}
-                        }
-                    }
-                    signal.cancel();
-                });
-                let watched = control.clone();
-                let signal = ended.clone();
-                let reason_slot = Arc::clone(&end_reason);
-                tokio::spawn(async move {
-                    while let Some(event) = watched.poll().await {
-                        match event {
-                            DataChannelEvent::OnMessage(message) if message.is_string => {
-                                if let Ok(ChannelControl::SessionEnded { reason }) =
-                                    ChannelControl::parse(&message.data)
-                                {
-                                    *reason_slot.lock().unwrap_or_else(|e| e.into_inner()) =
-                                        Some(reason);
-                                }
-                            }
-                            DataChannelEvent::OnClose => break,
-                            _ => {}
-                        }
-                    }
-                    signal.cancel();
-                });
-                Ok((
-                    Self {
-                        transport: ClientTransport::Webrtc {
-                            peer,
-                            _control: control,
-                        },
-                        ended,
-                        end_reason,
-                    },
-                    response.id,
-                ))
-            }
+            Transport::Quic => Self::connect_quic(api, request, options).await,
+            Transport::Webrtc => Self::connect_webrtc(api, request, options).await,
         }
+    }
+
+    async fn connect_quic(
+        api: &ApiClient,
+        request: CreateSessionRequest,
+        options: &TunnelOptions,
+    ) -> Result<(Self, String), TunnelError> {
+        let response = api.create_session(&request).await?;
+        let info = response
+            .quic
+            .ok_or_else(|| TunnelError::Seal("no QUIC endpoint in the answer".into()))?;
+        let client = tokio::time::timeout(
+            options.connect_timeout,
+            QuicClient::connect(&info, options.peer.socket_buffer_bytes),
+        )
+        .await
+        .map_err(|_| TunnelError::Timeout(options.connect_timeout))??;
+        let ended = CancellationToken::new();
+        let conn = client.connection().clone();
+        let signal = ended.clone();
+        tokio::spawn(async move {
+            conn.closed().await;
+            signal.cancel();
+        });
+        let session = Self {
+            transport: ClientTransport::Quic(client),
+            ended,
+            end_reason: Arc::default(),
+        };
+        Ok((session, response.id))
+    }
+
+    async fn connect_webrtc(
+        api: &ApiClient,
+        mut request: CreateSessionRequest,
+        options: &TunnelOptions,
+    ) -> Result<(Self, String), TunnelError> {
+        let mut peer = Peer::build(&options.peer)
+            .await
+            .map_err(|e| TunnelError::Webrtc(e.to_string()))?;
+        let control = peer
+            .pc
+            .create_data_channel(CONTROL_CHANNEL_LABEL, None)
+            .await
+            .map_err(|e| TunnelError::Webrtc(e.to_string()))?;
+        let offer_sdp = peer
+            .offer(options.peer.gather_timeout)
+            .await
+            .map_err(|e| TunnelError::Webrtc(e.to_string()))?;
+        let answer_key = put_offer(&mut request, offer_sdp, options.signalling.as_ref())?;
+        let response = match api.create_session(&request).await {
+            Ok(response) => response,
+            Err(e) => {
+                let _ = peer.pc.close().await;
+                return Err(e.into());
+            }
+        };
+        let answer_sdp = open_answer(answer_key, response.answer, response.sealed_answer)?;
+        peer.accept_answer(answer_sdp)
+            .await
+            .map_err(|e| TunnelError::Webrtc(e.to_string()))?;
+        wait_connected(&mut peer, options.connect_timeout).await?;
+        if !tunnel::wait_open(&control, options.connect_timeout).await {
+            return Err(TunnelError::SessionEnded);
+        }
+        peer.kick.done();
+        let (ended, end_reason) = watch_end(&mut peer, &control);
+        let session = Self {
+            transport: ClientTransport::Webrtc {
+                peer,
+                _control: control,
+            },
+            ended,
+            end_reason,
+        };
+        Ok((session, response.id))
     }
 
     /// Opens a stream to the target.
@@ -384,6 +292,123 @@ impl ClientSession {
             ClientTransport::Quic(client) => client.close(),
         }
     }
+}
+
+/// Puts the offer into the request, sealed when `signalling` says so; returns the key the
+/// answer will be sealed under.
+fn put_offer(
+    request: &mut CreateSessionRequest,
+    offer_sdp: String,
+    signalling: Option<&(String, Secret<String>)>,
+) -> Result<Option<SealKey>, TunnelError> {
+    let offer = SessionDescription {
+        kind: SdpType::Offer,
+        sdp: offer_sdp,
+    };
+    let Some((resource_id, secret)) = signalling else {
+        request.offer = Some(offer);
+        return Ok(None);
+    };
+    let seal_error = |e: &dyn std::fmt::Display| TunnelError::Seal(e.to_string());
+    let secret = seal::decode_traffic_secret(secret.expose_secret()).map_err(|e| seal_error(&e))?;
+    let offer_key = SealKey::derive(&secret, resource_id, SignallingDirection::Offer);
+    let json = serde_json::to_vec(&offer).map_err(|e| seal_error(&e))?;
+    request.sealed_offer = Some(offer_key.seal(&json).map_err(|e| seal_error(&e))?);
+    request.signalling = Some(SignallingRequest {
+        resource_id: resource_id.clone(),
+        traffic_secret: secret_b64(&secret),
+    });
+    Ok(Some(SealKey::derive(
+        &secret,
+        resource_id,
+        SignallingDirection::Answer,
+    )))
+}
+
+/// ztproxy's answer, opened if it was to be sealed.
+fn open_answer(
+    answer_key: Option<SealKey>,
+    answer: Option<SessionDescription>,
+    sealed: Option<String>,
+) -> Result<String, TunnelError> {
+    match (answer_key, answer, sealed) {
+        (None, Some(answer), _) => Ok(answer.sdp),
+        (Some(key), _, Some(sealed)) => {
+            let plain = key
+                .open(&sealed)
+                .map_err(|e| TunnelError::Seal(e.to_string()))?;
+            let answer: SessionDescription =
+                serde_json::from_slice(&plain).map_err(|e| TunnelError::Seal(e.to_string()))?;
+            Ok(answer.sdp)
+        }
+        _ => Err(TunnelError::Seal(
+            "ztproxy's answer is missing or not sealed as asked".into(),
+        )),
+    }
+}
+
+/// Waits until the peer connection is up.
+async fn wait_connected(peer: &mut Peer, timeout: Duration) -> Result<(), TunnelError> {
+    let connected = async {
+        while let Some(event) = peer.events.recv().await {
+            match event {
+                PeerEvent::Connected => return true,
+                PeerEvent::Failed | PeerEvent::Closed => return false,
+                _ => {}
+            }
+        }
+        false
+    };
+    match tokio::time::timeout(timeout, connected).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(TunnelError::SessionEnded),
+        Err(_) => Err(TunnelError::Timeout(timeout)),
+    }
+}
+
+/// The session is over when the peer connection fails or closes, or when ztproxy closes
+/// the control channel (after saying why on it): the token that says so, and the reason.
+fn watch_end(
+    peer: &mut Peer,
+    control: &Arc<dyn DataChannel>,
+) -> (CancellationToken, Arc<std::sync::Mutex<Option<EndReason>>>) {
+    let ended = CancellationToken::new();
+    let end_reason = Arc::new(std::sync::Mutex::new(None));
+    let mut events = std::mem::replace(&mut peer.events, tokio::sync::mpsc::channel(1).1);
+    let signal = ended.clone();
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            match event {
+                PeerEvent::Failed | PeerEvent::Closed => break,
+                PeerEvent::DataChannel(dc) => {
+                    // ztproxy never opens channels towards clients.
+                    let _ = dc.close().await;
+                }
+                _ => {}
+            }
+        }
+        signal.cancel();
+    });
+    let watched = control.clone();
+    let signal = ended.clone();
+    let reason_slot = Arc::clone(&end_reason);
+    tokio::spawn(async move {
+        while let Some(event) = watched.poll().await {
+            match event {
+                DataChannelEvent::OnMessage(message) if message.is_string => {
+                    if let Ok(ChannelControl::SessionEnded { reason }) =
+                        ChannelControl::parse(&message.data)
+                    {
+                        *reason_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
+                    }
+                }
+                DataChannelEvent::OnClose => break,
+                _ => {}
+            }
+        }
+        signal.cancel();
+    });
+    (ended, end_reason)
 }
 
 fn secret_b64(secret: &[u8]) -> Secret<String> {

@@ -325,17 +325,16 @@ impl Driver {
             return Ok(());
         }
         let services = &self.ctx.services;
-        let started = GraphicalRecording::start(
-            &settings,
-            &request,
-            &self.ctx.settings.session,
-            &self.ctx.resource_id,
-            &self.ctx.protocol,
-            (display.width, display.height),
-            self.ctx.settings.policy.record_input,
-            Arc::clone(&services.audit),
-        )
-        .await;
+        let plan = recording::RecordingPlan {
+            settings: &settings,
+            request: &request,
+            session: &self.ctx.settings.session,
+            resource_id: &self.ctx.resource_id,
+            protocol: &self.ctx.protocol,
+            size: (display.width, display.height),
+            include_input: self.ctx.settings.policy.record_input,
+        };
+        let started = GraphicalRecording::start(plan, Arc::clone(&services.audit)).await;
         match started {
             Ok(recording) => {
                 let file_name = recording.file_name().to_owned();

@@ -113,18 +113,38 @@ pub struct RecordingSummary {
     pub dropped_events: u64,
 }
 
+/// What a recording is started for.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordingPlan<'a> {
+    /// The recordings' configuration (directory, keys, identity).
+    pub settings: &'a RecordingsSettings,
+    /// What the session asked for.
+    pub request: &'a RecordingRequest,
+    /// The session's id.
+    pub session: &'a str,
+    /// The vault resource (bound into the key derivation).
+    pub resource_id: &'a str,
+    /// The protocol, for the header.
+    pub protocol: &'a str,
+    /// The client's display size.
+    pub size: (u32, u32),
+    /// Whether the client's input is recorded too.
+    pub include_input: bool,
+}
+
 impl GraphicalRecording {
-    /// Creates the recording file for `session` (blocking work runs on a blocking thread).
-    pub async fn start(
-        settings: &RecordingsSettings,
-        request: &RecordingRequest,
-        session: &str,
-        resource_id: &str,
-        protocol: &str,
-        size: (u32, u32),
-        include_input: bool,
-        audit: Arc<AuditLog>,
-    ) -> Result<Self, StartError> {
+    /// Creates the recording file (blocking work runs on a blocking thread); `audit` hears
+    /// when its display model degrades.
+    pub async fn start(plan: RecordingPlan<'_>, audit: Arc<AuditLog>) -> Result<Self, StartError> {
+        let RecordingPlan {
+            settings,
+            request,
+            session,
+            resource_id,
+            protocol,
+            size,
+            include_input,
+        } = plan;
         let mut config =
             WriterConfig::new(RecordingKind::Graphical, session, resource_id, protocol);
         if let Some(secret) = &request.resource_secret {

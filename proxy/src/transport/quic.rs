@@ -373,82 +373,13 @@ impl QuicServer {
         metrics: &Metrics,
     ) {
         let deadline = Instant::now() + self.auth_timeout;
-        let remote = incoming.remote_address();
-        let connecting = if remote.ip().to_canonical().is_loopback() {
-            incoming.accept_with(self.loopback_config.clone())
-        } else {
-            incoming.accept()
-        };
-        // Dropping `Connecting` (on timeout or eviction) closes the connection.
-        let handshake = match connecting {
-            Ok(connecting) => tokio::select! {
-                () = slot.evicted.cancelled() => return,
-                handshake = tokio::time::timeout_at(deadline.into(), connecting) => handshake,
-            },
-            Err(error) => Ok(Err(error)),
-        };
-        let conn = match handshake {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(error)) => {
-                tracing::debug!(remote = %crate::util::Redacted(remote), %error, "QUIC handshake failed");
-                metrics.error(Origin::Client, "quic_handshake");
-                return;
-            }
-            Err(_) => {
-                metrics.error(Origin::Client, "quic_handshake_timeout");
-                return;
-            }
-        };
-
-        // Authentication: the client's first unidirectional stream carries the token.
-        let preamble = tokio::select! {
-            () = slot.evicted.cancelled() => {
-                conn.close(VarInt::from_u32(QUIC_CLOSE_INVALID_TOKEN), EVICTED_REASON);
-                return;
-            }
-            preamble = tokio::time::timeout_at(deadline.into(), async {
-                let mut recv = conn.accept_uni().await.ok()?;
-                Some(read_preamble(&mut recv).await)
-            }) => preamble,
-        };
-        drop(slot);
-        let preamble = match preamble {
-            Ok(Some(preamble)) => preamble,
-            Ok(None) => return,
-            Err(_) => {
-                deny(
-                    &conn,
-                    audit,
-                    metrics,
-                    "missing_token",
-                    "no token presented in time",
-                );
-                return;
-            }
-        };
-        let Ok(token) = preamble else {
-            deny(
-                &conn,
-                audit,
-                metrics,
-                "bad_preamble",
-                "stream does not start with a token",
-            );
+        let Some(conn) = self.handshake(incoming, &slot, deadline, metrics).await else {
             return;
         };
-        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let claimed = {
-            let mut tokens = self.lock();
-            match tokens.get_mut(&key) {
-                Some(entry) if entry.token.ct_eq(&token) && !entry.used => {
-                    entry.used = true;
-                    Ok((entry.session.clone(), entry.events.clone()))
-                }
-                Some(_) => Err("token_reused"),
-                None => Err("wrong_token"),
-            }
+        let Some(token) = authenticate(&conn, slot, deadline, audit, metrics).await else {
+            return;
         };
-        let (session, events) = match claimed {
+        let (session, events) = match self.claim(&token) {
             Ok(claimed) => claimed,
             Err(reason) => {
                 deny(
@@ -461,7 +392,7 @@ impl QuicServer {
                 return;
             }
         };
-        tracing::debug!(session = %session, remote = %crate::util::Redacted(remote), "QUIC client authenticated");
+        tracing::debug!(session = %session, remote = %crate::util::Redacted(conn.remote_address()), "QUIC client authenticated");
         self.authenticated
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let _authenticated = AuthenticatedGuard(&self.authenticated);
@@ -473,15 +404,76 @@ impl QuicServer {
             conn.close(VarInt::from_u32(QUIC_CLOSE_SESSION_ENDED), b"session ended");
             return;
         }
+        self.serve_streams(&conn, &token, &events, audit, metrics)
+            .await;
+    }
 
-        // Every later stream must carry the same token; the session task takes them in turn.
+    /// The TLS handshake, within the deadline, unless the connection is evicted first.
+    async fn handshake(
+        &self,
+        incoming: quinn::Incoming,
+        slot: &UnauthenticatedSlot<'_>,
+        deadline: Instant,
+        metrics: &Metrics,
+    ) -> Option<Connection> {
+        let remote = incoming.remote_address();
+        let connecting = if remote.ip().to_canonical().is_loopback() {
+            incoming.accept_with(self.loopback_config.clone())
+        } else {
+            incoming.accept()
+        };
+        // Dropping `Connecting` (on timeout or eviction) closes the connection.
+        let handshake = match connecting {
+            Ok(connecting) => tokio::select! {
+                () = slot.evicted.cancelled() => return None,
+                handshake = tokio::time::timeout_at(deadline.into(), connecting) => handshake,
+            },
+            Err(error) => Ok(Err(error)),
+        };
+        match handshake {
+            Ok(Ok(conn)) => Some(conn),
+            Ok(Err(error)) => {
+                tracing::debug!(remote = %crate::util::Redacted(remote), %error, "QUIC handshake failed");
+                metrics.error(Origin::Client, "quic_handshake");
+                None
+            }
+            Err(_) => {
+                metrics.error(Origin::Client, "quic_handshake_timeout");
+                None
+            }
+        }
+    }
+
+    /// Claims the session `token` was issued for (once).
+    fn claim(&self, token: &QuicToken) -> Result<(String, mpsc::Sender<QuicEvent>), &'static str> {
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let mut tokens = self.lock();
+        match tokens.get_mut(&key) {
+            Some(entry) if entry.token.ct_eq(token) && !entry.used => {
+                entry.used = true;
+                Ok((entry.session.clone(), entry.events.clone()))
+            }
+            Some(_) => Err("token_reused"),
+            None => Err("wrong_token"),
+        }
+    }
+
+    /// Every later stream must carry the same token; the session task takes them in turn.
+    async fn serve_streams(
+        &self,
+        conn: &Connection,
+        token: &QuicToken,
+        events: &mpsc::Sender<QuicEvent>,
+        audit: &AuditLog,
+        metrics: &Metrics,
+    ) {
         loop {
             let Ok((send, mut recv)) = conn.accept_bi().await else {
                 return;
             };
             let preamble = tokio::time::timeout(self.auth_timeout, read_preamble(&mut recv)).await;
             match preamble {
-                Ok(Ok(presented)) if presented.ct_eq(&token) => {
+                Ok(Ok(presented)) if presented.ct_eq(token) => {
                     if events
                         .send(QuicEvent::Stream(Box::new((send, recv))))
                         .await
@@ -493,7 +485,7 @@ impl QuicServer {
                 }
                 Ok(Ok(_)) => {
                     deny(
-                        &conn,
+                        conn,
                         audit,
                         metrics,
                         "wrong_token",
@@ -534,6 +526,52 @@ fn deny(conn: &Connection, audit: &AuditLog, metrics: &Metrics, reason: &str, me
         VarInt::from_u32(QUIC_CLOSE_INVALID_TOKEN),
         message.as_bytes(),
     );
+}
+
+/// Authentication: the client's first unidirectional stream carries the token, within the
+/// deadline (the connection leaves the unauthenticated budget either way).
+async fn authenticate(
+    conn: &Connection,
+    slot: UnauthenticatedSlot<'_>,
+    deadline: Instant,
+    audit: &AuditLog,
+    metrics: &Metrics,
+) -> Option<QuicToken> {
+    let preamble = tokio::select! {
+        () = slot.evicted.cancelled() => {
+            conn.close(VarInt::from_u32(QUIC_CLOSE_INVALID_TOKEN), EVICTED_REASON);
+            return None;
+        }
+        preamble = tokio::time::timeout_at(deadline.into(), async {
+            let mut recv = conn.accept_uni().await.ok()?;
+            Some(read_preamble(&mut recv).await)
+        }) => preamble,
+    };
+    drop(slot);
+    match preamble {
+        Ok(Some(Ok(token))) => Some(token),
+        Ok(Some(Err(_))) => {
+            deny(
+                conn,
+                audit,
+                metrics,
+                "bad_preamble",
+                "stream does not start with a token",
+            );
+            None
+        }
+        Ok(None) => None,
+        Err(_) => {
+            deny(
+                conn,
+                audit,
+                metrics,
+                "missing_token",
+                "no token presented in time",
+            );
+            None
+        }
+    }
 }
 
 async fn read_preamble(recv: &mut RecvStream) -> Result<QuicToken, tunnel::FramingError> {
