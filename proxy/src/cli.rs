@@ -41,7 +41,7 @@ enum Command {
     GenToken,
     /// Recordings: generate keys, inspect, verify and export.
     #[command(subcommand)]
-    Recording(zt_recorder::cli::RecordingCommand),
+    Recording(zt_recorder_cli::RecordingCommand),
 }
 
 #[derive(Debug, Args)]
@@ -151,7 +151,7 @@ async fn run(cli: Cli) -> ExitCode {
             ConnectCommand::Tunnel(args) => connect_tunnel(args).await,
         },
         Command::Recording(command) => {
-            match tokio::task::spawn_blocking(move || zt_recorder::cli::run(command)).await {
+            match tokio::task::spawn_blocking(move || zt_recorder_cli::run(command)).await {
                 Ok(Ok(())) => ExitCode::SUCCESS,
                 Ok(Err(error)) => {
                     eprintln!("ztproxy recording: {error:#}");

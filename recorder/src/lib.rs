@@ -164,7 +164,6 @@
 #![deny(clippy::indexing_slicing)]
 
 pub mod chunk;
-pub mod cli;
 mod decoder;
 mod encoder;
 pub mod error;

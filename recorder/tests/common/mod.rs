@@ -8,7 +8,7 @@
 )]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -206,25 +206,6 @@ pub(crate) fn graphical_events() -> Vec<(Duration, Event)> {
         events.push((ms(t), Event::Instructions(draw.into_bytes().into())));
     }
     events
-}
-
-pub(crate) fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_zt-recording"))
-}
-
-/// Runs the `zt-recording` binary.
-pub(crate) fn cli(args: &[&str]) -> Output {
-    Command::new(bin()).args(args).output().unwrap()
-}
-
-pub(crate) fn cli_ok(args: &[&str]) -> String {
-    let out = cli(args);
-    assert!(
-        out.status.success(),
-        "zt-recording {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 pub(crate) fn write_secret_file(dir: &Path) -> PathBuf {

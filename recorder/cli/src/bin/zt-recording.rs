@@ -3,5 +3,5 @@
 use clap::Parser;
 
 fn main() -> anyhow::Result<()> {
-    zt_recorder::cli::run(zt_recorder::cli::Cli::parse().command)
+    zt_recorder_cli::run(zt_recorder_cli::Cli::parse().command)
 }

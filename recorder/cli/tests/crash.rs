@@ -7,12 +7,15 @@
     reason = "test helpers, like the tests themselves, fail by panicking"
 )]
 
+mod bin;
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bin::*;
 use common::*;
 use zt_recorder::{Event, RecordingKind, RecordingStatus, RecordingWriter, VerifyOptions};
 

@@ -6,12 +6,15 @@
     reason = "test helpers, like the tests themselves, fail by panicking"
 )]
 
+mod bin;
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::sync::Arc;
 
+use bin::*;
 use common::*;
 use zt_recorder::{IdentityKey, RecipientPublicKey, RecordingKind};
 

@@ -6,10 +6,13 @@
     reason = "test helpers, like the tests themselves, fail by panicking"
 )]
 
+mod bin;
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::process::Command;
 
+use bin::*;
 use common::*;
 use zt_recorder::RecordingKind;
 

@@ -17,13 +17,13 @@ use std::time::{Duration, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use zeroize::Zeroizing;
 
-use crate::error::ReadError;
-use crate::export::{self, ExportSummary};
-use crate::format::{Header, KeyWrap};
-use crate::keys::{
+use zt_recorder::error::ReadError;
+use zt_recorder::export::{self, ExportSummary};
+use zt_recorder::format::{Header, KeyWrap};
+use zt_recorder::keys::{
     IdentityKey, IdentityPublicKey, MAX_KEY_FILE_LEN, RecipientSecretKey, ResourceSecret, Unlock,
 };
-use crate::reader::{
+use zt_recorder::reader::{
     EventRange, EventsEnd, RecordingReader, RecordingStatus, SignatureStatus, VerifyOptions,
     VerifyReport,
 };
@@ -210,13 +210,13 @@ fn keygen(args: &KeygenArgs) -> anyhow::Result<()> {
 struct InfoJson<'a> {
     recording_id: String,
     format_version: u16,
-    kind: crate::format::RecordingKind,
+    kind: zt_recorder::format::RecordingKind,
     includes_input: bool,
     session_id: &'a str,
     resource_id: &'a str,
     protocol: &'a str,
     start_time: String,
-    size: crate::format::Size,
+    size: zt_recorder::format::Size,
     chunk_size: u32,
     identity: Option<String>,
     key_wraps: Vec<String>,
@@ -230,7 +230,7 @@ fn info(args: &InfoArgs) -> anyhow::Result<()> {
     let h = reader.header().clone();
     let info = InfoJson {
         recording_id: h.recording_id.to_string(),
-        format_version: crate::format::FORMAT_VERSION,
+        format_version: zt_recorder::format::FORMAT_VERSION,
         kind: h.kind,
         includes_input: h.includes_input,
         session_id: &h.session_id,
@@ -548,6 +548,7 @@ fn describe_wrap(w: &KeyWrap) -> String {
         KeyWrap::ResourceSecret { .. } => "resource secret".into(),
         KeyWrap::X25519 { key_id, .. } => format!("x25519 {key_id}"),
         KeyWrap::Unknown { kind } => format!("unknown type {kind}"),
+        _ => "a newer key wrap".into(),
     }
 }
 
