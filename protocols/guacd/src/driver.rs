@@ -10,7 +10,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use zt_api::Secret;
+use zt_secret::Secret;
 
 use crate::codec::ProtocolVersion;
 use crate::error::{Error, Phase};

@@ -21,7 +21,7 @@
 //!
 //! It does not relay, filter or record (the proxy does, with `zt-guac`), decide policy, or
 //! read configuration. The connection parameters come from the session alone — see
-//! [`GuacdHandshake::new`] — and are never logged: they are [`zt_api::Secret`]s, and neither
+//! [`GuacdHandshake::new`] — and are never logged: they are [`zt_secret::Secret`]s, and neither
 //! [`Error`] nor any `Debug` output contains a value.
 //!
 //! # Sans-IO contract
@@ -43,7 +43,7 @@
 //!
 //! use bytes::BytesMut;
 //! use tokio::io::{AsyncReadExt, AsyncWriteExt};
-//! use zt_api::Secret;
+//! use zt_secret::Secret;
 //! use zt_guac::{Context, Decoder, Limits, TypedInstruction, opcode};
 //! use zt_guacd::{ClientInfo, SyncTracker};
 //!
@@ -109,7 +109,7 @@
 //! # Pointing ztproxy at a real guacd
 //!
 //! guacd is not packaged by Debian 12; the integration tests run against a protocol peer
-//! (`tests/src/guacd_peer.rs`). Any guacd 1.1 or later (1.5 and 1.6 tested by transcript)
+//! (`tests/guacd-peer/src/lib.rs`). Any guacd 1.1 or later (1.5 and 1.6 tested by transcript)
 //! works as is: this crate follows the `args` guacd sends, so the parameter set of the
 //! guacd build in use (its optional features add and remove names) is always respected.
 

@@ -19,8 +19,8 @@ use std::fmt;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use zt_api::Secret;
 use zt_guac::{Context, Decoder, Instruction, TypedInstruction, opcode};
+use zt_secret::Secret;
 
 use crate::codec::{self, ProtocolVersion};
 use crate::error::{Error, PeerMisbehaved, Phase};
@@ -37,7 +37,7 @@ use crate::settings::{ClientInfo, HandshakeSettings};
 /// ```
 /// use std::collections::BTreeMap;
 /// use std::time::Instant;
-/// use zt_api::Secret;
+/// use zt_secret::Secret;
 /// use zt_guacd::{ClientInfo, GuacdHandshake, HandshakeEvent};
 ///
 /// let mut parameters = BTreeMap::new();

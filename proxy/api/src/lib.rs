@@ -14,8 +14,8 @@
 //!   a key derived from the resource's traffic secret, so a relay can neither read nor swap
 //!   them;
 //! * [`audit`] — the typed audit events streamed to the gateway;
-//! * [`secret`] — [`Secret`], the wrapper every credential travels in, whose `Debug` never
-//!   prints the value.
+//! * [`Secret`] (from the leaf crate `zt-secret`) — the wrapper every credential travels in,
+//!   whose `Debug` never prints the value.
 //!
 //! It does not open sockets, read files or keep time; `zt-proxy` does, and feeds the bytes
 //! it receives to the functions here. Every parser in this crate takes arbitrary bytes and
@@ -30,10 +30,9 @@ pub mod audit;
 pub mod control;
 pub mod protocol;
 pub mod seal;
-pub mod secret;
 pub mod tunnel;
 
-pub use secret::Secret;
+pub use zt_secret::Secret;
 
 /// Entry points for the fuzz targets in `proxy/fuzz`; not part of the API.
 #[cfg(fuzzing)]

@@ -1,4 +1,10 @@
-//! A wrapper for credentials and key material.
+//! A wrapper for credentials and key material: [`Secret`].
+//!
+//! A leaf crate, so that a protocol crate (the guacd bridge, the native backends) can carry
+//! credentials without depending on the control API. `zt_api::Secret` is this type.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 use std::fmt;
 

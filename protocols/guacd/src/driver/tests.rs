@@ -1,5 +1,5 @@
 //! The driver against scripted guacd servers on loopback: which side failed, and the hand-over
-//! to the relay. (The peer in `tests/src/guacd_peer.rs` tests it against a full guacd.)
+//! to the relay. (The peer in `tests/guacd-peer/src/lib.rs` tests it against a full guacd.)
 
 use std::future::Future;
 
