@@ -8,7 +8,6 @@
 
 pub mod client;
 pub mod guac_client;
-pub mod guacd_peer;
 pub mod proc;
 pub mod servers;
 
@@ -166,3 +165,6 @@ impl PatternStream {
         hasher.finalize().into()
     }
 }
+
+/// The guacd double, a crate of its own (`tests/guacd-peer`) that the benchmarks use too.
+pub use zt_guacd_peer as guacd_peer;

@@ -369,7 +369,7 @@ pub enum GuacdVersion {
 }
 
 /// The `args` lists a real guacd 1.6.0 answered, as measured.
-pub const GUACD_1_6_ARGS: &str = include_str!("../fixtures/guacd-1.6/args.txt");
+pub const GUACD_1_6_ARGS: &str = include_str!("../../fixtures/guacd-1.6/args.txt");
 
 /// The parameter names `version` lists in `args` for `protocol` (without the version), or
 /// `None` for a protocol it has no plugin for.
@@ -1510,12 +1510,10 @@ async fn write_handshake(
 
 /// A connection id as guacd makes them (`guac_generate_id('$')`: `$` and a UUID).
 fn connection_id() -> String {
-    let bytes = zt_proxy::util::random_bytes::<16>().unwrap_or_else(|_| {
-        let n = now_ms().to_le_bytes();
-        let mut b = [0u8; 16];
-        b[..8].copy_from_slice(&n);
-        b
-    });
+    let mut bytes = [0u8; 16];
+    if getrandom::fill(&mut bytes).is_err() {
+        bytes[..8].copy_from_slice(&now_ms().to_le_bytes());
+    }
     let h = hex::encode(bytes);
     format!(
         "${}-{}-4{}-a{}-{}",
