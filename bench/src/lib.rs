@@ -154,22 +154,34 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    /// Percentiles of `samples`, converted by `unit` (e.g. to microseconds).
+    /// Percentiles of `samples` (nearest rank, from an HDR histogram with five significant
+    /// digits: exact to the nanosecond below 262 µs), converted by `unit` (e.g. to
+    /// microseconds).
     pub fn of(samples: &[Duration], unit: fn(Duration) -> f64) -> Self {
-        let mut values: Vec<f64> = samples.iter().map(|d| unit(*d)).collect();
-        values.sort_by(f64::total_cmp);
-        let at = |q: f64| -> f64 {
-            if values.is_empty() {
-                return f64::NAN;
-            }
-            let rank = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len());
-            values[rank - 1]
+        let empty = Self {
+            p50: f64::NAN,
+            p99: f64::NAN,
+            max: f64::NAN,
+            n: 0,
         };
+        let Ok(mut histogram) = hdrhistogram::Histogram::<u64>::new(5) else {
+            return empty;
+        };
+        for sample in samples {
+            let nanos = u64::try_from(sample.as_nanos()).unwrap_or(u64::MAX);
+            if histogram.record(nanos.max(1)).is_err() {
+                return empty;
+            }
+        }
+        if histogram.is_empty() {
+            return empty;
+        }
+        let at = |q: f64| unit(Duration::from_nanos(histogram.value_at_quantile(q)));
         Self {
             p50: at(0.50),
             p99: at(0.99),
-            max: values.last().copied().unwrap_or(f64::NAN),
-            n: values.len(),
+            max: unit(Duration::from_nanos(histogram.max())),
+            n: samples.len(),
         }
     }
 }
