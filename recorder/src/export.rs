@@ -208,23 +208,16 @@ pub fn export_text<R: io::Read + io::Seek>(
     out: &mut dyn Write,
 ) -> Result<ExportSummary, ExportError> {
     ExportFormat::Text.check_kind(events.header().kind)?;
-    let mut utf8 = Utf8Stream::default();
     let mut filter = TextFilter::default();
-    let mut text = String::new();
     let mut summary = ExportSummary::default();
     for event in events.by_ref() {
         let RecordedEvent { event, .. } = event?;
         let Event::Output(bytes) = event else {
             continue;
         };
-        text.clear();
-        utf8.decode(&bytes, &mut text);
-        filter.feed(&text, out).map_err(ExportError::Io)?;
+        filter.feed_bytes(&bytes, out).map_err(ExportError::Io)?;
         summary.count(bytes.len());
     }
-    text.clear();
-    utf8.finish(&mut text);
-    filter.feed(&text, out).map_err(ExportError::Io)?;
     filter.finish(out).map_err(ExportError::Io)?;
     summary.end = events.end();
     out.flush().map_err(ExportError::Io)?;
@@ -535,71 +528,74 @@ impl Utf8Stream {
 }
 
 /// Removes terminal control sequences and applies `\r` and backspace to the current line.
-#[derive(Debug, Default)]
+///
+/// The sequences are recognised by `vte` (Alacritty's parser, a complete implementation of
+/// the DEC ANSI parser state machine, which also decodes UTF-8, replacing what is not), not
+/// by a hand-written scanner: CSI, OSC, DCS, SOS/PM/APC strings and their terminators.
+#[derive(Default)]
 struct TextFilter {
-    state: EscState,
-    line: Vec<char>,
-    cursor: usize,
+    parser: vte::Parser,
+    lines: Lines,
 }
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-enum EscState {
-    #[default]
-    Ground,
-    Escape,
-    Intermediate,
-    Csi,
-    Osc,
-    OscEscape,
-    Str,
-    StrEscape,
+/// The line being written, and what has been written out.
+#[derive(Debug, Default)]
+struct Lines {
+    line: Vec<char>,
+    cursor: usize,
+    written: Vec<u8>,
+}
+
+impl std::fmt::Debug for TextFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TextFilter")
+            .field("lines", &self.lines)
+            .finish_non_exhaustive()
+    }
 }
 
 impl TextFilter {
+    #[cfg(test)]
     fn feed(&mut self, text: &str, out: &mut dyn Write) -> io::Result<()> {
-        for c in text.chars() {
-            self.state = match (self.state, c) {
-                (EscState::Ground, '\x1b') => EscState::Escape,
-                (EscState::Ground, '\n') => {
-                    self.emit_line(out)?;
-                    EscState::Ground
-                }
-                (EscState::Ground, '\r') => {
-                    self.cursor = 0;
-                    EscState::Ground
-                }
-                (EscState::Ground, '\x08') => {
-                    self.cursor = self.cursor.saturating_sub(1);
-                    EscState::Ground
-                }
-                (EscState::Ground, c) if c == '\t' || !(c.is_control()) => {
-                    self.put(c, out)?;
-                    EscState::Ground
-                }
-                (EscState::Ground, _) => EscState::Ground,
-                (EscState::Escape, '[') => EscState::Csi,
-                (EscState::Escape, ']') => EscState::Osc,
-                (EscState::Escape, 'P' | 'X' | '^' | '_') => EscState::Str,
-                (EscState::Escape | EscState::Intermediate, '\x20'..='\x2f') => {
-                    EscState::Intermediate
-                }
-                (EscState::Escape | EscState::Intermediate, _) => EscState::Ground,
-                (EscState::Csi, '\x40'..='\x7e') => EscState::Ground,
-                (EscState::Csi, _) => EscState::Csi,
-                (EscState::Osc, '\x07') => EscState::Ground,
-                (EscState::Osc, '\x1b') => EscState::OscEscape,
-                (EscState::Osc, _) => EscState::Osc,
-                (EscState::OscEscape, _) => EscState::Ground,
-                (EscState::Str, '\x1b') => EscState::StrEscape,
-                (EscState::Str, _) => EscState::Str,
-                (EscState::StrEscape, '\\') => EscState::Ground,
-                (EscState::StrEscape, _) => EscState::Str,
-            };
-        }
+        self.feed_bytes(text.as_bytes(), out)
+    }
+
+    /// Terminal output, as the target sent it.
+    fn feed_bytes(&mut self, bytes: &[u8], out: &mut dyn Write) -> io::Result<()> {
+        self.parser.advance(&mut self.lines, bytes);
+        out.write_all(&self.lines.written)?;
+        self.lines.written.clear();
         Ok(())
     }
 
-    fn put(&mut self, c: char, out: &mut dyn Write) -> io::Result<()> {
+    fn finish(&mut self, out: &mut dyn Write) -> io::Result<()> {
+        if !self.lines.line.is_empty() {
+            self.lines.emit_line();
+        }
+        out.write_all(&self.lines.written)?;
+        self.lines.written.clear();
+        Ok(())
+    }
+}
+
+impl vte::Perform for Lines {
+    fn print(&mut self, c: char) {
+        self.put(c);
+    }
+
+    fn execute(&mut self, byte: u8) {
+        match byte {
+            b'\n' => self.emit_line(),
+            b'\r' => self.cursor = 0,
+            0x08 => self.cursor = self.cursor.saturating_sub(1),
+            b'\t' => self.put('\t'),
+            _ => {}
+        }
+    }
+}
+
+impl Lines {
+    fn put(&mut self, c: char) {
         if let Some(slot) = self.line.get_mut(self.cursor) {
             *slot = c;
         } else {
@@ -607,22 +603,15 @@ impl TextFilter {
         }
         self.cursor += 1;
         if self.line.len() >= MAX_TEXT_LINE_CHARS {
-            self.emit_line(out)?;
+            self.emit_line();
         }
-        Ok(())
     }
 
-    fn emit_line(&mut self, out: &mut dyn Write) -> io::Result<()> {
+    fn emit_line(&mut self) {
         let line: String = self.line.drain(..).collect();
         self.cursor = 0;
-        writeln!(out, "{}", line.trim_end())
-    }
-
-    fn finish(&mut self, out: &mut dyn Write) -> io::Result<()> {
-        if !self.line.is_empty() {
-            self.emit_line(out)?;
-        }
-        Ok(())
+        self.written.extend_from_slice(line.trim_end().as_bytes());
+        self.written.push(b'\n');
     }
 }
 
