@@ -564,22 +564,10 @@ pub struct ControlSettings {
 /// Validated `[webrtc]`.
 #[derive(Debug, Clone)]
 pub struct WebrtcSettings {
-    /// UDP addresses to bind.
-    pub udp_addrs: Vec<String>,
-    /// ICE servers.
-    pub ice_servers: Vec<IceServerConfig>,
-    /// Socket buffer size.
-    pub socket_buffer_bytes: usize,
-    /// SCTP MTU override.
-    pub sctp_mtu: Option<u32>,
-    /// Gathering timeout.
-    pub gather_timeout: Duration,
+    /// What every session's peer connection is built with.
+    pub peer: crate::transport::webrtc::PeerSettings,
     /// Refuse unsealed offers.
     pub require_sealed_signalling: bool,
-    /// ICE consent timers.
-    pub liveness: crate::transport::webrtc::IceLiveness,
-    /// mDNS candidates.
-    pub multicast_dns: bool,
 }
 
 /// Validated `[quic]`.
@@ -630,7 +618,8 @@ impl Config {
     pub fn validate(self, path: &Path) -> Result<Settings, ConfigError> {
         let check = Check { path };
         let control = validate_control(self.control, &check)?;
-        let webrtc = validate_webrtc(self.webrtc, &check)?;
+        // A data channel's send buffer is the tunnel's high-water mark.
+        let webrtc = validate_webrtc(self.webrtc, self.tunnel.high_water_mark_bytes, &check)?;
         let quic = validate_quic(self.quic, &check)?;
         validate_sessions(&self.sessions, &check)?;
         validate_tunnel(&self.tunnel, &check)?;
@@ -759,6 +748,7 @@ fn validate_control(
 
 fn validate_webrtc(
     w: WebrtcConfig,
+    send_buffer_limit: usize,
     check: &Check<'_>,
 ) -> Result<Option<WebrtcSettings>, ConfigError> {
     if !w.enabled {
@@ -810,19 +800,23 @@ fn validate_webrtc(
                 "must be less than webrtc.ice_disconnected_timeout".into(),
             ));
         }
-        Ok(Some(WebrtcSettings {
+        let peer = crate::transport::webrtc::PeerSettings {
             udp_addrs: w.udp_addrs,
             ice_servers: w.ice_servers,
             socket_buffer_bytes: w.socket_buffer_bytes,
             sctp_mtu: w.sctp_mtu,
             gather_timeout: w.gather_timeout,
-            require_sealed_signalling: w.require_sealed_signalling,
+            send_buffer_limit,
             liveness: crate::transport::webrtc::IceLiveness {
                 disconnected: w.ice_disconnected_timeout,
                 failed: w.ice_failed_timeout,
                 keep_alive: w.ice_keep_alive,
             },
             multicast_dns: w.multicast_dns,
+        };
+        Ok(Some(WebrtcSettings {
+            peer,
+            require_sealed_signalling: w.require_sealed_signalling,
         }))
     }
 }

@@ -105,20 +105,6 @@ pub struct ServeOptions {
     pub ready: Option<tokio::sync::oneshot::Sender<Ready>>,
 }
 
-/// The WebRTC settings every session's peer connection gets.
-fn peer_settings(settings: &Settings) -> Option<PeerSettings> {
-    settings.webrtc.as_ref().map(|w| PeerSettings {
-        udp_addrs: w.udp_addrs.clone(),
-        ice_servers: w.ice_servers.clone(),
-        socket_buffer_bytes: w.socket_buffer_bytes,
-        sctp_mtu: w.sctp_mtu,
-        gather_timeout: w.gather_timeout,
-        send_buffer_limit: settings.tunnel.high_water_mark_bytes,
-        liveness: w.liveness,
-        multicast_dns: w.multicast_dns,
-    })
-}
-
 /// [`serve`], with `options`.
 pub async fn serve_with(
     settings: Settings,
@@ -132,7 +118,7 @@ pub async fn serve_with(
         Some(quic) => Some(QuicServer::bind(quic, max_streams)?),
         None => None,
     };
-    let webrtc = peer_settings(&settings);
+    let webrtc = settings.webrtc.as_ref().map(|w| w.peer.clone());
     let shared = Arc::new(Shared {
         backends: options.backends,
         registry: Registry::new(settings.sessions.max_sessions),

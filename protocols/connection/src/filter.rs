@@ -432,8 +432,8 @@ impl Filter {
             stream,
             Stream::Tracked(Transfer {
                 kind,
-                mimetype: truncate(mimetype, 255).to_owned(),
-                name: name.map(|n| truncate(n, 1024).to_owned()),
+                mimetype: zt_api::truncate_utf8(mimetype, 255).to_owned(),
+                name: name.map(|n| zt_api::truncate_utf8(n, 1024).to_owned()),
                 size: 0,
                 hasher: Sha256::new(),
                 truncated: false,
@@ -529,7 +529,7 @@ impl Filter {
         self.events.push_back(FilterEvent::Refused {
             direction,
             what,
-            name: name.map(|n| truncate(n, 1024).to_owned()),
+            name: name.map(|n| zt_api::truncate_utf8(n, 1024).to_owned()),
         });
     }
 
@@ -577,17 +577,6 @@ fn write_ack(out: &mut BytesMut, stream: StreamIndex, message: &str, status: u32
         ],
         out,
     );
-}
-
-fn truncate(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text.get(..end).unwrap_or_default()
 }
 
 #[cfg(test)]

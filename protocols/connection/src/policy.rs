@@ -107,10 +107,7 @@ mod tests {
     use super::*;
 
     fn params(pairs: &[(&str, &str)]) -> BTreeMap<String, Secret<String>> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), Secret::new((*v).to_owned())))
-            .collect()
+        zt_api::protocol::parameter_map(pairs)
     }
 
     #[test]

@@ -34,6 +34,19 @@ pub mod tunnel;
 
 pub use zt_secret::Secret;
 
+/// `text` cut to at most `max` bytes, at a character boundary (for messages and names from
+/// untrusted peers that go into errors and audit events).
+pub fn truncate_utf8(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.get(..end).unwrap_or_default()
+}
+
 /// Entry points for the fuzz targets in `proxy/fuzz`; not part of the API.
 #[cfg(fuzzing)]
 pub mod fuzzing;

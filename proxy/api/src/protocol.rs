@@ -203,6 +203,14 @@ impl ConnectionParameters {
     }
 }
 
+/// Parameters from name–value pairs (for clients building requests, and tests).
+pub fn parameter_map(pairs: &[(&str, &str)]) -> BTreeMap<String, Secret<String>> {
+    pairs
+        .iter()
+        .map(|(name, value)| ((*name).to_owned(), Secret::new((*value).to_owned())))
+        .collect()
+}
+
 const BOOLEANS: &[&str] = &[
     "cert-tofu",
     "console",
@@ -500,10 +508,7 @@ mod tests {
     use super::*;
 
     fn params(pairs: &[(&str, &str)]) -> BTreeMap<String, Secret<String>> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), Secret::new((*v).to_owned())))
-            .collect()
+        parameter_map(pairs)
     }
 
     #[test]

@@ -206,7 +206,7 @@ impl ChannelControl {
         let bounded = match self {
             Self::Error { code, message } if message.len() > MAX_ERROR_MESSAGE_LEN => Self::Error {
                 code: *code,
-                message: truncate_utf8(message, MAX_ERROR_MESSAGE_LEN).to_owned(),
+                message: crate::truncate_utf8(message, MAX_ERROR_MESSAGE_LEN).to_owned(),
             },
             other => other.clone(),
         };
@@ -310,7 +310,7 @@ impl StreamStatus {
         match self {
             Self::Connected => vec![0],
             Self::Failed { code, message } => {
-                let message = truncate_utf8(message, MAX_ERROR_MESSAGE_LEN);
+                let message = crate::truncate_utf8(message, MAX_ERROR_MESSAGE_LEN);
                 let mut out = Vec::with_capacity(3 + message.len());
                 out.push(code.to_byte());
                 // At most MAX_ERROR_MESSAGE_LEN (512) bytes, so it fits in a u16.
@@ -367,17 +367,6 @@ pub enum FramingError {
     /// A token is not base64url of 32 bytes.
     #[error("token is not base64url of 32 bytes")]
     MalformedToken,
-}
-
-fn truncate_utf8(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text.get(..end).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -386,20 +386,12 @@ impl Driver {
 
     fn count(&mut self) {
         let counts = self.core.take_counts();
-        let services = &self.ctx.services;
+        let Services { stats, metrics, .. } = &self.ctx.services;
         if counts.to_client > 0 {
-            services
-                .stats
-                .bytes_to_client
-                .fetch_add(counts.to_client, std::sync::atomic::Ordering::Relaxed);
-            services.metrics.bytes_to_client.inc_by(counts.to_client);
+            stats.count_to_client(metrics, counts.to_client);
         }
         if counts.to_target > 0 {
-            services
-                .stats
-                .bytes_to_target
-                .fetch_add(counts.to_target, std::sync::atomic::Ordering::Relaxed);
-            services.metrics.bytes_to_target.inc_by(counts.to_target);
+            stats.count_to_target(metrics, counts.to_target);
         }
     }
 

@@ -78,18 +78,12 @@ struct SessionMeter<'a> {
 
 impl Meter for SessionMeter<'_> {
     fn sent(&self, n: usize) {
-        self.stats
-            .bytes_to_client
-            .fetch_add(n as u64, Ordering::Relaxed);
-        self.shared.metrics.bytes_to_client.inc_by(n as u64);
+        self.stats.count_to_client(&self.shared.metrics, n as u64);
         self.stats.touch();
     }
 
     fn received(&self, n: usize) {
-        self.stats
-            .bytes_to_target
-            .fetch_add(n as u64, Ordering::Relaxed);
-        self.shared.metrics.bytes_to_target.inc_by(n as u64);
+        self.stats.count_to_target(&self.shared.metrics, n as u64);
         self.stats.touch();
     }
 }

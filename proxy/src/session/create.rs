@@ -83,6 +83,14 @@ pub async fn create(
     Ok(response)
 }
 
+fn disabled(transport: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::Unsupported,
+        format!("{transport} is disabled on this proxy"),
+    )
+    .with_field("transport")
+}
+
 fn too_many_sessions(shared: &Shared) -> ApiError {
     shared.metrics.error(Origin::Local, "too_many_sessions");
     ApiError::new(ErrorCode::TooManySessions, "the session limit is reached")
@@ -117,23 +125,20 @@ fn session_meta(config: &crate::config::SessionsConfig, spec: SessionSpec) -> Se
     }
 }
 
+/// A session's transport, and its peer connection when it is WebRTC.
+type NewTransport = (
+    SessionTransport,
+    Option<Arc<dyn webrtc::peer_connection::PeerConnection>>,
+);
+
 /// Answers the client's WebRTC offer (sealed when the offer was).
 async fn answer_webrtc(
     shared: &Shared,
     offer: String,
     answer_key: Option<zt_api::seal::SealKey>,
     response: &mut CreateSessionResponse,
-) -> Result<
-    (
-        SessionTransport,
-        Option<Arc<dyn webrtc::peer_connection::PeerConnection>>,
-    ),
-    ApiError,
-> {
-    let settings = shared.webrtc.as_ref().ok_or_else(|| {
-        ApiError::new(ErrorCode::Unsupported, "WebRTC is disabled on this proxy")
-            .with_field("transport")
-    })?;
+) -> Result<NewTransport, ApiError> {
+    let settings = shared.webrtc.as_ref().ok_or_else(|| disabled("WebRTC"))?;
     let (peer, answer_sdp) = Peer::answer(settings, offer).await.map_err(|e| match e {
         AnswerError::BadOffer(message) => {
             shared.metrics.error(Origin::Client, "bad_offer");
@@ -173,17 +178,8 @@ fn issue_quic_token(
     shared: &Shared,
     id: &str,
     response: &mut CreateSessionResponse,
-) -> Result<
-    (
-        SessionTransport,
-        Option<Arc<dyn webrtc::peer_connection::PeerConnection>>,
-    ),
-    ApiError,
-> {
-    let server = shared.quic.as_ref().ok_or_else(|| {
-        ApiError::new(ErrorCode::Unsupported, "QUIC is disabled on this proxy")
-            .with_field("transport")
-    })?;
+) -> Result<NewTransport, ApiError> {
+    let server = shared.quic.as_ref().ok_or_else(|| disabled("QUIC"))?;
     let (info, key, events) = server
         .register(id)
         .map_err(|_| ApiError::new(ErrorCode::Internal, "no randomness available"))?;

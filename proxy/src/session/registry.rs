@@ -42,6 +42,18 @@ impl SessionStats {
         }
     }
 
+    /// `n` bytes went to the client: the session's counter and the daemon's.
+    pub fn count_to_client(&self, metrics: &crate::metrics::Metrics, n: u64) {
+        self.bytes_to_client.fetch_add(n, Ordering::Relaxed);
+        metrics.bytes_to_client.inc_by(n);
+    }
+
+    /// `n` bytes went to the target: the session's counter and the daemon's.
+    pub fn count_to_target(&self, metrics: &crate::metrics::Metrics, n: u64) {
+        self.bytes_to_target.fetch_add(n, Ordering::Relaxed);
+        metrics.bytes_to_target.inc_by(n);
+    }
+
     /// Records activity now (resets the idle timer).
     pub fn touch(&self) {
         self.last_activity_ms.store(
