@@ -530,6 +530,25 @@ mod tests {
         }
     }
 
+    /// The lists are guacd 1.6's own, as a real guacd 1.6.0 sent them
+    /// (`tests/fixtures/guacd-1.6/args.txt`): the copy here cannot drift from them.
+    #[test]
+    fn the_lists_are_the_measured_guacd_1_6_args() {
+        let fixture = include_str!("../../../tests/fixtures/guacd-1.6/args.txt");
+        for protocol in Protocol::ALL {
+            let line = fixture
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{protocol}: ")))
+                .unwrap_or_else(|| panic!("{protocol} is not in the fixture"));
+            let measured: Vec<&str> = line
+                .split_whitespace()
+                .skip(1) // the protocol version
+                .filter(|name| !["hostname", "port"].contains(name))
+                .collect();
+            assert_eq!(protocol.guacd_parameters(), measured, "{protocol}");
+        }
+    }
+
     #[test]
     fn unknown_and_malformed_parameters_are_refused_by_name_without_the_value() {
         let err = ConnectionParameters::new(Protocol::Rdp, params(&[("private-key", "PEM")]))
