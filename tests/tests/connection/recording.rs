@@ -144,15 +144,24 @@ fn verify(recording: &Path, secret_file: &Path) -> String {
     text
 }
 
-/// The file of the session's recording, once its `recording_ended` audit event is out.
-async fn ended_recording(fx: &Fixture, events: &mut EventStream, id: &str) -> PathBuf {
+/// The session's `recording_ended` audit event: the file name and its status.
+pub(crate) async fn recording_ended(events: &mut EventStream, id: &str) -> (String, String) {
     let ended = wait_event(events, id, STEP, |e| {
         matches!(e, AuditEvent::RecordingEnded { .. })
     })
     .await;
-    let AuditEvent::RecordingEnded { recording, .. } = ended else {
+    let AuditEvent::RecordingEnded {
+        recording, status, ..
+    } = ended
+    else {
         unreachable!()
     };
+    (recording, status)
+}
+
+/// The file of the session's recording, once its `recording_ended` audit event is out.
+async fn ended_recording(fx: &Fixture, events: &mut EventStream, id: &str) -> PathBuf {
+    let (recording, _) = recording_ended(events, id).await;
     fx.recordings.path().join("rec").join(recording)
 }
 
@@ -208,16 +217,7 @@ async fn the_exported_recording_is_what_the_client_received() {
     assert!(received.iter().filter(|i| i.is(opcode::IMG)).count() > 10);
     assert!(received.last().unwrap().is(opcode::DISCONNECT));
 
-    let ended = wait_event(&mut events, &id, STEP, |e| {
-        matches!(e, AuditEvent::RecordingEnded { .. })
-    })
-    .await;
-    let AuditEvent::RecordingEnded {
-        recording, status, ..
-    } = ended
-    else {
-        unreachable!()
-    };
+    let (recording, status) = recording_ended(&mut events, &id).await;
     assert_eq!(status, "finalised");
     let files = fx.recording_files();
     let path = files

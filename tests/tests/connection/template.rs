@@ -15,7 +15,6 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio_util::sync::CancellationToken;
 use zt_api::Secret;
-use zt_api::audit::AuditEvent;
 use zt_api::control::{
     ApiError, Conversation, CreateSessionRequest, LimitsRequest, RecordingRequest, Route, Target,
     Transport,
@@ -31,8 +30,8 @@ use zt_proxy::connection::backend::{
 use zt_proxy::server::{ServeOptions, serve_with};
 use zt_tests::guac_client::{GuacClient, Handshake};
 
-use super::recording::{export, screen};
-use super::{RESOURCE_SECRET, STEP, options, wait_event};
+use super::recording::{export, recording_ended, screen};
+use super::{RESOURCE_SECRET, STEP, options};
 
 const SQUARE: u32 = 64;
 const RED: [u8; 4] = [255, 0, 0, 255];
@@ -300,16 +299,7 @@ async fn a_new_backend_draws_and_echoes_keys_through_the_unchanged_connection_co
     daemon.api.delete_session(&id).await.unwrap();
     seen.extend(client.collect_until_closed(STEP).await.unwrap());
     assert!(seen.iter().any(|i| i.is(opcode::ERROR)), "no farewell");
-    let ended = wait_event(&mut events, &id, STEP, |e| {
-        matches!(e, AuditEvent::RecordingEnded { .. })
-    })
-    .await;
-    let AuditEvent::RecordingEnded {
-        recording, status, ..
-    } = ended
-    else {
-        unreachable!()
-    };
+    let (recording, status) = recording_ended(&mut events, &id).await;
     assert_eq!(status, "finalised");
     let secret = daemon.recordings.path().join("secret");
     std::fs::write(&secret, RESOURCE_SECRET).unwrap();
