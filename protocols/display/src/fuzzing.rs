@@ -469,21 +469,9 @@ impl<'a> Ops<'a> {
         } else {
             ("image/png", self.png())
         };
-        let args = [stream, mask, layer].map(|v| v.to_string());
-        let (x, y) = (x.to_string(), y.to_string());
-        out.push(Instruction::new(
-            "img",
-            &[&args[0], &args[1], &args[2], mimetype, &x, &y],
-        ));
         let text = base64(&bytes);
         let split = usize::from(self.byte().unwrap_or(0)).min(text.len()) / 4 * 4;
-        let (first, second) = text.split_at(split);
-        for part in [first, second] {
-            if !part.is_empty() {
-                out.push(Instruction::new("blob", &[&args[0], part]));
-            }
-        }
-        out.push(ints("end", &[stream]));
+        image_stream(out, [stream, mask, layer, x, y], mimetype, &text, split);
     }
 
     /// Two to four image streams open at once on one layer, their `blob`s interleaved and
@@ -507,18 +495,7 @@ impl<'a> Ops<'a> {
                 (base_x + 6 * i as i64, base_y)
             };
             let text = base64(&self.png());
-            let args = [stream, mask, layer, x, y].map(|v| v.to_string());
-            out.push(Instruction::new(
-                "img",
-                &[
-                    &args[0],
-                    &args[1],
-                    &args[2],
-                    "image/png",
-                    &args[3],
-                    &args[4],
-                ],
-            ));
+            let args = img(out, [stream, mask, layer, x, y], "image/png");
             streams.push((stream, args[0].clone(), text, 0usize));
         }
         // Blobs of 32 to 256 characters, from a stream the program picks (one byte says
@@ -796,21 +773,32 @@ impl Scene<'_> {
     }
 }
 
+/// Pushes `img <stream> <mask> <layer> <mimetype> <x> <y>`; returns the arguments as text.
+fn img(out: &mut Vec<Instruction>, args: [i64; 5], mimetype: &str) -> [String; 5] {
+    let args = args.map(|v| v.to_string());
+    let [stream, mask, layer, x, y] = &args;
+    out.push(Instruction::new(
+        "img",
+        &[stream, mask, layer, mimetype, x, y],
+    ));
+    args
+}
+
 /// `img <stream> <mask> <layer> image/png <x> <y>`, the base64 `text` in two `blob`s split at
 /// `split` (a multiple of 4; an empty part is left out), `end`.
 pub(crate) fn png_stream(out: &mut Vec<Instruction>, args: [i64; 5], text: &str, split: usize) {
-    let args = args.map(|v| v.to_string());
-    out.push(Instruction::new(
-        "img",
-        &[
-            &args[0],
-            &args[1],
-            &args[2],
-            "image/png",
-            &args[3],
-            &args[4],
-        ],
-    ));
+    image_stream(out, args, "image/png", text, split);
+}
+
+/// `img` of `mimetype`, then as [`png_stream`].
+fn image_stream(
+    out: &mut Vec<Instruction>,
+    args: [i64; 5],
+    mimetype: &str,
+    text: &str,
+    split: usize,
+) {
+    let args = img(out, args, mimetype);
     let (first, second) = text.split_at(split.min(text.len()));
     for part in [first, second] {
         if !part.is_empty() {
