@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use zt_api::Secret;
 use zt_guac::{DecodeError, Decoder, Instruction, Limits, Status, opcode};
-use zt_guacd::{ClientInfo, GuacdConnection};
+use zt_guacd::{ClientInfo, GuacdConnection, HandshakeSettings};
 
 use zt_tests::guacd_peer::{
     CloseReason, ConnEvent, DisplayMode, DownloadOutcome, GUACD_PROTOCOL_VERSION, GuacdPeer,
@@ -161,7 +161,8 @@ async fn connect_guacd(
     let mut info = ClientInfo::new(1600, 900, 120);
     info.timezone = Some("Europe/Paris".into());
     info.name = Some("alice".into());
-    let connection = zt_guacd::connect(peer.addr(), protocol, &parameters(pairs), info, STEP)
+    let settings = HandshakeSettings::with_timeout(STEP);
+    let connection = zt_guacd::connect(peer.addr(), protocol, &parameters(pairs), info, settings)
         .await
         .expect("zt_guacd completes the handshake");
     let conn = peer.next_connection(STEP).await.unwrap();
@@ -288,7 +289,7 @@ async fn an_unknown_protocol_or_a_bad_first_instruction_is_closed_without_a_word
         "kermit",
         &parameters(&[]),
         ClientInfo::default(),
-        STEP,
+        HandshakeSettings::with_timeout(STEP),
     )
     .await
     .unwrap_err();
@@ -714,7 +715,7 @@ async fn ten_thousand_args_are_offered_when_asked() {
         "rdp",
         &parameters(&[]),
         ClientInfo::default(),
-        STEP,
+        HandshakeSettings::with_timeout(STEP),
     )
     .await
     .unwrap_err();
@@ -746,7 +747,7 @@ async fn guacd_errors_and_disconnects_end_the_session() {
         "rdp",
         &parameters(&[]),
         ClientInfo::default(),
-        STEP,
+        HandshakeSettings::with_timeout(STEP),
     )
     .await
     .unwrap_err();

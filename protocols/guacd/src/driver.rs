@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -53,30 +52,14 @@ impl fmt::Debug for GuacdConnection {
 }
 
 /// Connects to guacd at `addr` and performs the handshake for `protocol` with the session's
-/// `parameters` and the user's display settings, all within `timeout` (TCP connect
-/// included).
+/// `parameters` and the user's display settings, all within `settings.timeout` (TCP connect
+/// included; [`HandshakeSettings::with_timeout`] for the default limits).
 ///
 /// `parameters` must come from the session only (see [`GuacdHandshake::new`]). Errors say
 /// which side failed: [`Error::Refused`], [`Error::Unreachable`], [`Error::TimedOut`] (with
 /// the phase), [`Error::Closed`], [`Error::Guacd`] (guacd's status),
 /// [`Error::PeerMisbehaved`], or a local limit ([`Error::ParameterTooLong`], …).
 pub async fn connect(
-    addr: SocketAddr,
-    protocol: &str,
-    parameters: &BTreeMap<String, Secret<String>>,
-    client: ClientInfo,
-    timeout: Duration,
-) -> Result<GuacdConnection, Error> {
-    let settings = HandshakeSettings {
-        timeout,
-        ..HandshakeSettings::default()
-    };
-    connect_with(addr, protocol, parameters, client, settings).await
-}
-
-/// [`connect`] with explicit [`HandshakeSettings`]; `settings.timeout` covers the TCP
-/// connect and the handshake together.
-pub async fn connect_with(
     addr: SocketAddr,
     protocol: &str,
     parameters: &BTreeMap<String, Secret<String>>,

@@ -45,7 +45,7 @@
 //! use tokio::io::{AsyncReadExt, AsyncWriteExt};
 //! use zt_secret::Secret;
 //! use zt_guac::{Context, Decoder, Limits, TypedInstruction, opcode};
-//! use zt_guacd::{ClientInfo, SyncTracker};
+//! use zt_guacd::{ClientInfo, HandshakeSettings, SyncTracker};
 //!
 //! # async fn relay(display: ClientInfo, mut to_client: tokio::net::TcpStream)
 //! # -> Result<(), Box<dyn std::error::Error>> {
@@ -55,8 +55,9 @@
 //!                       ("password", "from-the-vault"), ("ignore-cert", "true")] {
 //!     parameters.insert(name.to_owned(), Secret::new(value.to_owned()));
 //! }
+//! let settings = HandshakeSettings::with_timeout(Duration::from_secs(10));
 //! let guacd = zt_guacd::connect("127.0.0.1:4822".parse()?, "rdp", &parameters, display,
-//!                               Duration::from_secs(10)).await?;
+//!                               settings).await?;
 //! let (mut from_guacd_rx, mut to_guacd) = guacd.stream.into_split();
 //! let mut from_guacd = Decoder::new(Limits::default());
 //! from_guacd.feed(&guacd.leftover);
@@ -129,7 +130,7 @@ use std::time::Duration;
 
 pub use codec::ProtocolVersion;
 #[cfg(feature = "tokio")]
-pub use driver::{GuacdConnection, connect, connect_with};
+pub use driver::{GuacdConnection, connect};
 pub use error::{Error, PeerMisbehaved, Phase};
 pub use proto::{GuacdHandshake, HandshakeEvent, MAX_GUACD_MESSAGE_CHARS};
 pub use settings::{ClientInfo, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_ARGS, HandshakeSettings};

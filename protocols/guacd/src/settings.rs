@@ -106,6 +106,16 @@ impl Default for HandshakeSettings {
     }
 }
 
+impl HandshakeSettings {
+    /// The default limits with `timeout`.
+    pub fn with_timeout(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            ..Self::default()
+        }
+    }
+}
+
 /// Default [`HandshakeSettings::timeout`]: guacd's own per-phase timeout (`GUACD_TIMEOUT`,
 /// `src/guacd/proc.h`).
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);

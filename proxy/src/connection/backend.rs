@@ -178,7 +178,7 @@ impl Backend for GuacdBackend {
             self.protocol.as_str(),
             &parameters,
             display.clone(),
-            self.guacd.connect_timeout,
+            zt_guacd::HandshakeSettings::with_timeout(self.guacd.connect_timeout),
         )
         .await
         .map_err(|error| match error.status() {

@@ -2,6 +2,7 @@
 //! to the relay. (The peer in `tests/guacd-peer/src/lib.rs` tests it against a full guacd.)
 
 use std::future::Future;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use zt_guac::{DecodeError, Status};
@@ -46,7 +47,8 @@ fn parameters() -> BTreeMap<String, Secret<String>> {
 }
 
 async fn run(addr: SocketAddr, timeout: Duration) -> Result<GuacdConnection, Error> {
-    connect(addr, "rdp", &parameters(), ClientInfo::default(), timeout).await
+    let settings = HandshakeSettings::with_timeout(timeout);
+    connect(addr, "rdp", &parameters(), ClientInfo::default(), settings).await
 }
 
 #[tokio::test]
