@@ -11,7 +11,7 @@ use zt_api::Secret;
 use zt_api::control::{LimitsRequest, Target, Transport};
 
 use crate::client::api::{ApiAddress, ApiClient};
-use crate::client::tunnel::{self, ClientSession, TunnelError, TunnelOptions};
+use crate::client::session::{self as client_session, ClientSession, TunnelError, TunnelOptions};
 use crate::config::{Config, LogConfig};
 use crate::transport::webrtc::PeerSettings;
 
@@ -338,7 +338,7 @@ async fn connect_tunnel(args: TunnelArgs) -> ExitCode {
     );
     let cancel = CancellationToken::new();
     tokio::spawn(signal_shutdown(cancel.clone()));
-    match tunnel::serve(session, listener, cancel).await {
+    match client_session::serve(session, listener, cancel).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(TunnelError::SessionEnded) => {
             eprintln!("ztproxy connect: the session was ended by ztproxy");

@@ -260,7 +260,7 @@ pub async fn relay(
 /// before SCTP has finished it; a channel created in between gets the id and fails (or,
 /// worse, is half-open on a stale stream on the other side). One closer per channel, and the
 /// other end reading until the close has gone through, keeps that window to one round trip,
-/// and [`crate::client::tunnel::ClientSession::open`] retries the rare channel that lands in
+/// and [`crate::client::session::ClientSession::open`] retries the rare channel that lands in
 /// it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseRole {

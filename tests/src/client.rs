@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use zt_api::control::{LimitsRequest, QuicEndpoint, Target, Transport};
 use zt_proxy::client::api::ApiClient;
-use zt_proxy::client::tunnel::{ClientSession, TunnelOptions};
+use zt_proxy::client::session::{ClientSession, TunnelOptions};
 use zt_proxy::transport::webrtc::PeerSettings;
 
 /// Options for an in-process client of `target` over `transport`, on loopback.
@@ -64,7 +64,7 @@ pub async fn echo_once(session: &ClientSession, payload: &[u8]) {
         let cancel = cancel.clone();
         async move {
             let (tcp, _) = listener.accept().await.expect("the app connects");
-            zt_proxy::client::tunnel::relay(stream, tcp, &cancel).await
+            zt_proxy::client::session::relay(stream, tcp, &cancel).await
         }
     };
     let app = async {

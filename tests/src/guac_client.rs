@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use bytes::{Bytes, BytesMut};
 use zt_guac::{Decoder, Instruction, Limits, opcode};
-use zt_proxy::client::tunnel::ClientSession;
+use zt_proxy::client::session::ClientSession;
 use zt_proxy::transport::stream::{StreamReader, StreamWriter};
 
 /// What the client sends during the handshake.

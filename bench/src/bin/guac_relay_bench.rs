@@ -45,7 +45,7 @@ use zt_bench::median;
 use zt_guac::{Decoder, Instruction, Limits, opcode};
 use zt_guacd_peer::{DisplayMode, GuacdPeer, PeerConfig, PeerConn};
 use zt_proxy::client::api::ApiClient;
-use zt_proxy::client::tunnel::{ClientSession, ClientStream, TunnelOptions};
+use zt_proxy::client::session::{ClientSession, ClientStream, TunnelOptions};
 use zt_proxy::transport::stream::{StreamReader, StreamWriter};
 use zt_proxy::transport::webrtc::PeerSettings;
 use zt_tests::proc::{ProxyOptions, ZtProxy};

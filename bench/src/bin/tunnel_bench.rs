@@ -32,7 +32,7 @@ use zt_bench::{
     source_server, upload,
 };
 use zt_proxy::client::api::ApiClient;
-use zt_proxy::client::tunnel::{ClientSession, ClientStream, TunnelOptions};
+use zt_proxy::client::session::{ClientSession, ClientStream, TunnelOptions};
 use zt_proxy::transport::webrtc::PeerSettings;
 use zt_tests::proc::{ProxyOptions, TunnelCli, ZtProxy};
 use zt_tests::servers::{Sshd, echo_server};

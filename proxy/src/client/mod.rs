@@ -1,4 +1,4 @@
 //! The client side: the control API client and the `connect` commands.
 
 pub mod api;
-pub mod tunnel;
+pub mod session;

@@ -16,7 +16,7 @@ use super::{Fixture, STEP, SessionSpec, b64, session_ended};
 struct Bystander {
     client: GuacClient,
     conn: PeerConn,
-    _session: zt_proxy::client::tunnel::ClientSession,
+    _session: zt_proxy::client::session::ClientSession,
     round: u32,
 }
 

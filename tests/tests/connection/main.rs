@@ -24,7 +24,7 @@ use zt_api::control::{
     Target, Transport,
 };
 use zt_proxy::client::api::{ApiClient, EventStream};
-use zt_proxy::client::tunnel::{ClientSession, TunnelOptions};
+use zt_proxy::client::session::{ClientSession, TunnelOptions};
 use zt_proxy::transport::webrtc::PeerSettings;
 use zt_tests::guac_client::{GuacClient, Handshake};
 use zt_tests::guacd_peer::{GuacdPeer, PeerConfig};

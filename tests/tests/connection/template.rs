@@ -23,7 +23,7 @@ use zt_api::protocol::Protocol;
 use zt_guac::{Decoder, Instruction, Limits, opcode};
 use zt_guacd::ClientInfo;
 use zt_proxy::client::api::{ApiAddress, ApiClient};
-use zt_proxy::client::tunnel::ClientSession;
+use zt_proxy::client::session::ClientSession;
 use zt_proxy::connection::backend::{
     Backend, BackendError, BackendFactory, BackendRequest, BackendStream, Backends,
 };

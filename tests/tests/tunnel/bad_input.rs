@@ -16,7 +16,7 @@ use zt_api::tunnel::{
     ChannelControl, QUIC_CLOSE_INVALID_TOKEN, QUIC_CLOSE_PROTOCOL_VIOLATION, TunnelErrorCode,
 };
 use zt_proxy::client::api::{ApiClient, ClientError};
-use zt_proxy::client::tunnel::{ClientStream, TunnelError};
+use zt_proxy::client::session::{ClientStream, TunnelError};
 use zt_proxy::transport::quic::{QuicClient, QuicClientError, client_endpoint};
 use zt_proxy::transport::webrtc::{CONTROL_CHANNEL_LABEL, Peer, PeerSettings};
 use zt_tests::proc::{ProxyOptions, ZtProxy};

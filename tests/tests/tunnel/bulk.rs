@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use zt_api::control::Transport;
-use zt_proxy::client::tunnel::ClientStream;
+use zt_proxy::client::session::ClientStream;
 use zt_tests::PatternStream;
 use zt_tests::proc::{ProxyOptions, TunnelCli, ZtProxy};
 use zt_tests::servers::{bulk_server, hash_until_eof, send_pattern};

@@ -1,8 +1,10 @@
-//! `ztproxy connect tunnel`: the client end of a tunnel, as the desktop app runs it.
+//! The client end of a session, tunnel or connection, as the desktop app or a vault runs it:
+//! `ztproxy connect tunnel`, the tests' clients and the benchmarks.
 //!
-//! It creates the session through the control API (playing the gateway's part too), opens a
-//! local TCP listener, and carries every accepted connection over its own data channel or
-//! QUIC stream to ztproxy, which connects it to the session's target.
+//! [`ClientSession`] creates the session through the control API (playing the gateway's part
+//! too) and joins it over WebRTC or QUIC. For a tunnel, [`serve`] carries every connection
+//! accepted on a local TCP listener over its own data channel or QUIC stream to ztproxy,
+//! which connects it to the session's target.
 
 use std::sync::Arc;
 use std::time::Duration;
