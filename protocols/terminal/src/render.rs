@@ -1,0 +1,846 @@
+//! The renderer: a grid of cells in, the Guacamole instructions that change what the client
+//! shows into it, out.
+//!
+//! It keeps a copy of what the client's display shows (the *shadow*) and sends only the
+//! difference, in this order of preference:
+//!
+//! 1. **Scrolling** is one `copy` of the moved rows within the display layer, found by
+//!    comparing row hashes of the new grid with the shadow's (both directions, the longest run
+//!    of moved rows that are not already right).
+//! 2. **Blank cells** (a space or nothing, no underline) are `rect` + `cfill`, one per run of
+//!    equal background in a row.
+//! 3. **Glyphs** are drawn by `copy` from a *glyph atlas*, an off-screen buffer (layer `-1`)
+//!    into which each distinct (text, colours, weight) cell is rasterised once. Cells that sit
+//!    side by side on the screen and in the atlas are one `copy`. Glyphs new to the atlas in
+//!    a frame are allocated side by side and sent as one PNG per atlas row (`img` + `blob` +
+//!    `end`), before the copies that use them. When the atlas is full it starts again from
+//!    its first slot: what the client already shows stays, as `copy` copies pixels.
+//!
+//! The text cursor is its own small layer (`1`), a translucent block the renderer `move`s and
+//! `shade`s, so moving it redraws no cell.
+//!
+//! Every frame ends with `sync`. Pixels are opaque and drawn with OVER (channel mask `0xE`),
+//! as guacd draws: the HTML canvas's SRC would also clear what is outside the drawing.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+
+use base64::Engine as _;
+use bytes::BytesMut;
+use zt_guac::{ChannelMask, InstructionWriter, LayerIndex, StreamIndex, TypedInstruction};
+
+use crate::font::{CellSize, Rasteriser, Style};
+use crate::palette::Rgb;
+
+/// The display layer.
+pub const DISPLAY: LayerIndex = LayerIndex(0);
+/// The glyph atlas.
+pub const ATLAS: LayerIndex = LayerIndex(-1);
+/// The text cursor.
+pub const CURSOR: LayerIndex = LayerIndex(1);
+
+/// Glyph slots per atlas row, and atlas rows.
+const ATLAS_COLUMNS: u32 = 64;
+const ATLAS_ROWS: u32 = 32;
+/// guacd's largest blob payload (`GUAC_PROTOCOL_BLOB_MAX_LENGTH`), in bytes before base64.
+const BLOB_MAX: usize = 6048;
+/// Words remembered as seen once, before the memory starts again.
+const SEEN_WORDS: usize = 4096;
+/// OVER.
+const OVER: ChannelMask = ChannelMask(0xE);
+/// The cursor's opacity, of 255.
+const CURSOR_ALPHA: u8 = 160;
+
+/// The text of one cell: a character and its combining marks, inline (as vt100 keeps it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct CellText {
+    bytes: [u8; 23],
+    len: u8,
+}
+
+impl CellText {
+    /// `text`, cut at a character boundary to fit.
+    pub fn new(text: &str) -> Self {
+        let mut cell = Self::default();
+        let mut len = 0;
+        for c in text.chars() {
+            let n = c.len_utf8();
+            if len + n > cell.bytes.len() {
+                break;
+            }
+            c.encode_utf8(cell.bytes.get_mut(len..len + n).unwrap_or(&mut []));
+            len += n;
+        }
+        cell.len = len as u8;
+        cell
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        let bytes = self.bytes.get(..usize::from(self.len)).unwrap_or_default();
+        std::str::from_utf8(bytes).unwrap_or_default()
+    }
+
+    /// Nothing is drawn for it but its background.
+    pub fn is_blank(&self) -> bool {
+        matches!(self.as_str(), "" | " ")
+    }
+}
+
+/// One cell as it should look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Drawn {
+    /// What is written in it.
+    pub text: CellText,
+    /// How.
+    pub style: Style,
+    /// A wide character: it covers this cell and the next.
+    pub wide: bool,
+    /// The right half of a wide character (drawn with its left half).
+    pub continuation: bool,
+}
+
+impl Drawn {
+    /// An empty cell of background `bg`.
+    pub fn blank(fg: Rgb, bg: Rgb) -> Self {
+        Self {
+            text: CellText::default(),
+            style: Style {
+                fg,
+                bg,
+                bold: false,
+                underline: false,
+            },
+            wide: false,
+            continuation: false,
+        }
+    }
+
+    fn is_blank(&self) -> bool {
+        self.text.is_blank() && !self.style.underline && !self.continuation
+    }
+}
+
+/// Where the text cursor is and how it looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    /// Row and column, or `None` when hidden.
+    pub at: Option<(u16, u16)>,
+    /// Its colour.
+    pub colour: Rgb,
+}
+
+/// What the renderer has sent, for benchmarks and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RenderStats {
+    /// Frames rendered.
+    pub frames: u64,
+    /// Glyphs rasterised into the atlas.
+    pub glyphs: u64,
+    /// Rows moved by one `copy`.
+    pub scrolls: u64,
+}
+
+/// The geometry of the display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    /// Columns and rows of cells.
+    pub cols: u16,
+    /// Rows of cells.
+    pub rows: u16,
+    /// The display layer's size in pixels (at least the cells').
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct Renderer {
+    raster: Rasteriser,
+    cell: CellSize,
+    geometry: Geometry,
+    background: Rgb,
+    shadow: Vec<Drawn>,
+    /// The whole display must be drawn again (new, or resized).
+    invalid: bool,
+    atlas: HashMap<Drawn, (u32, u32)>,
+    /// Words composed in the atlas, and words seen once (composed when seen again).
+    words: HashMap<Box<[Drawn]>, (u32, u32)>,
+    seen: HashSet<Box<[Drawn]>>,
+    next_slot: u32,
+    cursor_shown: Option<(u16, u16)>,
+    cursor_colour: Option<Rgb>,
+    next_stream: u32,
+    stats: RenderStats,
+}
+
+/// A frame being written: glyphs to upload, then the drawing that uses them.
+#[derive(Default)]
+struct Frame {
+    pending: Vec<Pending>,
+    draw: BytesMut,
+}
+
+/// A glyph to rasterise into atlas slot `slot`.
+struct Pending {
+    slot: u32,
+    drawn: Drawn,
+}
+
+/// A `copy` being merged with its neighbours.
+#[derive(Clone, Copy)]
+struct Blit {
+    src_x: u32,
+    src_y: u32,
+    width: u32,
+    dst_x: u32,
+    dst_y: u32,
+}
+
+impl Renderer {
+    /// A renderer for `geometry` with rasteriser `raster`; the display's background is
+    /// `background`.
+    pub fn new(raster: Rasteriser, geometry: Geometry, background: Rgb) -> Self {
+        let cell = raster.cell();
+        Self {
+            raster,
+            cell,
+            geometry,
+            background,
+            shadow: Vec::new(),
+            invalid: true,
+            atlas: HashMap::new(),
+            words: HashMap::new(),
+            seen: HashSet::new(),
+            next_slot: 0,
+            cursor_shown: None,
+            cursor_colour: None,
+            next_stream: 0,
+            stats: RenderStats::default(),
+        }
+    }
+
+    /// The cell size.
+    pub fn cell(&self) -> CellSize {
+        self.cell
+    }
+
+    /// The geometry.
+    pub fn geometry(&self) -> Geometry {
+        self.geometry
+    }
+
+    /// What was sent so far.
+    pub fn stats(&self) -> RenderStats {
+        self.stats
+    }
+
+    /// Changes the geometry; the next frame draws everything.
+    pub fn resize(&mut self, geometry: Geometry) {
+        if geometry != self.geometry {
+            self.geometry = geometry;
+            self.invalid = true;
+        }
+    }
+
+    /// A server-side stream index for an image.
+    fn stream(&mut self) -> StreamIndex {
+        let index = self.next_stream;
+        self.next_stream = (self.next_stream + 1) % 256;
+        StreamIndex(index)
+    }
+
+    /// Writes the instructions that make the client show `cells` (row-major,
+    /// `cols × rows` of the geometry) and `cursor`, ending with `sync` at `timestamp`.
+    pub fn frame(&mut self, cells: &[Drawn], cursor: Cursor, timestamp: u64, out: &mut BytesMut) {
+        let Geometry { cols, rows, .. } = self.geometry;
+        let count = usize::from(cols) * usize::from(rows);
+        let blank = Drawn::blank(self.background, self.background);
+        let cells = cells.get(..count).unwrap_or(cells);
+        if self.invalid {
+            self.redraw_all(out);
+        }
+        self.shadow.resize(count, blank);
+        let mut frame = Frame::default();
+        self.scroll(cells, &mut frame.draw);
+        for row in 0..rows {
+            self.diff_row(cells, row, &mut frame, out);
+        }
+        self.flush(&mut frame, out);
+        self.place_cursor(cursor, out);
+        TypedInstruction::Sync {
+            timestamp,
+            frames: None,
+        }
+        .encode(out);
+        self.stats.frames += 1;
+    }
+
+    fn redraw_all(&mut self, out: &mut BytesMut) {
+        let Geometry { width, height, .. } = self.geometry;
+        let (w, h) = (to_i32(width), to_i32(height));
+        layer_size(DISPLAY, w, h, out);
+        fill(DISPLAY, (0, 0, w, h), self.background, out);
+        layer_size(
+            ATLAS,
+            to_i32(ATLAS_COLUMNS * self.cell.width),
+            to_i32(ATLAS_ROWS * self.cell.height),
+            out,
+        );
+        layer_size(
+            CURSOR,
+            to_i32(self.cell.width),
+            to_i32(self.cell.height),
+            out,
+        );
+        self.shadow.clear();
+        self.cursor_shown = None;
+        self.cursor_colour = None;
+        self.invalid = false;
+    }
+
+    /// Moves rows that moved with one `copy`.
+    fn scroll(&mut self, cells: &[Drawn], out: &mut BytesMut) {
+        let rows = usize::from(self.geometry.rows);
+        let cols = usize::from(self.geometry.cols);
+        if rows < 2 || cols == 0 {
+            return;
+        }
+        let new: Vec<u64> = cells.chunks(cols).map(row_hash).collect();
+        let old: Vec<u64> = self.shadow.chunks(cols).map(row_hash).collect();
+        let blank = row_hash(&vec![Drawn::blank(self.background, self.background); cols]);
+        // (benefit, first destination row, length, shift): a positive shift moves rows up.
+        let mut best: Option<(usize, usize, usize, isize)> = None;
+        for shift in 1..rows as isize {
+            for direction in [1, -1] {
+                let k = shift * direction;
+                let mut run_start = None;
+                let mut benefit = 0;
+                for i in 0..=rows {
+                    let source = i as isize + k;
+                    let moved = i < rows
+                        && (0..rows as isize).contains(&source)
+                        && new.get(i) == old.get(source as usize);
+                    if moved {
+                        if run_start.is_none() {
+                            run_start = Some(i);
+                            benefit = 0;
+                        }
+                        if new.get(i) != old.get(i) && new.get(i) != Some(&blank) {
+                            benefit += 1;
+                        }
+                    } else if let Some(start) = run_start.take()
+                        && benefit > 0
+                        && best.is_none_or(|b| benefit > b.0)
+                    {
+                        best = Some((benefit, start, i - start, k));
+                    }
+                }
+            }
+        }
+        let Some((_, start, len, k)) = best else {
+            return;
+        };
+        let source = (start as isize + k) as usize;
+        let (cw, ch) = (self.cell.width, self.cell.height);
+        TypedInstruction::Copy {
+            src_layer: DISPLAY,
+            src_x: 0,
+            src_y: to_i32(source as u32 * ch),
+            width: to_i32(cols as u32 * cw),
+            height: to_i32(len as u32 * ch),
+            mask: OVER,
+            dst_layer: DISPLAY,
+            dst_x: 0,
+            dst_y: to_i32(start as u32 * ch),
+        }
+        .encode(out);
+        let moved: Vec<Drawn> = self
+            .shadow
+            .get(source * cols..(source + len) * cols)
+            .map(<[Drawn]>::to_vec)
+            .unwrap_or_default();
+        if let Some(target) = self.shadow.get_mut(start * cols..(start + len) * cols) {
+            target.copy_from_slice(&moved);
+        }
+        self.stats.scrolls += len as u64;
+    }
+
+    /// Draws the cells of `row` that differ from the shadow.
+    fn diff_row(&mut self, cells: &[Drawn], row: u16, frame: &mut Frame, out: &mut BytesMut) {
+        let cols = usize::from(self.geometry.cols);
+        let base = usize::from(row) * cols;
+        let y = u32::from(row) * self.cell.height;
+        let Some(want_row) = cells.get(base..base + cols) else {
+            return;
+        };
+        let changed = |shadow: &[Drawn], col: usize| -> bool {
+            let Some(want) = want_row.get(col) else {
+                return false;
+            };
+            let width = if want.wide && col + 1 < cols { 2 } else { 1 };
+            (col..col + width).any(|c| want_row.get(c) != shadow.get(base + c))
+        };
+        let mut fill_run: Option<(usize, usize, Rgb)> = None;
+        let mut blit: Option<Blit> = None;
+        let mut col = 0;
+        while let Some(&want) = want_row.get(col) {
+            if want.continuation || !changed(&self.shadow, col) {
+                flush_fill(&mut fill_run, y, self.cell, &mut frame.draw);
+                col += 1;
+                continue;
+            }
+            if want.is_blank() {
+                match &mut fill_run {
+                    Some((_, end, bg)) if *bg == want.style.bg && *end == col => *end = col + 1,
+                    _ => {
+                        flush_fill(&mut fill_run, y, self.cell, &mut frame.draw);
+                        fill_run = Some((col, col + 1, want.style.bg));
+                    }
+                }
+                self.set_shadow(base + col, std::slice::from_ref(&want));
+                col += 1;
+                continue;
+            }
+            flush_fill(&mut fill_run, y, self.cell, &mut frame.draw);
+            // A word: changed, non-blank cells side by side.
+            let mut end = col;
+            while let Some(cell) = want_row.get(end) {
+                if end > col
+                    && (cell.is_blank() || (!cell.continuation && !changed(&self.shadow, end)))
+                {
+                    break;
+                }
+                end += 1;
+            }
+            let word = want_row.get(col..end).unwrap_or_default();
+            self.draw_word(word, col as u32, y, &mut blit, frame, out);
+            self.set_shadow(base + col, word);
+            col = end;
+        }
+        flush_fill(&mut fill_run, y, self.cell, &mut frame.draw);
+        flush_blit(&mut blit, self.cell.height, &mut frame.draw);
+        // Past the last column: only the background, drawn at a full redraw.
+    }
+
+    fn set_shadow(&mut self, at: usize, cells: &[Drawn]) {
+        if let Some(target) = self.shadow.get_mut(at..at + cells.len()) {
+            target.copy_from_slice(cells);
+        }
+    }
+
+    /// Draws `word` (cells, with the right halves of wide ones) at column `col`: one `copy`
+    /// when the atlas holds the word, else glyph by glyph. A word seen a second time is
+    /// composed in the atlas (from the glyphs there, by `copy` within it, and any new
+    /// glyphs), so from then on it costs one `copy`.
+    fn draw_word(
+        &mut self,
+        word: &[Drawn],
+        col: u32,
+        y: u32,
+        blit: &mut Option<Blit>,
+        frame: &mut Frame,
+        out: &mut BytesMut,
+    ) {
+        let (cw, ch) = (self.cell.width, self.cell.height);
+        let cells = word.len() as u32;
+        let glyphs = word.iter().filter(|c| !c.continuation).count();
+        if glyphs >= 2 && cells <= ATLAS_COLUMNS {
+            let key: Box<[Drawn]> = word.into();
+            let at = match self.words.get(&key) {
+                Some(&at) => Some(at),
+                None if self.seen.contains(&key) => Some(self.compose(key, blit, frame, out)),
+                None => {
+                    if self.seen.len() >= SEEN_WORDS {
+                        self.seen.clear();
+                    }
+                    self.seen.insert(key);
+                    None
+                }
+            };
+            if let Some((sx, sy)) = at {
+                let next = Blit {
+                    src_x: sx,
+                    src_y: sy,
+                    width: cells * cw,
+                    dst_x: col * cw,
+                    dst_y: y,
+                };
+                push_blit(blit, next, ch, &mut frame.draw);
+                return;
+            }
+        }
+        let mut i = 0;
+        while let Some(&cell) = word.get(i) {
+            let width = if word.get(i + 1).is_some_and(|c| c.continuation) {
+                2
+            } else {
+                1
+            };
+            if !cell.continuation {
+                let (sx, sy) = self.glyph(cell, width, blit, frame, out);
+                let next = Blit {
+                    src_x: sx,
+                    src_y: sy,
+                    width: width * cw,
+                    dst_x: (col + i as u32) * cw,
+                    dst_y: y,
+                };
+                push_blit(blit, next, ch, &mut frame.draw);
+            }
+            i += width as usize;
+        }
+    }
+
+    /// The atlas position of a glyph, making room first if the atlas is full.
+    fn glyph(
+        &mut self,
+        cell: Drawn,
+        width: u32,
+        blit: &mut Option<Blit>,
+        frame: &mut Frame,
+        out: &mut BytesMut,
+    ) -> (u32, u32) {
+        if !self.atlas.contains_key(&atlas_key(cell, width)) && self.atlas_is_full(width) {
+            self.restart_atlas(blit, frame, out);
+        }
+        self.slot_for(cell, width, &mut frame.pending)
+    }
+
+    /// Empties the atlas. Copies from it must run before its slots are reused: the frame so
+    /// far is written first.
+    fn restart_atlas(&mut self, blit: &mut Option<Blit>, frame: &mut Frame, out: &mut BytesMut) {
+        flush_blit(blit, self.cell.height, &mut frame.draw);
+        self.flush(frame, out);
+        self.atlas.clear();
+        self.words.clear();
+        self.next_slot = 0;
+    }
+
+    /// Builds `word` in consecutive atlas slots of one atlas row; returns where.
+    fn compose(
+        &mut self,
+        word: Box<[Drawn]>,
+        blit: &mut Option<Blit>,
+        frame: &mut Frame,
+        out: &mut BytesMut,
+    ) -> (u32, u32) {
+        let cells = word.len() as u32;
+        let (cw, ch) = (self.cell.width, self.cell.height);
+        let room_in_row = ATLAS_COLUMNS - self.next_slot % ATLAS_COLUMNS;
+        let skip = if room_in_row < cells { room_in_row } else { 0 };
+        if self.next_slot + skip + cells > ATLAS_COLUMNS * ATLAS_ROWS {
+            self.restart_atlas(blit, frame, out);
+        } else {
+            self.next_slot += skip;
+        }
+        let first = self.next_slot;
+        self.next_slot += cells;
+        let position = |slot: u32| ((slot % ATLAS_COLUMNS) * cw, (slot / ATLAS_COLUMNS) * ch);
+        let mut inner: Option<Blit> = None;
+        let mut i = 0;
+        while let Some(&cell) = word.get(i) {
+            let width = if word.get(i + 1).is_some_and(|c| c.continuation) {
+                2
+            } else {
+                1
+            };
+            let key = atlas_key(cell, width);
+            let (dx, dy) = position(first + i as u32);
+            match self.atlas.get(&key) {
+                Some(&(sx, sy)) => {
+                    let next = Blit {
+                        src_x: sx,
+                        src_y: sy,
+                        width: width * cw,
+                        dst_x: dx,
+                        dst_y: dy,
+                    };
+                    push_copy(&mut inner, next, WITHIN_ATLAS, ch, &mut frame.draw);
+                }
+                None => {
+                    self.atlas.insert(key, (dx, dy));
+                    frame.pending.push(Pending {
+                        slot: first + i as u32,
+                        drawn: key,
+                    });
+                    self.stats.glyphs += 1;
+                }
+            }
+            i += width as usize;
+        }
+        flush_copy(&mut inner, WITHIN_ATLAS, ch, &mut frame.draw);
+        let at = position(first);
+        self.words.insert(word, at);
+        at
+    }
+
+    /// The atlas position of `drawn`'s glyph, allocating a slot (queued in `pending`) when it
+    /// is new.
+    fn slot_for(&mut self, drawn: Drawn, width: u32, pending: &mut Vec<Pending>) -> (u32, u32) {
+        let key = atlas_key(drawn, width);
+        if let Some(&at) = self.atlas.get(&key) {
+            return at;
+        }
+        if width == 2 && self.next_slot % ATLAS_COLUMNS == ATLAS_COLUMNS - 1 {
+            self.next_slot += 1;
+        }
+        let slot = self.next_slot;
+        self.next_slot += width;
+        let at = (
+            (slot % ATLAS_COLUMNS) * self.cell.width,
+            (slot / ATLAS_COLUMNS) * self.cell.height,
+        );
+        self.atlas.insert(key, at);
+        pending.push(Pending { slot, drawn: key });
+        self.stats.glyphs += 1;
+        at
+    }
+
+    /// No room for a glyph `width` cells wide.
+    fn atlas_is_full(&self, width: u32) -> bool {
+        let skip = u32::from(width == 2 && self.next_slot % ATLAS_COLUMNS == ATLAS_COLUMNS - 1);
+        self.next_slot + skip + width > ATLAS_COLUMNS * ATLAS_ROWS
+    }
+
+    /// Writes the frame so far: its new glyphs, then what it draws.
+    fn flush(&mut self, frame: &mut Frame, out: &mut BytesMut) {
+        let pending = std::mem::take(&mut frame.pending);
+        self.upload(&pending, out);
+        out.extend_from_slice(&frame.draw);
+        frame.draw.clear();
+    }
+
+    /// Sends the glyphs of `pending`, one PNG per run of adjacent slots in an atlas row.
+    fn upload(&mut self, pending: &[Pending], out: &mut BytesMut) {
+        let mut i = 0;
+        while let Some(first) = pending.get(i) {
+            let row = first.slot / ATLAS_COLUMNS;
+            let mut end = i + 1;
+            let mut next_slot = first.slot + if first.drawn.wide { 2 } else { 1 };
+            while let Some(p) = pending.get(end) {
+                if p.slot != next_slot || p.slot / ATLAS_COLUMNS != row {
+                    break;
+                }
+                next_slot += if p.drawn.wide { 2 } else { 1 };
+                end += 1;
+            }
+            let run = pending.get(i..end).unwrap_or_default();
+            self.upload_run(first.slot, next_slot - first.slot, run, out);
+            i = end;
+        }
+    }
+
+    fn upload_run(&mut self, first_slot: u32, slots: u32, run: &[Pending], out: &mut BytesMut) {
+        let (cw, ch) = (self.cell.width, self.cell.height);
+        let stride = (slots * cw) as usize;
+        let mut rgb = vec![0u8; stride * ch as usize * 3];
+        for p in run {
+            let x0 = ((p.slot - first_slot) * cw) as usize;
+            let cells = if p.drawn.wide { 2 } else { 1 };
+            self.raster.draw(
+                p.drawn.text.as_str(),
+                &p.drawn.style,
+                cells,
+                &mut rgb,
+                stride,
+                x0,
+            );
+        }
+        let Some(png) = encode_png(&rgb, stride as u32, ch) else {
+            return;
+        };
+        let stream = self.stream();
+        TypedInstruction::Img {
+            stream,
+            mask: OVER,
+            layer: ATLAS,
+            mimetype: "image/png",
+            x: to_i32((first_slot % ATLAS_COLUMNS) * cw),
+            y: to_i32((first_slot / ATLAS_COLUMNS) * ch),
+        }
+        .encode(out);
+        for chunk in png.chunks(BLOB_MAX) {
+            let data = base64::engine::general_purpose::STANDARD.encode(chunk);
+            TypedInstruction::Blob {
+                stream,
+                data: &data,
+            }
+            .encode(out);
+        }
+        TypedInstruction::End { stream }.encode(out);
+    }
+
+    fn place_cursor(&mut self, cursor: Cursor, out: &mut BytesMut) {
+        if self.cursor_colour != Some(cursor.colour) {
+            let (w, h) = (to_i32(self.cell.width), to_i32(self.cell.height));
+            fill(CURSOR, (0, 0, w, h), cursor.colour, out);
+            self.cursor_colour = Some(cursor.colour);
+        }
+        if cursor.at == self.cursor_shown {
+            return;
+        }
+        match cursor.at {
+            Some((row, col)) => {
+                let x = u32::from(col) * self.cell.width;
+                let y = u32::from(row) * self.cell.height;
+                let mut w = InstructionWriter::new(out, "move");
+                w.arg_i64(i64::from(CURSOR.0))
+                    .arg_i64(i64::from(DISPLAY.0))
+                    .arg_u64(u64::from(x))
+                    .arg_u64(u64::from(y))
+                    .arg_u64(0);
+                w.finish();
+                if self.cursor_shown.is_none() {
+                    shade(CURSOR, CURSOR_ALPHA, out);
+                }
+            }
+            None => shade(CURSOR, 0, out),
+        }
+        self.cursor_shown = cursor.at;
+    }
+}
+
+/// What a glyph is cached as.
+fn atlas_key(drawn: Drawn, width: u32) -> Drawn {
+    Drawn {
+        continuation: false,
+        wide: width == 2,
+        ..drawn
+    }
+}
+
+fn row_hash(row: &[Drawn]) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    row.hash(&mut hasher);
+    hasher.finish()
+}
+
+fn to_i32(v: u32) -> i32 {
+    i32::try_from(v).unwrap_or(i32::MAX)
+}
+
+fn layer_size(layer: LayerIndex, width: i32, height: i32, out: &mut BytesMut) {
+    TypedInstruction::LayerSize {
+        layer,
+        width,
+        height,
+    }
+    .encode(out);
+}
+
+fn fill(
+    layer: LayerIndex,
+    (x, y, width, height): (i32, i32, i32, i32),
+    colour: Rgb,
+    out: &mut BytesMut,
+) {
+    TypedInstruction::Rect {
+        layer,
+        x,
+        y,
+        width,
+        height,
+    }
+    .encode(out);
+    let Rgb(r, g, b) = colour;
+    TypedInstruction::Cfill {
+        mask: OVER,
+        layer,
+        r,
+        g,
+        b,
+        a: 255,
+    }
+    .encode(out);
+}
+
+fn shade(layer: LayerIndex, alpha: u8, out: &mut BytesMut) {
+    let mut w = InstructionWriter::new(out, "shade");
+    w.arg_i64(i64::from(layer.0)).arg_u64(u64::from(alpha));
+    w.finish();
+}
+
+fn flush_fill(run: &mut Option<(usize, usize, Rgb)>, y: u32, cell: CellSize, out: &mut BytesMut) {
+    if let Some((start, end, bg)) = run.take() {
+        let rect = (
+            to_i32(start as u32 * cell.width),
+            to_i32(y),
+            to_i32((end - start) as u32 * cell.width),
+            to_i32(cell.height),
+        );
+        fill(DISPLAY, rect, bg, out);
+    }
+}
+
+/// The atlas to the display, and the atlas to itself.
+const TO_DISPLAY: (LayerIndex, LayerIndex) = (ATLAS, DISPLAY);
+const WITHIN_ATLAS: (LayerIndex, LayerIndex) = (ATLAS, ATLAS);
+
+/// Adds a copy between `layers`, merged with the last one when both sides are adjacent.
+fn push_copy(
+    blit: &mut Option<Blit>,
+    next: Blit,
+    layers: (LayerIndex, LayerIndex),
+    height: u32,
+    out: &mut BytesMut,
+) {
+    match blit {
+        Some(b)
+            if b.src_y == next.src_y
+                && b.src_x + b.width == next.src_x
+                && b.dst_y == next.dst_y
+                && b.dst_x + b.width == next.dst_x =>
+        {
+            b.width += next.width;
+        }
+        _ => {
+            flush_copy(blit, layers, height, out);
+            *blit = Some(next);
+        }
+    }
+}
+
+fn push_blit(blit: &mut Option<Blit>, next: Blit, height: u32, out: &mut BytesMut) {
+    push_copy(blit, next, TO_DISPLAY, height, out);
+}
+
+fn flush_blit(blit: &mut Option<Blit>, height: u32, out: &mut BytesMut) {
+    flush_copy(blit, TO_DISPLAY, height, out);
+}
+
+fn flush_copy(
+    blit: &mut Option<Blit>,
+    (src_layer, dst_layer): (LayerIndex, LayerIndex),
+    height: u32,
+    out: &mut BytesMut,
+) {
+    if let Some(b) = blit.take() {
+        TypedInstruction::Copy {
+            src_layer,
+            src_x: to_i32(b.src_x),
+            src_y: to_i32(b.src_y),
+            width: to_i32(b.width),
+            height: to_i32(height),
+            mask: OVER,
+            dst_layer,
+            dst_x: to_i32(b.dst_x),
+            dst_y: to_i32(b.dst_y),
+        }
+        .encode(out);
+    }
+}
+
+/// An RGB image as PNG.
+fn encode_png(rgb: &[u8], width: u32, height: u32) -> Option<Vec<u8>> {
+    let mut png = Vec::new();
+    let mut encoder = png::Encoder::new(&mut png, width, height);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    encoder.set_compression(png::Compression::High);
+    let mut writer = encoder.write_header().ok()?;
+    writer.write_image_data(rgb).ok()?;
+    writer.finish().ok()?;
+    Some(png)
+}
