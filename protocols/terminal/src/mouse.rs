@@ -137,35 +137,53 @@ mod tests {
 
     #[test]
     fn sgr_and_x10_reports() {
-        assert_eq!(
-            encode(&report(LEFT, 0, LEFT), M::PressRelease, E::Sgr),
-            b"\x1b[<0;10;5M"
-        );
-        assert_eq!(
-            encode(&report(0, LEFT, 0), M::PressRelease, E::Sgr),
-            b"\x1b[<0;10;5m"
-        );
-        assert_eq!(
-            encode(&report(WHEEL_UP, 0, WHEEL_UP), M::PressRelease, E::Sgr),
-            b"\x1b[<64;10;5M"
-        );
-        assert_eq!(
-            encode(&report(LEFT, 0, LEFT), M::PressRelease, E::Default),
-            b"\x1b[M *%"
-        );
-        assert_eq!(
-            encode(&report(0, LEFT, 0), M::PressRelease, E::Default),
-            b"\x1b[M#*%"
-        );
-        assert!(encode(&report(0, LEFT, 0), M::Press, E::Sgr).is_empty());
-        assert!(encode(&report(0, 0, LEFT), M::PressRelease, E::Sgr).is_empty());
-        assert_eq!(
-            encode(&report(0, 0, LEFT), M::ButtonMotion, E::Sgr),
-            b"\x1b[<32;10;5M"
-        );
-        assert_eq!(
-            encode(&report(0, 0, 0), M::AnyMotion, E::Sgr),
-            b"\x1b[<35;10;5M"
-        );
+        let cases: [(MouseReport, M, E, &[u8]); 9] = [
+            (
+                report(LEFT, 0, LEFT),
+                M::PressRelease,
+                E::Sgr,
+                b"\x1b[<0;10;5M",
+            ),
+            (
+                report(0, LEFT, 0),
+                M::PressRelease,
+                E::Sgr,
+                b"\x1b[<0;10;5m",
+            ),
+            (
+                report(WHEEL_UP, 0, WHEEL_UP),
+                M::PressRelease,
+                E::Sgr,
+                b"\x1b[<64;10;5M",
+            ),
+            (
+                report(LEFT, 0, LEFT),
+                M::PressRelease,
+                E::Default,
+                b"\x1b[M *%",
+            ),
+            (
+                report(0, LEFT, 0),
+                M::PressRelease,
+                E::Default,
+                b"\x1b[M#*%",
+            ),
+            (report(0, LEFT, 0), M::Press, E::Sgr, b""),
+            (report(0, 0, LEFT), M::PressRelease, E::Sgr, b""),
+            (
+                report(0, 0, LEFT),
+                M::ButtonMotion,
+                E::Sgr,
+                b"\x1b[<32;10;5M",
+            ),
+            (report(0, 0, 0), M::AnyMotion, E::Sgr, b"\x1b[<35;10;5M"),
+        ];
+        for (report, mode, encoding, expected) in cases {
+            assert_eq!(
+                encode(&report, mode, encoding),
+                expected,
+                "{report:?} {mode:?} {encoding:?}"
+            );
+        }
     }
 }
