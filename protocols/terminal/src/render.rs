@@ -447,15 +447,17 @@ impl Renderer {
         let cells = word.len() as u32;
         let glyphs = word.iter().filter(|c| !c.continuation).count();
         if glyphs >= 2 && cells <= ATLAS_COLUMNS {
-            let key: Box<[Drawn]> = word.into();
-            let at = match self.words.get(&key) {
+            // Looked up by slice: a word is copied into a key only when it is remembered.
+            let at = match self.words.get(word) {
                 Some(&at) => Some(at),
-                None if self.seen.contains(&key) => Some(self.compose(key, blit, frame, out)),
+                None if self.seen.contains(word) => {
+                    Some(self.compose(word.into(), blit, frame, out))
+                }
                 None => {
                     if self.seen.len() >= SEEN_WORDS {
                         self.seen.clear();
                     }
-                    self.seen.insert(key);
+                    self.seen.insert(word.into());
                     None
                 }
             };

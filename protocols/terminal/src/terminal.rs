@@ -12,7 +12,6 @@ use crate::font::{Rasteriser, Style};
 use crate::keys::{self, KeyAction, KeyContext, Modifiers};
 use crate::mouse::{self, MouseReport};
 use crate::osc::OscLimiter;
-use crate::palette::Rgb;
 use crate::render::{CellText, Cursor, Drawn, Geometry, RenderStats, Renderer};
 use crate::settings::TerminalSettings;
 
@@ -136,7 +135,6 @@ pub struct Terminal {
     osc: OscLimiter,
     settings: TerminalSettings,
     renderer: Renderer,
-    dpi: u32,
     modifiers: Modifiers,
     buttons: u32,
     selection: Option<Selection>,
@@ -187,7 +185,6 @@ impl Terminal {
             osc: OscLimiter::default(),
             settings,
             renderer,
-            dpi,
             modifiers: Modifiers::default(),
             buttons: 0,
             selection: None,
@@ -212,11 +209,6 @@ impl Terminal {
     /// The size of a character cell in pixels.
     pub fn cell_size(&self) -> crate::font::CellSize {
         self.renderer.cell()
-    }
-
-    /// The display's DPI.
-    pub fn dpi(&self) -> u32 {
-        self.dpi
     }
 
     /// What the renderer has sent so far.
@@ -602,14 +594,6 @@ impl Terminal {
             width: g.width,
             height: g.height,
         }
-    }
-
-    /// The default foreground and background.
-    pub fn colours(&self) -> (Rgb, Rgb) {
-        (
-            self.settings.palette.foreground,
-            self.settings.palette.background,
-        )
     }
 }
 
