@@ -171,73 +171,152 @@ pub struct Sshd {
     pub port: u16,
     /// The user to log in as.
     pub user: String,
-    /// The client's private key.
+    /// The user's password, when the server was started for a [`TestUser`].
+    pub password: Option<String>,
+    /// The client's private key (ed25519, no passphrase).
     pub client_key: PathBuf,
+    /// More client keys the server accepts, when asked for ([`SshdOptions::extra_keys`]).
+    pub extra_keys: Vec<ClientKey>,
+    /// The server's host key, as its `.pub` file holds it (`ssh-ed25519 AAAA… comment`).
+    pub host_public_key: String,
+    log: PathBuf,
     child: Child,
+    _user: Option<TestUser>,
     _dir: TempDir,
+}
+
+/// A client key the server accepts.
+#[derive(Debug, Clone)]
+pub struct ClientKey {
+    /// `ssh-keygen -t` type (`ed25519`, `rsa`).
+    pub kind: String,
+    /// Its passphrase (empty: none).
+    pub passphrase: String,
+    /// The private key file (OpenSSH format).
+    pub path: PathBuf,
+}
+
+/// How to start an [`Sshd`].
+#[derive(Debug, Clone, Default)]
+pub struct SshdOptions {
+    /// Log in as a fresh system user with a password (see [`TestUser`]) instead of the
+    /// current user, and accept password and keyboard-interactive authentication.
+    pub test_user: bool,
+    /// More client keys to generate and accept: (`ssh-keygen -t` type, passphrase).
+    pub extra_keys: Vec<(String, String)>,
+    /// Lines put in `sshd_config` before its own (so they win: `MaxStartups 300`).
+    pub config: Vec<String>,
 }
 
 impl Sshd {
     /// Generates keys and starts `sshd -D` on a free port.
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(&SshdOptions::default())
+    }
+
+    /// Generates keys and starts `sshd -D` on a free port, as `options` say. Its log
+    /// (`LogLevel VERBOSE`) is kept for [`Sshd::log`].
+    pub fn start_with(options: &SshdOptions) -> anyhow::Result<Self> {
         let sshd = require_program("sshd", "openssh-server", &["/usr/sbin"])?;
-        let keygen = require_program("ssh-keygen", "openssh-client", &[])?;
         let dir = tempfile::Builder::new().prefix("ztproxy-sshd").tempdir()?;
         let host_key = dir.path().join("host_key");
         let client_key = dir.path().join("client_key");
         for key in [&host_key, &client_key] {
-            let status = Command::new(&keygen)
-                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-                .arg(key)
-                .status()?;
-            if !status.success() {
-                bail!("ssh-keygen failed");
-            }
+            keygen("ed25519", "", key)?;
         }
-        let authorized = dir.path().join("authorized_keys");
-        std::fs::copy(client_key.with_extension("pub"), &authorized)?;
+        let mut extra_keys = Vec::new();
+        for (n, (kind, passphrase)) in options.extra_keys.iter().enumerate() {
+            let path = dir.path().join(format!("client_key_{n}_{kind}"));
+            keygen(kind, passphrase, &path)?;
+            extra_keys.push(ClientKey {
+                kind: kind.clone(),
+                passphrase: passphrase.clone(),
+                path,
+            });
+        }
+        let mut authorized = String::new();
+        for key in std::iter::once(&client_key).chain(extra_keys.iter().map(|k| &k.path)) {
+            authorized.push_str(&std::fs::read_to_string(key.with_extension(
+                match key.extension() {
+                    Some(ext) => format!("{}.pub", ext.to_string_lossy()),
+                    None => "pub".to_owned(),
+                },
+            ))?);
+        }
         if is_root() {
             // The privilege-separation directory sshd insists on.
             std::fs::create_dir_all("/run/sshd")?;
         }
-        let user = crate::user_name()?;
+        let (user, test_user, authorized_file) = if options.test_user {
+            let test_user = TestUser::create()?;
+            let ssh_dir = test_user.home.join(".ssh");
+            std::fs::create_dir_all(&ssh_dir)?;
+            std::fs::write(ssh_dir.join("authorized_keys"), &authorized)?;
+            let (uid, gid) = user_ids(&test_user.name)?;
+            chown_recursive(&ssh_dir, uid, gid)?;
+            (
+                test_user.name.clone(),
+                Some(test_user),
+                "%h/.ssh/authorized_keys".to_owned(),
+            )
+        } else {
+            let file = dir.path().join("authorized_keys");
+            std::fs::write(&file, &authorized)?;
+            (crate::user_name()?, None, file.display().to_string())
+        };
+        let password_auth = if options.test_user { "yes" } else { "no" };
         let port = free_port();
         let config = dir.path().join("sshd_config");
-        std::fs::write(
-            &config,
-            format!(
-                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\n\
-                 PidFile {}\nPermitRootLogin prohibit-password\nPasswordAuthentication no\n\
-                 KbdInteractiveAuthentication no\nStrictModes no\nUsePAM no\n\
-                 Subsystem sftp internal-sftp\n",
-                host_key.display(),
-                authorized.display(),
-                dir.path().join("sshd.pid").display()
-            ),
-        )?;
+        // sshd takes the first value it reads for a keyword: the options' lines come first.
+        let mut text: String = options.config.iter().map(|l| format!("{l}\n")).collect();
+        text += &format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {authorized_file}\n\
+             PidFile {}\nPermitRootLogin prohibit-password\nPasswordAuthentication {password_auth}\n\
+             KbdInteractiveAuthentication no\nStrictModes no\nUsePAM no\nLogLevel VERBOSE\n\
+             AcceptEnv LANG LC_* TZ\nSubsystem sftp internal-sftp\n",
+            host_key.display(),
+            dir.path().join("sshd.pid").display()
+        );
+        std::fs::write(&config, text)?;
+        let log = dir.path().join("sshd.log");
         let child = Command::new(sshd)
             .args(["-D", "-e", "-f"])
             .arg(&config)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
             .spawn()
             .context("starting sshd")?;
         let server = Self {
             port,
             user,
+            password: test_user.as_ref().map(|u| u.password.clone()),
             client_key,
+            extra_keys,
+            host_public_key: std::fs::read_to_string(host_key.with_extension("pub"))?
+                .trim()
+                .to_owned(),
+            log,
             child,
+            _user: test_user,
             _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(15);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             if Instant::now() >= deadline {
-                bail!("sshd did not listen on port {port}");
+                bail!(
+                    "sshd did not listen on port {port}: {}",
+                    server.log().lines().last().unwrap_or("(no log)")
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         Ok(server)
+    }
+
+    /// What sshd has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// An `ssh -N -L` command that forwards `local` on 127.0.0.1 to `target` through this
@@ -302,6 +381,128 @@ impl Drop for Sshd {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn keygen(kind: &str, passphrase: &str, path: &std::path::Path) -> anyhow::Result<()> {
+    let keygen = require_program("ssh-keygen", "openssh-client", &[])?;
+    let status = Command::new(keygen)
+        .args([
+            "-q",
+            "-t",
+            kind,
+            "-N",
+            passphrase,
+            "-C",
+            "ztproxy-test",
+            "-f",
+        ])
+        .arg(path)
+        .status()?;
+    if !status.success() {
+        bail!("ssh-keygen -t {kind} failed");
+    }
+    Ok(())
+}
+
+/// A system user made for one test, with a random password and a home directory, removed
+/// (with its home and processes) when dropped. Needs root; the name is unique (`zt` and 12
+/// hex digits), so tests can run in parallel.
+pub struct TestUser {
+    /// The login name.
+    pub name: String,
+    /// The password.
+    pub password: String,
+    /// The home directory.
+    pub home: PathBuf,
+}
+
+impl TestUser {
+    /// Creates the user (`useradd`, `chpasswd`).
+    pub fn create() -> anyhow::Result<Self> {
+        if !is_root() {
+            bail!("a test user can only be made as root (useradd)");
+        }
+        let useradd = require_program("useradd", "passwd", &["/usr/sbin", "/sbin"])?;
+        let chpasswd = require_program("chpasswd", "passwd", &["/usr/sbin", "/sbin"])?;
+        let random: [u8; 16] = rand_bytes();
+        let name = format!("zt{}", hex::encode(&random[..6]));
+        // Letters, digits and punctuation a shell or a keyboard-interactive prompt would
+        // mangle if they were passed carelessly.
+        let password = format!("pw-{}-$!'\\\"", hex::encode(&random[6..]));
+        let home = PathBuf::from("/home").join(&name);
+        // useradd waits for the passwd lock that parallel tests take in turn; retry when it
+        // gives up.
+        let mut tries = 0;
+        loop {
+            let output = Command::new(&useradd)
+                .args(["--create-home", "--shell", "/bin/bash", "--home-dir"])
+                .arg(&home)
+                .arg(&name)
+                .output()?;
+            if output.status.success() {
+                break;
+            }
+            tries += 1;
+            if tries >= 20 {
+                bail!(
+                    "useradd {name} failed: {}",
+                    String::from_utf8_lossy(&output.stderr).trim()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100 * tries));
+        }
+        let user = Self {
+            name,
+            password,
+            home,
+        };
+        let mut child = Command::new(chpasswd)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        {
+            use std::io::Write as _;
+            let mut stdin = child.stdin.take().context("chpasswd's stdin")?;
+            writeln!(stdin, "{}:{}", user.name, user.password)?;
+        }
+        let output = child.wait_with_output()?;
+        if !output.status.success() {
+            bail!(
+                "chpasswd failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(user)
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-u", &self.name])
+            .status();
+        for _ in 0..20 {
+            match Command::new("userdel")
+                .args(["--force", "--remove", &self.name])
+                .stderr(Stdio::null())
+                .status()
+            {
+                Ok(status) if status.success() => return,
+                _ => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+}
+
+/// Random bytes from the kernel.
+fn rand_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0; N];
+    if let Ok(mut file) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read as _;
+        let _ = file.read_exact(&mut bytes);
+    }
+    bytes
 }
 
 /// A TCP echo server; each connection echoes until EOF, then half-closes.
