@@ -71,9 +71,25 @@ pub struct Config {
     /// Where and how recordings are written.
     #[serde(default)]
     pub recordings: Option<RecordingsConfig>,
+    /// Native SSH connections.
+    #[serde(default)]
+    pub ssh: SshConfig,
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+}
+
+/// `[ssh]`: native SSH connections (sessions with `"protocol": "ssh"` and no route, or
+/// `"route": "native"`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshConfig {
+    /// Log in to a target whose session has no `host-key` pin, and report the key's
+    /// fingerprint in the `ssh_connected` audit event so the gateway can pin it. Off by
+    /// default: such a target is refused before any credential is sent, since nothing
+    /// proves it is not a machine in the middle.
+    #[serde(default)]
+    pub danger_accept_unpinned_host_keys: bool,
 }
 
 /// `[guacd]`: the guacd that RDP (and, on request, VNC, SSH, Telnet) connections go through.
@@ -504,6 +520,8 @@ pub struct Settings {
     pub guacd: Option<GuacdSettings>,
     /// Recordings, when configured.
     pub recordings: Option<std::sync::Arc<RecordingsSettings>>,
+    /// Native SSH connections.
+    pub ssh: SshConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -642,6 +660,7 @@ impl Config {
             tunnel: self.tunnel,
             guacd,
             recordings,
+            ssh: self.ssh,
             log: self.log,
         })
     }

@@ -22,6 +22,9 @@ pub struct ConnectionEnd {
     /// The client already heard why (the backend's own `error` or `disconnect` was
     /// relayed), or its channel is gone.
     pub told_client: bool,
+    /// What the client is told in words, when the backend said (a native backend's "SSH
+    /// authentication failed"); the farewell's default otherwise.
+    pub message: Option<String>,
 }
 
 impl ConnectionEnd {
@@ -38,6 +41,7 @@ impl ConnectionEnd {
             metric: None,
             status: None,
             told_client: false,
+            message: None,
         }
     }
 
@@ -52,6 +56,13 @@ impl ConnectionEnd {
     #[must_use]
     pub fn counted(mut self, metric: &'static str) -> Self {
         self.metric = Some(metric);
+        self
+    }
+
+    /// Tells the client `message` (secret-free words) instead of the farewell's default.
+    #[must_use]
+    pub fn with_message(mut self, message: Option<String>) -> Self {
+        self.message = message;
         self
     }
 
@@ -75,7 +86,9 @@ pub fn farewell(end: &ConnectionEnd) -> Bytes {
         (EndReason::ClientClosed | EndReason::TargetClosed, _) => ("Disconnected", Status::SUCCESS),
         (_, Some(Origin::Client)) => ("Protocol error", Status::CLIENT_BAD_REQUEST),
         (_, Some(Origin::Target)) => (
-            "Remote desktop server error",
+            end.message
+                .as_deref()
+                .unwrap_or("Remote desktop server error"),
             end.status.unwrap_or(Status::UPSTREAM_ERROR),
         ),
         _ => ("Internal error", Status::SERVER_ERROR),

@@ -174,6 +174,57 @@ pub enum AuditEvent {
         /// When, in milliseconds since the recording started.
         at_ms: u64,
     },
+    /// A native SSH connection logged in to its target.
+    SshConnected {
+        /// Session id.
+        session: String,
+        /// The target's host key, `SHA256:…` as `ssh-keygen -l` prints it.
+        host_key_fingerprint: String,
+        /// Its algorithm (`ssh-ed25519`).
+        host_key_algorithm: String,
+        /// Whether the key was the session's pinned `host-key` (otherwise the proxy's policy
+        /// accepted an unpinned key: pin this fingerprint).
+        host_key_pinned: bool,
+        /// The method that authenticated: `publickey`, `password` or `keyboard-interactive`.
+        auth_method: String,
+    },
+    /// A native SSH connection refused its target's host key, before authenticating: nothing
+    /// of the session's credentials was sent.
+    SshHostKeyRefused {
+        /// Session id.
+        session: String,
+        /// `mismatch` (not the pinned key) or `unpinned` (no pin, and the policy refuses).
+        reason: String,
+        /// The presented key's fingerprint.
+        host_key_fingerprint: String,
+        /// Its algorithm.
+        host_key_algorithm: String,
+    },
+    /// A native SSH connection's credentials were refused by the target.
+    SshAuthFailed {
+        /// Session id.
+        session: String,
+        /// The methods tried, in order.
+        methods: Vec<String>,
+    },
+    /// A native SSH connection ended.
+    SshDisconnected {
+        /// Session id.
+        session: String,
+        /// `target_closed` (the shell or command exited), `client_closed`, `stopped`
+        /// (revocation, limits, shutdown) or `error`.
+        reason: String,
+        /// The shell's or command's exit status, when the target sent one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exit_status: Option<u32>,
+        /// What failed, for `error`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+        /// Bytes of terminal output the target sent.
+        bytes_from_target: u64,
+        /// Bytes sent to the target (keys, pastes).
+        bytes_to_target: u64,
+    },
     /// A request or connection was refused for lack of valid credentials.
     AccessDenied {
         /// What was protected: `control_api` or `quic`.
@@ -197,7 +248,11 @@ impl AuditEvent {
             | Self::PolicyRefused { session, .. }
             | Self::RecordingStarted { session, .. }
             | Self::RecordingDegraded { session, .. }
-            | Self::RecordingEnded { session, .. } => Some(session),
+            | Self::RecordingEnded { session, .. }
+            | Self::SshConnected { session, .. }
+            | Self::SshHostKeyRefused { session, .. }
+            | Self::SshAuthFailed { session, .. }
+            | Self::SshDisconnected { session, .. } => Some(session),
             Self::AccessDenied { .. } => None,
         }
     }

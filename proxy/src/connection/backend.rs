@@ -6,8 +6,15 @@
 //! handshake, policy, recording, keep-alive and the farewell. So a new backend — a native
 //! engine such as a terminal renderer, a VNC framebuffer or a Chromium screencast — only
 //! implements [`Backend::open`]: run the engine in a task and return one end of a
-//! [`tokio::io::duplex`] pipe (`tests/tests/connection/template.rs` is the template), or
-//! connect to an external server that speaks Guacamole, as [`GuacdBackend`] does.
+//! [`tokio::io::duplex`] pipe (`tests/tests/connection/template.rs` is the template;
+//! [`crate::connection::ssh`] is the first real one), or connect to an external server that
+//! speaks Guacamole, as [`GuacdBackend`] does.
+//!
+//! A native engine gets an [`OpenContext`]: the session's id and services (the audit log for
+//! its own events, the recordings list), its typescript recording request, and the session's
+//! cancellation, so it can stop its target at once when the session ends. Its task's handle
+//! goes back in [`BackendStream::finished`]: the connection waits for it (bounded) so the
+//! engine's recordings are finalised before the session's end is reported.
 //!
 //! A [`BackendFactory`] decides, when a session is created, whether it can serve it (and
 //! says why not, as an API error naming the field), and makes its backend.
@@ -17,13 +24,16 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::sync::CancellationToken;
 use zt_api::Secret;
-use zt_api::control::{ApiError, ErrorCode, Origin, Route, Target};
+use zt_api::control::{ApiError, EndReason, ErrorCode, Origin, RecordingRequest, Route, Target};
 use zt_api::protocol::{ConnectionParameters, Protocol};
 use zt_guac::Status;
 use zt_guacd::ClientInfo;
 
-use crate::config::{GuacdSettings, Settings};
+use super::Services;
+use super::recording::RecordingSummary;
+use crate::config::{GuacdSettings, RecordingsSettings, Settings};
 use crate::metrics::Metrics;
 
 /// The backend's side of a connection: Guacamole instructions both ways.
@@ -36,6 +46,33 @@ pub struct BackendStream {
     pub leftover: Bytes,
     /// An id for logs (guacd's connection id).
     pub id: String,
+    /// The engine's task, for a native backend: the connection waits for it when it ends
+    /// (after closing the pipe), and reports the recordings it wrote.
+    pub finished: Option<tokio::task::JoinHandle<Vec<RecordingSummary>>>,
+}
+
+/// What a backend is opened with, besides the client's display.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct OpenContext {
+    /// The session's id.
+    pub session: String,
+    /// The vault resource id (bound into recording keys).
+    pub resource_id: String,
+    /// The session's protocol.
+    pub protocol: String,
+    /// Audit, metrics, counters and the recordings list.
+    pub services: Services,
+    /// The typescript recording the session asked for, when it asked for one.
+    pub typescript: Option<(RecordingRequest, Arc<RecordingsSettings>)>,
+    /// Whether typed input is recorded (`recording-include-keys`).
+    pub record_input: bool,
+    /// Whether a failing recording ends the session.
+    pub fail_closed: bool,
+    /// Cancelled when the session ends: stop the target at once.
+    pub cancel: CancellationToken,
+    /// Ends the whole session for a reason (a recording that fails closed).
+    pub end_session: Arc<dyn Fn(EndReason) + Send + Sync>,
 }
 
 /// Why a backend could not be opened. Secret-free: it reaches the audit log.
@@ -45,6 +82,23 @@ pub struct BackendError {
     pub detail: String,
     /// The Guacamole status the client hears, when the backend gave one.
     pub status: Option<Status>,
+    /// What the client is told in words, when the backend knows better than "server error".
+    pub message: Option<String>,
+    /// The end's reason when the failure is ztproxy's own (a recording that could not
+    /// start), not the target's.
+    pub local: Option<EndReason>,
+}
+
+impl BackendError {
+    /// The target (or the server in front of it) failed.
+    pub fn target(detail: impl Into<String>, status: Option<Status>) -> Self {
+        Self {
+            detail: detail.into(),
+            status,
+            message: None,
+            local: None,
+        }
+    }
 }
 
 /// What a connection's display comes from. See the module docs.
@@ -57,7 +111,16 @@ pub trait Backend: Send {
     fn protocol_metric(&self) -> &'static str;
 
     /// Opens the backend for a client with `display`.
-    async fn open(&mut self, display: &ClientInfo) -> Result<BackendStream, BackendError>;
+    async fn open(
+        &mut self,
+        display: &ClientInfo,
+        context: &OpenContext,
+    ) -> Result<BackendStream, BackendError>;
+
+    /// Whether it writes typescript recordings (a terminal of its own).
+    fn records_typescript(&self) -> bool {
+        false
+    }
 }
 
 /// What a [`BackendFactory`] gets to decide on a session.
@@ -79,10 +142,19 @@ pub trait BackendFactory: Send + Sync {
     fn make(&self, request: &BackendRequest<'_>) -> Result<Box<dyn Backend>, ApiError>;
 }
 
-/// The backend factories a daemon serves, by route.
-#[derive(Clone, Default)]
+/// The backend factories a daemon serves, by route. By default the native route serves the
+/// protocols ztproxy has its own client for ([`NativeFactory`]).
+#[derive(Clone)]
 pub struct Backends {
     native: Option<Arc<dyn BackendFactory>>,
+}
+
+impl Default for Backends {
+    fn default() -> Self {
+        Self {
+            native: Some(Arc::new(NativeFactory)),
+        }
+    }
 }
 
 impl std::fmt::Debug for Backends {
@@ -117,6 +189,22 @@ impl Backends {
                 )
                 .with_field("route")),
             },
+        }
+    }
+}
+
+/// `"route": "native"`: ztproxy's own protocol clients (SSH), by protocol.
+pub struct NativeFactory;
+
+impl BackendFactory for NativeFactory {
+    fn make(&self, request: &BackendRequest<'_>) -> Result<Box<dyn Backend>, ApiError> {
+        match request.parameters.protocol() {
+            Protocol::Ssh => super::ssh::SshFactory.make(request),
+            other => Err(ApiError::new(
+                ErrorCode::Unsupported,
+                format!("{other} has no native client yet; ask for route \"guacd\""),
+            )
+            .with_field("route")),
         }
     }
 }
@@ -161,14 +249,20 @@ impl Backend for GuacdBackend {
         "guacd_protocol"
     }
 
-    async fn open(&mut self, display: &ClientInfo) -> Result<BackendStream, BackendError> {
+    async fn open(
+        &mut self,
+        display: &ClientInfo,
+        _context: &OpenContext,
+    ) -> Result<BackendStream, BackendError> {
         let addr = tokio::net::lookup_host(self.guacd.address.as_str())
             .await
             .ok()
             .and_then(|mut addrs| addrs.next())
-            .ok_or_else(|| BackendError {
-                detail: format!("guacd address {} does not resolve", self.guacd.address),
-                status: None,
+            .ok_or_else(|| {
+                BackendError::target(
+                    format!("guacd address {} does not resolve", self.guacd.address),
+                    None,
+                )
             })?;
         let mut parameters = self.parameters.clone();
         parameters.insert("hostname".into(), Secret::new(self.target.host.clone()));
@@ -182,17 +276,14 @@ impl Backend for GuacdBackend {
         )
         .await
         .map_err(|error| match error.status() {
-            Some(status) => BackendError {
-                detail: format!(
+            Some(status) => BackendError::target(
+                format!(
                     "guacd: {error} (status {})",
                     zt_connection::status_text(status)
                 ),
-                status: Some(status),
-            },
-            None => BackendError {
-                detail: format!("guacd: {error}"),
-                status: None,
-            },
+                Some(status),
+            ),
+            None => BackendError::target(format!("guacd: {error}"), None),
         })?;
         let (reader, writer) = guacd.stream.into_split();
         Ok(BackendStream {
@@ -200,6 +291,7 @@ impl Backend for GuacdBackend {
             writer: Box::new(writer),
             leftover: guacd.leftover.freeze(),
             id: guacd.connection_id,
+            finished: None,
         })
     }
 }

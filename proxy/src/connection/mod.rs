@@ -27,6 +27,7 @@
 
 pub mod backend;
 pub mod recording;
+pub mod ssh;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -58,6 +59,9 @@ const WRITE_QUEUE: usize = 16;
 const FAREWELL_GRACE: Duration = Duration::from_millis(500);
 /// How long the writers get to finish after that.
 const WRITER_GRACE: Duration = Duration::from_secs(2);
+/// How long a native engine gets, once its pipe is closed, to leave its target and finalise
+/// its recordings.
+const ENGINE_GRACE: Duration = Duration::from_secs(3);
 
 /// The session's services a connection reports to.
 #[derive(Clone)]
@@ -86,6 +90,8 @@ pub struct ConnectionContext {
     pub services: Services,
     /// Cancelled when the session ends.
     pub cancel: CancellationToken,
+    /// Ends the whole session for a reason (given to native backends).
+    pub end_session: Arc<dyn Fn(EndReason) + Send + Sync>,
 }
 
 /// How a connection ended.
@@ -97,8 +103,8 @@ pub struct ConnectionEnd {
     pub origin: Option<Origin>,
     /// A secret-free detail (a Guacamole status, a violation).
     pub detail: Option<String>,
-    /// The recording, when there was one.
-    pub recording: Option<recording::RecordingSummary>,
+    /// The recordings: the graphical one, and the backend's typescript.
+    pub recordings: Vec<recording::RecordingSummary>,
 }
 
 /// Runs one connection until it ends. `end_reason` tells, when the session is cancelled from
@@ -140,12 +146,13 @@ struct Driver {
     backend: Option<BackendLink>,
 }
 
-/// An open backend: its reading half, and the queue to its writer task.
+/// An open backend: its reading half, the queue to its writer task, and its engine's task.
 struct BackendLink {
     reader: Box<dyn AsyncRead + Send + Unpin>,
     closed: bool,
     to_backend: mpsc::Sender<Bytes>,
     writer: tokio::task::JoinHandle<()>,
+    finished: Option<tokio::task::JoinHandle<Vec<recording::RecordingSummary>>>,
 }
 
 /// What woke the driver.
@@ -266,9 +273,10 @@ impl Driver {
         if let Err(end) = self.start_recording(&display).await {
             return self.core.abort(end);
         }
+        let context = self.open_context();
         let opened = tokio::select! {
             () = self.ctx.cancel.cancelled() => return self.core.close(end_reason()),
-            opened = backend.open(&display) => opened,
+            opened = backend.open(&display, &context) => opened,
         };
         match opened {
             Ok(stream) => {
@@ -278,11 +286,33 @@ impl Driver {
             }
             Err(error) => {
                 backend::count_open_failure(&self.ctx.services.metrics, backend.name());
-                self.core.abort(zt_connection::ConnectionEnd::backend_error(
-                    error.detail,
-                    error.status,
-                ));
+                self.core.abort(match error.local {
+                    Some(reason) => {
+                        zt_connection::ConnectionEnd::new(reason, Some(Origin::Local), error.detail)
+                    }
+                    None => zt_connection::ConnectionEnd::backend_error(error.detail, error.status)
+                        .with_message(error.message),
+                });
             }
+        }
+    }
+
+    /// What a backend is opened with.
+    fn open_context(&self) -> backend::OpenContext {
+        let ctx = &self.ctx;
+        backend::OpenContext {
+            session: ctx.settings.session.clone(),
+            resource_id: ctx.resource_id.clone(),
+            protocol: ctx.protocol.clone(),
+            services: ctx.services.clone(),
+            typescript: ctx
+                .recording
+                .clone()
+                .filter(|(request, _)| request.typescript),
+            record_input: ctx.settings.policy.record_input,
+            fail_closed: self.fail_closed,
+            cancel: ctx.cancel.clone(),
+            end_session: ctx.end_session.clone(),
         }
     }
 
@@ -291,6 +321,7 @@ impl Driver {
             reader,
             mut writer,
             leftover,
+            finished,
             ..
         } = stream;
         let (to_backend, mut queue) = mpsc::channel::<Bytes>(WRITE_QUEUE);
@@ -310,6 +341,7 @@ impl Driver {
             closed: false,
             to_backend,
             writer,
+            finished,
         });
     }
 
@@ -317,7 +349,7 @@ impl Driver {
         &mut self,
         display: &ClientInfo,
     ) -> Result<(), zt_connection::ConnectionEnd> {
-        let Some((request, settings)) = self.ctx.recording.take() else {
+        let Some((request, settings)) = self.ctx.recording.clone() else {
             return Ok(());
         };
         self.fail_closed = request.fail_closed.unwrap_or(settings.fail_closed);
@@ -475,21 +507,29 @@ impl Driver {
         })
         .await;
         drop(to_client);
+        let mut recordings = Vec::new();
         if let Some(link) = self.backend {
             drop(link.to_backend);
+            drop(link.reader);
             let _ = tokio::time::timeout(WRITER_GRACE, link.writer).await;
+            if let Some(engine) = link.finished {
+                match tokio::time::timeout(ENGINE_GRACE, engine).await {
+                    Ok(Ok(written)) => recordings.extend(written),
+                    _ => tracing::warn!("the backend's engine did not finish in time"),
+                }
+            }
         }
         if let Ok(Ok(mut writer)) = tokio::time::timeout(WRITER_GRACE, client_writer).await {
             writer.close().await;
+        }
+        if let Some(recording) = self.recording {
+            recordings.insert(0, recording.finish().await);
         }
         ConnectionEnd {
             reason: end.reason,
             origin: end.origin,
             detail: end.detail,
-            recording: match self.recording {
-                Some(recording) => Some(recording.finish().await),
-                None => None,
-            },
+            recordings,
         }
     }
 }

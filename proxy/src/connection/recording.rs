@@ -136,50 +136,16 @@ impl GraphicalRecording {
     /// Creates the recording file (blocking work runs on a blocking thread); `audit` hears
     /// when its display model degrades.
     pub async fn start(plan: RecordingPlan<'_>, audit: Arc<AuditLog>) -> Result<Self, StartError> {
-        let RecordingPlan {
-            settings,
-            request,
-            session,
-            resource_id,
-            protocol,
-            size,
-            include_input,
-        } = plan;
-        let mut config =
-            WriterConfig::new(RecordingKind::Graphical, session, resource_id, protocol);
-        if let Some(secret) = &request.resource_secret {
-            let secret = ResourceSecret::from_base64(secret.expose_secret())
-                .map_err(|e| StartError::Keys(e.to_string()))?;
-            config.resource_secret = Some(Arc::new(secret));
-        }
-        config.recipients = settings.recipients.clone();
-        for text in &request.recipients {
-            config.recipients.push(
-                zt_recorder::RecipientPublicKey::from_text(text)
-                    .map_err(|e| StartError::Keys(e.to_string()))?,
-            );
-        }
-        config.identity = settings.identity.clone();
-        config.include_input = include_input;
-        config.size = Size {
-            width: u16::try_from(size.0).unwrap_or(u16::MAX),
-            height: u16::try_from(size.1).unwrap_or(u16::MAX),
-        };
+        let mut config = writer_config(&plan, RecordingKind::Graphical)?;
         let failure = Arc::new(Mutex::new(None));
         let slot = Arc::clone(&failure);
         config.on_failure = Some(Box::new(move |f: &WriterFailure| {
             *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(f.clone());
         }));
+        let session = plan.session;
+        let include_input = plan.include_input;
         let file_name = format!("{session}.graphical.ztrec");
-        let path: PathBuf = settings.directory.join(&file_name);
-        let directory = settings.directory.clone();
-        let writer = tokio::task::spawn_blocking(move || {
-            create_private_dir(&directory)?;
-            RecordingWriter::create(&path, config).map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(|e| StartError::Create(e.to_string()))?
-        .map_err(StartError::Create)?;
+        let writer = create_writer(plan.settings, &file_name, config).await?;
         let (jobs, rx) = mpsc::channel(JOB_QUEUE);
         let worker = Worker {
             writer,
@@ -274,30 +240,11 @@ impl GraphicalRecording {
                 dropped_events: 0,
             };
         };
-        let outcome = tokio::task::spawn_blocking(move || {
-            let worker = worker
-                .join()
-                .map_err(|_| "recording worker panicked".to_owned())?;
-            let dropped = worker.dropped;
-            let result = worker
-                .writer
-                .finish()
-                .map(|stats| stats.events)
-                .map_err(|e| e.to_string());
-            Ok::<_, String>((result, dropped))
-        })
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|r| r);
-        match outcome {
-            Ok((result, dropped_events)) => RecordingSummary {
+        match tokio::task::spawn_blocking(move || worker.join()).await {
+            Ok(Ok(worker)) => finish_writer(file_name, worker.writer, worker.dropped).await,
+            _ => RecordingSummary {
                 file_name,
-                result,
-                dropped_events,
-            },
-            Err(error) => RecordingSummary {
-                file_name,
-                result: Err(error),
+                result: Err("recording worker panicked".to_owned()),
                 dropped_events: 0,
             },
         }
@@ -391,6 +338,149 @@ impl Worker {
                 }
             }
         }
+    }
+}
+
+/// A typescript recording of a native terminal connection: what the target printed (and,
+/// with `recording-include-keys`, what was typed) and the terminal's resizes, with timing, as
+/// the recorder's typescript writer stores it.
+///
+/// Appends never wait: the writer's queue (8 MiB) absorbs bursts, and what it cannot take is
+/// recorded as a gap, so a stalled disk never stalls the session. A failing writer calls the
+/// `on_failure` given to [`TypescriptRecording::start`] once.
+pub struct TypescriptRecording {
+    writer: RecordingWriter,
+    file_name: String,
+    include_input: bool,
+    dropped: u64,
+}
+
+impl TypescriptRecording {
+    /// Creates the recording file; `plan.size` is the terminal's columns and rows.
+    pub async fn start(
+        plan: RecordingPlan<'_>,
+        on_failure: impl Fn(&WriterFailure) + Send + 'static,
+    ) -> Result<Self, StartError> {
+        let mut config = writer_config(&plan, RecordingKind::Typescript)?;
+        config.on_failure = Some(Box::new(on_failure));
+        let file_name = format!("{}.typescript.ztrec", plan.session);
+        let writer = create_writer(plan.settings, &file_name, config).await?;
+        Ok(Self {
+            writer,
+            file_name,
+            include_input: plan.include_input,
+            dropped: 0,
+        })
+    }
+
+    /// The recording's file name.
+    pub fn file_name(&self) -> &str {
+        &self.file_name
+    }
+
+    /// Bytes the target printed.
+    pub fn output(&mut self, bytes: &[u8]) {
+        self.append(Event::Output(bytes.to_vec()));
+    }
+
+    /// Bytes typed into the terminal (kept only with `recording-include-keys`).
+    pub fn input(&mut self, bytes: &[u8]) {
+        if self.include_input {
+            self.append(Event::Input(bytes.to_vec()));
+        }
+    }
+
+    /// The terminal's new size in cells.
+    pub fn resize(&mut self, cols: u16, rows: u16) {
+        self.append(Event::Resize(Size {
+            width: cols,
+            height: rows,
+        }));
+    }
+
+    fn append(&mut self, event: Event) {
+        if let Err(AppendError::QueueFull) = self.writer.append(event) {
+            self.dropped += 1;
+        }
+    }
+
+    /// Finalises the recording (blocking work runs on a blocking thread).
+    pub async fn finish(self) -> RecordingSummary {
+        finish_writer(self.file_name, self.writer, self.dropped).await
+    }
+}
+
+/// The writer's configuration for a recording of `kind` as `plan` describes it.
+fn writer_config(
+    plan: &RecordingPlan<'_>,
+    kind: RecordingKind,
+) -> Result<WriterConfig, StartError> {
+    let RecordingPlan {
+        settings,
+        request,
+        session,
+        resource_id,
+        protocol,
+        size,
+        include_input,
+    } = *plan;
+    let mut config = WriterConfig::new(kind, session, resource_id, protocol);
+    if let Some(secret) = &request.resource_secret {
+        let secret = ResourceSecret::from_base64(secret.expose_secret())
+            .map_err(|e| StartError::Keys(e.to_string()))?;
+        config.resource_secret = Some(Arc::new(secret));
+    }
+    config.recipients = settings.recipients.clone();
+    for text in &request.recipients {
+        config.recipients.push(
+            zt_recorder::RecipientPublicKey::from_text(text)
+                .map_err(|e| StartError::Keys(e.to_string()))?,
+        );
+    }
+    config.identity = settings.identity.clone();
+    config.include_input = include_input;
+    config.size = Size {
+        width: u16::try_from(size.0).unwrap_or(u16::MAX),
+        height: u16::try_from(size.1).unwrap_or(u16::MAX),
+    };
+    Ok(config)
+}
+
+/// Creates `file_name` in the recordings' directory (on a blocking thread).
+async fn create_writer(
+    settings: &RecordingsSettings,
+    file_name: &str,
+    config: WriterConfig,
+) -> Result<RecordingWriter, StartError> {
+    let path: PathBuf = settings.directory.join(file_name);
+    let directory = settings.directory.clone();
+    tokio::task::spawn_blocking(move || {
+        create_private_dir(&directory)?;
+        RecordingWriter::create(&path, config).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| StartError::Create(e.to_string()))?
+    .map_err(StartError::Create)
+}
+
+/// Finalises `writer` (on a blocking thread).
+async fn finish_writer(
+    file_name: String,
+    writer: RecordingWriter,
+    dropped: u64,
+) -> RecordingSummary {
+    let result = tokio::task::spawn_blocking(move || {
+        writer
+            .finish()
+            .map(|stats| stats.events)
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
+    RecordingSummary {
+        file_name,
+        result,
+        dropped_events: dropped,
     }
 }
 

@@ -249,7 +249,7 @@ fn connection_setup(shared: &Shared, spec: &SessionSpec) -> Result<ConnectionSet
     }
     let recording = match &spec.recording {
         Some(request) if request.graphical || request.typescript => {
-            if request.typescript {
+            if request.typescript && !backend.records_typescript() {
                 return Err(ApiError::new(
                     ErrorCode::Unsupported,
                     "typescript recordings need a native terminal connection; guacd connections \

@@ -462,6 +462,10 @@ fn start_connection(
             recordings: handle.recordings.clone(),
         },
         cancel: relay_cancel.clone(),
+        end_session: {
+            let handle = handle.clone();
+            Arc::new(move |reason| handle.end(reason))
+        },
     };
     let backend = setup.backend;
     let shared = shared.clone();
@@ -478,7 +482,7 @@ fn start_connection(
                 reason_of.reason()
             })
             .await;
-            if let Some(summary) = &end.recording {
+            for summary in &end.recordings {
                 let (status, error, events) = match &summary.result {
                     Ok(events) => ("finalised", None, *events),
                     Err(error) => ("failed", Some(error.clone()), 0),

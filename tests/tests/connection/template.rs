@@ -25,7 +25,7 @@ use zt_guacd::ClientInfo;
 use zt_proxy::client::api::{ApiAddress, ApiClient};
 use zt_proxy::client::session::ClientSession;
 use zt_proxy::connection::backend::{
-    Backend, BackendError, BackendFactory, BackendRequest, BackendStream, Backends,
+    Backend, BackendError, BackendFactory, BackendRequest, BackendStream, Backends, OpenContext,
 };
 use zt_proxy::server::{ServeOptions, serve_with};
 use zt_tests::guac_client::{GuacClient, Handshake};
@@ -71,7 +71,11 @@ impl Backend for EchoBackend {
         "echo_protocol"
     }
 
-    async fn open(&mut self, display: &ClientInfo) -> Result<BackendStream, BackendError> {
+    async fn open(
+        &mut self,
+        display: &ClientInfo,
+        _context: &OpenContext,
+    ) -> Result<BackendStream, BackendError> {
         let (ours, engine) = tokio::io::duplex(64 * 1024);
         tokio::spawn(run_engine(engine, display.width, display.height));
         let (reader, writer) = tokio::io::split(ours);
@@ -80,6 +84,7 @@ impl Backend for EchoBackend {
             writer: Box::new(writer),
             leftover: bytes::Bytes::new(),
             id: "echo-1".into(),
+            finished: None,
         })
     }
 }

@@ -1,0 +1,343 @@
+//! The native SSH backend: ztproxy logs in to the target itself ([`zt_ssh`]) and draws the
+//! terminal ([`zt_terminal`]) into the connection's pipe, so an SSH session needs no guacd.
+//!
+//! [`SshFactory`] reads the session's parameters (guacd 1.6's names) when the session is
+//! created, so a malformed one is a 400 naming it. [`SshBackend::open`] then, once the
+//! client's display is known:
+//!
+//! 1. sizes a terminal for the display, and logs in with a pty of that size (the host key is
+//!    decided before anything else: a mismatch, or an unpinned key under the default policy,
+//!    ends the session with `ssh_host_key_refused` and no credential sent; a refused login
+//!    ends it with `ssh_auth_failed`);
+//! 2. reports `ssh_connected` (fingerprint, whether it was pinned, the method);
+//! 3. starts the typescript recording the session asked for;
+//! 4. runs [`zt_ssh::run`] in a task at the far end of a pipe, until the target closes, the
+//!    client leaves or the session ends (revocation cancels it at once, and it disconnects
+//!    from the target); then reports `ssh_disconnected` with the byte counts and finalises
+//!    the typescript.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tracing::Instrument;
+use zt_api::audit::AuditEvent;
+use zt_api::control::{ApiError, EndReason, RecordingRequest, Target};
+use zt_guacd::ClientInfo;
+use zt_ssh::{EndedBy, SshSettings, UnpinnedPolicy};
+use zt_terminal::Terminal;
+
+use super::backend::{
+    Backend, BackendError, BackendFactory, BackendRequest, BackendStream, OpenContext,
+};
+use super::recording::{RecordingPlan, RecordingSummary, TypescriptRecording};
+use crate::audit::AuditLog;
+use crate::config::RecordingsSettings;
+
+/// Bytes the pipe between the connection and the engine holds each way.
+const PIPE: usize = 64 * 1024;
+
+/// Makes [`SshBackend`]s.
+pub struct SshFactory;
+
+impl BackendFactory for SshFactory {
+    fn make(&self, request: &BackendRequest<'_>) -> Result<Box<dyn Backend>, ApiError> {
+        let values = request.parameters.values();
+        let settings = SshSettings::from_parameters(|name| {
+            values.get(name).map(|v| v.expose_secret().as_str())
+        })
+        .map_err(|e| ApiError::invalid_field(format!("parameters.{}", e.name), e.reason))?;
+        let unpinned = if request.settings.ssh.danger_accept_unpinned_host_keys {
+            UnpinnedPolicy::Accept
+        } else {
+            UnpinnedPolicy::Refuse
+        };
+        Ok(Box::new(SshBackend {
+            settings,
+            target: request.target.clone(),
+            unpinned,
+        }))
+    }
+}
+
+/// One session's SSH connection. Holds the session's credentials until it opens.
+pub struct SshBackend {
+    settings: SshSettings,
+    target: Target,
+    unpinned: UnpinnedPolicy,
+}
+
+#[async_trait::async_trait]
+impl Backend for SshBackend {
+    fn name(&self) -> &'static str {
+        "ssh"
+    }
+
+    fn protocol_metric(&self) -> &'static str {
+        "ssh_protocol"
+    }
+
+    fn records_typescript(&self) -> bool {
+        true
+    }
+
+    async fn open(
+        &mut self,
+        display: &ClientInfo,
+        context: &OpenContext,
+    ) -> Result<BackendStream, BackendError> {
+        let terminal = Terminal::new(
+            self.settings.terminal.clone(),
+            display.width,
+            display.height,
+            display.dpi,
+            Instant::now(),
+        );
+        let geometry = terminal.geometry();
+        let mut options = zt_ssh::LoginOptions::new(
+            self.unpinned,
+            geometry.cols,
+            geometry.rows,
+            geometry.width,
+            geometry.height,
+        );
+        options.client_timezone.clone_from(&display.timezone);
+        let audit = &context.services.audit;
+        let session = context.session.clone();
+        let connection = match zt_ssh::login(
+            &self.target.host,
+            self.target.port,
+            &self.settings,
+            &options,
+        )
+        .await
+        {
+            Ok(connection) => connection,
+            Err(error) => {
+                audit_refusal(audit, &session, &error);
+                return Err(BackendError {
+                    detail: error.to_string(),
+                    status: Some(error.status()),
+                    message: Some(error.client_message().to_owned()),
+                    local: None,
+                });
+            }
+        };
+        let info = &connection.info;
+        tracing::info!(
+            fingerprint = %info.fingerprint,
+            pinned = info.pinned,
+            method = info.method.as_str(),
+            "logged in to the ssh target"
+        );
+        audit.emit(AuditEvent::SshConnected {
+            session: session.clone(),
+            host_key_fingerprint: info.fingerprint.clone(),
+            host_key_algorithm: info.algorithm.clone(),
+            host_key_pinned: info.pinned,
+            auth_method: info.method.as_str().to_owned(),
+        });
+        let typescript = match &context.typescript {
+            Some((request, settings)) => {
+                start_typescript(context, request, settings, geometry.cols, geometry.rows).await?
+            }
+            None => None,
+        };
+        let observer = SessionObserver {
+            typescript,
+            audit: audit.clone(),
+            session: session.clone(),
+        };
+        let (ours, engine) = tokio::io::duplex(PIPE);
+        let id = format!("ssh {}", info.fingerprint);
+        let finished = tokio::spawn(
+            drive(
+                connection,
+                terminal,
+                engine,
+                observer,
+                context.cancel.clone(),
+            )
+            .instrument(tracing::Span::current()),
+        );
+        let (reader, writer) = tokio::io::split(ours);
+        Ok(BackendStream {
+            reader: Box::new(reader),
+            writer: Box::new(writer),
+            leftover: bytes::Bytes::new(),
+            id,
+            finished: Some(finished),
+        })
+    }
+}
+
+/// The engine's task: the session until it ends, then its audit event and recording.
+async fn drive(
+    connection: zt_ssh::SshConnection,
+    terminal: Terminal,
+    pipe: tokio::io::DuplexStream,
+    mut observer: SessionObserver,
+    stop: tokio_util::sync::CancellationToken,
+) -> Vec<RecordingSummary> {
+    let end = zt_ssh::run(connection, terminal, pipe, &mut observer, stop).await;
+    let (reason, detail) = match &end.ended_by {
+        EndedBy::Target => ("target_closed", None),
+        EndedBy::Client => ("client_closed", None),
+        EndedBy::Stopped => ("stopped", None),
+        EndedBy::Failed(error) => ("error", Some(error.to_string())),
+        _ => ("error", None),
+    };
+    tracing::info!(
+        reason,
+        exit_status = end.exit_status,
+        bytes_from_target = end.bytes_from_target,
+        bytes_to_target = end.bytes_to_target,
+        "ssh connection ended"
+    );
+    observer.audit.emit(AuditEvent::SshDisconnected {
+        session: observer.session.clone(),
+        reason: reason.to_owned(),
+        exit_status: end.exit_status,
+        detail,
+        bytes_from_target: end.bytes_from_target,
+        bytes_to_target: end.bytes_to_target,
+    });
+    match observer.typescript.take() {
+        Some(typescript) => vec![typescript.finish().await],
+        None => Vec::new(),
+    }
+}
+
+/// Starts the session's typescript; `None` when it cannot start and the policy lets the
+/// session go on without it.
+async fn start_typescript(
+    context: &OpenContext,
+    request: &RecordingRequest,
+    settings: &Arc<RecordingsSettings>,
+    cols: u16,
+    rows: u16,
+) -> Result<Option<TypescriptRecording>, BackendError> {
+    let plan = RecordingPlan {
+        settings,
+        request,
+        session: &context.session,
+        resource_id: &context.resource_id,
+        protocol: &context.protocol,
+        size: (u32::from(cols), u32::from(rows)),
+        include_input: context.record_input,
+    };
+    let fail_closed = context.fail_closed;
+    let end_session = context.end_session.clone();
+    let started = TypescriptRecording::start(plan, move |failure| {
+        tracing::warn!(%failure, "typescript recording failed");
+        if fail_closed {
+            end_session(EndReason::RecordingFailed);
+        }
+    })
+    .await;
+    let services = &context.services;
+    match started {
+        Ok(typescript) => {
+            let file_name = typescript.file_name().to_owned();
+            services
+                .recordings
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(file_name.clone());
+            services.audit.emit(AuditEvent::RecordingStarted {
+                session: context.session.clone(),
+                recording: file_name,
+                kind: "typescript".into(),
+            });
+            Ok(Some(typescript))
+        }
+        Err(error) => {
+            tracing::warn!(%error, "typescript recording could not start");
+            services
+                .metrics
+                .error(zt_api::control::Origin::Local, "recording");
+            if fail_closed {
+                Err(BackendError {
+                    detail: "typescript recording could not start".to_owned(),
+                    status: None,
+                    message: None,
+                    local: Some(EndReason::RecordingFailed),
+                })
+            } else {
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// Audits why a login was refused, when it is a security decision.
+fn audit_refusal(audit: &AuditLog, session: &str, error: &zt_ssh::Error) {
+    let event = match error {
+        zt_ssh::Error::HostKeyMismatch {
+            presented,
+            algorithm,
+        }
+        | zt_ssh::Error::HostKeyUnpinned {
+            presented,
+            algorithm,
+        } => AuditEvent::SshHostKeyRefused {
+            session: session.to_owned(),
+            reason: if matches!(error, zt_ssh::Error::HostKeyMismatch { .. }) {
+                "mismatch"
+            } else {
+                "unpinned"
+            }
+            .to_owned(),
+            host_key_fingerprint: presented.clone(),
+            host_key_algorithm: algorithm.clone(),
+        },
+        zt_ssh::Error::AuthenticationFailed { tried } => AuditEvent::SshAuthFailed {
+            session: session.to_owned(),
+            methods: tried.iter().map(|m| (*m).to_owned()).collect(),
+        },
+        _ => return,
+    };
+    tracing::warn!(%error, "ssh login refused");
+    audit.emit(event);
+}
+
+/// What the running session reports to: the typescript, and the audit log for refused
+/// copies and pastes (allowed ones cross the connection's filter, which audits them).
+struct SessionObserver {
+    typescript: Option<TypescriptRecording>,
+    audit: Arc<AuditLog>,
+    session: String,
+}
+
+impl zt_ssh::Observer for SessionObserver {
+    fn output(&mut self, bytes: &[u8]) {
+        if let Some(typescript) = &mut self.typescript {
+            typescript.output(bytes);
+        }
+    }
+
+    fn input(&mut self, bytes: &[u8]) {
+        if let Some(typescript) = &mut self.typescript {
+            typescript.input(bytes);
+        }
+    }
+
+    fn resize(&mut self, cols: u16, rows: u16) {
+        if let Some(typescript) = &mut self.typescript {
+            typescript.resize(cols, rows);
+        }
+    }
+
+    fn terminal(&mut self, event: &zt_terminal::Event) {
+        let (direction, action) = match event {
+            zt_terminal::Event::CopyRefused => ("to_client", "copy"),
+            zt_terminal::Event::PasteRefused => ("to_target", "paste"),
+            _ => return,
+        };
+        self.audit.emit(AuditEvent::PolicyRefused {
+            session: self.session.clone(),
+            direction: direction.to_owned(),
+            action: action.to_owned(),
+            name: None,
+        });
+    }
+}
