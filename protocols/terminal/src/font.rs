@@ -194,7 +194,8 @@ impl Rasteriser {
             } else {
                 &fonts.regular
             };
-            let (metrics, alpha) = font.rasterize(ch, px);
+            let (metrics, mut alpha) = font.rasterize(ch, px);
+            quantise(&mut alpha);
             Coverage {
                 x: metrics.xmin,
                 y: baseline - (metrics.height as i32 + metrics.ymin),
@@ -240,6 +241,16 @@ impl Rasteriser {
                 );
             }
         }
+    }
+}
+
+/// Rounds coverage to 16 levels: a glyph in one pair of colours then has at most 16 colours,
+/// so the renderer sends it as a 4-bit indexed PNG (half the bytes of its 256-level form;
+/// the eye does not tell 16 levels of anti-aliasing from 256 at terminal sizes).
+fn quantise(alpha: &mut [u8]) {
+    for a in alpha {
+        // (255 + 8) / 17 * 17 = 255: no overflow.
+        *a = u8::try_from((u16::from(*a) + 8) / 17 * 17).unwrap_or(u8::MAX);
     }
 }
 

@@ -835,14 +835,94 @@ fn flush_copy(
 }
 
 /// An RGB image as PNG.
+/// Encodes RGB pixels as a PNG: indexed (1, 2, 4 or 8 bits a pixel) when there are at most
+/// 256 colours, as glyphs in a terminal's few colours always are (libguac does the same), so
+/// a glyph costs about a third of its true-colour encoding; true colour otherwise.
 fn encode_png(rgb: &[u8], width: u32, height: u32) -> Option<Vec<u8>> {
     let mut png = Vec::new();
     let mut encoder = png::Encoder::new(&mut png, width, height);
-    encoder.set_color(png::ColorType::Rgb);
-    encoder.set_depth(png::BitDepth::Eight);
     encoder.set_compression(png::Compression::High);
-    let mut writer = encoder.write_header().ok()?;
-    writer.write_image_data(rgb).ok()?;
+    let indexed = index_colours(rgb, width as usize);
+    let mut writer = match &indexed {
+        Some(indexed) => {
+            encoder.set_color(png::ColorType::Indexed);
+            encoder.set_depth(indexed.depth);
+            encoder.set_palette(indexed.palette.as_slice());
+            // Filters do not help indices (the PNG specification's advice).
+            encoder.set_filter(png::Filter::NoFilter);
+            encoder.write_header().ok()?
+        }
+        None => {
+            encoder.set_color(png::ColorType::Rgb);
+            encoder.set_depth(png::BitDepth::Eight);
+            encoder.write_header().ok()?
+        }
+    };
+    match &indexed {
+        Some(indexed) => writer.write_image_data(&indexed.rows).ok()?,
+        None => writer.write_image_data(rgb).ok()?,
+    }
     writer.finish().ok()?;
     Some(png)
+}
+
+/// An image as palette indices packed into rows.
+struct Indexed {
+    palette: Vec<u8>,
+    depth: png::BitDepth,
+    rows: Vec<u8>,
+}
+
+/// `rgb` (`width` pixels a row) as indices into a palette of its colours, or `None` when it
+/// has more than 256.
+fn index_colours(rgb: &[u8], width: usize) -> Option<Indexed> {
+    let mut palette: Vec<[u8; 3]> = Vec::new();
+    let mut indices = Vec::with_capacity(rgb.len() / 3);
+    let mut last: Option<([u8; 3], u8)> = None;
+    for pixel in rgb.chunks_exact(3) {
+        let colour = [
+            pixel.first().copied()?,
+            pixel.get(1).copied()?,
+            pixel.get(2).copied()?,
+        ];
+        let index = match last {
+            Some((c, i)) if c == colour => i,
+            _ => {
+                let position = match palette.iter().position(|c| *c == colour) {
+                    Some(i) => i,
+                    None => {
+                        palette.push(colour);
+                        palette.len() - 1
+                    }
+                };
+                // More than 256 colours: true colour.
+                u8::try_from(position).ok()?
+            }
+        };
+        last = Some((colour, index));
+        indices.push(index);
+    }
+    let (depth, bits) = match palette.len() {
+        0..=2 => (png::BitDepth::One, 1),
+        3..=4 => (png::BitDepth::Two, 2),
+        5..=16 => (png::BitDepth::Four, 4),
+        _ => (png::BitDepth::Eight, 8),
+    };
+    let per_byte = 8 / bits;
+    let row_bytes = width.div_ceil(per_byte);
+    let mut rows = Vec::with_capacity(row_bytes * (indices.len() / width.max(1)));
+    for row in indices.chunks(width.max(1)) {
+        for group in row.chunks(per_byte) {
+            let mut byte = 0u8;
+            for (n, index) in group.iter().enumerate() {
+                byte |= index << (8 - bits * (n + 1));
+            }
+            rows.push(byte);
+        }
+    }
+    Some(Indexed {
+        palette: palette.concat(),
+        depth,
+        rows,
+    })
 }

@@ -151,6 +151,27 @@ fn an_echoed_character_costs_a_copy_a_cursor_move_and_a_sync() {
 }
 
 #[test]
+fn a_new_glyph_is_a_small_four_bit_indexed_png() {
+    let mut c = Client::new(TerminalSettings::default(), 1024, 768);
+    c.output(b"$ ");
+    let echo = c.output(b"Q");
+    let text = String::from_utf8_lossy(&echo).into_owned();
+    let blob = text
+        .split(';')
+        .find_map(|i| i.split_once("4.blob,").map(|(_, rest)| rest.to_owned()))
+        .expect("the glyph is uploaded");
+    let data = blob.split_once(',').unwrap().1;
+    let data = data.split_once('.').unwrap().1;
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .unwrap();
+    // IHDR: bit depth and colour type (3: indexed).
+    assert_eq!((png[24], png[25]), (4, 3), "{text}");
+    assert!(echo.len() < 450, "{} bytes: {text}", echo.len());
+    assert_eq!(c.screen()[0], "$ Q");
+}
+
+#[test]
 fn scrolling_is_one_copy_and_the_screen_stays_right() {
     let mut c = Client::new(TerminalSettings::default(), 640, 480);
     let rows = c.term.geometry().rows;
