@@ -101,7 +101,7 @@ where
         bytes_from_target: 0,
         bytes_to_target: 0,
     };
-    end.ended_by = loop {
+    end.ended_by = 'session: loop {
         while let Some(event) = terminal.poll_event() {
             match event {
                 Event::Resize {
@@ -112,9 +112,12 @@ where
                 } => {
                     observer.resize(cols, rows);
                     if target_open {
-                        let _ = channel
-                            .window_change(u32::from(cols), u32::from(rows), width, height)
-                            .await;
+                        let change =
+                            channel.window_change(u32::from(cols), u32::from(rows), width, height);
+                        tokio::select! {
+                            _ = change => {}
+                            () = stop.cancelled() => break 'session EndedBy::Stopped,
+                        }
                     }
                 }
                 other => observer.terminal(&other),
@@ -125,7 +128,13 @@ where
         {
             observer.input(&bytes);
             end.bytes_to_target += bytes.len() as u64;
-            if let Err(error) = channel.data_bytes(bytes).await {
+            // A target that stops reading holds this up (its window is shut), never the
+            // session's end.
+            let sent = tokio::select! {
+                sent = channel.data_bytes(bytes) => sent,
+                () = stop.cancelled() => break EndedBy::Stopped,
+            };
+            if let Err(error) = sent {
                 break EndedBy::Failed(Error::protocol(&error));
             }
         }
