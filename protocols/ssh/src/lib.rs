@@ -64,6 +64,8 @@
 pub mod auth;
 mod connect;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hostkey;
 mod session;
 pub mod settings;

@@ -1,0 +1,99 @@
+//! The fuzz target's body (`protocols/fuzz/fuzz_targets/ssh_settings.rs`), here so that it
+//! builds and is tested with the crate: hostile session parameters (every `ssh` name, any
+//! value, host-key pins of any shape) and keyboard-interactive prompts.
+
+#![allow(
+    clippy::panic,
+    reason = "a fuzz target reports a broken invariant by panicking"
+)]
+
+use std::collections::HashMap;
+
+use russh::keys::PublicKey;
+
+use crate::auth;
+use crate::hostkey::HostKeyPin;
+use crate::settings::SshSettings;
+
+/// The names the data picks from: guacd's `ssh` parameters this crate reads, and one it
+/// does not.
+const NAMES: &[&str] = &[
+    "username",
+    "password",
+    "private-key",
+    "passphrase",
+    "host-key",
+    "command",
+    "terminal-type",
+    "locale",
+    "timezone",
+    "server-alive-interval",
+    "timeout",
+    "font-size",
+    "color-scheme",
+    "scrollback",
+    "backspace",
+    "read-only",
+    "disable-copy",
+    "disable-paste",
+    "unknown-name",
+];
+
+/// Parses parameters and a host-key pin made from `data`, and answers prompts made from it:
+/// never a panic; an error names a parameter and never holds its value.
+pub fn settings(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let mut values: HashMap<&str, String> = HashMap::new();
+    for (n, piece) in text.split('\u{1}').enumerate() {
+        let name = NAMES
+            .get(piece.bytes().next().map_or(n, usize::from) % NAMES.len())
+            .copied()
+            .unwrap_or("username");
+        values.insert(name, piece.chars().skip(1).collect());
+    }
+    match SshSettings::from_parameters(|name| values.get(name).map(String::as_str)) {
+        Ok(settings) => {
+            if let Some(pin) = &settings.host_key {
+                let _ = pin.matches(&fixed_key());
+            }
+        }
+        Err(error) => {
+            assert!(NAMES.contains(&error.name), "{error}");
+            if let Some(value) = values.get(error.name)
+                && value.len() > 8
+            {
+                assert!(!error.to_string().contains(value.as_str()), "{error}");
+            }
+        }
+    }
+    if let Ok(pin) = HostKeyPin::parse(&text) {
+        let _ = pin.matches(&fixed_key());
+    }
+    let prompts: Vec<(&str, bool)> = text.split('\n').map(|p| (p, p.len() % 2 == 0)).collect();
+    if let Some(answers) = auth::answer_prompts(prompts.iter().copied(), "user", "pw") {
+        assert_eq!(answers.len(), prompts.len());
+    }
+}
+
+fn fixed_key() -> PublicKey {
+    // A valid ed25519 key (the tests' KEY_A); parsing a constant cannot fail.
+    PublicKey::from_openssh(
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE5NRQoNFwx+UKHFKyLkLT0A1CrB4CwzQkA5qVM7iEEw",
+    )
+    .unwrap_or_else(|_| panic!("the fixed key parses"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_fuzz_body_runs_on_seeds() {
+        for seed in [
+            &b""[..],
+            b"\x00alice\x01\x01hunter2\x01\x04ssh-ed25519 AAAA\x01\x0btimeout-x",
+            b"SHA256:abc\nssh-rsa AAAAB3\n@revoked x",
+            &[0xff; 300],
+        ] {
+            super::settings(seed);
+        }
+    }
+}
