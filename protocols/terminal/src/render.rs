@@ -22,8 +22,10 @@
 //! Every frame ends with `sync`. Pixels are opaque and drawn with OVER (channel mask `0xE`),
 //! as guacd draws: the HTML canvas's SRC would also clear what is outside the drawing.
 
-use std::collections::{HashMap, HashSet};
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher as _, Hash, Hasher};
+use std::ops::Range;
+
+use foldhash::{HashMap, HashSet};
 
 use base64::Engine as _;
 use bytes::BytesMut;
@@ -51,33 +53,38 @@ const OVER: ChannelMask = ChannelMask(0xE);
 /// The cursor's opacity, of 255.
 const CURSOR_ALPHA: u8 = 160;
 
-/// The text of one cell: a character and its combining marks, inline (as vt100 keeps it).
+/// The text of one cell: a character and its combining marks, inline (as vt100 keeps it):
+/// up to 23 bytes of UTF-8, and its length in the last byte (24 bytes in all, so comparing
+/// two is three word compares, not a call to `memcmp`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct CellText {
-    bytes: [u8; 23],
-    len: u8,
+    bytes: [u8; 24],
 }
+
+/// Bytes of text a cell holds.
+const CELL_TEXT_MAX: usize = 23;
 
 impl CellText {
     /// `text`, cut at a character boundary to fit.
     pub fn new(text: &str) -> Self {
         let mut cell = Self::default();
-        let mut len = 0;
-        for c in text.chars() {
-            let n = c.len_utf8();
-            if len + n > cell.bytes.len() {
-                break;
-            }
-            c.encode_utf8(cell.bytes.get_mut(len..len + n).unwrap_or(&mut []));
-            len += n;
+        let mut len = text.len().min(CELL_TEXT_MAX);
+        while !text.is_char_boundary(len) {
+            len -= 1;
         }
-        cell.len = len as u8;
+        if let (Some(to), Some(from)) = (cell.bytes.get_mut(..len), text.as_bytes().get(..len)) {
+            to.copy_from_slice(from);
+        }
+        if let Some(last) = cell.bytes.last_mut() {
+            *last = len as u8;
+        }
         cell
     }
 
     /// The text.
     pub fn as_str(&self) -> &str {
-        let bytes = self.bytes.get(..usize::from(self.len)).unwrap_or_default();
+        let len = usize::from(self.bytes.last().copied().unwrap_or(0));
+        let bytes = self.bytes.get(..len).unwrap_or_default();
         std::str::from_utf8(bytes).unwrap_or_default()
     }
 
@@ -88,7 +95,7 @@ impl CellText {
 }
 
 /// One cell as it should look.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Drawn {
     /// What is written in it.
     pub text: CellText,
@@ -98,6 +105,28 @@ pub struct Drawn {
     pub wide: bool,
     /// The right half of a wide character (drawn with its left half).
     pub continuation: bool,
+}
+
+impl Hash for Drawn {
+    /// Four words instead of a dozen small writes: grids are hashed row by row every frame.
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        for chunk in self.text.bytes.as_chunks::<8>().0 {
+            state.write_u64(u64::from_le_bytes(*chunk));
+        }
+        let Style {
+            fg,
+            bg,
+            bold,
+            underline,
+        } = self.style;
+        let flags = u8::from(bold)
+            | u8::from(underline) << 1
+            | u8::from(self.wide) << 2
+            | u8::from(self.continuation) << 3;
+        state.write_u64(u64::from_le_bytes([
+            fg.0, fg.1, fg.2, bg.0, bg.1, bg.2, flags, 0,
+        ]));
+    }
 }
 
 impl Drawn {
@@ -119,6 +148,15 @@ impl Drawn {
     fn is_blank(&self) -> bool {
         self.text.is_blank() && !self.style.underline && !self.continuation
     }
+}
+
+/// What a caller of [`Renderer::frame_known`] knows of a row of the new grid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KnownRow {
+    /// Its [`Renderer::row_hash`].
+    pub hash: u64,
+    /// The row of the shadow (the last frame's grid) it is an exact copy of.
+    pub was: Option<usize>,
 }
 
 /// Where the text cursor is and how it looks.
@@ -162,6 +200,11 @@ pub struct Renderer {
     geometry: Geometry,
     background: Rgb,
     shadow: Vec<Drawn>,
+    /// The shadow's row hashes, kept from the last frame.
+    shadow_hashes: Vec<u64>,
+    /// Hashes rows (seeded per renderer: a target cannot aim for collisions it could
+    /// predict, and a collision is caught anyway before it is used).
+    hasher: foldhash::fast::RandomState,
     /// The whole display must be drawn again (new, or resized).
     invalid: bool,
     atlas: HashMap<Drawn, (u32, u32)>,
@@ -209,16 +252,37 @@ impl Renderer {
             geometry,
             background,
             shadow: Vec::new(),
+            shadow_hashes: Vec::new(),
+            hasher: foldhash::fast::RandomState::default(),
             invalid: true,
-            atlas: HashMap::new(),
-            words: HashMap::new(),
-            seen: HashSet::new(),
+            atlas: HashMap::default(),
+            words: HashMap::default(),
+            seen: HashSet::default(),
             next_slot: 0,
             cursor_shown: None,
             cursor_colour: None,
             next_stream: 0,
             stats: RenderStats::default(),
         }
+    }
+
+    /// A row's hash, as the shadow keeps them.
+    pub fn row_hash(&self, row: &[Drawn]) -> u64 {
+        self.hasher.hash_one(row)
+    }
+
+    /// What the client shows in `row` (as of the last frame), with its hash.
+    pub fn shadow_row(&self, row: usize) -> Option<(&[Drawn], u64)> {
+        let cols = usize::from(self.geometry.cols);
+        Some((
+            self.shadow.get(row * cols..(row + 1) * cols)?,
+            *self.shadow_hashes.get(row)?,
+        ))
+    }
+
+    /// Rows of the shadow whose hashes are known (0 before a frame, or after a redraw).
+    pub fn shadow_rows(&self) -> usize {
+        self.shadow_hashes.len()
     }
 
     /// The cell size.
@@ -254,6 +318,27 @@ impl Renderer {
     /// Writes the instructions that make the client show `cells` (row-major,
     /// `cols × rows` of the geometry) and `cursor`, ending with `sync` at `timestamp`.
     pub fn frame(&mut self, cells: &[Drawn], cursor: Cursor, timestamp: u64, out: &mut BytesMut) {
+        let cols = usize::from(self.geometry.cols).max(1);
+        let rows = cells
+            .chunks(cols)
+            .map(|row| KnownRow {
+                hash: self.row_hash(row),
+                was: None,
+            })
+            .collect();
+        self.frame_known(cells, rows, cursor, timestamp, out);
+    }
+
+    /// [`Renderer::frame`], with what the caller knows of each row: its
+    /// [`Renderer::row_hash`], and which row of the shadow it is a copy of, if it is one.
+    pub fn frame_known(
+        &mut self,
+        cells: &[Drawn],
+        known: Vec<KnownRow>,
+        cursor: Cursor,
+        timestamp: u64,
+        out: &mut BytesMut,
+    ) {
         let Geometry { cols, rows, .. } = self.geometry;
         let count = usize::from(cols) * usize::from(rows);
         let blank = Drawn::blank(self.background, self.background);
@@ -263,10 +348,15 @@ impl Renderer {
         }
         self.shadow.resize(count, blank);
         let mut frame = Frame::default();
-        self.scroll(cells, &mut frame.draw);
+        let (hashes, moved) = self.scroll(cells, known, &mut frame.draw);
         for row in 0..rows {
-            self.diff_row(cells, row, &mut frame, out);
+            // Rows the scroll moved are already right (compared when it was decided).
+            if !moved.contains(&usize::from(row)) {
+                self.diff_row(cells, row, &mut frame, out);
+            }
         }
+        // The shadow now shows `cells`.
+        self.shadow_hashes = hashes;
         self.flush(&mut frame, out);
         self.place_cursor(cursor, out);
         TypedInstruction::Sync {
@@ -295,21 +385,38 @@ impl Renderer {
             out,
         );
         self.shadow.clear();
+        self.shadow_hashes.clear();
         self.cursor_shown = None;
         self.cursor_colour = None;
         self.invalid = false;
     }
 
-    /// Moves rows that moved with one `copy`.
-    fn scroll(&mut self, cells: &[Drawn], out: &mut BytesMut) {
+    /// Moves rows that moved with one `copy`. Returns the new grid's row hashes (the shadow's
+    /// once the frame is drawn) and the rows moved into place.
+    fn scroll(
+        &mut self,
+        cells: &[Drawn],
+        known: Vec<KnownRow>,
+        out: &mut BytesMut,
+    ) -> (Vec<u64>, Range<usize>) {
         let rows = usize::from(self.geometry.rows);
         let cols = usize::from(self.geometry.cols);
-        if rows < 2 || cols == 0 {
-            return;
+        let new: Vec<u64> = known.iter().map(|row| row.hash).collect();
+        if cols == 0 || rows < 2 || new.len() != rows {
+            return (new, 0..0);
         }
-        let new: Vec<u64> = cells.chunks(cols).map(row_hash).collect();
-        let old: Vec<u64> = self.shadow.chunks(cols).map(row_hash).collect();
-        let blank = row_hash(&vec![Drawn::blank(self.background, self.background); cols]);
+        // The shadow's hashes are the last frame's grid's, unless it was redrawn since.
+        let old = match std::mem::take(&mut self.shadow_hashes) {
+            old if old.len() == rows => old,
+            _ => self
+                .shadow
+                .chunks(cols)
+                .map(|r| self.hasher.hash_one(r))
+                .collect(),
+        };
+        let blank = self
+            .hasher
+            .hash_one(vec![Drawn::blank(self.background, self.background); cols].as_slice());
         // (benefit, first destination row, length, shift): a positive shift moves rows up.
         let mut best: Option<(usize, usize, usize, isize)> = None;
         for shift in 1..rows as isize {
@@ -340,9 +447,20 @@ impl Renderer {
             }
         }
         let Some((_, start, len, k)) = best else {
-            return;
+            return (new, 0..0);
         };
         let source = (start as isize + k) as usize;
+        // Equal hashes are not proof (a target can aim for a collision): the rows must be,
+        // unless they are known copies of the very rows they are moved from.
+        let span = |from: usize| from * cols..(from + len) * cols;
+        let row_span = |from: usize| from * cols..(from + 1) * cols;
+        let equal = (0..len).all(|i| {
+            known.get(start + i).and_then(|row| row.was) == Some(source + i)
+                || cells.get(row_span(start + i)) == self.shadow.get(row_span(source + i))
+        });
+        if !equal {
+            return (new, 0..0);
+        }
         let (cw, ch) = (self.cell.width, self.cell.height);
         TypedInstruction::Copy {
             src_layer: DISPLAY,
@@ -356,15 +474,12 @@ impl Renderer {
             dst_y: to_i32(start as u32 * ch),
         }
         .encode(out);
-        let moved: Vec<Drawn> = self
-            .shadow
-            .get(source * cols..(source + len) * cols)
-            .map(<[Drawn]>::to_vec)
-            .unwrap_or_default();
-        if let Some(target) = self.shadow.get_mut(start * cols..(start + len) * cols) {
-            target.copy_from_slice(&moved);
+        // Both spans were just compared with the grid, so they are in the shadow.
+        if self.shadow.get(span(source)).is_some() && self.shadow.get(span(start)).is_some() {
+            self.shadow.copy_within(span(source), start * cols);
         }
         self.stats.scrolls += len as u64;
+        (new, start..start + len)
     }
 
     /// Draws the cells of `row` that differ from the shadow.
@@ -375,6 +490,9 @@ impl Renderer {
         let Some(want_row) = cells.get(base..base + cols) else {
             return;
         };
+        if self.shadow.get(base..base + cols) == Some(want_row) {
+            return;
+        }
         let changed = |shadow: &[Drawn], col: usize| -> bool {
             let Some(want) = want_row.get(col) else {
                 return false;
@@ -711,12 +829,6 @@ fn atlas_key(drawn: Drawn, width: u32) -> Drawn {
         wide: width == 2,
         ..drawn
     }
-}
-
-fn row_hash(row: &[Drawn]) -> u64 {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    row.hash(&mut hasher);
-    hasher.finish()
 }
 
 fn to_i32(v: u32) -> i32 {

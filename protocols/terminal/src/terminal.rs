@@ -12,7 +12,7 @@ use crate::font::{Rasteriser, Style};
 use crate::keys::{self, KeyAction, KeyContext, Modifiers};
 use crate::mouse::{self, MouseReport};
 use crate::osc::OscLimiter;
-use crate::render::{CellText, Cursor, Drawn, Geometry, RenderStats, Renderer};
+use crate::render::{CellText, Cursor, Drawn, Geometry, KnownRow, RenderStats, Renderer};
 use crate::settings::TerminalSettings;
 
 /// The shortest time between two frames (guacd's frame duration is 40 ms).
@@ -138,6 +138,9 @@ pub struct Terminal {
     modifiers: Modifiers,
     buttons: u32,
     selection: Option<Selection>,
+    /// The emulator's cells at the last frame, and the selection then (see `cells`).
+    last_grid: Vec<Option<vt100::Cell>>,
+    last_selection: Option<Selection>,
     selecting: bool,
     clipboard: String,
     inbound: Option<Inbound>,
@@ -188,6 +191,8 @@ impl Terminal {
             modifiers: Modifiers::default(),
             buttons: 0,
             selection: None,
+            last_grid: Vec::new(),
+            last_selection: None,
             selecting: false,
             clipboard: String::new(),
             inbound: None,
@@ -291,7 +296,7 @@ impl Terminal {
     }
 
     fn render(&mut self, now: Instant) {
-        let cells = self.cells();
+        let (cells, known) = self.cells();
         let screen = self.parser.screen();
         let cursor = Cursor {
             at: (!screen.hide_cursor() && screen.scrollback() == 0)
@@ -301,54 +306,109 @@ impl Terminal {
         let timestamp = u64::try_from(now.saturating_duration_since(self.epoch).as_millis())
             .unwrap_or(u64::MAX);
         self.renderer
-            .frame(&cells, cursor, timestamp, &mut self.to_client);
+            .frame_known(&cells, known, cursor, timestamp, &mut self.to_client);
         self.dirty = false;
         self.last_frame = Some(now);
     }
 
-    /// The grid as it should look, row-major.
-    fn cells(&self) -> Vec<Drawn> {
-        let screen = self.parser.screen();
+    /// The grid as it should look, row-major, and what is known of each row (its hash, and
+    /// the row of the last frame it is a copy of).
+    ///
+    /// Reading every cell back from the emulator and converting it is most of a frame's cost,
+    /// so a row whose emulator cells equal those of a row of the last frame — in place, or
+    /// moved by the scroll the rows above it moved by — is taken from the renderer's shadow
+    /// (what the last frame drew) with its hash. Only rows that really changed are converted.
+    fn cells(&mut self) -> (Vec<Drawn>, Vec<KnownRow>) {
         let Geometry { cols, rows, .. } = self.renderer.geometry();
-        let palette = &self.settings.palette;
-        let mut cells = Vec::with_capacity(usize::from(cols) * usize::from(rows));
+        let (cols, rows) = (usize::from(cols), usize::from(rows));
+        let last = std::mem::take(&mut self.last_grid);
+        let usable = last.len() == cols * rows
+            && self.last_selection == self.selection
+            && self.renderer.shadow_rows() == rows;
+        let mut raw: Vec<Option<vt100::Cell>> = Vec::with_capacity(cols * rows);
+        let mut cells = Vec::with_capacity(cols * rows);
+        let mut known = Vec::with_capacity(rows);
+        // The shift that matched last, tried first (a scroll moves every row by the same).
+        let mut shift = 0;
         for row in 0..rows {
+            let start = raw.len();
+            let screen = self.parser.screen();
             for col in 0..cols {
-                let Some(cell) = screen.cell(row, col) else {
-                    cells.push(Drawn::blank(palette.foreground, palette.background));
-                    continue;
-                };
-                let mut fg_colour = cell.fgcolor();
-                if let vt100::Color::Idx(i) = fg_colour
-                    && cell.bold()
-                    && i < 8
-                {
-                    fg_colour = vt100::Color::Idx(i + 8);
+                raw.push(screen.cell(row as u16, col as u16).cloned());
+            }
+            let now = raw.get(start..).unwrap_or_default();
+            let reused = usable
+                && [shift, 0, 1].into_iter().any(|k| {
+                    let from = row + k;
+                    let was = last.get(from * cols..(from + 1) * cols);
+                    if from >= rows || was != Some(now) {
+                        return false;
+                    }
+                    match self.renderer.shadow_row(from) {
+                        Some((drawn, hash)) => {
+                            cells.extend_from_slice(drawn);
+                            known.push(KnownRow {
+                                hash,
+                                was: Some(from),
+                            });
+                            shift = k;
+                            true
+                        }
+                        None => false,
+                    }
+                });
+            if !reused {
+                let before = cells.len();
+                for (col, cell) in now.iter().enumerate() {
+                    cells.push(self.drawn(cell.as_ref(), row as u16, col as u16));
                 }
-                let mut fg = palette.resolve(fg_colour, palette.foreground);
-                let mut bg = palette.resolve(cell.bgcolor(), palette.background);
-                let selected = self.selection.is_some_and(|s| s.contains(row, col));
-                if cell.inverse() != selected {
-                    std::mem::swap(&mut fg, &mut bg);
-                }
-                cells.push(Drawn {
-                    text: if cell.is_wide_continuation() {
-                        CellText::default()
-                    } else {
-                        CellText::new(cell.contents())
-                    },
-                    style: Style {
-                        fg,
-                        bg,
-                        bold: cell.bold(),
-                        underline: cell.underline(),
-                    },
-                    wide: cell.is_wide(),
-                    continuation: cell.is_wide_continuation(),
+                known.push(KnownRow {
+                    hash: self
+                        .renderer
+                        .row_hash(cells.get(before..).unwrap_or_default()),
+                    was: None,
                 });
             }
         }
-        cells
+        self.last_grid = raw;
+        self.last_selection = self.selection;
+        (cells, known)
+    }
+
+    /// How an emulator cell looks at `row`, `col`.
+    fn drawn(&self, cell: Option<&vt100::Cell>, row: u16, col: u16) -> Drawn {
+        let palette = &self.settings.palette;
+        let Some(cell) = cell else {
+            return Drawn::blank(palette.foreground, palette.background);
+        };
+        let mut fg_colour = cell.fgcolor();
+        if let vt100::Color::Idx(i) = fg_colour
+            && cell.bold()
+            && i < 8
+        {
+            fg_colour = vt100::Color::Idx(i + 8);
+        }
+        let mut fg = palette.resolve(fg_colour, palette.foreground);
+        let mut bg = palette.resolve(cell.bgcolor(), palette.background);
+        let selected = self.selection.is_some_and(|s| s.contains(row, col));
+        if cell.inverse() != selected {
+            std::mem::swap(&mut fg, &mut bg);
+        }
+        Drawn {
+            text: if cell.is_wide_continuation() {
+                CellText::default()
+            } else {
+                CellText::new(cell.contents())
+            },
+            style: Style {
+                fg,
+                bg,
+                bold: cell.bold(),
+                underline: cell.underline(),
+            },
+            wide: cell.is_wide(),
+            continuation: cell.is_wide_continuation(),
+        }
     }
 
     fn queue_target(&mut self, bytes: &[u8]) {
