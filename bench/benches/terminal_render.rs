@@ -110,6 +110,11 @@ fn main() {
     bench(&mut criterion);
     criterion.final_summary();
     // Per frame, for the RESULTS table.
+    let now = Instant::now();
+    let mut term = Terminal::new(TerminalSettings::default(), 1024, 768, 96, now);
+    term.handle_target(BANNER.as_bytes());
+    let login = term.poll_client(now).map_or(0, |frame| frame.len());
+    println!("login banner and prompt: {login} bytes to the client");
     for (name, chunks, gap) in workloads() {
         let runs = 20;
         let mut total = Duration::ZERO;

@@ -13,8 +13,17 @@
 //!    into which each distinct (text, colours, weight) cell is rasterised once. Cells that sit
 //!    side by side on the screen and in the atlas are one `copy`. Glyphs new to the atlas in
 //!    a frame are allocated side by side and sent as one PNG per atlas row (`img` + `blob` +
-//!    `end`), before the copies that use them. When the atlas is full it starts again from
+//!    `end`), before the copies that use them. A word seen a second time is composed in the
+//!    atlas and costs one `copy` from then on. When the atlas is full it starts again from
 //!    its first slot: what the client already shows stays, as `copy` copies pixels.
+//! 4. **Strips**: a row of fresh text (a login banner, a file shown for the first time)
+//!    costs less as pixels than as a `copy` a glyph, so when the estimate says so (see
+//!    `strip_span`) the row's changed span is rasterised side by side into the atlas and
+//!    drawn with one `copy` per piece; its glyphs and words are remembered where the strip
+//!    put them.
+//!
+//! Images are indexed PNGs where they have at most 256 colours (always, for text: coverage is
+//! kept in 16 levels, so a glyph in one pair of colours is a 4-bit PNG).
 //!
 //! The text cursor is its own small layer (`1`), a translucent block the renderer `move`s and
 //! `shade`s, so moving it redraws no cell.
@@ -50,6 +59,19 @@ const BLOB_MAX: usize = 6048;
 const SEEN_WORDS: usize = 4096;
 /// OVER.
 const OVER: ChannelMask = ChannelMask(0xE);
+/// What drawing costs on the wire, about, for choosing between glyphs and strips (measured
+/// on the Debian login banner at 12 pt and 96 DPI): a `copy`; a new glyph's share of an
+/// upload (a 4-bit indexed PNG, base64); a `rect` + `cfill`; a cell of text in a strip and a
+/// blank one (a strip compresses repeated glyphs: 28 PNG bytes a cell of text); and a strip
+/// piece's `img`, `blob`, `end` and `copy`.
+const COPY_BYTES: usize = 52;
+const GLYPH_BYTES: usize = 60;
+const FILL_BYTES: usize = 60;
+const STRIP_TEXT_BYTES: usize = 38;
+const STRIP_BLANK_BYTES: usize = 3;
+const STRIP_PIECE_BYTES: usize = 130;
+/// The shortest strip piece put at the end of an atlas row (shorter: the next row).
+const MIN_STRIP_PIECE: usize = 8;
 /// The cursor's opacity, of 255.
 const CURSOR_ALPHA: u8 = 160;
 
@@ -146,6 +168,12 @@ impl Drawn {
     }
 
     fn is_blank(&self) -> bool {
+        self.shows_only_background()
+    }
+
+    /// Nothing is drawn in it but its background (no text, no underline, not half of a
+    /// wide character).
+    pub fn shows_only_background(&self) -> bool {
         self.text.is_blank() && !self.style.underline && !self.continuation
     }
 }
@@ -493,6 +521,10 @@ impl Renderer {
         if self.shadow.get(base..base + cols) == Some(want_row) {
             return;
         }
+        if let Some(span) = self.strip_span(want_row, base) {
+            self.draw_strip(want_row, span, base, y, frame, out);
+            return;
+        }
         let changed = |shadow: &[Drawn], col: usize| -> bool {
             let Some(want) = want_row.get(col) else {
                 return false;
@@ -540,6 +572,165 @@ impl Renderer {
         flush_fill(&mut fill_run, y, self.cell, &mut frame.draw);
         flush_blit(&mut blit, self.cell.height, &mut frame.draw);
         // Past the last column: only the background, drawn at a full redraw.
+    }
+
+    /// The span of `row`'s changed cells, when drawing it as one strip of the atlas costs
+    /// fewer bytes than drawing it glyph by glyph (see [`STRIP_TEXT_BYTES`]).
+    ///
+    /// Glyph by glyph, a word costs a `copy` per glyph until it is composed in the atlas
+    /// (the second time it is seen), and a glyph new to the atlas its upload; fresh text —
+    /// a login banner, a file printed for the first time — costs more that way than as
+    /// pixels. A strip is the span's cells rasterised side by side into the atlas (one
+    /// indexed PNG per atlas row, where repeated glyphs compress) and drawn with one `copy`
+    /// per piece; the glyphs in it are remembered where they are, so they are reused later.
+    fn strip_span(&self, row: &[Drawn], base: usize) -> Option<Range<usize>> {
+        let changed = |col: usize| row.get(col) != self.shadow.get(base + col);
+        let mut first = (0..row.len()).find(|&c| changed(c))?;
+        let mut end = (0..row.len()).rposition(&changed)? + 1;
+        while first > 0 && row.get(first).is_some_and(|c| c.continuation) {
+            first -= 1;
+        }
+        while row.get(end).is_some_and(|c| c.continuation) {
+            end += 1;
+        }
+        let span = row.get(first..end)?;
+        // Glyph by glyph.
+        let mut glyph_cost = 0;
+        let mut new_glyphs: Vec<Drawn> = Vec::new();
+        let mut col = first;
+        while col < end {
+            let Some(cell) = row.get(col) else { break };
+            if !changed(col) || cell.continuation {
+                col += 1;
+                continue;
+            }
+            if cell.is_blank() {
+                glyph_cost += FILL_BYTES;
+                while row.get(col).is_some_and(|c| c.is_blank()) && changed(col) {
+                    col += 1;
+                }
+                continue;
+            }
+            let start = col;
+            while row
+                .get(col)
+                .is_some_and(|c| !c.is_blank() && (changed(col) || c.continuation))
+            {
+                col += 1;
+            }
+            let word = row.get(start..col).unwrap_or_default();
+            if self.words.contains_key(word) {
+                glyph_cost += COPY_BYTES;
+                continue;
+            }
+            for (i, glyph) in word.iter().enumerate().filter(|(_, c)| !c.continuation) {
+                glyph_cost += COPY_BYTES;
+                let width = if word.get(i + 1).is_some_and(|c| c.continuation) {
+                    2
+                } else {
+                    1
+                };
+                let key = atlas_key(*glyph, width);
+                if !self.atlas.contains_key(&key) && !new_glyphs.contains(&key) {
+                    new_glyphs.push(key);
+                    glyph_cost += GLYPH_BYTES;
+                }
+            }
+        }
+        // As a strip.
+        let text = span.iter().filter(|c| !c.is_blank()).count();
+        let pieces = span.len().div_ceil(ATLAS_COLUMNS as usize) + 1;
+        let strip_cost = text * STRIP_TEXT_BYTES
+            + (span.len() - text) * STRIP_BLANK_BYTES
+            + pieces * STRIP_PIECE_BYTES;
+        (strip_cost < glyph_cost).then_some(first..end)
+    }
+
+    /// Draws `span` of `row` as a strip of the atlas (see [`Renderer::strip_span`]).
+    fn draw_strip(
+        &mut self,
+        row: &[Drawn],
+        span: Range<usize>,
+        base: usize,
+        y: u32,
+        frame: &mut Frame,
+        out: &mut BytesMut,
+    ) {
+        let (cw, ch) = (self.cell.width, self.cell.height);
+        let mut blit: Option<Blit> = None;
+        let mut col = span.start;
+        while col < span.end {
+            let room = (ATLAS_COLUMNS - self.next_slot % ATLAS_COLUMNS) as usize;
+            let mut len = (span.end - col).min(room);
+            // A wide glyph is not cut between two pieces.
+            if len > 1 && row.get(col + len).is_some_and(|c| c.continuation) && col + len < span.end
+            {
+                len -= 1;
+            }
+            if len < (span.end - col).min(MIN_STRIP_PIECE) {
+                // Too little room left in this atlas row: start the next one.
+                self.next_slot += room as u32;
+                if self.next_slot >= ATLAS_COLUMNS * ATLAS_ROWS {
+                    self.restart_atlas(&mut blit, frame, out);
+                }
+                continue;
+            }
+            if self.next_slot as usize + len > (ATLAS_COLUMNS * ATLAS_ROWS) as usize {
+                self.restart_atlas(&mut blit, frame, out);
+                continue;
+            }
+            let first = self.next_slot;
+            self.next_slot += len as u32;
+            let position = |slot: u32| ((slot % ATLAS_COLUMNS) * cw, (slot / ATLAS_COLUMNS) * ch);
+            for i in 0..len {
+                let Some(&cell) = row.get(col + i) else { break };
+                if cell.continuation {
+                    continue;
+                }
+                let width = if row.get(col + i + 1).is_some_and(|c| c.continuation) {
+                    2
+                } else {
+                    1
+                };
+                let key = atlas_key(cell, width);
+                let slot = first + i as u32;
+                if !cell.is_blank() && !self.atlas.contains_key(&key) {
+                    self.atlas.insert(key, position(slot));
+                    self.stats.glyphs += 1;
+                }
+                frame.pending.push(Pending { slot, drawn: key });
+            }
+            // Its words too: next time each is one `copy`.
+            let piece = row.get(col..col + len).unwrap_or_default();
+            let mut i = 0;
+            while i < piece.len() {
+                let start = i;
+                while piece.get(i).is_some_and(|c| !c.is_blank()) {
+                    i += 1;
+                }
+                let word = piece.get(start..i).unwrap_or_default();
+                if word.iter().filter(|c| !c.continuation).count() >= 2
+                    && !self.words.contains_key(word)
+                {
+                    self.words
+                        .insert(word.into(), position(first + start as u32));
+                }
+                i += 1;
+            }
+            let (src_x, src_y) = position(first);
+            let next = Blit {
+                src_x,
+                src_y,
+                width: len as u32 * cw,
+                dst_x: col as u32 * cw,
+                dst_y: y,
+            };
+            push_blit(&mut blit, next, ch, &mut frame.draw);
+            col += len;
+        }
+        flush_blit(&mut blit, ch, &mut frame.draw);
+        let cells = row.get(span.clone()).unwrap_or_default();
+        self.set_shadow(base + span.start, cells);
     }
 
     fn set_shadow(&mut self, at: usize, cells: &[Drawn]) {

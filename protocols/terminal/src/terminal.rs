@@ -394,7 +394,7 @@ impl Terminal {
         if cell.inverse() != selected {
             std::mem::swap(&mut fg, &mut bg);
         }
-        Drawn {
+        let drawn = Drawn {
             text: if cell.is_wide_continuation() {
                 CellText::default()
             } else {
@@ -408,6 +408,12 @@ impl Terminal {
             },
             wide: cell.is_wide(),
             continuation: cell.is_wide_continuation(),
+        };
+        // A blank cell shows only its background: cells that look the same compare equal.
+        if drawn.shows_only_background() {
+            Drawn::blank(bg, bg)
+        } else {
+            drawn
         }
     }
 

@@ -172,6 +172,31 @@ fn a_new_glyph_is_a_small_four_bit_indexed_png() {
 }
 
 #[test]
+fn fresh_text_is_drawn_as_strips_and_its_words_are_reused() {
+    const BANNER: &str = "The programs included with the Debian GNU/Linux system are free \
+        software;\r\nthe exact distribution terms for each program are described in the\r\n\
+        individual files in /usr/share/doc/*/copyright.\r\n";
+    let mut c = Client::new(TerminalSettings::default(), 1024, 768);
+    let banner = c.output(BANNER.as_bytes());
+    let ops = opcodes(&banner);
+    // One strip a line (a few `copy`s), not a `copy` a glyph.
+    assert!(ops.iter().filter(|o| *o == "copy").count() < 10, "{ops:?}");
+    assert!(ops.iter().filter(|o| *o == "img").count() <= 4, "{ops:?}");
+    // Glyph by glyph, 170 glyphs at a 52-byte `copy` each and 40 uploads come to over 11 KB.
+    assert!(banner.len() < 7_000, "{} bytes", banner.len());
+    assert_eq!(c.screen(), c.emulator());
+    // A word from a strip, printed again, is one `copy` from where the strip put it.
+    let again = c.output(b"distribution\r\n");
+    assert_eq!(
+        opcodes(&again),
+        ["copy", "move", "sync"],
+        "{}",
+        String::from_utf8_lossy(&again)
+    );
+    assert_eq!(c.screen(), c.emulator());
+}
+
+#[test]
 fn scrolling_is_one_copy_and_the_screen_stays_right() {
     let mut c = Client::new(TerminalSettings::default(), 640, 480);
     let rows = c.term.geometry().rows;
