@@ -77,6 +77,9 @@ struct Results {
     cpu: String,
     phases: BTreeMap<String, Phase>,
     keystroke_echo_us: Option<Percentiles>,
+    /// The baseline for (d): OpenSSH's own client running `seq 1 1000000` with a pty, to
+    /// /dev/null, in the same run (median of 3).
+    ssh_seq_seconds: f64,
     bytes_per_echoed_char: f64,
     concurrency: Option<Concurrency>,
     ratios_to_guacd: BTreeMap<String, f64>,
@@ -198,6 +201,7 @@ async fn main() -> anyhow::Result<()> {
         .phases
         .insert("d seq 1 1000000".into(), user.phase(started, cpu, pid)?);
     drop(user);
+    results.ssh_seq_seconds = ssh_seq(&sshd)?;
 
     results.concurrency = Some(concurrency(&api, &target, args.sessions, pid).await?);
     for (name, guacd) in [("a login", GUACD_A), ("c 200 lines", GUACD_C)] {
@@ -491,6 +495,37 @@ impl User {
     }
 }
 
+/// How long OpenSSH's client takes to run `seq 1 1000000` with a pty (median of 3).
+fn ssh_seq(sshd: &Sshd) -> anyhow::Result<f64> {
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let status = std::process::Command::new("ssh")
+            .args(["-F", "/dev/null", "-tt", "-i"])
+            .arg(&sshd.client_key)
+            .args([
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "LogLevel=ERROR",
+                "-p",
+                &sshd.port.to_string(),
+            ])
+            .arg(format!("{}@127.0.0.1", sshd.user))
+            .arg("seq 1 1000000")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .status()?;
+        anyhow::ensure!(status.success(), "ssh seq failed");
+        times.push(started.elapsed().as_secs_f64());
+    }
+    Ok(zt_bench::median(&times))
+}
+
 /// `sessions` users run (c) at once; each prints the target's clock when its loop ends.
 async fn concurrency(
     api: &ApiClient,
@@ -568,6 +603,10 @@ fn print(results: &Results) {
         );
     }
     println!();
+    println!(
+        "seq 1 1000000 through OpenSSH's client (-tt, to /dev/null): {:.2} s",
+        results.ssh_seq_seconds
+    );
     println!(
         "bytes per echoed character: {:.0}",
         results.bytes_per_echoed_char

@@ -15,8 +15,11 @@
 //!   device-attribute and cursor-position queries programs make.
 //! * **Rendering** ([`render`]) sends only what changed: scrolling as one `copy`, blank runs
 //!   as `rect` + `cfill`, glyphs by `copy` from a glyph atlas each glyph is rasterised into
-//!   once, frames ended by `sync` and at most one every [`FRAME_INTERVAL`] (as guacd paces),
-//!   so a flood of output coalesces into few frames.
+//!   once (words seen twice become one `copy`), rows of fresh text as strips of the atlas
+//!   when that is fewer bytes, images as indexed PNGs, frames ended by `sync` and at most one
+//!   every [`FRAME_INTERVAL`] (as guacd paces), so a flood of output coalesces into few
+//!   frames. A frame reads back only what changed in the emulator's grid: rows whose cells
+//!   are as they were (in place or scrolled) are taken from the last frame with their hashes.
 //! * **The font** ([`font`]) is DejaVu Sans Mono inside the binary, at `font-size` points and
 //!   the client's DPI; **colours** ([`palette`]) are guacd's `color-scheme`s.
 //! * **Input**: X11 keysyms to xterm's bytes ([`keys`]), mouse reports ([`mouse`]) when the

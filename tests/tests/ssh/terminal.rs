@@ -14,12 +14,20 @@ fn grid(width: u32, height: u32) -> (u32, u32) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_clients_size_is_the_targets_window_size() {
+async fn the_clients_size_and_time_zone_and_the_locale_reach_the_target() {
     let fx = Fixture::start().await;
-    let (mut term, _id, _session) = fx.terminal(Transport::Quic, &fx.password_login()).await;
+    let mut parameters = fx.password_login();
+    parameters.push(("locale".into(), "C.UTF-8".into()));
+    let (mut term, _id, _session) = fx.terminal(Transport::Quic, &parameters).await;
     term.wait_for_prompt().await;
     let (rows, cols) = grid(DISPLAY.0, DISPLAY.1);
     term.run("stty size", &format!("{rows} {cols}")).await;
+    // The terminal type, `locale`, and the client's time zone (no `timezone` given).
+    term.run(
+        "echo $TERM $LANG $TZ",
+        "xterm-256color C.UTF-8 Europe/Berlin",
+    )
+    .await;
 
     term.client
         .send(&Instruction::new(opcode::SIZE, &["1000", "300"]))
