@@ -20,9 +20,9 @@
 //! * **connection** — a session's conversation that carries the Guacamole protocol: one
 //!   stream, on which ztproxy plays guacd's server side, enforces the policy and records
 //!   ([`connection`], on the sans-IO core in the `zt-connection` crate).
-//! * **backend** — what draws a connection's display and takes its input: an external guacd
-//!   today, a native engine (SSH terminal, VNC, browser) next
-//!   ([`connection::backend::Backend`]).
+//! * **backend** — what draws a connection's display and takes its input: an external guacd,
+//!   or a native engine — the SSH terminal today ([`connection::ssh`]), VNC and the browser
+//!   next ([`connection::backend::Backend`]).
 //!
 //! # Map
 //!
@@ -42,7 +42,8 @@
 //! Request and wire formats — everything parsed from untrusted bytes — live in the `zt-api`
 //! crate, which has no I/O and is fuzzed. The protocol cores are sans-IO crates under
 //! `protocols/`: `zt-guac` (the Guacamole codec), `zt-connection`, `zt-guacd` (guacd's
-//! handshake, with a tokio driver), `zt-display` (the display model recordings use).
+//! handshake, with a tokio driver), `zt-display` (the display model recordings use),
+//! `zt-terminal` (the terminal renderer), `zt-ssh` (native SSH, with its russh driver).
 
 pub mod audit;
 pub mod cli;
