@@ -228,6 +228,19 @@ pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     Ok((ticks(11)? + ticks(12)?) as f64 / 100.0)
 }
 
+/// The CPU's model name, as `/proc/cpuinfo` gives it (every result names its CPU).
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_default()
+}
+
 /// The ztproxy binary: `given`, or the one next to the running benchmark; an error telling
 /// how to build it when it is missing.
 pub fn ztproxy_binary(given: Option<&std::path::Path>) -> anyhow::Result<std::path::PathBuf> {

@@ -56,6 +56,28 @@ where
     }
 }
 
+/// Reads audit events until `pred` holds for one of `session`'s, within `timeout`; panics
+/// (failing the test) when the stream ends or the time is up.
+#[allow(clippy::panic, clippy::expect_used)]
+pub async fn wait_event(
+    events: &mut zt_proxy::client::api::EventStream,
+    session: &str,
+    timeout: Duration,
+    mut pred: impl FnMut(&zt_api::audit::AuditEvent) -> bool,
+) -> zt_api::audit::AuditEvent {
+    tokio::time::timeout(timeout, async {
+        while let Some(record) = events.next().await {
+            let event = record.expect("a well-formed audit record").event;
+            if event.session() == Some(session) && pred(&event) {
+                return event;
+            }
+        }
+        panic!("the audit stream ended");
+    })
+    .await
+    .expect("the audit event arrives in time")
+}
+
 /// Waits until something accepts TCP connections on `addr`.
 pub async fn wait_for_port(addr: SocketAddr, timeout: Duration) -> anyhow::Result<()> {
     wait_until(timeout, &format!("a listener on {addr}"), || async move {

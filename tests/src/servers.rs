@@ -351,10 +351,17 @@ impl Sshd {
 
     /// An `ssh` command that logs in through `port` on 127.0.0.1 and runs `remote`.
     pub fn ssh(&self, port: u16, remote: &str) -> anyhow::Result<Command> {
+        self.ssh_with(port, &[], remote)
+    }
+
+    /// [`Sshd::ssh`] with more options for `ssh` (`-tt` for a pty).
+    pub fn ssh_with(&self, port: u16, options: &[&str], remote: &str) -> anyhow::Result<Command> {
         let ssh = require_program("ssh", "openssh-client", &[])?;
         let mut command = Command::new(ssh);
         command
-            .args(["-F", "/dev/null", "-i"])
+            .args(["-F", "/dev/null"])
+            .args(options)
+            .arg("-i")
             .arg(&self.client_key)
             .args([
                 "-o",

@@ -127,15 +127,7 @@ fn main() -> anyhow::Result<()> {
         }
     }
 
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_owned())
-        })
-        .unwrap_or_default();
+    let cpu = zt_bench::cpu_model();
     println!(
         "CPU: {cpu}; {} sessions, seq 1 {} each; big: seq 1 {}; {} rounds, medians\n",
         args.sessions, args.lines, args.big_lines, args.rounds

@@ -38,8 +38,7 @@ use zt_api::control::{Conversation, CreateSessionRequest, LimitsRequest, Target,
 use zt_bench::{Percentiles, cpu_seconds, micros, rss_kib};
 use zt_guac::{Instruction, opcode};
 use zt_proxy::client::api::ApiClient;
-use zt_proxy::client::session::{ClientSession, TunnelOptions};
-use zt_proxy::transport::webrtc::PeerSettings;
+use zt_proxy::client::session::ClientSession;
 use zt_tests::guac_client::{GuacClient, Handshake};
 use zt_tests::proc::{ProxyOptions, ZtProxy};
 use zt_tests::servers::{Sshd, SshdOptions};
@@ -130,7 +129,7 @@ async fn main() -> anyhow::Result<()> {
     let pid = proxy.pid();
     let target = Arc::new(Login::of(&sshd));
     let mut results = Results {
-        cpu: zt_bench_cpu_name(),
+        cpu: zt_bench::cpu_model(),
         ..Results::default()
     };
 
@@ -222,18 +221,6 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn zt_bench_cpu_name() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_owned())
-        })
-        .unwrap_or_default()
-}
-
 /// Where and as whom the sessions log in.
 struct Login {
     port: u16,
@@ -314,16 +301,8 @@ impl User {
             resource_id: None,
             user: None,
         };
-        let options = TunnelOptions {
-            transport: Transport::Quic,
-            target: request.target.clone(),
-            protocol: None,
-            signalling: None,
-            limits: LimitsRequest::default(),
-            resource_id: None,
-            peer: PeerSettings::loopback(),
-            connect_timeout: STEP,
-        };
+        let options =
+            zt_tests::client::client_options(Transport::Quic, ([127, 0, 0, 1], login.port).into());
         let (session, _id) = ClientSession::connect_with(api, request, &options).await?;
         let handshake = Handshake {
             select: "ssh".into(),
@@ -500,23 +479,8 @@ fn ssh_seq(sshd: &Sshd) -> anyhow::Result<f64> {
     let mut times = Vec::new();
     for _ in 0..3 {
         let started = Instant::now();
-        let status = std::process::Command::new("ssh")
-            .args(["-F", "/dev/null", "-tt", "-i"])
-            .arg(&sshd.client_key)
-            .args([
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "LogLevel=ERROR",
-                "-p",
-                &sshd.port.to_string(),
-            ])
-            .arg(format!("{}@127.0.0.1", sshd.user))
-            .arg("seq 1 1000000")
+        let status = sshd
+            .ssh_with(sshd.port, &["-tt"], "seq 1 1000000")?
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .status()?;

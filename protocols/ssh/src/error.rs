@@ -3,22 +3,9 @@
 
 use zt_guac::Status;
 
-/// A connection parameter that cannot be used. Names the parameter, never its value.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("parameter {name} {reason}")]
-#[non_exhaustive]
-pub struct SettingsError {
-    /// The parameter's guacd name (`host-key`).
-    pub name: &'static str,
-    /// What is wrong with it.
-    pub reason: &'static str,
-}
-
-impl SettingsError {
-    pub(crate) fn new(name: &'static str, reason: &'static str) -> Self {
-        Self { name, reason }
-    }
-}
+/// A connection parameter that cannot be used: the terminal's type, which every protocol that
+/// draws through it shares. Names the parameter, never its value.
+pub use zt_terminal::SettingsError;
 
 /// Why an SSH connection could not be made, or ended abnormally.
 #[derive(Debug, thiserror::Error)]

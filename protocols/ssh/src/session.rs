@@ -27,6 +27,9 @@ use crate::error::Error;
 
 /// Bytes read from the pipe at a time.
 const READ_CHUNK: usize = 16 * 1024;
+/// How long the last words to either side may take (the `disconnect` to the target, the
+/// `error` to the client).
+const LAST_WORDS: std::time::Duration = std::time::Duration::from_secs(1);
 /// How long a stopped session keeps its pipe open for the proxy's farewell to the client.
 const STOPPED_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -193,12 +196,16 @@ where
                 ],
                 &mut farewell,
             );
-            let _ = writer.write_all(&farewell).await;
+            let _ = tokio::time::timeout(LAST_WORDS, writer.write_all(&farewell)).await;
         }
         EndedBy::Client | EndedBy::Stopped => {
-            let _ = handle
-                .disconnect(russh::Disconnect::ByApplication, "session ended", "")
-                .await;
+            // A target that stopped reading cannot hold this up: the connection is dropped
+            // below either way.
+            let _ = tokio::time::timeout(
+                LAST_WORDS,
+                handle.disconnect(russh::Disconnect::ByApplication, "session ended", ""),
+            )
+            .await;
         }
         EndedBy::Target => {}
     }

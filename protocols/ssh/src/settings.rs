@@ -145,10 +145,7 @@ impl SshSettings {
                 "must be letters, digits, '-', '_', '.' or '+'",
             ));
         }
-        let terminal = TerminalSettings::from_parameters(get).map_err(|e| SettingsError {
-            name: e.name,
-            reason: e.reason,
-        })?;
+        let terminal = TerminalSettings::from_parameters(get)?;
         Ok(Self {
             username,
             password,

@@ -1,6 +1,6 @@
 //! This crate's errors.
 
-/// A connection parameter the terminal cannot use. Names the parameter, never its value.
+/// A connection parameter that cannot be used. Names the parameter, never its value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("parameter {name} {reason}")]
 #[non_exhaustive]
@@ -12,7 +12,9 @@ pub struct SettingsError {
 }
 
 impl SettingsError {
-    pub(crate) fn new(name: &'static str, reason: &'static str) -> Self {
+    /// Parameter `name` is wrong for `reason` (the protocols that draw through the terminal
+    /// report their own parameters' problems the same way).
+    pub fn new(name: &'static str, reason: &'static str) -> Self {
         Self { name, reason }
     }
 }

@@ -76,6 +76,22 @@ pub struct Services {
     pub recordings: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
+impl Services {
+    /// Lists a recording that started for the session and audits it (`kind`: `graphical`
+    /// or `typescript`).
+    pub fn recording_started(&self, session: &str, file_name: &str, kind: &str) {
+        self.recordings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(file_name.to_owned());
+        self.audit.emit(AuditEvent::RecordingStarted {
+            session: session.to_owned(),
+            recording: file_name.to_owned(),
+            kind: kind.to_owned(),
+        });
+    }
+}
+
 /// Everything a connection needs from its session.
 pub struct ConnectionContext {
     /// The core's settings: the session id (for `ready`), the policy, the timings.
@@ -369,17 +385,11 @@ impl Driver {
         let started = GraphicalRecording::start(plan, Arc::clone(&services.audit)).await;
         match started {
             Ok(recording) => {
-                let file_name = recording.file_name().to_owned();
-                services
-                    .recordings
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(file_name.clone());
-                services.audit.emit(AuditEvent::RecordingStarted {
-                    session: self.ctx.settings.session.clone(),
-                    recording: file_name,
-                    kind: "graphical".into(),
-                });
+                services.recording_started(
+                    &self.ctx.settings.session,
+                    recording.file_name(),
+                    "graphical",
+                );
                 self.core.start_recording(recording.includes_input());
                 self.recording = Some(recording);
                 Ok(())

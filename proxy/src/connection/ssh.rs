@@ -237,17 +237,7 @@ async fn start_typescript(
     let services = &context.services;
     match started {
         Ok(typescript) => {
-            let file_name = typescript.file_name().to_owned();
-            services
-                .recordings
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(file_name.clone());
-            services.audit.emit(AuditEvent::RecordingStarted {
-                session: context.session.clone(),
-                recording: file_name,
-                kind: "typescript".into(),
-            });
+            services.recording_started(&context.session, typescript.file_name(), "typescript");
             Ok(Some(typescript))
         }
         Err(error) => {

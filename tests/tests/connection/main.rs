@@ -221,25 +221,7 @@ pub fn options(transport: Transport) -> TunnelOptions {
     }
 }
 
-/// Reads audit events until `pred` holds for one of `session`, within `timeout`.
-pub async fn wait_event(
-    events: &mut EventStream,
-    session: &str,
-    timeout: Duration,
-    mut pred: impl FnMut(&AuditEvent) -> bool,
-) -> AuditEvent {
-    tokio::time::timeout(timeout, async {
-        while let Some(record) = events.next().await {
-            let event = record.expect("a well-formed audit record").event;
-            if event.session() == Some(session) && pred(&event) {
-                return event;
-            }
-        }
-        panic!("the audit stream ended");
-    })
-    .await
-    .expect("the audit event arrives in time")
-}
+pub use zt_tests::wait_event;
 
 /// The session's `session_ended` audit event: reason, origin and detail.
 pub async fn session_ended(

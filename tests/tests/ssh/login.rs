@@ -33,7 +33,7 @@ async fn echo_42(fx: &Fixture, transport: Transport, parameters: &[(String, Stri
             secret.len()
         );
     }
-    let connected = wait_event(&mut events, &id, |e| {
+    let connected = wait_event(&mut events, &id, STEP, |e| {
         matches!(e, AuditEvent::SshConnected { .. })
     })
     .await;
@@ -239,7 +239,7 @@ async fn an_unpinned_target_is_refused_unless_the_proxy_accepts_and_reports_it()
         host_key_fingerprint,
         host_key_algorithm,
         ..
-    } = wait_event(&mut events, &id, |e| {
+    } = wait_event(&mut events, &id, STEP, |e| {
         matches!(e, AuditEvent::SshConnected { .. })
     })
     .await
@@ -315,4 +315,26 @@ async fn malformed_parameters_are_refused_when_the_session_is_created() {
         let text = format!("{error:#}");
         assert!(text.contains(&format!("parameters.{name}")), "{text}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_alive_interval_sends_keep_alives_to_the_target() {
+    let fx = Fixture::start_with(
+        SshdOptions {
+            config: vec!["LogLevel DEBUG1".into()],
+            ..SshdOptions::default()
+        },
+        "",
+    )
+    .await;
+    let mut parameters = fx.password_login();
+    parameters.push(("server-alive-interval".into(), "1".into()));
+    let (mut term, _id, _session) = fx.terminal(Transport::Quic, &parameters).await;
+    term.wait_for_prompt().await;
+    // OpenSSH logs each keep-alive request it answers.
+    zt_tests::wait_until(STEP, "a keep-alive at the server", || async {
+        fx.sshd.log().contains("keepalive@openssh.com")
+    })
+    .await
+    .unwrap();
 }

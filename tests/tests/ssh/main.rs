@@ -21,7 +21,6 @@ use zt_api::control::{
 use zt_guac::{Instruction, opcode};
 use zt_proxy::client::api::{ApiClient, EventStream};
 use zt_proxy::client::session::{ClientSession, TunnelOptions};
-use zt_proxy::transport::webrtc::PeerSettings;
 use zt_tests::guac_client::{GuacClient, Handshake};
 use zt_tests::proc::{ProxyOptions, ZtProxy};
 use zt_tests::servers::{Sshd, SshdOptions};
@@ -162,21 +161,9 @@ impl Fixture {
     }
 }
 
-/// Client options for `transport` on loopback.
+/// Client options for `transport` on loopback (the target is the session's, not these).
 pub fn options(transport: Transport) -> TunnelOptions {
-    TunnelOptions {
-        transport,
-        target: Target {
-            host: "127.0.0.1".into(),
-            port: 22,
-        },
-        protocol: None,
-        signalling: None,
-        limits: LimitsRequest::default(),
-        resource_id: None,
-        peer: PeerSettings::loopback(),
-        connect_timeout: STEP,
-    }
+    zt_tests::client::client_options(transport, ([127, 0, 0, 1], 22).into())
 }
 
 /// A recording request: graphical and/or typescript.
@@ -393,24 +380,7 @@ impl Term {
     }
 }
 
-/// Reads audit events until `pred` holds for one of `session`, within [`STEP`].
-pub async fn wait_event(
-    events: &mut EventStream,
-    session: &str,
-    mut pred: impl FnMut(&AuditEvent) -> bool,
-) -> AuditEvent {
-    tokio::time::timeout(STEP, async {
-        while let Some(record) = events.next().await {
-            let event = record.expect("a well-formed audit record").event;
-            if event.session() == Some(session) && pred(&event) {
-                return event;
-            }
-        }
-        panic!("the audit stream ended");
-    })
-    .await
-    .expect("the audit event arrives in time")
-}
+pub use zt_tests::wait_event;
 
 /// Every audit event of `session` up to and including its `session_ended`.
 pub async fn events_until_ended(events: &mut EventStream, session: &str) -> Vec<AuditEvent> {

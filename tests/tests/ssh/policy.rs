@@ -83,6 +83,7 @@ async fn copy_and_paste(fx: &Fixture, policy: &[(&str, &str)]) -> (Option<String
         wait_event(
             &mut events,
             &id,
+            STEP,
             |e| matches!(e, AuditEvent::PolicyRefused { action, .. } if action == "copy"),
         )
         .await;
@@ -119,7 +120,7 @@ async fn copy_and_paste_each_obey_their_own_switch() {
         "disable-paste stopped a copy"
     );
     assert!(!pasted, "disable-paste let a paste through");
-    wait_event(&mut events, &id, |e| {
+    wait_event(&mut events, &id, STEP, |e| {
         matches!(e, AuditEvent::PolicyRefused { action, direction, .. }
             if action == "paste" && direction == "to_target")
     })

@@ -228,7 +228,7 @@ async fn no_secret_from_the_ssh_crates_reaches_a_log_at_any_level() {
         term.run("echo typed-keystrokes-5", "typed-keystrokes-5")
             .await;
         fx.api.delete_session(&id).await.unwrap();
-        wait_event(&mut events, &id, |e| matches!(e, AuditEvent::SessionEnded { reason, .. } if *reason == EndReason::Revoked)).await;
+        wait_event(&mut events, &id, STEP, |e| matches!(e, AuditEvent::SessionEnded { reason, .. } if *reason == EndReason::Revoked)).await;
         checked.extend(secret_pieces(&parameters));
     }
     // A wrong password too.
@@ -237,7 +237,7 @@ async fn no_secret_from_the_ssh_crates_reaches_a_log_at_any_level() {
     let (session, id) = fx.session(Transport::Quic, &wrong, None).await;
     let mut events = fx.api.events(Some(0)).await.unwrap();
     let _client = zt_tests::guac_client::GuacClient::start(&session, &Default::default()).await;
-    wait_event(&mut events, &id, |e| {
+    wait_event(&mut events, &id, STEP, |e| {
         matches!(e, AuditEvent::SessionEnded { .. })
     })
     .await;

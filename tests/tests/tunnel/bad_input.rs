@@ -125,12 +125,24 @@ async fn malformed_oversized_and_unknown_requests_get_specific_errors() {
             &api,
             "/v1/sessions",
             json,
+            br#"{"transport":"quic","conversation":"connection","protocol":"rdp","target":{"host":"h","port":3389}}"#
+                .to_vec()
+        )
+        .await,
+        // RDP needs a guacd, and this proxy has none configured.
+        (422, ErrorCode::Unsupported, Some("route".into()))
+    );
+    assert_eq!(
+        post(
+            &api,
+            "/v1/sessions",
+            json,
             br#"{"transport":"quic","conversation":"connection","protocol":"ssh","target":{"host":"h","port":22}}"#
                 .to_vec()
         )
         .await,
-        // A connection needs a guacd, and this proxy has none configured.
-        (422, ErrorCode::Unsupported, Some("route".into()))
+        // SSH is native, and its credentials are injected, never asked for.
+        (400, ErrorCode::InvalidField, Some("parameters.username".into()))
     );
 
     // Routes and methods.
