@@ -15,9 +15,9 @@ use crate::auth;
 use crate::hostkey::HostKeyPin;
 use crate::settings::SshSettings;
 
-/// The names the data picks from: guacd's `ssh` parameters this crate reads, and one it
-/// does not.
-const NAMES: &[&str] = &[
+/// The `ssh` parameters this crate reads itself (the terminal's come from
+/// [`zt_terminal::settings::PARAMETERS`]), and one nobody reads.
+const SSH_NAMES: &[&str] = &[
     "username",
     "password",
     "private-key",
@@ -29,24 +29,22 @@ const NAMES: &[&str] = &[
     "timezone",
     "server-alive-interval",
     "timeout",
-    "font-size",
-    "color-scheme",
-    "scrollback",
-    "backspace",
-    "read-only",
-    "disable-copy",
-    "disable-paste",
     "unknown-name",
 ];
 
 /// Parses parameters and a host-key pin made from `data`, and answers prompts made from it:
 /// never a panic; an error names a parameter and never holds its value.
 pub fn settings(data: &[u8]) {
+    let names: Vec<&str> = SSH_NAMES
+        .iter()
+        .chain(zt_terminal::settings::PARAMETERS)
+        .copied()
+        .collect();
     let text = String::from_utf8_lossy(data);
     let mut values: HashMap<&str, String> = HashMap::new();
     for (n, piece) in text.split('\u{1}').enumerate() {
-        let name = NAMES
-            .get(piece.bytes().next().map_or(n, usize::from) % NAMES.len())
+        let name = names
+            .get(piece.bytes().next().map_or(n, usize::from) % names.len())
             .copied()
             .unwrap_or("username");
         values.insert(name, piece.chars().skip(1).collect());
@@ -58,7 +56,7 @@ pub fn settings(data: &[u8]) {
             }
         }
         Err(error) => {
-            assert!(NAMES.contains(&error.name), "{error}");
+            assert!(names.contains(&error.name), "{error}");
             if let Some(value) = values.get(error.name)
                 && value.len() > 8
             {
