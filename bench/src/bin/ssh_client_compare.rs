@@ -175,6 +175,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// Where the children connect.
+#[derive(Clone)]
 struct Target {
     port: u16,
     user: String,
@@ -257,11 +258,7 @@ mod russh_side {
             .enable_all()
             .build()?;
         runtime.block_on(async {
-            let target = Arc::new(Target {
-                port: target.port,
-                user: target.user.clone(),
-                key: target.key.clone(),
-            });
+            let target = Arc::new(target.clone());
             // Drain.
             let command = format!("seq 1 {}", args.lines);
             let cpu = cpu_now();
@@ -373,11 +370,7 @@ mod ssh2_side {
     }
 
     pub(super) fn run(args: &Args, target: &Target) -> anyhow::Result<Figures> {
-        let target = Arc::new(Target {
-            port: target.port,
-            user: target.user.clone(),
-            key: target.key.clone(),
-        });
+        let target = Arc::new(target.clone());
         // Drain: one thread per session, as libssh2 is used (guacd does the same).
         let command = format!("seq 1 {}", args.lines);
         let cpu = cpu_now();
