@@ -331,15 +331,21 @@ impl Term {
         }
     }
 
-    /// Types `command` and Return, and waits until a row shows `expected`.
+    /// Types `command` and Return at a shell prompt, and waits until a row shows `expected`
+    /// with the shell's next prompt below it (output and prompt may come in separate frames).
     pub async fn run(&mut self, command: &str, expected: &str) -> Vec<String> {
         self.type_text(command).await;
         self.type_text("\n").await;
         let expected = expected.to_owned();
         self.wait_for(
-            &format!("`{expected}` after `{command}`"),
+            &format!("`{expected}` and a prompt after `{command}`"),
             STEP,
-            move |lines| lines.iter().any(|l| l.trim_end() == expected),
+            move |lines| {
+                lines
+                    .iter()
+                    .position(|l| l.trim_end() == expected)
+                    .is_some_and(|at| lines.iter().skip(at + 1).any(|l| l.ends_with('$')))
+            },
         )
         .await
     }
