@@ -1,0 +1,248 @@
+// The session page: connect, show the display, carry input, clipboard and files, and say
+// how the session ended.
+//
+// The page holds nothing secret. It asks the local helper for the session's (non-secret)
+// settings, offers a peer connection through it, and from then on talks only to ztproxy:
+// the Guacamole conversation on one data channel, ztproxy's end notice on the control
+// channel.
+
+import Guacamole from "./guac";
+import { acceptDrops, download, FilePanel } from "./files";
+import { config, negotiate, type SessionConfig } from "./signalling";
+import { endReason, statusText } from "./status";
+import { DataChannelTunnel, type Handshake } from "./tunnel";
+
+/** Label ztproxy gives the channel that carries its end notice. */
+const CONTROL_CHANNEL = "ztproxy-control";
+/** How long the page waits after the window stops changing size before resizing. */
+const RESIZE_DEBOUNCE_MS = 150;
+/** How long the peer connection may take to connect. */
+const CONNECT_TIMEOUT_MS = 30_000;
+
+type PageState = "connecting" | "connected" | "ended";
+
+const statusElement = element("status");
+const displayHost = element("display");
+const panel = new FilePanel(element("files"));
+let state: PageState = "connecting";
+
+function element(id: string): HTMLElement {
+  const found = document.getElementById(id);
+  if (!found) throw new Error(`the page has no #${id}`);
+  return found;
+}
+
+/** Shows the page's state; the first ending's words stay. */
+function show(next: PageState, text: string): void {
+  if (state === "ended") return;
+  state = next;
+  document.body.dataset.state = next;
+  statusElement.textContent = text;
+  statusElement.hidden = next === "connected";
+}
+
+/** The browser's image types, best first. */
+function imageTypes(): string[] {
+  const types = ["image/png", "image/jpeg"];
+  const canvas = document.createElement("canvas");
+  canvas.width = canvas.height = 1;
+  if (canvas.toDataURL("image/webp").startsWith("data:image/webp")) types.push("image/webp");
+  return types;
+}
+
+function handshake(user: string): Handshake {
+  const density = window.devicePixelRatio || 1;
+  return {
+    width: Math.max(1, Math.floor(window.innerWidth * density)),
+    height: Math.max(1, Math.floor(window.innerHeight * density)),
+    dpi: Math.round(96 * density),
+    image: imageTypes(),
+    audio: Guacamole.AudioPlayer.getSupportedTypes(),
+    timezone: Intl.DateTimeFormat().resolvedOptions().timeZone ?? null,
+    name: user,
+  };
+}
+
+/** Keeps input in order around clipboard reads (a paste chord waits for the clipboard). */
+class InputQueue {
+  private tail: Promise<void> = Promise.resolve();
+
+  push(step: () => void | Promise<void>): void {
+    this.tail = this.tail.then(step).catch(() => {});
+  }
+}
+
+/** Sends the browser's clipboard text to the session if it changed. */
+async function sendClipboard(client: Guacamole.Client, last: { text: string | null }): Promise<void> {
+  let text: string;
+  try {
+    text = await navigator.clipboard.readText();
+  } catch {
+    return; // Not allowed, or the page has no focus: the session keeps its clipboard.
+  }
+  if (text === last.text) return;
+  last.text = text;
+  const stream = client.createClipboardStream("text/plain");
+  const writer = new Guacamole.StringWriter(stream);
+  writer.sendText(text);
+  writer.sendEnd();
+}
+
+function isPasteChord(keysym: number, pressed: Set<number>): boolean {
+  const ctrl = pressed.has(0xffe3) || pressed.has(0xffe4);
+  const shift = pressed.has(0xffe1) || pressed.has(0xffe2);
+  const v = keysym === 0x56 || keysym === 0x76;
+  return (ctrl && v) || (shift && keysym === 0xff63 /* Insert */);
+}
+
+function attachInput(client: Guacamole.Client, settings: SessionConfig): void {
+  const display = client.getDisplay();
+  const queue = new InputQueue();
+  const lastClipboard = { text: null as string | null };
+  const pressed = new Set<number>();
+
+  const keyboard = new Guacamole.Keyboard(document);
+  keyboard.onkeydown = (keysym: number) => {
+    if (state !== "connected") return true;
+    if (settings.paste && isPasteChord(keysym, pressed)) queue.push(() => sendClipboard(client, lastClipboard));
+    pressed.add(keysym);
+    queue.push(() => client.sendKeyEvent(1, keysym));
+    return true;
+  };
+  keyboard.onkeyup = (keysym: number) => {
+    pressed.delete(keysym);
+    if (state !== "connected") return;
+    queue.push(() => client.sendKeyEvent(0, keysym));
+  };
+  window.addEventListener("blur", () => keyboard.reset());
+  if (settings.paste) window.addEventListener("focus", () => queue.push(() => sendClipboard(client, lastClipboard)));
+
+  const target = display.getElement();
+  const send = (event: Guacamole.Mouse.Event) => {
+    if (state !== "connected") return;
+    const mouseState = event.state;
+    // A middle click pastes in terminals: the session gets the clipboard first.
+    if (settings.paste && mouseState.middle) queue.push(() => sendClipboard(client, lastClipboard));
+    queue.push(() => client.sendMouseState(mouseState, true));
+  };
+  const mouse = new Guacamole.Mouse(target);
+  mouse.onEach(["mousedown", "mousemove", "mouseup"], send as (event: Guacamole.Event) => void);
+  const touch = new Guacamole.Mouse.Touchscreen(target);
+  touch.onEach(["mousedown", "mousemove", "mouseup"], send as (event: Guacamole.Event) => void);
+
+  // The remote cursor becomes the element's CSS cursor; the software cursor only if that fails.
+  display.oncursor = (canvas: HTMLCanvasElement, x: number, y: number) => {
+    display.showCursor(!mouse.setCursor(canvas, x, y));
+  };
+}
+
+function attachClipboard(client: Guacamole.Client, settings: SessionConfig): void {
+  client.onclipboard = (stream: Guacamole.InputStream, mimetype: string) => {
+    if (!settings.copy || !mimetype.startsWith("text/")) {
+      stream.sendAck("Ignored", Guacamole.Status.Code.CLIENT_FORBIDDEN);
+      return;
+    }
+    const reader = new Guacamole.StringReader(stream);
+    let text = "";
+    reader.ontext = (chunk: string) => {
+      text += chunk;
+    };
+    reader.onend = () => {
+      navigator.clipboard.writeText(text).catch(() => {
+        // The browser refused (no focus or no permission); nothing else to do.
+      });
+    };
+  };
+}
+
+function attachDisplay(client: Guacamole.Client): void {
+  const display = client.getDisplay();
+  displayHost.append(display.getElement());
+  const fit = () => {
+    const width = display.getWidth();
+    const height = display.getHeight();
+    if (width > 0 && height > 0) {
+      display.scale(Math.min(window.innerWidth / width, window.innerHeight / height));
+    }
+  };
+  display.onresize = fit;
+  let timer: number | undefined;
+  window.addEventListener("resize", () => {
+    fit();
+    window.clearTimeout(timer);
+    timer = window.setTimeout(() => {
+      if (state !== "connected") return;
+      const density = window.devicePixelRatio || 1;
+      client.sendSize(Math.floor(window.innerWidth * density), Math.floor(window.innerHeight * density));
+    }, RESIZE_DEBOUNCE_MS);
+  });
+}
+
+async function main(): Promise<void> {
+  show("connecting", "Connecting…");
+  const settings = await config();
+  document.title = `${settings.user ? settings.user + " — " : ""}${settings.target} (${settings.protocol})`;
+
+  const pc = new RTCPeerConnection({ iceServers: [] });
+  const control = pc.createDataChannel(CONTROL_CHANNEL, { ordered: true });
+  const channel = pc.createDataChannel("guacamole", { ordered: true, protocol: "ztproxy-tunnel/1" });
+  let ended: string | null = null;
+  control.onmessage = (event: MessageEvent) => {
+    if (typeof event.data !== "string") return;
+    try {
+      const notice = JSON.parse(event.data) as { type?: string; reason?: string };
+      if (notice.type === "session_ended" && notice.reason) ended = endReason(notice.reason);
+    } catch {
+      // Not a notice.
+    }
+  };
+  const connectTimer = window.setTimeout(() => {
+    if (state === "connecting") show("ended", "ztproxy could not be reached.");
+  }, CONNECT_TIMEOUT_MS);
+  pc.onconnectionstatechange = () => {
+    if (pc.connectionState === "failed" || pc.connectionState === "closed") {
+      show("ended", ended ?? "The connection to ztproxy was lost.");
+    }
+  };
+
+  const tunnel = new DataChannelTunnel(channel, handshake(settings.user));
+  const client = new Guacamole.Client(tunnel);
+  attachDisplay(client);
+  attachInput(client, settings);
+  attachClipboard(client, settings);
+  client.onfile = (stream: Guacamole.InputStream, mimetype: string, name: string) => {
+    if (settings.download) download(panel, stream, mimetype, name);
+    else stream.sendAck("Downloads are not allowed", Guacamole.Status.Code.CLIENT_FORBIDDEN);
+  };
+  if (settings.upload) acceptDrops(displayHost, panel, client);
+
+  let errorText: string | null = null;
+  client.onerror = (status: Guacamole.Status) => {
+    errorText = statusText(status);
+    show("ended", errorText);
+  };
+  client.onstatechange = (clientState: number) => {
+    if (clientState === Guacamole.Client.State.CONNECTED) {
+      window.clearTimeout(connectTimer);
+      show("connected", "Connected");
+    } else if (clientState === Guacamole.Client.State.DISCONNECTED) {
+      show("ended", errorText ?? ended ?? "The session ended.");
+    }
+  };
+  control.onclose = () => {
+    // ztproxy closes the control channel after its notice; the Guacamole error usually says
+    // it first, in the session's own words.
+    window.setTimeout(() => show("ended", errorText ?? ended ?? "The session ended."), 250);
+  };
+  window.addEventListener("beforeunload", () => {
+    client.disconnect();
+    pc.close();
+  });
+
+  await negotiate(pc);
+  client.connect();
+}
+
+main().catch((error: unknown) => {
+  show("ended", `The session could not start: ${error instanceof Error ? error.message : String(error)}`);
+});
