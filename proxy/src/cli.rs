@@ -1,5 +1,6 @@
 //! The `ztproxy` command line.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -8,9 +9,12 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 use zt_api::Secret;
-use zt_api::control::{LimitsRequest, Target, Transport};
+use zt_api::control::{
+    Conversation, CreateSessionRequest, LimitsRequest, RecordingRequest, Route, Target, Transport,
+};
 
 use crate::client::api::{ApiAddress, ApiClient};
+use crate::client::local::LocalListener;
 use crate::client::session::{self as client_session, ClientSession, TunnelError, TunnelOptions};
 use crate::config::{Config, LogConfig};
 use crate::transport::webrtc::PeerSettings;
@@ -39,9 +43,33 @@ enum Command {
     Connect(Box<ConnectCommand>),
     /// Print a new random control API token (for `control.token_file`).
     GenToken,
-    /// Recordings: generate keys, inspect, verify and export.
+    /// Recordings: generate keys, inspect, verify, export and play.
     #[command(subcommand)]
-    Recording(zt_recorder_cli::RecordingCommand),
+    Recording(RecordingCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum RecordingCommand {
+    /// Play a recording in the browser: serves a local player page; the recording is
+    /// decrypted here, the browser never holds the key.
+    Play(PlayArgs),
+    #[command(flatten)]
+    Other(zt_recorder_cli::RecordingCommand),
+}
+
+#[derive(Debug, Args)]
+struct PlayArgs {
+    /// Recording file.
+    file: PathBuf,
+    /// Key to decrypt it.
+    #[command(flatten)]
+    key: zt_recorder_cli::KeyArgs,
+    /// Local address to serve the player on (loopback only).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Open the player in the system browser.
+    #[arg(long)]
+    open: bool,
 }
 
 #[derive(Debug, Args)]
@@ -60,6 +88,110 @@ struct ServeArgs {
 enum ConnectCommand {
     /// Create a tunnel session and forward a local port to its target.
     Tunnel(TunnelArgs),
+    /// Serve the browser client on loopback: each page load becomes a connection session
+    /// (WebRTC) to the target, with the credentials given here, never the page's.
+    Web(WebArgs),
+    /// Listen as guacd does: each TCP connection becomes a connection session to the target,
+    /// so any Guacamole client works with ztproxy.
+    Guac(GuacArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum RouteArg {
+    /// ztproxy's own protocol client (the default for SSH).
+    Native,
+    /// The external guacd ztproxy is configured with (the default for RDP).
+    Guacd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum RecordArg {
+    /// What the user saw (Guacamole instructions).
+    Graphical,
+    /// Terminal output as a typescript.
+    Typescript,
+}
+
+/// A connection session as the gateway would create it.
+#[derive(Debug, Args)]
+struct ConnectionArgs {
+    /// Control API: unix:/path/to/socket or http://127.0.0.1:PORT.
+    #[arg(
+        long,
+        env = "ZTPROXY_API",
+        default_value = "unix:/run/ztproxy/control.sock"
+    )]
+    api: ApiAddress,
+    /// File with the control API bearer token (for an http:// API).
+    #[arg(long, env = "ZTPROXY_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// The target, host:port (chosen by the gateway in production).
+    #[arg(long)]
+    target: String,
+    /// The protocol: ssh, rdp, vnc, telnet, …
+    #[arg(long)]
+    protocol: String,
+    /// How ztproxy reaches the target (default: native for SSH, guacd otherwise).
+    #[arg(long, value_enum)]
+    route: Option<RouteArg>,
+    /// JSON file with the connection parameters (credentials and policy, guacd's names:
+    /// {"username": "…", "password": "…", "host-key": "…", "disable-copy": "true"}).
+    #[arg(long, value_name = "PATH", conflicts_with = "parameters_env")]
+    parameters_file: Option<PathBuf>,
+    /// Name of an environment variable holding the parameters as JSON.
+    #[arg(long, value_name = "VAR")]
+    parameters_env: Option<String>,
+    /// The user's name (audit).
+    #[arg(long)]
+    user: Option<String>,
+    /// Resource id; with --traffic-secret-file, seals the offer and answer.
+    #[arg(long)]
+    resource_id: Option<String>,
+    /// File with the resource's base64 traffic secret: seal the signalling.
+    #[arg(long, requires = "resource_id")]
+    traffic_secret_file: Option<PathBuf>,
+    /// Record the session (comma-separated: graphical, typescript).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    record: Vec<RecordArg>,
+    /// File with the base64 resource secret recordings are wrapped under.
+    #[arg(long, value_name = "PATH")]
+    recording_secret_file: Option<PathBuf>,
+    /// Ask for this idle timeout ("15m").
+    #[arg(long, value_parser = humantime::parse_duration)]
+    idle_timeout: Option<Duration>,
+    /// Ask for this maximum duration ("8h").
+    #[arg(long, value_parser = humantime::parse_duration)]
+    max_duration: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+struct WebArgs {
+    #[command(flatten)]
+    connection: ConnectionArgs,
+    /// Local address to serve the page on (loopback only).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Open the page in the system browser.
+    #[arg(long)]
+    open: bool,
+}
+
+#[derive(Debug, Args)]
+struct GuacArgs {
+    #[command(flatten)]
+    connection: ConnectionArgs,
+    /// How to reach ztproxy.
+    #[arg(long, value_enum, default_value = "webrtc")]
+    transport: TransportArg,
+    /// Local address to listen on, as guacd would.
+    #[arg(long, default_value = "127.0.0.1:4822")]
+    listen: SocketAddr,
+    /// Local UDP address for WebRTC candidates (repeatable).
+    #[arg(long = "udp-addr", default_value = "127.0.0.1:0")]
+    udp_addrs: Vec<String>,
+    /// How long to wait for the connection to ztproxy.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    connect_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -149,8 +281,11 @@ async fn run(cli: Cli) -> ExitCode {
         },
         Command::Connect(command) => match *command {
             ConnectCommand::Tunnel(args) => connect_tunnel(args).await,
+            ConnectCommand::Web(args) => connect_web(args).await,
+            ConnectCommand::Guac(args) => connect_guac(args).await,
         },
-        Command::Recording(command) => {
+        Command::Recording(RecordingCommand::Play(args)) => recording_play(args).await,
+        Command::Recording(RecordingCommand::Other(command)) => {
             match tokio::task::spawn_blocking(move || zt_recorder_cli::run(command)).await {
                 Ok(Ok(())) => ExitCode::SUCCESS,
                 Ok(Err(error)) => {
@@ -351,6 +486,246 @@ async fn connect_tunnel(args: TunnelArgs) -> ExitCode {
             );
             ExitCode::from(EXIT_SESSION_ENDED)
         }
+        Err(error) => fail(error.to_string()),
+    }
+}
+
+/// Reads the session's parameters from the file or variable the arguments name.
+fn read_parameters(args: &ConnectionArgs) -> Result<BTreeMap<String, Secret<String>>, String> {
+    let text = match (&args.parameters_file, &args.parameters_env) {
+        (Some(path), _) => read_secret_file(path)?,
+        (None, Some(var)) => Secret::new(
+            std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))?,
+        ),
+        (None, None) => return Ok(BTreeMap::new()),
+    };
+    let parsed: BTreeMap<String, serde_json::Value> = serde_json::from_str(text.expose_secret())
+        .map_err(|e| {
+            // serde_json's message names a position, never the content.
+            format!("the parameters are not a JSON object of strings: {e}")
+        })?;
+    parsed
+        .into_iter()
+        .map(|(name, value)| match value {
+            serde_json::Value::String(text) => Ok((name, Secret::new(text))),
+            serde_json::Value::Bool(flag) => Ok((name, Secret::new(flag.to_string()))),
+            serde_json::Value::Number(number) => Ok((name, Secret::new(number.to_string()))),
+            _ => Err(format!("parameter `{name}` is not a string")),
+        })
+        .collect()
+}
+
+/// The session request the arguments describe (no transport details yet).
+fn connection_request(
+    args: &ConnectionArgs,
+    transport: Transport,
+) -> Result<CreateSessionRequest, String> {
+    let target = parse_target(&args.target)?;
+    let parameters = read_parameters(args)?;
+    let recording = if args.record.is_empty() {
+        None
+    } else {
+        let secret = args
+            .recording_secret_file
+            .as_deref()
+            .ok_or("--record needs --recording-secret-file")?;
+        Some(RecordingRequest {
+            graphical: args.record.contains(&RecordArg::Graphical),
+            typescript: args.record.contains(&RecordArg::Typescript),
+            resource_secret: Some(read_secret_file(secret)?),
+            recipients: Vec::new(),
+            fail_closed: None,
+        })
+    };
+    Ok(CreateSessionRequest {
+        transport,
+        conversation: Conversation::Connection,
+        protocol: Some(args.protocol.clone()),
+        target,
+        offer: None,
+        sealed_offer: None,
+        signalling: None,
+        parameters,
+        limits: LimitsRequest {
+            idle_timeout: args.idle_timeout,
+            max_duration: args.max_duration,
+            max_connections: None,
+        },
+        route: args.route.map(|route| match route {
+            RouteArg::Native => Route::Native,
+            RouteArg::Guacd => Route::Guacd,
+        }),
+        recording,
+        resource_id: args.resource_id.clone(),
+        user: args.user.clone(),
+    })
+}
+
+fn connection_credentials(args: &ConnectionArgs) -> Result<Credentials, String> {
+    let token = match &args.token_file {
+        Some(path) => Some(read_secret_file(path)?),
+        None => None,
+    };
+    let signalling = match (&args.resource_id, &args.traffic_secret_file) {
+        (Some(resource), Some(path)) => Some((resource.clone(), read_secret_file(path)?)),
+        _ => None,
+    };
+    Ok((token, signalling))
+}
+
+/// Starts the system browser on `url` (`--open`).
+fn open_browser(url: &str) {
+    match std::process::Command::new("xdg-open")
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+    {
+        Ok(_) => {}
+        Err(error) => eprintln!("ztproxy: cannot start a browser ({error}); open the URL yourself"),
+    }
+}
+
+async fn connect_web(args: WebArgs) -> ExitCode {
+    crate::telemetry::init(&LogConfig {
+        level: "warn".into(),
+        ..LogConfig::default()
+    });
+    let fail = |message: String| {
+        eprintln!("ztproxy connect web: {message}");
+        ExitCode::from(EXIT_FAILED)
+    };
+    let request = match connection_request(&args.connection, Transport::Webrtc) {
+        Ok(request) => request,
+        Err(message) => return fail(message),
+    };
+    let (token, signalling) = match connection_credentials(&args.connection) {
+        Ok(read) => read,
+        Err(message) => return fail(message),
+    };
+    let listener = match LocalListener::bind(args.listen).await {
+        Ok(listener) => listener,
+        Err(error) => return fail(error.to_string()),
+    };
+    let url = listener.url("");
+    let api = ApiClient::new(args.connection.api.clone(), token);
+    let app = std::sync::Arc::new(crate::client::web::WebApp::new(api, request, signalling));
+    println!(
+        "{}",
+        serde_json::json!({ "event": "listening", "url": url, "listen": listener.address().to_string() })
+    );
+    eprintln!("ztproxy: open {url} in a browser on this machine; Ctrl-C to stop");
+    if args.open {
+        open_browser(&url);
+    }
+    let cancel = CancellationToken::new();
+    tokio::spawn(signal_shutdown(cancel.clone()));
+    match crate::client::web::serve(listener, app, cancel).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => fail(error.to_string()),
+    }
+}
+
+async fn connect_guac(args: GuacArgs) -> ExitCode {
+    crate::telemetry::init(&LogConfig {
+        level: "warn".into(),
+        ..LogConfig::default()
+    });
+    let fail = |message: String| {
+        eprintln!("ztproxy connect guac: {message}");
+        ExitCode::from(EXIT_FAILED)
+    };
+    let transport = match args.transport {
+        TransportArg::Webrtc => Transport::Webrtc,
+        TransportArg::Quic => Transport::Quic,
+    };
+    let request = match connection_request(&args.connection, transport) {
+        Ok(request) => request,
+        Err(message) => return fail(message),
+    };
+    let (token, signalling) = match connection_credentials(&args.connection) {
+        Ok(read) => read,
+        Err(message) => return fail(message),
+    };
+    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+        Ok(listener) => listener,
+        Err(error) => return fail(format!("cannot listen on {}: {error}", args.listen)),
+    };
+    let local = match listener.local_addr() {
+        Ok(local) => local,
+        Err(error) => return fail(format!("cannot listen on {}: {error}", args.listen)),
+    };
+    let mut peer = PeerSettings::loopback();
+    peer.udp_addrs = args.udp_addrs.clone();
+    let options = TunnelOptions {
+        transport,
+        target: request.target.clone(),
+        protocol: request.protocol.clone(),
+        signalling,
+        limits: request.limits.clone(),
+        resource_id: request.resource_id.clone(),
+        peer,
+        connect_timeout: args.connect_timeout,
+    };
+    println!(
+        "{}",
+        serde_json::json!({ "event": "listening", "listen": local.to_string(), "transport": transport.as_str() })
+    );
+    eprintln!(
+        "ztproxy: guacd protocol on {local}; each connection is a session to {} over {}; Ctrl-C to stop",
+        args.connection.target,
+        transport.as_str()
+    );
+    let api = ApiClient::new(args.connection.api.clone(), token);
+    let cancel = CancellationToken::new();
+    tokio::spawn(signal_shutdown(cancel.clone()));
+    crate::client::guac::serve(listener, api, request, options, cancel).await;
+    ExitCode::SUCCESS
+}
+
+async fn recording_play(args: PlayArgs) -> ExitCode {
+    let fail = |message: String| {
+        eprintln!("ztproxy recording play: {message}");
+        ExitCode::from(EXIT_FAILED)
+    };
+    let listener = match LocalListener::bind(args.listen).await {
+        Ok(listener) => listener,
+        Err(error) => return fail(error.to_string()),
+    };
+    let file = args.file.clone();
+    let key = args.key.clone();
+    let playback =
+        match tokio::task::spawn_blocking(move || crate::client::play::Playback::load(&file, &key))
+            .await
+        {
+            Ok(Ok(playback)) => playback,
+            Ok(Err(error)) => return fail(format!("{error:#}")),
+            Err(error) => return fail(error.to_string()),
+        };
+    let url = listener.url("");
+    println!(
+        "{}",
+        serde_json::json!({
+            "event": "listening",
+            "url": url,
+            "kind": playback.kind,
+            "duration_ms": playback.duration,
+            "keyframes": playback.keyframes.len(),
+        })
+    );
+    eprintln!(
+        "ztproxy: playing {} at {url}; Ctrl-C to stop",
+        args.file.display()
+    );
+    if args.open {
+        open_browser(&url);
+    }
+    let cancel = CancellationToken::new();
+    tokio::spawn(signal_shutdown(cancel.clone()));
+    let app = std::sync::Arc::new(crate::client::play::PlayerApp::new(playback));
+    match listener.serve(app, cancel).await {
+        Ok(()) => ExitCode::SUCCESS,
         Err(error) => fail(error.to_string()),
     }
 }

@@ -298,7 +298,7 @@ impl ClientSession {
 
 /// Puts the offer into the request, sealed when `signalling` says so; returns the key the
 /// answer will be sealed under.
-fn put_offer(
+pub(crate) fn put_offer(
     request: &mut CreateSessionRequest,
     offer_sdp: String,
     signalling: Option<&(String, Secret<String>)>,
@@ -328,7 +328,7 @@ fn put_offer(
 }
 
 /// ztproxy's answer, opened if it was to be sealed.
-fn open_answer(
+pub(crate) fn open_answer(
     answer_key: Option<SealKey>,
     answer: Option<SessionDescription>,
     sealed: Option<String>,

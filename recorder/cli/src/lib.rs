@@ -486,6 +486,21 @@ fn read_key_file(path: &Path) -> anyhow::Result<Zeroizing<String>> {
     Ok(text)
 }
 
+/// Opens `path` with the key `key` names, checked as `export` checks it (what does not
+/// verify is not read): for commands that read a recording's events themselves
+/// (`ztproxy recording play`).
+pub fn open_unlocked(path: &Path, key: &KeyArgs) -> anyhow::Result<RecordingReader<File>> {
+    let mut reader = open(path)?;
+    let Some(material) = load_key(key)? else {
+        bail!("a key is needed: --secret-file, --secret-env or --x25519-key");
+    };
+    reader.unlock(material.unlock())?;
+    if let Err(error) = reader.verify(&VerifyOptions::default()) {
+        bail!("{} does not verify: {error}", path.display());
+    }
+    Ok(reader)
+}
+
 fn open(path: &Path) -> anyhow::Result<RecordingReader<File>> {
     RecordingReader::open_path(path).with_context(|| format!("{}", path.display()))
 }

@@ -1,0 +1,230 @@
+//! `ztproxy connect web`: the vault client's local part for a browser. It serves the session
+//! page ([`super::local`]) and brokers signalling as the gateway would: the page's WebRTC
+//! offer becomes a connection session for the configured target and protocol, created
+//! through the control API with the credentials this command was given (never the page's),
+//! sealed when a traffic secret is configured; the answer goes back to the page.
+
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::http::{Method, StatusCode};
+use axum::response::Response;
+use serde::Deserialize;
+use zt_api::Secret;
+use zt_api::control::{CreateSessionRequest, Transport};
+
+use super::api::{ApiClient, ClientError};
+use super::local::{self, App};
+use super::session::{TunnelError, open_answer, put_offer};
+
+/// The longest SDP offer accepted from the page.
+pub const MAX_OFFER: usize = 32 * 1024;
+/// The most sessions one run of the helper creates (each page load makes one).
+pub const MAX_SESSIONS: usize = 64;
+
+/// What the page is told about the session: nothing secret.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PageConfig {
+    /// The protocol.
+    pub protocol: String,
+    /// `host:port`.
+    pub target: String,
+    /// The user's name.
+    pub user: String,
+    /// Copying out of the session is allowed.
+    pub copy: bool,
+    /// Pasting into the session is allowed.
+    pub paste: bool,
+    /// Uploads are allowed.
+    pub upload: bool,
+    /// Downloads are allowed.
+    pub download: bool,
+    /// Input is dropped.
+    pub read_only: bool,
+}
+
+impl PageConfig {
+    /// The page's view of `request`: policy from its parameters (ztproxy enforces it anyway).
+    pub fn of(request: &CreateSessionRequest) -> Self {
+        let flag = |name: &str| {
+            request
+                .parameters
+                .get(name)
+                .is_some_and(|v| v.expose_secret().trim().eq_ignore_ascii_case("true"))
+        };
+        Self {
+            protocol: request.protocol.clone().unwrap_or_default(),
+            target: format!("{}:{}", request.target.host, request.target.port),
+            user: request.user.clone().unwrap_or_default(),
+            copy: !flag("disable-copy"),
+            paste: !flag("disable-paste") && !flag("read-only"),
+            upload: !flag("disable-upload") && !flag("sftp-disable-upload") && !flag("read-only"),
+            download: !flag("disable-download") && !flag("sftp-disable-download"),
+            read_only: flag("read-only"),
+        }
+    }
+}
+
+/// The helper's state.
+pub struct WebApp {
+    api: ApiClient,
+    template: CreateSessionRequest,
+    signalling: Option<(String, Secret<String>)>,
+    config: PageConfig,
+    sessions: Mutex<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OfferBody {
+    sdp: String,
+}
+
+impl WebApp {
+    /// A helper creating sessions like `template` (a WebRTC connection session; its offer is
+    /// the page's).
+    pub fn new(
+        api: ApiClient,
+        mut template: CreateSessionRequest,
+        signalling: Option<(String, Secret<String>)>,
+    ) -> Self {
+        template.transport = Transport::Webrtc;
+        template.offer = None;
+        template.sealed_offer = None;
+        let config = PageConfig::of(&template);
+        Self {
+            api,
+            template,
+            signalling,
+            config,
+            sessions: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The sessions created so far.
+    pub fn sessions(&self) -> Vec<String> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Ends every session this helper created (when it stops).
+    pub async fn end_sessions(&self) {
+        for id in self.sessions() {
+            match self.api.delete_session(&id).await {
+                Ok(_) | Err(ClientError::Api { status: 404, .. }) => {}
+                Err(error) => tracing::warn!(%error, session = %id, "cannot end the session"),
+            }
+        }
+    }
+
+    async fn offer(&self, body: &[u8]) -> Response {
+        let offer: OfferBody = match serde_json::from_slice(body) {
+            Ok(offer) => offer,
+            Err(error) => {
+                return local::error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_offer",
+                    &format!("the offer is not {{\"sdp\": \"…\"}}: {error}"),
+                );
+            }
+        };
+        if offer.sdp.len() > MAX_OFFER || !offer.sdp.starts_with("v=0") || offer.sdp.contains('\0')
+        {
+            return local::error(
+                StatusCode::BAD_REQUEST,
+                "bad_offer",
+                "the offer is not an SDP session description of a usable size",
+            );
+        }
+        {
+            let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+            if sessions.len() >= MAX_SESSIONS {
+                return local::error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_sessions",
+                    "this helper has created as many sessions as it may; start it again",
+                );
+            }
+        }
+        let mut request = self.template.clone();
+        let answer_key = match put_offer(&mut request, offer.sdp, self.signalling.as_ref()) {
+            Ok(key) => key,
+            Err(error) => {
+                return local::error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "seal",
+                    &error.to_string(),
+                );
+            }
+        };
+        let response = match self.api.create_session(&request).await {
+            Ok(response) => response,
+            Err(ClientError::Api { status, error }) => {
+                let status = if status == 400 {
+                    StatusCode::BAD_REQUEST
+                } else {
+                    StatusCode::BAD_GATEWAY
+                };
+                return local::error(
+                    status,
+                    "refused",
+                    &format!("ztproxy refused the session: {}", error.message),
+                );
+            }
+            Err(error) => {
+                return local::error(StatusCode::BAD_GATEWAY, "unreachable", &error.to_string());
+            }
+        };
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(response.id.clone());
+        match open_answer(answer_key, response.answer, response.sealed_answer) {
+            Ok(sdp) => {
+                tracing::info!(session = %response.id, "session created for the page");
+                local::json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "session": response.id, "sdp": sdp }),
+                )
+            }
+            Err(TunnelError::Seal(message)) => {
+                local::error(StatusCode::BAD_GATEWAY, "seal", &message)
+            }
+            Err(error) => local::error(StatusCode::BAD_GATEWAY, "answer", &error.to_string()),
+        }
+    }
+}
+
+impl App for WebApp {
+    const INDEX: &'static str = "index.html";
+
+    async fn handle(&self, method: &Method, path: &str, body: Bytes) -> Option<Response> {
+        match (method, path) {
+            (&Method::GET, "config") => Some(local::json(
+                StatusCode::OK,
+                &serde_json::to_value(&self.config).unwrap_or_default(),
+            )),
+            (&Method::POST, "offer") => Some(self.offer(&body).await),
+            (_, "offer" | "config") => Some(local::error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method",
+                "method not allowed",
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// Serves the page for `app` on `listener` until `shutdown`, then ends its sessions.
+pub async fn serve(
+    listener: local::LocalListener,
+    app: Arc<WebApp>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
+    let served = listener.serve(app.clone(), shutdown).await;
+    app.end_sessions().await;
+    served
+}
