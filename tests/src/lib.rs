@@ -6,6 +6,7 @@
 
 #![allow(clippy::missing_panics_doc)]
 
+pub mod browser;
 pub mod client;
 pub mod guac_client;
 pub mod proc;

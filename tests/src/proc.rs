@@ -438,3 +438,80 @@ pub fn socket_inodes_of(pid: u32) -> std::collections::HashSet<String> {
         })
         .unwrap_or_default()
 }
+
+/// A running `ztproxy` client command that prints a JSON `listening` line first
+/// (`connect web`, `connect guac`, `recording play`), killed on drop.
+pub struct Helper {
+    /// Its `listening` line.
+    pub listening: serde_json::Value,
+    child: Child,
+    output: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Helper {
+    /// Starts `bin <args…>` and waits for its first line. On failure, returns the process's
+    /// exit status and output in the error.
+    pub fn start(bin: &Path, args: &[&str]) -> anyhow::Result<Self> {
+        let mut child = Command::new(bin)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .env_remove("RUST_LOG")
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().context("stderr")?;
+        let stdout = child.stdout.take().context("stdout")?;
+        capture(stderr, output.clone(), None);
+        let (lines_tx, lines) = mpsc::channel();
+        capture(stdout, output.clone(), Some(lines_tx));
+        match lines.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => {
+                let listening: serde_json::Value = serde_json::from_str(&line)
+                    .with_context(|| format!("unexpected first line: {line}"))?;
+                Ok(Self {
+                    listening,
+                    child,
+                    output,
+                })
+            }
+            Err(_) => {
+                let status = wait_child(&mut child, Duration::from_secs(5));
+                let log =
+                    String::from_utf8_lossy(&output.lock().unwrap_or_else(|e| e.into_inner()))
+                        .into_owned();
+                bail!("{args:?} did not start ({status:?}); output:\n{log}");
+            }
+        }
+    }
+
+    /// A string field of the `listening` line.
+    pub fn field(&self, name: &str) -> String {
+        self.listening
+            .get(name)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// Everything the process wrote so far.
+    pub fn output(&self) -> String {
+        String::from_utf8_lossy(&self.output.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+
+    /// Stops the process with SIGTERM, as Ctrl-C would, and waits for it.
+    pub fn stop(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
+        wait_child(&mut self.child, timeout)
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

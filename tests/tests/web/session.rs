@@ -1,0 +1,189 @@
+//! The session page against a real sshd through `ztproxy connect web` and WebRTC.
+
+use std::time::{Duration, Instant};
+
+use zt_tests::browser::Browser;
+
+use crate::{FONT_SIZE, Fixture, STEP, WINDOW, open_session, run, wait_prompt, wait_screen};
+
+/// Rows and columns of the terminal in a window of `width` × `height` pixels.
+fn grid(width: u32, height: u32) -> (u32, u32) {
+    let cell = zt_terminal::font::Rasteriser::new(FONT_SIZE, 96).cell();
+    (height / cell.height, width / cell.width)
+}
+
+#[tokio::test]
+async fn keys_typed_in_the_page_run_on_the_target_and_the_output_shows() {
+    let fixture = Fixture::start();
+    let helper = fixture.web(&[], &[]);
+    let mut browser = Browser::start().unwrap();
+    open_session(&mut browser, &helper.field("url"), false).await;
+    wait_prompt(&mut browser).await;
+    let lines = run(&mut browser, "echo zt-$((6*7))", "zt-42").await;
+    // The command line itself shows what was typed, character for character.
+    assert!(
+        lines.iter().any(|l| l.contains("echo zt-$((6*7))")),
+        "the typed command is not on screen:\n{}",
+        lines.join("\n")
+    );
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn resizing_the_window_resizes_the_terminal_on_the_target() {
+    let fixture = Fixture::start();
+    let helper = fixture.web(&[], &[]);
+    let mut browser = Browser::start().unwrap();
+    open_session(&mut browser, &helper.field("url"), false).await;
+    wait_prompt(&mut browser).await;
+    let (rows, cols) = grid(WINDOW.0, WINDOW.1);
+    run(&mut browser, "stty size", &format!("{rows} {cols}")).await;
+
+    let (width, height) = (640, 400);
+    browser.resize(width, height).await.unwrap();
+    let (rows, cols) = grid(width, height);
+    // The new size reaches the target after the page's debounce and the window change; run
+    // the command until it shows (each run types the command again).
+    let expected = format!("{rows} {cols}");
+    let deadline = Instant::now() + STEP;
+    loop {
+        browser.type_text("clear; stty size").await.unwrap();
+        browser.press("Enter").await.unwrap();
+        let (lines, _) = wait_screen(&mut browser, "the output of stty size", STEP, |lines| {
+            lines.iter().any(|l| {
+                let mut words = l.split_whitespace();
+                matches!((words.next(), words.next(), words.next()), (Some(r), Some(c), None)
+                    if r.parse::<u32>().is_ok() && c.parse::<u32>().is_ok())
+            })
+        })
+        .await;
+        if lines.iter().any(|l| l.trim_end() == expected) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "stty size never showed {expected}:\n{}",
+            lines.join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    browser.close().await;
+}
+
+/// Where `text` is on screen, in pixels: the centres of its first and last cells.
+fn locate(lines: &[String], text: &str) -> ((f64, f64), (f64, f64)) {
+    let cell = zt_terminal::font::Rasteriser::new(FONT_SIZE, 96).cell();
+    let (row, line) = lines
+        .iter()
+        .enumerate()
+        .find(|(_, l)| l.trim_end() == text)
+        .unwrap_or_else(|| panic!("`{text}` is not on screen:\n{}", lines.join("\n")));
+    let col = line.find(text).unwrap();
+    let y = (row as f64 + 0.5) * f64::from(cell.height);
+    let x0 = (col as f64 + 0.5) * f64::from(cell.width);
+    let x1 = ((col + text.len() - 1) as f64 + 0.5) * f64::from(cell.width);
+    ((x0, y), (x1, y))
+}
+
+/// Selects `text` on screen with the mouse.
+async fn select(browser: &mut Browser, lines: &[String], text: &str) {
+    let ((x0, y0), (x1, y1)) = locate(lines, text);
+    browser.mouse("move", x0, y0).await.unwrap();
+    browser.mouse("down", x0, y0).await.unwrap();
+    browser.mouse("move", x1, y1).await.unwrap();
+    browser.mouse("up", x1, y1).await.unwrap();
+}
+
+#[tokio::test]
+async fn selected_text_reaches_the_browser_clipboard_and_pastes_come_back() {
+    let fixture = Fixture::start();
+    let helper = fixture.web(&[], &[]);
+    let mut browser = Browser::start().unwrap();
+    open_session(&mut browser, &helper.field("url"), true).await;
+    wait_prompt(&mut browser).await;
+    browser.set_clipboard("nothing yet").await.unwrap();
+    let lines = run(&mut browser, "echo zt-copy-$((40+2))", "zt-copy-42").await;
+    select(&mut browser, &lines, "zt-copy-42").await;
+    let deadline = Instant::now() + STEP;
+    loop {
+        let text = browser.clipboard().await.unwrap();
+        if text == "zt-copy-42" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the clipboard holds {text:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    browser
+        .set_clipboard("echo zt-pasted-$((2+3))")
+        .await
+        .unwrap();
+    browser.press("Control+Shift+V").await.unwrap();
+    browser.press("Enter").await.unwrap();
+    wait_screen(&mut browser, "the pasted command's output", STEP, |lines| {
+        lines.iter().any(|l| l.trim_end() == "zt-pasted-5")
+    })
+    .await;
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn disable_copy_and_disable_paste_hold_in_the_browser() {
+    let fixture = Fixture::start();
+    let helper = fixture.web(&[("disable-copy", "true"), ("disable-paste", "true")], &[]);
+    let mut browser = Browser::start().unwrap();
+    open_session(&mut browser, &helper.field("url"), true).await;
+    wait_prompt(&mut browser).await;
+    browser
+        .set_clipboard("echo zt-pasted-$((2+3))")
+        .await
+        .unwrap();
+    let lines = run(&mut browser, "echo zt-copy-$((40+2))", "zt-copy-42").await;
+    select(&mut browser, &lines, "zt-copy-42").await;
+    browser.press("Control+Shift+V").await.unwrap();
+    browser.press("Enter").await.unwrap();
+    // A later command's output shows after anything the selection or the paste could have
+    // caused (one ordered channel each way).
+    let lines = run(&mut browser, "echo zt-after-$((1+1))", "zt-after-2").await;
+    assert!(
+        !lines.iter().any(|l| l.contains("zt-pasted-5")),
+        "the paste reached the target:\n{}",
+        lines.join("\n")
+    );
+    assert_eq!(
+        browser.clipboard().await.unwrap(),
+        "echo zt-pasted-$((2+3))",
+        "the selection reached the clipboard"
+    );
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn revocation_shows_the_ended_state_with_its_reason_within_a_second() {
+    let fixture = Fixture::start();
+    let helper = fixture.web(&[], &[]);
+    let mut browser = Browser::start().unwrap();
+    open_session(&mut browser, &helper.field("url"), false).await;
+    wait_prompt(&mut browser).await;
+    let api = fixture.proxy.api();
+    let sessions = api.list_sessions().await.unwrap();
+    assert_eq!(sessions.len(), 1, "one session for the page");
+    let id = sessions[0].id.clone();
+    let started = Instant::now();
+    let revoke = tokio::spawn(async move { api.delete_session(&id).await });
+    let (_, text) = browser
+        .wait_state("ended", Duration::from_secs(1))
+        .await
+        .expect("the page shows the ended state within a second");
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < Duration::from_secs(1),
+        "the page took {elapsed:?}"
+    );
+    assert!(
+        text.contains("ended by the administrator"),
+        "the page says {text:?}"
+    );
+    revoke.await.unwrap().unwrap();
+    browser.close().await;
+}
