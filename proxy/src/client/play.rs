@@ -120,13 +120,15 @@ impl Playback {
 }
 
 /// Where a graphical recording's key frames fall on the player's timeline, which counts from
-/// the first `sync`.
+/// the first `sync`. The proxy takes a key frame at a frame's end, so it shows the display as
+/// of the last `sync` before it.
 #[derive(Default)]
 struct Timeline {
     decoder: Option<Decoder>,
     first: Option<u64>,
+    /// The latest `sync` seen.
+    latest: Option<u64>,
     last: u64,
-    key_frame_pending: bool,
     keyframes: Vec<u64>,
 }
 
@@ -142,11 +144,9 @@ impl Timeline {
                     let Some(at) = instruction.arg(0).and_then(|t| t.parse::<u64>().ok()) else {
                         continue;
                     };
-                    let first = *self.first.get_or_insert(at);
+                    self.first.get_or_insert(at);
+                    self.latest = Some(at);
                     self.last = self.last.max(at);
-                    if std::mem::take(&mut self.key_frame_pending) {
-                        self.keyframes.push(at.saturating_sub(first));
-                    }
                 }
                 Ok(Some(_)) => {}
                 Ok(None) => break,
@@ -160,7 +160,9 @@ impl Timeline {
     }
 
     fn key_frame(&mut self) {
-        self.key_frame_pending = true;
+        if let (Some(first), Some(latest)) = (self.first, self.latest) {
+            self.keyframes.push(latest.saturating_sub(first));
+        }
     }
 
     fn finish(mut self) -> (Vec<u64>, u64) {

@@ -54,40 +54,45 @@ async function main(): Promise<void> {
     const width = recordingDisplay.getWidth();
     const height = recordingDisplay.getHeight();
     if (width > 0 && height > 0) {
-      display.style.setProperty("--w", `${width}`);
-      recordingDisplay.scale(Math.min(display.clientWidth / width, display.clientHeight / height));
+      recordingDisplay.scale(Math.min(1, display.clientWidth / width, display.clientHeight / height));
     }
   };
   recordingDisplay.onresize = fit;
   window.addEventListener("resize", fit);
 
-  // Playback speed: Guacamole.SessionRecording plays at real time; faster speeds seek ahead.
+  // Speed: Guacamole.SessionRecording plays at recorded speed; any other speed is played
+  // by seeking along the timeline every 100 ms while its own playback is paused.
   let rate = 1;
-  let speedTimer: number | undefined;
-  const stopSpeed = () => window.clearInterval(speedTimer);
-  const startSpeed = () => {
-    stopSpeed();
-    if (rate === 1 || !recording.isPlaying()) return;
+  let driver: number | undefined;
+  const driving = () => driver !== undefined;
+  const stopDriving = () => {
+    window.clearInterval(driver);
+    driver = undefined;
+    play.textContent = "Play";
+  };
+  const drive = () => {
+    recording.pause();
     const started = performance.now();
     const from = recording.getPosition();
-    speedTimer = window.setInterval(() => {
+    play.textContent = "Pause";
+    driver = window.setInterval(() => {
       const target = from + (performance.now() - started) * rate;
       if (target >= recording.getDuration()) {
-        stopSpeed();
+        stopDriving();
         recording.seek(recording.getDuration());
-        return;
+      } else {
+        recording.seek(target);
       }
-      recording.seek(target, () => {
-        if (!recording.isPlaying()) recording.play();
-      });
     }, 100);
   };
+  const start = () => (rate === 1 ? recording.play() : drive());
   speed.addEventListener("change", () => {
     rate = Number(speed.value) || 1;
-    if (rate < 1) {
-      // Slower than real time: step through seeks too.
+    if (recording.isPlaying() || driving()) {
+      stopDriving();
+      recording.pause();
+      start();
     }
-    startSpeed();
   });
 
   recording.onprogress = (duration: number) => {
@@ -112,26 +117,28 @@ async function main(): Promise<void> {
   recording.onerror = (message: string) => show("ended", `The recording cannot be played: ${message}`);
   recording.onplay = () => {
     play.textContent = "Pause";
-    startSpeed();
   };
   recording.onpause = () => {
-    play.textContent = "Play";
-    stopSpeed();
+    if (!driving()) play.textContent = "Play";
   };
   recording.onseek = (at: number) => {
     position.value = String(at);
     time.textContent = `${clock(at)} / ${clock(recording.getDuration())}`;
-    document.body.dataset.position = String(at);
   };
   play.addEventListener("click", () => {
-    if (recording.isPlaying()) recording.pause();
-    else recording.play();
+    if (recording.isPlaying() || driving()) {
+      stopDriving();
+      recording.pause();
+    } else {
+      start();
+    }
   });
   position.addEventListener("input", () => {
     const target = Number(position.value);
     const wasPlaying = recording.isPlaying();
+    stopDriving();
     recording.seek(target, () => {
-      document.body.dataset.position = String(target);
+      // The screen now shows the recording at `target` (tests wait for this mark).
       document.body.dataset.seeked = String(target);
       if (wasPlaying) recording.play();
     });

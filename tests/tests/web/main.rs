@@ -9,6 +9,7 @@
 
 mod guac;
 mod player;
+mod rdp;
 mod session;
 
 use std::path::PathBuf;
