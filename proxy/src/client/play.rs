@@ -177,7 +177,11 @@ struct TypescriptRender {
     terminal: Terminal,
     epoch: Instant,
     out: Vec<u8>,
+    /// When the last event happened.
     last: Duration,
+    /// The first and last frames' stamps, in milliseconds after `epoch`.
+    first_frame: Option<u64>,
+    last_frame: u64,
 }
 
 impl TypescriptRender {
@@ -201,21 +205,36 @@ impl TypescriptRender {
             epoch,
             out: Vec::new(),
             last: Duration::ZERO,
+            first_frame: None,
+            last_frame: 0,
         }
     }
 
-    /// Draws what is due before `at`.
+    /// Draws what is due by `at`. A frame is stamped no earlier than the last event it shows,
+    /// so the player shows output at the moment it was recorded.
     fn drain_until(&mut self, at: Instant) -> anyhow::Result<()> {
         while let Some(due) = self.terminal.poll_timeout() {
             if due > at {
                 break;
             }
-            let Some(frame) = self.terminal.poll_client(due) else {
+            if !self.frame_at(due.max(self.epoch + self.last))? {
                 break;
-            };
-            self.push(&frame)?;
+            }
         }
         Ok(())
+    }
+
+    /// Takes the terminal's frame at `stamp`, if it has one.
+    fn frame_at(&mut self, stamp: Instant) -> anyhow::Result<bool> {
+        let Some(frame) = self.terminal.poll_client(stamp) else {
+            return Ok(false);
+        };
+        self.push(&frame)?;
+        let ms = u64::try_from(stamp.saturating_duration_since(self.epoch).as_millis())
+            .unwrap_or(u64::MAX);
+        self.first_frame.get_or_insert(ms);
+        self.last_frame = ms;
+        Ok(true)
     }
 
     fn push(&mut self, frame: &BytesMut) -> anyhow::Result<()> {
@@ -255,10 +274,10 @@ impl TypescriptRender {
     fn finish(mut self) -> anyhow::Result<(Bytes, u64)> {
         let end = self.epoch + self.last + zt_terminal::FRAME_INTERVAL * 2;
         self.drain_until(end)?;
-        if let Some(frame) = self.terminal.poll_client(end) {
-            self.push(&frame)?;
-        }
-        let duration = u64::try_from(self.last.as_millis()).unwrap_or(u64::MAX);
+        self.frame_at(end)?;
+        let duration = self
+            .last_frame
+            .saturating_sub(self.first_frame.unwrap_or(0));
         Ok((Bytes::from(self.out), duration))
     }
 }

@@ -138,8 +138,11 @@ async function main(): Promise<void> {
     const wasPlaying = recording.isPlaying();
     stopDriving();
     recording.seek(target, () => {
-      // The screen now shows the recording at `target` (tests wait for this mark).
-      document.body.dataset.seeked = String(target);
+      // Images decode asynchronously: mark the moment only once the display has drawn them
+      // (tests wait for this mark before looking).
+      recordingDisplay.flush(() => {
+        document.body.dataset.seeked = String(target);
+      });
       if (wasPlaying) recording.play();
     });
   });
