@@ -1,0 +1,170 @@
+// Drives Debian's Chromium (headless, through playwright-core; nothing downloads a browser)
+// for ztproxy's browser tests and benchmarks. One JSON command per line on stdin, one JSON
+// answer per line on stdout: {"ok": true, ...} or {"ok": false, "error": "..."}.
+//
+// The tests assert on what the screen shows: they take screenshots and read them with
+// ztproxy's own renderer, or read the text of the page's visible status line.
+
+import { createInterface } from "node:readline";
+import { chromium } from "playwright-core";
+
+const executablePath = process.env.ZT_CHROMIUM ?? "/usr/bin/chromium";
+let browser = null;
+let context = null;
+let page = null;
+const consoleLines = [];
+
+async function open({ url, width = 800, height = 480, clipboard = false }) {
+  browser ??= await chromium.launch({
+    executablePath,
+    headless: true,
+    // Root in a container has no user namespaces for Chromium's sandbox.
+    args: ["--no-sandbox", "--disable-gpu", "--use-fake-ui-for-media-stream"],
+  });
+  if (context) await context.close();
+  context = await browser.newContext({ viewport: { width, height }, deviceScaleFactor: 1, acceptDownloads: true });
+  if (clipboard) {
+    await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: new URL(url).origin });
+  }
+  page = await context.newPage();
+  page.on("console", (message) => {
+    if (consoleLines.length < 500) consoleLines.push(`${message.type()}: ${message.text()}`);
+  });
+  page.on("pageerror", (error) => {
+    if (consoleLines.length < 500) consoleLines.push(`pageerror: ${error.message}`);
+  });
+  const started = Date.now();
+  const response = await page.goto(url);
+  return { status: response?.status() ?? 0, ms: Date.now() - started };
+}
+
+async function status() {
+  return page.evaluate(() => {
+    const element = document.getElementById("status");
+    return {
+      state: document.body.dataset.state ?? "",
+      text: element && !element.hidden ? element.innerText : "",
+    };
+  });
+}
+
+async function waitState({ state, timeout = 20000 }) {
+  const started = Date.now();
+  try {
+    await page.waitForFunction((s) => document.body.dataset.state === s, state, { timeout, polling: 10 });
+  } catch (error) {
+    const now = await status();
+    throw new Error(`the page did not reach "${state}" in ${timeout} ms; it shows "${now.state}": ${now.text}`);
+  }
+  return { ms: Date.now() - started, ...(await status()) };
+}
+
+const commands = {
+  open,
+  status,
+  wait_state: waitState,
+  async type({ text, delay = 5 }) {
+    await page.keyboard.type(text, { delay });
+    return {};
+  },
+  async press({ key }) {
+    await page.keyboard.press(key);
+    return {};
+  },
+  async down({ key }) {
+    await page.keyboard.down(key);
+    return {};
+  },
+  async up({ key }) {
+    await page.keyboard.up(key);
+    return {};
+  },
+  async mouse({ action, x = 0, y = 0, button = "left", steps = 1 }) {
+    if (action === "move") await page.mouse.move(x, y, { steps });
+    else if (action === "down") await page.mouse.down({ button });
+    else if (action === "up") await page.mouse.up({ button });
+    else if (action === "click") await page.mouse.click(x, y, { button });
+    else throw new Error(`unknown mouse action ${action}`);
+    return {};
+  },
+  async screenshot({ path }) {
+    await page.screenshot({ path, animations: "disabled", caret: "initial" });
+    return { path };
+  },
+  async resize({ width, height }) {
+    await page.setViewportSize({ width, height });
+    return {};
+  },
+  async clipboard_read() {
+    return { text: await page.evaluate(() => navigator.clipboard.readText()) };
+  },
+  async clipboard_write({ text }) {
+    await page.evaluate((t) => navigator.clipboard.writeText(t), text);
+    return {};
+  },
+  async click({ selector }) {
+    await page.click(selector);
+    return {};
+  },
+  async seek({ value }) {
+    // What dragging the seek bar's thumb to `value` does: set it, then the input event.
+    await page.$eval(
+      "#position",
+      (input, v) => {
+        input.value = String(v);
+        input.dispatchEvent(new Event("input", { bubbles: true }));
+      },
+      value,
+    );
+    return {};
+  },
+  async wait_attr({ name, value, timeout = 20000 }) {
+    await page.waitForFunction(
+      ([n, v]) => document.body.dataset[n] === v,
+      [name, String(value)],
+      { timeout, polling: 10 },
+    );
+    return {};
+  },
+  async pause({ ms }) {
+    // For the demo only (the tests wait on what the screen shows).
+    await new Promise((resolve) => setTimeout(resolve, ms));
+    return {};
+  },
+  async text({ selector }) {
+    return { text: await page.locator(selector).innerText() };
+  },
+  async fetch({ path, method = "GET", body = null, headers = {} }) {
+    // A request the page itself makes (same origin, with its Origin header).
+    return page.evaluate(
+      async ([p, m, b, h]) => {
+        const response = await fetch(new URL(p, location.href), { method: m, body: b, headers: h });
+        return { status: response.status, body: await response.text() };
+      },
+      [path, method, body, headers],
+    );
+  },
+  async console() {
+    return { lines: consoleLines.splice(0) };
+  },
+  async close() {
+    if (browser) await browser.close();
+    browser = context = page = null;
+    return {};
+  },
+};
+
+const lines = createInterface({ input: process.stdin });
+for await (const line of lines) {
+  let answer;
+  try {
+    const command = JSON.parse(line);
+    const run = commands[command.op];
+    if (!run) throw new Error(`unknown command ${command.op}`);
+    answer = { ok: true, ...(await run(command)) };
+  } catch (error) {
+    answer = { ok: false, error: error instanceof Error ? error.message : String(error) };
+  }
+  process.stdout.write(JSON.stringify(answer) + "\n");
+}
+if (browser) await browser.close();
