@@ -11,7 +11,7 @@ use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
 use zt_api::Secret;
-use zt_api::control::{CreateSessionRequest, Transport};
+use zt_api::control::{CreateSessionRequest, IceCandidate, Transport};
 
 use super::api::{ApiClient, ClientError};
 use super::local::{self, App};
@@ -79,6 +79,13 @@ pub struct WebApp {
 #[serde(deny_unknown_fields)]
 struct OfferBody {
     sdp: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CandidatesBody {
+    session: String,
+    candidates: Vec<IceCandidate>,
 }
 
 impl WebApp {
@@ -198,6 +205,50 @@ impl WebApp {
     }
 }
 
+impl WebApp {
+    /// Trickles the page's candidates to ztproxy, for a session this helper created.
+    async fn candidates(&self, body: &[u8]) -> Response {
+        let request: CandidatesBody = match serde_json::from_slice(body) {
+            Ok(request) => request,
+            Err(error) => {
+                return local::error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_candidates",
+                    &format!("the candidates are not {{\"session\", \"candidates\"}}: {error}"),
+                );
+            }
+        };
+        let ours = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&request.session);
+        if !ours {
+            return local::error(StatusCode::NOT_FOUND, "no_session", "no such session");
+        }
+        match self
+            .api
+            .add_candidates(&request.session, request.candidates)
+            .await
+        {
+            Ok(()) => local::json(StatusCode::OK, &serde_json::json!({})),
+            Err(ClientError::Api { status, error }) => {
+                let status = if status == 400 {
+                    StatusCode::BAD_REQUEST
+                } else {
+                    StatusCode::BAD_GATEWAY
+                };
+                local::error(
+                    status,
+                    "refused",
+                    &format!("ztproxy refused the candidates: {}", error.message),
+                )
+            }
+            Err(error) => local::error(StatusCode::BAD_GATEWAY, "unreachable", &error.to_string()),
+        }
+    }
+}
+
 impl App for WebApp {
     const INDEX: &'static str = "index.html";
 
@@ -208,7 +259,8 @@ impl App for WebApp {
                 &serde_json::to_value(&self.config).unwrap_or_default(),
             )),
             (&Method::POST, "offer") => Some(self.offer(&body).await),
-            (_, "offer" | "config") => Some(local::error(
+            (&Method::POST, "candidates") => Some(self.candidates(&body).await),
+            (_, "offer" | "config" | "candidates") => Some(local::error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method",
                 "method not allowed",

@@ -180,12 +180,19 @@ function attachDisplay(client: Guacamole.Client): void {
 
 async function main(): Promise<void> {
   show("connecting", "Connecting…");
-  const settings = await config();
-  document.title = `${settings.user ? settings.user + " — " : ""}${settings.target} (${settings.protocol})`;
-
+  // The settings and the peer connection are fetched and negotiated at once: the browser's
+  // WebRTC stack takes about as long to start as the page's first request.
   const pc = new RTCPeerConnection({ iceServers: [] });
   const control = pc.createDataChannel(CONTROL_CHANNEL, { ordered: true });
   const channel = pc.createDataChannel("guacamole", { ordered: true, protocol: "ztproxy-tunnel/1" });
+  channel.addEventListener("open", () => performance.mark("zt-channel-open"));
+  const negotiation = negotiate(pc);
+  // Reported below, once the page can show it.
+  negotiation.catch(() => {});
+  const settings = await config();
+  performance.mark("zt-config");
+  document.title = `${settings.user ? settings.user + " — " : ""}${settings.target} (${settings.protocol})`;
+
   let ended: string | null = null;
   control.onmessage = (event: MessageEvent) => {
     if (typeof event.data !== "string") return;
@@ -216,6 +223,17 @@ async function main(): Promise<void> {
   };
   if (settings.upload) acceptDrops(displayHost, panel, client);
 
+  // Each drawn frame leaves a performance mark (for benchmarks: keystroke to screen), and
+  // the first one its time since the page started loading.
+  let marks = 0;
+  client.onsync = () => {
+    // Bounded: a long session must not keep every frame's mark.
+    if (++marks % 256 === 0) performance.clearMarks("zt-frame");
+    performance.mark("zt-frame");
+    if (document.body.dataset.firstFrame === undefined) {
+      document.body.dataset.firstFrame = performance.now().toFixed(1);
+    }
+  };
   let errorText: string | null = null;
   client.onerror = (status: Guacamole.Status) => {
     errorText = statusText(status);
@@ -239,7 +257,9 @@ async function main(): Promise<void> {
     pc.close();
   });
 
-  await negotiate(pc);
+  tunnel.onuuid = () => performance.mark("zt-ready");
+  await negotiation;
+  performance.mark("zt-answer");
   client.connect();
 }
 

@@ -2,9 +2,6 @@
 // page's offer goes to ztproxy's control API as a connection session, the answer comes back.
 // Every request carries the per-run token in its path; the helper checks it and the Origin.
 
-/** How long ICE candidate gathering may take before the offer is sent with what there is. */
-export const GATHER_TIMEOUT_MS = 3_000;
-
 /** What the helper tells the page about the session (nothing secret). */
 export interface SessionConfig {
   /** The protocol, for the page's title. */
@@ -57,33 +54,45 @@ export function config(): Promise<SessionConfig> {
   return call<SessionConfig>("GET", "config");
 }
 
-function gathered(pc: RTCPeerConnection): Promise<void> {
-  if (pc.iceGatheringState === "complete") return Promise.resolve();
-  return new Promise((resolve) => {
-    const timer = window.setTimeout(done, GATHER_TIMEOUT_MS);
-    function done(): void {
-      window.clearTimeout(timer);
-      pc.removeEventListener("icegatheringstatechange", check);
-      resolve();
-    }
-    function check(): void {
-      if (pc.iceGatheringState === "complete") done();
-    }
-    pc.addEventListener("icegatheringstatechange", check);
-  });
-}
-
 /**
  * Offers `pc` (its data channels already created) to ztproxy through the helper and applies
- * the answer. Returns the session's id.
+ * the answer; the browser's candidates follow as they are gathered (trickle ICE), so the
+ * offer does not wait for gathering. Returns the session's id.
  */
 export async function negotiate(pc: RTCPeerConnection): Promise<string> {
+  const pending: RTCIceCandidateInit[] = [];
+  let session: string | null = null;
+  let sending: Promise<void> = Promise.resolve();
+  const flush = () => {
+    if (session === null || pending.length === 0) return;
+    const batch = pending.splice(0);
+    const id = session;
+    sending = sending
+      .then(() => call<unknown>("POST", "candidates", { session: id, candidates: batch }))
+      .then(() => undefined)
+      .catch(() => {
+        // ztproxy reaches the browser through its own candidates anyway (the browser's are
+        // mDNS names it cannot always resolve); a lost candidate costs nothing.
+      });
+  };
+  pc.addEventListener("icecandidate", (event) => {
+    const init = event.candidate ? event.candidate.toJSON() : { candidate: "" };
+    pending.push({
+      candidate: init.candidate ?? "",
+      sdpMid: init.sdpMid ?? null,
+      sdpMLineIndex: init.sdpMLineIndex ?? null,
+      ...(init.usernameFragment ? { usernameFragment: init.usernameFragment } : {}),
+    });
+    flush();
+  });
   const offer = await pc.createOffer();
   await pc.setLocalDescription(offer);
-  await gathered(pc);
-  const sdp = pc.localDescription?.sdp;
+  performance.mark("zt-offer");
+  const sdp = pc.localDescription?.sdp ?? offer.sdp;
   if (!sdp) throw new SignallingError("the browser produced no offer");
   const answer = await call<{ session: string; sdp: string }>("POST", "offer", { sdp });
   await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+  session = answer.session;
+  flush();
   return answer.session;
 }

@@ -144,6 +144,60 @@ const commands = {
       [path, method, body, headers],
     );
   },
+  async first_frame({ url, width = 800, height = 480, timeout = 20000 }) {
+    // Opens `url` in a fresh window; how long from the start of loading to the first frame
+    // the display drew (the page's mark), in milliseconds.
+    await open({ url, width, height });
+    await page.waitForFunction(() => document.body.dataset.firstFrame !== undefined, null, { timeout, polling: 5 });
+    const marks = await page.evaluate(() =>
+      Object.fromEntries(
+        performance
+          .getEntriesByType("mark")
+          .filter((mark) => mark.name !== "zt-frame")
+          .map((mark) => [mark.name, Math.round(mark.startTime * 10) / 10]),
+      ),
+    );
+    return { ms: Number(await page.evaluate(() => document.body.dataset.firstFrame)), marks };
+  },
+  async key_latency({ keys, timeout = 10000 }) {
+    // For each key: press it, wait until the display's pixels change, and take the time
+    // from the key event to the drawn frame that changed them.
+    await page.evaluate(() => {
+      window.__ztKeyDowns = [];
+      document.addEventListener("keydown", (event) => window.__ztKeyDowns.push(performance.now()), { capture: true });
+      window.__ztPixels = () => {
+        let best = null;
+        for (const canvas of document.querySelectorAll("#display canvas")) {
+          if (!best || canvas.width * canvas.height > best.width * best.height) best = canvas;
+        }
+        const data = best.getContext("2d").getImageData(0, 0, best.width, best.height).data;
+        let hash = 0;
+        for (let i = 0; i < data.length; i += 4) hash = (Math.imul(hash, 31) + data[i] + (data[i + 1] << 8) + (data[i + 2] << 16)) | 0;
+        return hash;
+      };
+    });
+    const latencies = [];
+    for (const key of keys) {
+      // Keys a tenth of a second apart, as a typist's (the terminal draws at most 25 frames
+      // a second, so keys closer together would measure its pacing).
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const before = await page.evaluate(() => window.__ztPixels());
+      const downs = await page.evaluate(() => window.__ztKeyDowns.length);
+      await page.keyboard.press(key);
+      const ms = await page.waitForFunction(
+        ([before, downs]) => {
+          const down = window.__ztKeyDowns[downs];
+          if (down === undefined || window.__ztPixels() === before) return false;
+          const frame = performance.getEntriesByName("zt-frame").find((mark) => mark.startTime >= down);
+          return frame ? frame.startTime - down : false;
+        },
+        [before, downs],
+        { timeout, polling: "raf" },
+      );
+      latencies.push(await ms.jsonValue());
+    }
+    return { latencies };
+  },
   async console() {
     return { lines: consoleLines.splice(0) };
   },
