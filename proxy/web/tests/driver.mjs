@@ -13,6 +13,7 @@ let browser = null;
 let context = null;
 let page = null;
 const consoleLines = [];
+const downloads = [];
 
 async function open({ url, width = 800, height = 480, clipboard = false }) {
   browser ??= await chromium.launch({
@@ -27,6 +28,7 @@ async function open({ url, width = 800, height = 480, clipboard = false }) {
     await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: new URL(url).origin });
   }
   page = await context.newPage();
+  page.on("download", (download) => downloads.push(download));
   page.on("console", (message) => {
     if (consoleLines.length < 500) consoleLines.push(`${message.type()}: ${message.text()}`);
   });
@@ -197,6 +199,33 @@ const commands = {
       latencies.push(await ms.jsonValue());
     }
     return { latencies };
+  },
+  async wait_download({ path, timeout = 20000 }) {
+    // The next file the page saved, written to `path`.
+    const started = Date.now();
+    while (downloads.length === 0) {
+      if (Date.now() - started > timeout) throw new Error("no download");
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    const download = downloads.shift();
+    await download.saveAs(path);
+    return { name: download.suggestedFilename(), path };
+  },
+  async drop_file({ name, base64, type = "application/octet-stream", selector = "#display" }) {
+    // What dropping a file from the desktop onto the display does: a drop event whose
+    // DataTransfer holds the file.
+    const transfer = await page.evaluateHandle(
+      ([n, b, t]) => {
+        const bytes = Uint8Array.from(atob(b), (c) => c.charCodeAt(0));
+        const data = new DataTransfer();
+        data.items.add(new File([bytes], n, { type: t }));
+        return data;
+      },
+      [name, base64, type],
+    );
+    await page.dispatchEvent(selector, "dragover", { dataTransfer: transfer });
+    await page.dispatchEvent(selector, "drop", { dataTransfer: transfer });
+    return {};
   },
   async console() {
     return { lines: consoleLines.splice(0) };
