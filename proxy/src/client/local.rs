@@ -17,12 +17,14 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, Limited};
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+use super::local_checks as checks;
 
 mod assets {
     include!(concat!(env!("OUT_DIR"), "/web_assets.rs"));
@@ -157,29 +159,6 @@ struct Guard {
 }
 
 impl Guard {
-    /// The `Host` values the page is reached by.
-    fn host_ok(&self, headers: &HeaderMap) -> bool {
-        let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
-            return false;
-        };
-        let port = self.address.port();
-        host == self.address.to_string()
-            || (self.address.ip().is_ipv4() && host == format!("localhost:{port}"))
-    }
-
-    fn origin_ok(&self, headers: &HeaderMap, required: bool) -> bool {
-        match headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
-            None => !required,
-            Some(origin) => {
-                let host = headers
-                    .get(header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .unwrap_or_default();
-                origin == format!("http://{host}")
-            }
-        }
-    }
-
     fn token_ok(&self, token: &str) -> bool {
         token.len() == self.token.len() && bool::from(token.as_bytes().ct_eq(self.token.as_bytes()))
     }
@@ -248,7 +227,14 @@ fn content_type(name: &str) -> &'static str {
 
 async fn route<A: App>(guard: &Guard, app: &A, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    if !guard.host_ok(&parts.headers) {
+    let header = |name| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    let host = header(header::HOST);
+    if !checks::host_ok(host, guard.address) {
         return error(
             StatusCode::FORBIDDEN,
             "bad_host",
@@ -260,7 +246,7 @@ async fn route<A: App>(guard: &Guard, app: &A, request: Request) -> Response {
         .get("sec-fetch-site")
         .is_some_and(|site| site == "cross-site" || site == "same-site");
     let changes = parts.method != Method::GET && parts.method != Method::HEAD;
-    if cross_site || !guard.origin_ok(&parts.headers, changes) {
+    if cross_site || !checks::origin_ok(header(header::ORIGIN), host, changes) {
         return error(
             StatusCode::FORBIDDEN,
             "bad_origin",

@@ -3,6 +3,7 @@
 pub mod api;
 pub mod guac;
 pub mod local;
+pub mod local_checks;
 pub mod play;
 pub mod session;
 pub mod web;

@@ -17,8 +17,7 @@ use super::api::{ApiClient, ClientError};
 use super::local::{self, App};
 use super::session::{TunnelError, open_answer, put_offer};
 
-/// The longest SDP offer accepted from the page.
-pub const MAX_OFFER: usize = 32 * 1024;
+pub use super::local_checks::MAX_OFFER;
 /// The most sessions one run of the helper creates (each page load makes one).
 pub const MAX_SESSIONS: usize = 64;
 
@@ -138,8 +137,7 @@ impl WebApp {
                 );
             }
         };
-        if offer.sdp.len() > MAX_OFFER || !offer.sdp.starts_with("v=0") || offer.sdp.contains('\0')
-        {
+        if !super::local_checks::offer_sdp_ok(&offer.sdp) {
             return local::error(
                 StatusCode::BAD_REQUEST,
                 "bad_offer",
