@@ -115,16 +115,8 @@ enum RecordArg {
 /// A connection session as the gateway would create it.
 #[derive(Debug, Args)]
 struct ConnectionArgs {
-    /// Control API: unix:/path/to/socket or http://127.0.0.1:PORT.
-    #[arg(
-        long,
-        env = "ZTPROXY_API",
-        default_value = "unix:/run/ztproxy/control.sock"
-    )]
-    api: ApiAddress,
-    /// File with the control API bearer token (for an http:// API).
-    #[arg(long, env = "ZTPROXY_TOKEN_FILE")]
-    token_file: Option<PathBuf>,
+    #[command(flatten)]
+    access: AccessArgs,
     /// The target, host:port (chosen by the gateway in production).
     #[arg(long)]
     target: String,
@@ -144,12 +136,6 @@ struct ConnectionArgs {
     /// The user's name (audit).
     #[arg(long)]
     user: Option<String>,
-    /// Resource id; with --traffic-secret-file, seals the offer and answer.
-    #[arg(long)]
-    resource_id: Option<String>,
-    /// File with the resource's base64 traffic secret: seal the signalling.
-    #[arg(long, requires = "resource_id")]
-    traffic_secret_file: Option<PathBuf>,
     /// Record the session (comma-separated: graphical, typescript).
     #[arg(long, value_enum, value_delimiter = ',')]
     record: Vec<RecordArg>,
@@ -200,8 +186,9 @@ enum TransportArg {
     Quic,
 }
 
+/// How to reach the control API, and the keys that seal the signalling.
 #[derive(Debug, Args)]
-struct TunnelArgs {
+struct AccessArgs {
     /// Control API: unix:/path/to/socket or http://127.0.0.1:PORT.
     #[arg(
         long,
@@ -212,6 +199,18 @@ struct TunnelArgs {
     /// File with the control API bearer token (for an http:// API).
     #[arg(long, env = "ZTPROXY_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// Resource id; with --traffic-secret-file, seals the offer and answer.
+    #[arg(long)]
+    resource_id: Option<String>,
+    /// File with the resource's base64 traffic secret: seal the signalling.
+    #[arg(long, requires = "resource_id")]
+    traffic_secret_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct TunnelArgs {
+    #[command(flatten)]
+    access: AccessArgs,
     /// The target, host:port (chosen by the gateway in production).
     #[arg(long)]
     target: String,
@@ -224,12 +223,6 @@ struct TunnelArgs {
     /// Protocol label for the session (audit only).
     #[arg(long)]
     protocol: Option<String>,
-    /// Resource id; with --traffic-secret-file, seals the offer and answer.
-    #[arg(long)]
-    resource_id: Option<String>,
-    /// File with the resource's base64 traffic secret: seal the signalling.
-    #[arg(long, requires = "resource_id")]
-    traffic_secret_file: Option<PathBuf>,
     /// Ask for this idle timeout ("15m").
     #[arg(long, value_parser = humantime::parse_duration)]
     idle_timeout: Option<Duration>,
@@ -388,7 +381,7 @@ fn read_secret_file(path: &Path) -> Result<Secret<String>, String> {
 /// The control API token and the signalling secret the arguments name.
 type Credentials = (Option<Secret<String>>, Option<(String, Secret<String>)>);
 
-fn read_credentials(args: &TunnelArgs) -> Result<Credentials, String> {
+fn read_credentials(args: &AccessArgs) -> Result<Credentials, String> {
     let token = match &args.token_file {
         Some(path) => Some(read_secret_file(path)?),
         None => None,
@@ -409,10 +402,7 @@ fn tunnel_options(
     peer.udp_addrs = args.udp_addrs.clone();
     peer.sctp_mtu = args.sctp_mtu;
     TunnelOptions {
-        transport: match args.transport {
-            TransportArg::Webrtc => Transport::Webrtc,
-            TransportArg::Quic => Transport::Quic,
-        },
+        transport: args.transport.into(),
         target,
         protocol: args.protocol.clone(),
         signalling,
@@ -421,7 +411,7 @@ fn tunnel_options(
             max_duration: args.max_duration,
             max_connections: args.max_connections,
         },
-        resource_id: args.resource_id.clone(),
+        resource_id: args.access.resource_id.clone(),
         peer,
         connect_timeout: args.connect_timeout,
     }
@@ -440,20 +430,16 @@ async fn connect_tunnel(args: TunnelArgs) -> ExitCode {
         Ok(target) => target,
         Err(message) => return fail(message),
     };
-    let (token, signalling) = match read_credentials(&args) {
+    let (token, signalling) = match read_credentials(&args.access) {
         Ok(read) => read,
         Err(message) => return fail(message),
     };
-    let listener = match tokio::net::TcpListener::bind(args.listen).await {
-        Ok(listener) => listener,
-        Err(error) => return fail(format!("cannot listen on {}: {error}", args.listen)),
-    };
-    let local = match listener.local_addr() {
-        Ok(local) => local,
-        Err(error) => return fail(format!("cannot listen on {}: {error}", args.listen)),
+    let (listener, local) = match bind_local(args.listen).await {
+        Ok(bound) => bound,
+        Err(message) => return fail(message),
     };
     let options = tunnel_options(&args, target.clone(), signalling);
-    let api = ApiClient::new(args.api.clone(), token);
+    let api = ApiClient::new(args.access.api.clone(), token);
     let (session, id) = match ClientSession::connect(&api, &options).await {
         Ok(connected) => connected,
         Err(error) => return fail(error.to_string()),
@@ -487,6 +473,26 @@ async fn connect_tunnel(args: TunnelArgs) -> ExitCode {
             ExitCode::from(EXIT_SESSION_ENDED)
         }
         Err(error) => fail(error.to_string()),
+    }
+}
+
+/// A TCP listener on `address` and the address it got.
+async fn bind_local(address: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), String> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|error| format!("cannot listen on {address}: {error}"))?;
+    let local = listener
+        .local_addr()
+        .map_err(|error| format!("cannot listen on {address}: {error}"))?;
+    Ok((listener, local))
+}
+
+impl From<TransportArg> for Transport {
+    fn from(transport: TransportArg) -> Self {
+        match transport {
+            TransportArg::Webrtc => Self::Webrtc,
+            TransportArg::Quic => Self::Quic,
+        }
     }
 }
 
@@ -556,21 +562,9 @@ fn connection_request(
             RouteArg::Guacd => Route::Guacd,
         }),
         recording,
-        resource_id: args.resource_id.clone(),
+        resource_id: args.access.resource_id.clone(),
         user: args.user.clone(),
     })
-}
-
-fn connection_credentials(args: &ConnectionArgs) -> Result<Credentials, String> {
-    let token = match &args.token_file {
-        Some(path) => Some(read_secret_file(path)?),
-        None => None,
-    };
-    let signalling = match (&args.resource_id, &args.traffic_secret_file) {
-        (Some(resource), Some(path)) => Some((resource.clone(), read_secret_file(path)?)),
-        _ => None,
-    };
-    Ok((token, signalling))
 }
 
 /// Starts the system browser on `url` (`--open`).
@@ -600,7 +594,7 @@ async fn connect_web(args: WebArgs) -> ExitCode {
         Ok(request) => request,
         Err(message) => return fail(message),
     };
-    let (token, signalling) = match connection_credentials(&args.connection) {
+    let (token, signalling) = match read_credentials(&args.connection.access) {
         Ok(read) => read,
         Err(message) => return fail(message),
     };
@@ -609,7 +603,7 @@ async fn connect_web(args: WebArgs) -> ExitCode {
         Err(error) => return fail(error.to_string()),
     };
     let url = listener.url("");
-    let api = ApiClient::new(args.connection.api.clone(), token);
+    let api = ApiClient::new(args.connection.access.api.clone(), token);
     let app = std::sync::Arc::new(crate::client::web::WebApp::new(api, request, signalling));
     println!(
         "{}",
@@ -636,25 +630,18 @@ async fn connect_guac(args: GuacArgs) -> ExitCode {
         eprintln!("ztproxy connect guac: {message}");
         ExitCode::from(EXIT_FAILED)
     };
-    let transport = match args.transport {
-        TransportArg::Webrtc => Transport::Webrtc,
-        TransportArg::Quic => Transport::Quic,
-    };
+    let transport = Transport::from(args.transport);
     let request = match connection_request(&args.connection, transport) {
         Ok(request) => request,
         Err(message) => return fail(message),
     };
-    let (token, signalling) = match connection_credentials(&args.connection) {
+    let (token, signalling) = match read_credentials(&args.connection.access) {
         Ok(read) => read,
         Err(message) => return fail(message),
     };
-    let listener = match tokio::net::TcpListener::bind(args.listen).await {
-        Ok(listener) => listener,
-        Err(error) => return fail(format!("cannot listen on {}: {error}", args.listen)),
-    };
-    let local = match listener.local_addr() {
-        Ok(local) => local,
-        Err(error) => return fail(format!("cannot listen on {}: {error}", args.listen)),
+    let (listener, local) = match bind_local(args.listen).await {
+        Ok(bound) => bound,
+        Err(message) => return fail(message),
     };
     let mut peer = PeerSettings::loopback();
     peer.udp_addrs = args.udp_addrs.clone();
@@ -677,7 +664,7 @@ async fn connect_guac(args: GuacArgs) -> ExitCode {
         args.connection.target,
         transport.as_str()
     );
-    let api = ApiClient::new(args.connection.api.clone(), token);
+    let api = ApiClient::new(args.connection.access.api.clone(), token);
     let cancel = CancellationToken::new();
     tokio::spawn(signal_shutdown(cancel.clone()));
     crate::client::guac::serve(listener, api, request, options, cancel).await;

@@ -258,6 +258,29 @@ impl Screenshot {
         zt_terminal::readback::read_text(&self.pixels, self.width, self.height, font_size, 96, "")
     }
 
+    /// The share of the pixels of an image (`reference`, RGBA, `width` × `height`) that the
+    /// screenshot shows differently from its top left corner (by more than a rounding error
+    /// in any channel); 1 when the screenshot is smaller.
+    pub fn difference(&self, reference: &[[u8; 4]], width: u32, height: u32) -> f64 {
+        if self.width < width || self.height < height || width == 0 || height == 0 {
+            return 1.0;
+        }
+        let mut differ = 0u64;
+        for y in 0..height {
+            for x in 0..width {
+                let want = reference
+                    .get((y * width + x) as usize)
+                    .copied()
+                    .unwrap_or_default();
+                let got = self.pixel(x, y);
+                if (0..3).any(|c| want[c].abs_diff(got[c]) > 8) {
+                    differ += 1;
+                }
+            }
+        }
+        differ as f64 / f64::from(width * height)
+    }
+
     /// The pixel at (`x`, `y`).
     pub fn pixel(&self, x: u32, y: u32) -> [u8; 4] {
         self.pixels

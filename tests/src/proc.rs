@@ -262,39 +262,19 @@ impl TunnelCli {
     /// Starts `ztproxy connect tunnel --api <api> --target <target> <extra…>` and waits until it
     /// listens. On failure, returns the process's exit status and output in the error.
     pub fn start(bin: &Path, api: &str, target: &str, extra: &[&str]) -> anyhow::Result<Self> {
-        let mut child = Command::new(bin)
+        let mut command = Command::new(bin);
+        command
             .args(["connect", "tunnel", "--api", api, "--target", target])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .env_remove("RUST_LOG")
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        let output = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().context("stderr")?;
-        let stdout = child.stdout.take().context("stdout")?;
-        capture(stderr, output.clone(), None);
-        let (lines_tx, lines) = mpsc::channel();
-        capture(stdout, output.clone(), Some(lines_tx));
-        match lines.recv_timeout(Duration::from_secs(30)) {
-            Ok(line) => {
-                let listening: Listening = serde_json::from_str(&line)
-                    .with_context(|| format!("unexpected first line: {line}"))?;
-                Ok(Self {
-                    local: listening.listen,
-                    session: listening.session,
-                    child,
-                    output,
-                })
-            }
-            Err(_) => {
-                let status = wait_child(&mut child, Duration::from_secs(5));
-                let log =
-                    String::from_utf8_lossy(&output.lock().unwrap_or_else(|e| e.into_inner()))
-                        .into_owned();
-                bail!("connect tunnel did not start ({status:?}); output:\n{log}");
-            }
-        }
+            .args(extra);
+        let (child, output, line) = spawn_until_first_line(command, "connect tunnel")?;
+        let listening: Listening = serde_json::from_str(&line)
+            .with_context(|| format!("unexpected first line: {line}"))?;
+        Ok(Self {
+            local: listening.listen,
+            session: listening.session,
+            child,
+            output,
+        })
     }
 
     /// Everything the process wrote so far.
@@ -439,6 +419,39 @@ pub fn socket_inodes_of(pid: u32) -> std::collections::HashSet<String> {
         .unwrap_or_default()
 }
 
+/// The process's output so far, shared with the threads that read it.
+type Output = Arc<Mutex<Vec<u8>>>;
+
+/// Starts `command` (stdout and stderr captured, `RUST_LOG` unset) and waits up to 60 s for
+/// the first line it prints. On failure, returns the process's exit status and output in the
+/// error.
+fn spawn_until_first_line(
+    mut command: Command,
+    what: &str,
+) -> anyhow::Result<(Child, Output, String)> {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env_remove("RUST_LOG")
+        .spawn()
+        .with_context(|| format!("starting {what}"))?;
+    let output: Output = Arc::new(Mutex::new(Vec::new()));
+    let stderr = child.stderr.take().context("stderr")?;
+    let stdout = child.stdout.take().context("stdout")?;
+    capture(stderr, output.clone(), None);
+    let (lines_tx, lines) = mpsc::channel();
+    capture(stdout, output.clone(), Some(lines_tx));
+    match lines.recv_timeout(Duration::from_secs(60)) {
+        Ok(line) => Ok((child, output, line)),
+        Err(_) => {
+            let status = wait_child(&mut child, Duration::from_secs(5));
+            let log = String::from_utf8_lossy(&output.lock().unwrap_or_else(|e| e.into_inner()))
+                .into_owned();
+            bail!("{what} did not start ({status:?}); output:\n{log}");
+        }
+    }
+}
+
 /// A running `ztproxy` client command that prints a JSON `listening` line first
 /// (`connect web`, `connect guac`, `recording play`), killed on drop.
 pub struct Helper {
@@ -452,38 +465,16 @@ impl Helper {
     /// Starts `bin <args…>` and waits for its first line. On failure, returns the process's
     /// exit status and output in the error.
     pub fn start(bin: &Path, args: &[&str]) -> anyhow::Result<Self> {
-        let mut child = Command::new(bin)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .env_remove("RUST_LOG")
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        let output = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().context("stderr")?;
-        let stdout = child.stdout.take().context("stdout")?;
-        capture(stderr, output.clone(), None);
-        let (lines_tx, lines) = mpsc::channel();
-        capture(stdout, output.clone(), Some(lines_tx));
-        match lines.recv_timeout(Duration::from_secs(60)) {
-            Ok(line) => {
-                let listening: serde_json::Value = serde_json::from_str(&line)
-                    .with_context(|| format!("unexpected first line: {line}"))?;
-                Ok(Self {
-                    listening,
-                    child,
-                    output,
-                })
-            }
-            Err(_) => {
-                let status = wait_child(&mut child, Duration::from_secs(5));
-                let log =
-                    String::from_utf8_lossy(&output.lock().unwrap_or_else(|e| e.into_inner()))
-                        .into_owned();
-                bail!("{args:?} did not start ({status:?}); output:\n{log}");
-            }
-        }
+        let mut command = Command::new(bin);
+        command.args(args).stdin(Stdio::null());
+        let (child, output, line) = spawn_until_first_line(command, &format!("{args:?}"))?;
+        let listening: serde_json::Value = serde_json::from_str(&line)
+            .with_context(|| format!("unexpected first line: {line}"))?;
+        Ok(Self {
+            listening,
+            child,
+            output,
+        })
     }
 
     /// A string field of the `listening` line.

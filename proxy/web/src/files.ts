@@ -62,8 +62,18 @@ export function upload(panel: FilePanel, client: Guacamole.Client, file: File): 
   const update = panel.row(file.name);
   const stream = client.createFileStream(file.type || "application/octet-stream", file.name);
   const writer = new Guacamole.BlobWriter(stream);
+  // Data goes only once the session has accepted the stream (guacd's "OK (STREAM BEGIN)"):
+  // guacamole-common-js 1.5.0's BlobWriter reads the next chunk on every ack with one
+  // FileReader, so the stream's own ack arriving while the first chunk is in flight makes it
+  // read twice at once, and the upload stalls for good.
+  let started = false;
   writer.onack = (status: Guacamole.Status) => {
-    if (status.isError()) update(`refused: ${status.message || "upload not allowed"}`, true);
+    if (status.isError()) {
+      update(`refused: ${status.message || "upload not allowed"}`, true);
+    } else if (!started) {
+      started = true;
+      writer.sendBlob(file);
+    }
   };
   writer.onprogress = (_blob: Blob, offset: number) => update(`${size(offset)} of ${size(file.size)} sent`);
   writer.oncomplete = () => {
@@ -72,7 +82,7 @@ export function upload(panel: FilePanel, client: Guacamole.Client, file: File): 
   };
   writer.onerror = (_blob: Blob, _offset: number, error: { name: string }) =>
     update(`failed: ${error.name}`, true);
-  writer.sendBlob(file);
+  update("waiting for the session to accept it");
 }
 
 /** Uploads whatever is dropped on `target`. */

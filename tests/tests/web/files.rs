@@ -5,41 +5,14 @@ use base64::Engine;
 use serde_json::json;
 use zt_tests::browser::Browser;
 use zt_tests::guacd_peer::{DownloadOutcome, GuacdPeer, PeerConfig};
-use zt_tests::proc::{Helper, ProxyOptions, ZtProxy};
-use zt_tests::ztproxy_bin;
 
 use crate::{STEP, WINDOW};
 
 #[tokio::test]
 async fn downloads_are_saved_and_dropped_files_are_uploaded() {
     let peer = GuacdPeer::start(PeerConfig::guacd_1_6()).await.unwrap();
-    let proxy = ZtProxy::start(
-        ztproxy_bin!(),
-        &ProxyOptions {
-            extra_toml: format!("[guacd]\naddress = \"{}\"\n", peer.addr()),
-            ..ProxyOptions::default()
-        },
-    )
-    .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let parameters = dir.path().join("parameters.json");
-    std::fs::write(&parameters, r#"{"username":"alice","password":"pw"}"#).unwrap();
-    let helper = Helper::start(
-        ztproxy_bin!(),
-        &[
-            "connect",
-            "web",
-            "--api",
-            &proxy.api_arg(),
-            "--target",
-            "10.0.0.5:3389",
-            "--protocol",
-            "rdp",
-            "--parameters-file",
-            parameters.to_str().unwrap(),
-        ],
-    )
-    .unwrap();
+    let (proxy, helper) = crate::rdp_web(peer.addr(), dir.path());
     let mut browser = Browser::start().unwrap();
     browser
         .open(&helper.field("url"), WINDOW.0, WINDOW.1, false)
@@ -87,6 +60,34 @@ async fn downloads_are_saved_and_dropped_files_are_uploaded() {
             let panel = browser
                 .call(json!({"op": "text", "selector": "#files"}))
                 .await;
+            let log = proxy.output();
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!(
+                "ztproxy's log ends:\n{}",
+                lines[lines.len().saturating_sub(60)..].join("\n")
+            );
+            let received = conn.received();
+            eprintln!(
+                "the peer sent syncs {:?}; received {} syncs, opcodes: {:?}; stats {:?}",
+                conn.sent_syncs(),
+                received.iter().filter(|i| i.is("sync")).count(),
+                received
+                    .iter()
+                    .map(|i| i.opcode().to_owned())
+                    .collect::<Vec<_>>(),
+                conn.stats()
+            );
+            eprintln!(
+                "the peer received: {:?}",
+                conn.received()
+                    .iter()
+                    .rev()
+                    .take(12)
+                    .map(
+                        |i| String::from_utf8_lossy(&i.raw()[..i.raw().len().min(80)]).into_owned()
+                    )
+                    .collect::<Vec<_>>()
+            );
             panic!(
                 "the upload did not arrive: {:?}; the page's file panel shows {panel:?}\n{}",
                 conn.uploads()

@@ -184,3 +184,46 @@ pub async fn run(browser: &mut Browser, command: &str, expected: &str) -> Vec<St
     .await
     .0
 }
+
+/// The share of `reference`'s pixels the screenshot shows differently (from its top left).
+pub fn difference(shot: &Screenshot, reference: &zt_display::Screen) -> f64 {
+    shot.difference(reference.pixels(), reference.width(), reference.height())
+}
+
+/// A ztproxy using the guacd double at `peer`, and `connect web` for an RDP session through
+/// it (with a password in the parameters file, in `dir`).
+pub fn rdp_web(peer: std::net::SocketAddr, dir: &std::path::Path) -> (ZtProxy, Helper) {
+    let proxy = ZtProxy::start(
+        ztproxy_bin!(),
+        &ProxyOptions {
+            extra_toml: format!("[guacd]\naddress = \"{peer}\"\n"),
+            ..ProxyOptions::default()
+        },
+    )
+    .expect("ztproxy starts");
+    let parameters = dir.join("rdp-parameters.json");
+    std::fs::write(
+        &parameters,
+        r#"{"username":"alice","password":"rdp-password-7"}"#,
+    )
+    .unwrap();
+    let helper = Helper::start(
+        ztproxy_bin!(),
+        &[
+            "connect",
+            "web",
+            "--api",
+            &proxy.api_arg(),
+            "--target",
+            "10.0.0.5:3389",
+            "--protocol",
+            "rdp",
+            "--route",
+            "guacd",
+            "--parameters-file",
+            parameters.to_str().unwrap(),
+        ],
+    )
+    .expect("connect web starts");
+    (proxy, helper)
+}

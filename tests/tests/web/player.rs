@@ -13,13 +13,15 @@ use zt_guac::{Decoder, Limits, opcode};
 use zt_proxy::client::session::ClientSession;
 use zt_recorder::reader::EventRange;
 use zt_recorder::{Event, RecordingReader, ResourceSecret, Unlock};
-use zt_tests::browser::{Browser, Screenshot};
+use zt_tests::browser::Browser;
 use zt_tests::guac_client::{GuacClient, Handshake};
 use zt_tests::guacd_peer::{DisplayMode, GuacdPeer, PeerConfig};
 use zt_tests::proc::{Helper, ProxyOptions, ZtProxy};
 use zt_tests::ztproxy_bin;
 
-use crate::{FONT_SIZE, Fixture, RESOURCE_SECRET, STEP, open_session, run, wait_prompt};
+use crate::{
+    FONT_SIZE, Fixture, RESOURCE_SECRET, STEP, difference, open_session, run, wait_prompt,
+};
 
 /// Height of the player's control bar, in CSS pixels.
 const CONTROLS: u32 = 44;
@@ -73,22 +75,6 @@ fn key_frames(path: &Path) -> (Vec<KeyFrame>, zt_display::Screen) {
         }
     }
     (frames, first_screen.expect("a first frame"))
-}
-
-/// The share of pixels that differ between a screenshot (from its top left) and `reference`.
-fn difference(shot: &Screenshot, reference: &zt_display::Screen) -> f64 {
-    let (w, h) = (reference.width(), reference.height());
-    let mut differ = 0u64;
-    for y in 0..h {
-        for x in 0..w {
-            let want = reference.pixels()[(y * w + x) as usize];
-            let got = shot.pixel(x, y);
-            if (0..3).any(|c| want[c].abs_diff(got[c]) > 8) {
-                differ += 1;
-            }
-        }
-    }
-    differ as f64 / f64::from(w * h)
 }
 
 fn screens_differ(a: &zt_display::Screen, b: &zt_display::Screen) -> f64 {

@@ -5,12 +5,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use zt_guac::{Decoder, Limits, opcode};
-use zt_tests::browser::{Browser, Screenshot};
+use zt_tests::browser::Browser;
 use zt_tests::guacd_peer::{DisplayMode, GuacdPeer, PeerConfig};
-use zt_tests::proc::{Helper, ProxyOptions, ZtProxy};
-use zt_tests::ztproxy_bin;
 
-use crate::STEP;
+use crate::{STEP, difference};
 
 /// The display model's picture after each of the stream's first `frames` frames.
 fn frames_of(stream: &[u8], frames: usize) -> Vec<zt_display::Screen> {
@@ -28,26 +26,6 @@ fn frames_of(stream: &[u8], frames: usize) -> Vec<zt_display::Screen> {
         }
     }
     screens
-}
-
-/// The share of pixels of `reference` that the screenshot shows differently (by more than
-/// a rounding error in any channel).
-fn difference(shot: &Screenshot, reference: &zt_display::Screen) -> f64 {
-    let (w, h) = (reference.width(), reference.height());
-    if shot.width < w || shot.height < h {
-        return 1.0;
-    }
-    let mut differ = 0u64;
-    for y in 0..h {
-        for x in 0..w {
-            let want = reference.pixels()[(y * w + x) as usize];
-            let got = shot.pixel(x, y);
-            if (0..3).any(|c| want[c].abs_diff(got[c]) > 8) {
-                differ += 1;
-            }
-        }
-    }
-    differ as f64 / f64::from(w * h)
 }
 
 #[tokio::test]
@@ -80,40 +58,8 @@ async fn an_rdp_session_through_guacd_draws_its_frames_in_the_page() {
     })
     .await
     .unwrap();
-    let proxy = ZtProxy::start(
-        ztproxy_bin!(),
-        &ProxyOptions {
-            extra_toml: format!("[guacd]\naddress = \"{}\"\n", peer.addr()),
-            ..ProxyOptions::default()
-        },
-    )
-    .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let parameters = dir.path().join("parameters.json");
-    std::fs::write(
-        &parameters,
-        r#"{"username":"alice","password":"rdp-password-7"}"#,
-    )
-    .unwrap();
-    let api = proxy.api_arg();
-    let helper = Helper::start(
-        ztproxy_bin!(),
-        &[
-            "connect",
-            "web",
-            "--api",
-            &api,
-            "--target",
-            "10.0.0.5:3389",
-            "--protocol",
-            "rdp",
-            "--route",
-            "guacd",
-            "--parameters-file",
-            parameters.to_str().unwrap(),
-        ],
-    )
-    .unwrap();
+    let (_proxy, helper) = crate::rdp_web(peer.addr(), dir.path());
     let mut browser = Browser::start().unwrap();
     browser
         .open(&helper.field("url"), width, height, false)
