@@ -48,8 +48,17 @@ impl Fixture {
         Self::start_with("")
     }
 
+    /// [`Self::start`] with a daemon that refuses unsealed WebRTC offers.
+    pub fn start_sealed() -> Self {
+        Self::start_options("", true)
+    }
+
     /// [`Self::start`] with more daemon TOML.
     pub fn start_with(extra_toml: &str) -> Self {
+        Self::start_options(extra_toml, false)
+    }
+
+    fn start_options(extra_toml: &str, require_sealed: bool) -> Self {
         let sshd = Sshd::start_with(&SshdOptions {
             test_user: true,
             ..SshdOptions::default()
@@ -63,6 +72,7 @@ impl Fixture {
                     "[recordings]\ndirectory = \"{}\"\n\n{extra_toml}\n",
                     dir.path().join("rec").display()
                 ),
+                require_sealed,
                 ..ProxyOptions::default()
             },
         )

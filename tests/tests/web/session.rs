@@ -187,3 +187,28 @@ async fn revocation_shows_the_ended_state_with_its_reason_within_a_second() {
     revoke.await.unwrap().unwrap();
     browser.close().await;
 }
+
+#[tokio::test]
+async fn sealed_signalling_works_from_the_page_and_its_absence_is_refused_in_words() {
+    let fixture = Fixture::start_sealed();
+    let secret = fixture.dir.path().join("traffic-secret");
+    std::fs::write(&secret, "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=").unwrap();
+    let sealed = fixture.web(
+        &[],
+        &["--resource-id", "res-web", "--traffic-secret-file", secret.to_str().unwrap()],
+    );
+    let mut browser = Browser::start().unwrap();
+    open_session(&mut browser, &sealed.field("url"), false).await;
+    wait_prompt(&mut browser).await;
+    run(&mut browser, "echo zt-$((6*7))", "zt-42").await;
+
+    // Without the keys the daemon refuses the offer, and the page says why.
+    let unsealed = fixture.web(&[], &[]);
+    browser
+        .open(&unsealed.field("url"), WINDOW.0, WINDOW.1, false)
+        .await
+        .unwrap();
+    let (_, text) = browser.wait_state("ended", STEP).await.unwrap();
+    assert!(text.contains("could not start") && text.contains("seal"), "the page says {text:?}");
+    browser.close().await;
+}
