@@ -150,13 +150,20 @@ async fn hostile_requests_to_connect_web_get_clear_errors_and_end_no_session() {
     }
     // The page's own requests still work, everything served carries the policy, and the
     // session the page runs is the only one and carries on.
-    let (status, _) = request(
+    let (status, config) = request(
         &addr,
         &format!("GET /{path}config HTTP/1.1\r\nHost: {addr}\r\n"),
         b"",
     )
     .await;
     assert_eq!(status, 200);
+    // The page learns the policy, never a credential.
+    let password = fixture.sshd.password.clone().unwrap();
+    assert!(config.contains("\"copy\":true"), "{config}");
+    assert!(
+        !config.contains(&password) && !config.contains("ssh-ed25519"),
+        "{config}"
+    );
     let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
     tcp.write_all(
         format!("GET /{path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),

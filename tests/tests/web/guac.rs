@@ -204,3 +204,57 @@ async fn a_guacamole_client_over_tcp_reaches_the_sessions_target_over_quic() {
 async fn a_guacamole_client_over_tcp_reaches_the_sessions_target_over_webrtc() {
     through_connect_guac("webrtc").await;
 }
+
+#[tokio::test]
+async fn a_hostile_local_client_of_connect_guac_harms_no_other() {
+    let fixture = Fixture::start();
+    let parameters = fixture.parameters_file(&[]);
+    let api = fixture.proxy.api_arg();
+    let target = format!("127.0.0.1:{}", fixture.sshd.port);
+    let helper = Helper::start(
+        ztproxy_bin!(),
+        &[
+            "connect",
+            "guac",
+            "--api",
+            &api,
+            "--target",
+            &target,
+            "--protocol",
+            "ssh",
+            "--parameters-file",
+            parameters.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--transport",
+            "quic",
+        ],
+    )
+    .expect("connect guac starts");
+    let listen = helper.field("listen");
+    let mut good = TcpGuacClient::connect(&listen, "ssh", |_| String::new()).await;
+    good.wait_for("a prompt", |lines| lines.iter().any(|l| l.ends_with('$')))
+        .await;
+
+    // Bytes that are not UTF-8, a malformed instruction, an instruction that never ends:
+    // each connection is closed (or answered with an error), and the good one carries on.
+    for garbage in [
+        &b"6.select,3.ssh;\xff\xfe\xfd;"[..],
+        &b"6.select,3.ssh;x.y;"[..],
+        &b"99999999999.select"[..],
+    ] {
+        let mut tcp = TcpStream::connect(&listen).await.unwrap();
+        tcp.write_all(garbage).await.unwrap();
+        let mut answer = Vec::new();
+        let closed = tokio::time::timeout(STEP, tcp.read_to_end(&mut answer)).await;
+        assert!(
+            closed.is_ok(),
+            "a hostile client's connection stayed open: {garbage:?}"
+        );
+    }
+    good.type_text("echo zt-$((6*7))\n").await;
+    good.wait_for("zt-42", |lines| {
+        lines.iter().any(|l| l.trim_end() == "zt-42")
+    })
+    .await;
+}

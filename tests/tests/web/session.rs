@@ -195,7 +195,12 @@ async fn sealed_signalling_works_from_the_page_and_its_absence_is_refused_in_wor
     std::fs::write(&secret, "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=").unwrap();
     let sealed = fixture.web(
         &[],
-        &["--resource-id", "res-web", "--traffic-secret-file", secret.to_str().unwrap()],
+        &[
+            "--resource-id",
+            "res-web",
+            "--traffic-secret-file",
+            secret.to_str().unwrap(),
+        ],
     );
     let mut browser = Browser::start().unwrap();
     open_session(&mut browser, &sealed.field("url"), false).await;
@@ -209,6 +214,9 @@ async fn sealed_signalling_works_from_the_page_and_its_absence_is_refused_in_wor
         .await
         .unwrap();
     let (_, text) = browser.wait_state("ended", STEP).await.unwrap();
-    assert!(text.contains("could not start") && text.contains("seal"), "the page says {text:?}");
+    assert!(
+        text.contains("could not start") && text.contains("seal"),
+        "the page says {text:?}"
+    );
     browser.close().await;
 }
