@@ -8,8 +8,6 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use zt_guac::{Decoder, Instruction, Limits, opcode};
-use zt_tests::proc::Helper;
-use zt_tests::ztproxy_bin;
 
 use crate::{FONT_SIZE, Fixture, STEP};
 
@@ -133,29 +131,11 @@ async fn through_connect_guac(transport: &str) {
     // A second server the client will name: it must never be reached.
     let decoy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let decoy_port = decoy.local_addr().unwrap().port().to_string();
-    let parameters = fixture.parameters_file(&[]);
-    let api = fixture.proxy.api_arg();
-    let target = format!("127.0.0.1:{}", fixture.sshd.port);
-    let helper = Helper::start(
-        ztproxy_bin!(),
-        &[
-            "connect",
-            "guac",
-            "--api",
-            &api,
-            "--target",
-            &target,
-            "--protocol",
-            "ssh",
-            "--parameters-file",
-            parameters.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--transport",
-            transport,
-        ],
-    )
-    .expect("connect guac starts");
+    let helper = fixture.connect(
+        "guac",
+        &[],
+        &["--listen", "127.0.0.1:0", "--transport", transport],
+    );
     let listen = helper.field("listen");
 
     // A well-behaved client first, then one that names another target and credentials in
@@ -208,29 +188,11 @@ async fn a_guacamole_client_over_tcp_reaches_the_sessions_target_over_webrtc() {
 #[tokio::test]
 async fn a_hostile_local_client_of_connect_guac_harms_no_other() {
     let fixture = Fixture::start();
-    let parameters = fixture.parameters_file(&[]);
-    let api = fixture.proxy.api_arg();
-    let target = format!("127.0.0.1:{}", fixture.sshd.port);
-    let helper = Helper::start(
-        ztproxy_bin!(),
-        &[
-            "connect",
-            "guac",
-            "--api",
-            &api,
-            "--target",
-            &target,
-            "--protocol",
-            "ssh",
-            "--parameters-file",
-            parameters.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--transport",
-            "quic",
-        ],
-    )
-    .expect("connect guac starts");
+    let helper = fixture.connect(
+        "guac",
+        &[],
+        &["--listen", "127.0.0.1:0", "--transport", "quic"],
+    );
     let listen = helper.field("listen");
     let mut good = TcpGuacClient::connect(&listen, "ssh", |_| String::new()).await;
     good.wait_for("a prompt", |lines| lines.iter().any(|l| l.ends_with('$')))

@@ -103,12 +103,18 @@ impl Fixture {
 
     /// `ztproxy connect web` for an SSH session with `extra` parameters and `args`.
     pub fn web(&self, extra: &[(&str, &str)], args: &[&str]) -> Helper {
+        self.connect("web", extra, args)
+    }
+
+    /// `ztproxy connect <command>` (`web` or `guac`) for an SSH session to the fixture's
+    /// sshd, with `extra` parameters and `args`.
+    pub fn connect(&self, command: &str, extra: &[(&str, &str)], args: &[&str]) -> Helper {
         let parameters = self.parameters_file(extra);
         let api = self.proxy.api_arg();
         let target = format!("127.0.0.1:{}", self.sshd.port);
         let mut all = vec![
             "connect",
-            "web",
+            command,
             "--api",
             &api,
             "--target",
@@ -121,7 +127,7 @@ impl Fixture {
             parameters.to_str().unwrap(),
         ];
         all.extend_from_slice(args);
-        Helper::start(ztproxy_bin!(), &all).expect("connect web starts")
+        Helper::start(ztproxy_bin!(), &all).expect("the client command starts")
     }
 
     /// The recordings written so far.
