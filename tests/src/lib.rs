@@ -9,6 +9,7 @@
 pub mod browser;
 pub mod client;
 pub mod guac_client;
+pub mod guac_files;
 pub mod proc;
 pub mod servers;
 
@@ -134,10 +135,11 @@ pub fn user_ids(user: &str) -> anyhow::Result<(u32, u32)> {
     Ok((id("-u")?, id("-g")?))
 }
 
-/// Gives `path` and everything below it to `uid:gid`.
+/// Gives `path` and everything below it to `uid:gid`. Symbolic links are changed
+/// themselves and never followed (a link to `/etc` below `path` must not give `/etc` away).
 pub fn chown_recursive(path: &Path, uid: u32, gid: u32) -> anyhow::Result<()> {
-    std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
-    if path.is_dir() {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
+    if std::fs::symlink_metadata(path)?.is_dir() {
         for entry in std::fs::read_dir(path)? {
             chown_recursive(&entry?.path(), uid, gid)?;
         }
