@@ -81,6 +81,39 @@ fn fixed_key() -> PublicKey {
     .unwrap_or_else(|_| panic!("the fixed key parses"))
 }
 
+/// Decodes `data` as an SFTP server's output after its `VERSION`: never a panic, never more
+/// entries than the limit (the fuzz target `sftp_replies`).
+pub fn sftp_replies(data: &[u8]) {
+    use crate::sftp::proto::{Decoded, Decoder, MAX_NAMES, Reply};
+    use bytes::BufMut;
+    let mut decoder = Decoder::new();
+    let mut version = bytes::BytesMut::new();
+    version.put_u32(5);
+    version.put_u8(2);
+    version.put_u32(3);
+    decoder.feed(&version);
+    let _ = decoder.poll();
+    for chunk in data.chunks(97) {
+        decoder.feed(chunk);
+        loop {
+            match decoder.poll() {
+                Ok(Some(Decoded::Response(response))) => {
+                    if let Reply::Name(entries) = &response.reply {
+                        assert!(entries.len() <= MAX_NAMES);
+                        for e in entries {
+                            let _ = e.link_count();
+                            let _ = e.attrs.file_type();
+                        }
+                    }
+                }
+                Ok(Some(Decoded::Version)) => {}
+                Ok(None) => break,
+                Err(_) => return,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -92,6 +125,7 @@ mod tests {
             &[0xff; 300],
         ] {
             super::settings(seed);
+            super::sftp_replies(seed);
         }
     }
 }
