@@ -100,6 +100,10 @@ pub enum Event {
     /// by the proxy at least every [`KEYFRAME_INTERVAL`] of activity (graphical recordings).
     /// They are not part of what the user saw; readers use them as seek points.
     KeyFrame(Bytes),
+    /// A fact the audit log also holds (a file transfer: direction, path, size, SHA-256),
+    /// as one JSON object. Never content. Both kinds of recording hold them; exports to
+    /// other formats leave them out.
+    Note(Bytes),
     /// Written by the recorder itself (never appended by callers): the proxy dropped this
     /// many events and payload bytes here because the writer could not keep up.
     Gap {
@@ -115,7 +119,7 @@ impl Event {
     pub fn payload_len(&self) -> usize {
         match self {
             Self::Output(b) | Self::Input(b) => b.len(),
-            Self::Instructions(b) | Self::KeyFrame(b) => b.len(),
+            Self::Instructions(b) | Self::KeyFrame(b) | Self::Note(b) => b.len(),
             Self::Resize(_) => RESIZE_PAYLOAD_LEN,
             Self::Gap { .. } => GAP_PAYLOAD_LEN,
         }
@@ -128,6 +132,7 @@ impl Event {
             Self::Resize(_) => RecordType::Resize,
             Self::Instructions(_) => RecordType::Instructions,
             Self::KeyFrame(_) => RecordType::KeyFrame,
+            Self::Note(_) => RecordType::Note,
             Self::Gap { .. } => RecordType::Gap,
         }
     }
@@ -141,7 +146,7 @@ impl Event {
     pub(crate) fn with_payload<T>(&self, f: impl FnOnce(&[u8]) -> T) -> T {
         match self {
             Self::Output(b) | Self::Input(b) => f(b),
-            Self::Instructions(b) | Self::KeyFrame(b) => f(b),
+            Self::Instructions(b) | Self::KeyFrame(b) | Self::Note(b) => f(b),
             Self::Resize(size) => {
                 let mut p = [0u8; RESIZE_PAYLOAD_LEN];
                 let (w, h) = p.split_at_mut(2);
@@ -177,6 +182,7 @@ pub(crate) enum RecordType {
     Instructions,
     KeyFrame,
     Gap,
+    Note,
 }
 
 impl RecordType {
@@ -188,6 +194,7 @@ impl RecordType {
             Self::Instructions => 4,
             Self::KeyFrame => 5,
             Self::Gap => 6,
+            Self::Note => 7,
         }
     }
 
@@ -199,6 +206,7 @@ impl RecordType {
             4 => Self::Instructions,
             5 => Self::KeyFrame,
             6 => Self::Gap,
+            7 => Self::Note,
             _ => return None,
         })
     }
@@ -207,7 +215,7 @@ impl RecordType {
         match self {
             Self::Output | Self::Input | Self::Resize => kind == RecordingKind::Typescript,
             Self::Instructions | Self::KeyFrame => kind == RecordingKind::Graphical,
-            Self::Gap => true,
+            Self::Gap | Self::Note => true,
         }
     }
 }
@@ -895,6 +903,7 @@ pub(crate) fn event_from_payload(ty: RecordType, payload: Vec<u8>) -> Result<Eve
         RecordType::Input => Event::Input(payload),
         RecordType::Instructions => Event::Instructions(payload.into()),
         RecordType::KeyFrame => Event::KeyFrame(payload.into()),
+        RecordType::Note => Event::Note(payload.into()),
         RecordType::Resize => {
             let mut r = ByteReader::new(&payload);
             let (Some(width), Some(height), 0) = (r.u16(), r.u16(), r.remaining()) else {
