@@ -19,6 +19,8 @@ pub(crate) struct MessageBatcher {
     recording: bool,
     /// Finished messages the recording has not taken yet.
     recorded: Vec<Bytes>,
+    /// The message being filled holds only data the recording must not take.
+    current_private: bool,
 }
 
 impl MessageBatcher {
@@ -30,6 +32,7 @@ impl MessageBatcher {
             max_message,
             recording: false,
             recorded: Vec::new(),
+            current_private: false,
         }
     }
 
@@ -46,9 +49,10 @@ impl MessageBatcher {
             return;
         }
         let message = self.current.split().freeze();
-        if self.recording {
+        if self.recording && !self.current_private {
             self.recorded.push(message.clone());
         }
+        self.current_private = false;
         self.full.push_back(message);
     }
 
@@ -57,7 +61,12 @@ impl MessageBatcher {
         if !self.recording {
             return 0;
         }
-        self.current.len() + self.recorded.iter().map(Bytes::len).sum::<usize>()
+        let current = if self.current_private {
+            0
+        } else {
+            self.current.len()
+        };
+        current + self.recorded.iter().map(Bytes::len).sum::<usize>()
     }
 
     /// Every message so far, for the recording, ending the one being filled.
@@ -70,10 +79,25 @@ impl MessageBatcher {
 
     /// Appends whole instructions to the message being filled.
     pub(crate) fn push(&mut self, bytes: &[u8]) {
-        if self.current.len() + bytes.len() > self.max_message {
+        self.append(bytes, false);
+    }
+
+    /// Appends whole instructions the recording must not take (a file's data): they share
+    /// messages with each other, never with recorded output.
+    pub(crate) fn push_private(&mut self, bytes: &[u8]) {
+        self.append(bytes, true);
+    }
+
+    fn append(&mut self, bytes: &[u8], private: bool) {
+        let private = private && self.recording;
+        if !self.current.is_empty()
+            && (self.current_private != private
+                || self.current.len() + bytes.len() > self.max_message)
+        {
             self.close_current();
         }
         if self.current.is_empty() {
+            self.current_private = private;
             // Room for a whole message at once, instead of growing (and copying) it.
             self.current.reserve(bytes.len().max(self.max_message));
         }
@@ -126,5 +150,28 @@ mod tests {
         assert_eq!(batcher.pending_bytes(), 0);
         assert_eq!(batcher.take_recorded(), ["3.nop;", "3.nop;", "4.sync,1.1;"]);
         assert_eq!(batcher.unrecorded_bytes(), 0);
+    }
+
+    #[test]
+    fn private_data_is_sent_but_never_recorded() {
+        let mut batcher = MessageBatcher::new(20);
+        batcher.record();
+        batcher.push(b"4.body,1.0;");
+        batcher.push_private(b"4.blob,1.0,2.QQ==;");
+        batcher.push_private(b"4.blob,1.0,2.Qg==;");
+        batcher.push(b"3.end,1.0;");
+        let sent: Vec<_> = std::iter::from_fn(|| batcher.next_message()).collect();
+        assert_eq!(
+            sent.concat(),
+            b"4.body,1.0;4.blob,1.0,2.QQ==;4.blob,1.0,2.Qg==;3.end,1.0;"
+        );
+        let recorded = batcher.take_recorded().concat();
+        assert_eq!(recorded, b"4.body,1.0;3.end,1.0;");
+
+        // Without a recording, private data shares messages with the rest.
+        let mut batcher = MessageBatcher::new(100);
+        batcher.push(b"3.nop;");
+        batcher.push_private(b"4.blob,1.0,2.QQ==;");
+        assert_eq!(std::iter::from_fn(|| batcher.next_message()).count(), 1);
     }
 }

@@ -52,6 +52,8 @@ pub struct Settings {
     pub backend: &'static str,
     /// The error counter for the backend's protocol violations (`guacd_protocol`).
     pub backend_metric: &'static str,
+    /// The backend audits file transfers itself ([`Filter::with_backend_audits_files`]).
+    pub backend_audits_files: bool,
 }
 
 impl Settings {
@@ -69,6 +71,7 @@ impl Settings {
             record_delay: RECORD_DELAY,
             backend: "guacd",
             backend_metric: "guacd_protocol",
+            backend_audits_files: false,
         }
     }
 }
@@ -187,7 +190,8 @@ impl Connection {
             from_client: Decoder::new(settings.limits),
             from_backend: Decoder::new(settings.limits),
             backend_closed: false,
-            filter: Filter::new(settings.policy.clone()),
+            filter: Filter::new(settings.policy.clone())
+                .with_backend_audits_files(settings.backend_audits_files),
             sync: SyncTracker::new(sync),
             target_up: false,
             out: MessageBatcher::new(settings.max_message),
@@ -455,7 +459,7 @@ impl Connection {
                 break;
             }
             match self.filter.from_client(&instruction) {
-                Verdict::Forward => {
+                Verdict::Forward | Verdict::ForwardUnrecorded => {
                     if include_input
                         && (instruction.is(opcode::KEY) || instruction.is(opcode::MOUSE))
                     {
@@ -564,6 +568,10 @@ impl Connection {
                 self.counts.to_client += instruction.len() as u64;
                 self.out.push(instruction.raw());
                 self.record(instruction);
+            }
+            Verdict::ForwardUnrecorded => {
+                self.counts.to_client += instruction.len() as u64;
+                self.out.push_private(instruction.raw());
             }
             Verdict::Replace(bytes) => {
                 self.out.push(&bytes);

@@ -49,6 +49,10 @@ const TOO_MANY: u32 = 0x031D;
 pub enum Verdict {
     /// Forward the instruction's own bytes.
     Forward,
+    /// Forward the instruction's own bytes to the client, but keep them out of the
+    /// recording: a file's (or a directory listing's) data. The recording keeps the
+    /// stream's `body`/`file` and `end`, and the audit log the transfer's size and digest.
+    ForwardUnrecorded,
     /// Drop it.
     Drop,
     /// Forward these bytes instead (a clipboard blob cut to the buffer size).
@@ -162,6 +166,9 @@ pub enum FilterEvent {
 enum Stream {
     Refused,
     Tracked(Transfer),
+    /// A directory listing, or a file whose transfer the backend audits itself: passed on,
+    /// neither hashed nor reported.
+    Untracked,
 }
 
 #[derive(Debug)]
@@ -186,6 +193,7 @@ pub struct Filter {
     to_server: BytesMut,
     events: VecDeque<FilterEvent>,
     input_refusal_reported: bool,
+    backend_audits_files: bool,
 }
 
 impl Filter {
@@ -199,7 +207,16 @@ impl Filter {
             to_server: BytesMut::new(),
             events: VecDeque::new(),
             input_refusal_reported: false,
+            backend_audits_files: false,
         }
+    }
+
+    /// The backend reports file transfers itself, with what only it knows (the path on the
+    /// target, whether an upload reached it): file streams are still refused by policy here,
+    /// but not hashed or reported as transferred.
+    pub fn with_backend_audits_files(mut self, audits: bool) -> Self {
+        self.backend_audits_files = audits;
+        self
     }
 
     /// The policy.
@@ -260,6 +277,10 @@ impl Filter {
                         "File upload is disabled",
                     );
                     return Verdict::Drop;
+                }
+                if self.backend_audits_files {
+                    self.insert(Direction::ToTarget, stream, Stream::Untracked);
+                    return Verdict::Forward;
                 }
                 self.track(
                     Direction::ToTarget,
@@ -347,6 +368,7 @@ impl Filter {
                     return Verdict::Drop;
                 };
                 if mimetype == STREAM_INDEX_MIMETYPE {
+                    self.insert(Direction::ToClient, stream, Stream::Untracked);
                     Verdict::Forward
                 } else {
                     self.server_file(stream, mimetype, name)
@@ -383,6 +405,10 @@ impl Filter {
             );
             self.refused(Direction::ToClient, Refused::Download, Some(name));
             return Verdict::Drop;
+        }
+        if self.backend_audits_files {
+            self.insert(Direction::ToClient, stream, Stream::Untracked);
+            return Verdict::Forward;
         }
         self.track(
             Direction::ToClient,
@@ -459,6 +485,16 @@ impl Filter {
                 }
                 Verdict::Drop
             }
+            Stream::Untracked => {
+                if is_end {
+                    streams.remove(&stream);
+                    Verdict::Forward
+                } else if direction == Direction::ToClient {
+                    Verdict::ForwardUnrecorded
+                } else {
+                    Verdict::Forward
+                }
+            }
             Stream::Tracked(transfer) => {
                 if is_end {
                     if let Some(Stream::Tracked(transfer)) = streams.remove(&stream) {
@@ -503,7 +539,11 @@ impl Filter {
                 }
                 transfer.size += data.len() as u64;
                 transfer.hasher.update(&data);
-                Verdict::Forward
+                if transfer.kind == TransferKind::File && direction == Direction::ToClient {
+                    Verdict::ForwardUnrecorded
+                } else {
+                    Verdict::Forward
+                }
             }
         }
     }
@@ -603,7 +643,9 @@ mod tests {
         let mut out = String::new();
         for i in decode(wire) {
             match filter.from_client(&i) {
-                Verdict::Forward => out.push_str(std::str::from_utf8(i.raw()).unwrap()),
+                Verdict::Forward | Verdict::ForwardUnrecorded => {
+                    out.push_str(std::str::from_utf8(i.raw()).unwrap())
+                }
                 Verdict::Replace(b) => out.push_str(std::str::from_utf8(&b).unwrap()),
                 Verdict::Drop => {}
             }
@@ -615,7 +657,9 @@ mod tests {
         let mut out = String::new();
         for i in decode(wire) {
             match filter.from_server(&i) {
-                Verdict::Forward => out.push_str(std::str::from_utf8(i.raw()).unwrap()),
+                Verdict::Forward | Verdict::ForwardUnrecorded => {
+                    out.push_str(std::str::from_utf8(i.raw()).unwrap())
+                }
                 Verdict::Replace(b) => out.push_str(std::str::from_utf8(&b).unwrap()),
                 Verdict::Drop => {}
             }
