@@ -153,6 +153,19 @@ impl GuacClient {
         }
     }
 
+    /// The next instruction already received and decoded, without waiting (syncs are
+    /// answered as by [`Self::next`]).
+    pub async fn buffered(&mut self) -> anyhow::Result<Option<Instruction>> {
+        let Some(instruction) = self.decoder.poll_instruction()? else {
+            return Ok(None);
+        };
+        if self.answer_syncs && instruction.is(opcode::SYNC) {
+            let reply = Instruction::new(opcode::SYNC, &[instruction.arg(0).unwrap_or("0")]);
+            self.send(&reply).await?;
+        }
+        Ok(Some(instruction))
+    }
+
     /// Reads until an instruction with `op` arrives (others are discarded).
     pub async fn expect(&mut self, op: &str, timeout: Duration) -> anyhow::Result<Instruction> {
         let deadline = tokio::time::Instant::now() + timeout;

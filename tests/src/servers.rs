@@ -2,7 +2,7 @@
 //! in-process TCP servers with known behaviour (echo, bulk transfer, endless stream).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -196,6 +196,9 @@ pub struct ClientKey {
     pub path: PathBuf,
 }
 
+/// Where Debian's openssh-sftp-server puts `sftp-server`.
+pub const SFTP_SERVER: &str = "/usr/lib/openssh/sftp-server";
+
 /// How to start an [`Sshd`].
 #[derive(Debug, Clone, Default)]
 pub struct SshdOptions {
@@ -269,11 +272,17 @@ impl Sshd {
         let config = dir.path().join("sshd_config");
         // sshd takes the first value it reads for a keyword: the options' lines come first.
         let mut text: String = options.config.iter().map(|l| format!("{l}\n")).collect();
+        // OpenSSH's own sftp-server (openssh-sftp-server), a process per session as in
+        // production; sshd's built-in copy where it is not installed.
+        let sftp_server = [SFTP_SERVER, "/usr/lib/sftp-server"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .unwrap_or("internal-sftp");
         text += &format!(
             "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {authorized_file}\n\
              PidFile {}\nPermitRootLogin prohibit-password\nPasswordAuthentication {password_auth}\n\
              KbdInteractiveAuthentication no\nStrictModes no\nUsePAM no\nLogLevel VERBOSE\n\
-             AcceptEnv LANG LC_* TZ\nSubsystem sftp internal-sftp\n",
+             AcceptEnv LANG LC_* TZ\nSubsystem sftp {sftp_server}\n",
             host_key.display(),
             dir.path().join("sshd.pid").display()
         );
@@ -390,7 +399,7 @@ impl Drop for Sshd {
     }
 }
 
-fn keygen(kind: &str, passphrase: &str, path: &std::path::Path) -> anyhow::Result<()> {
+fn keygen(kind: &str, passphrase: &str, path: &Path) -> anyhow::Result<()> {
     let keygen = require_program("ssh-keygen", "openssh-client", &[])?;
     let status = Command::new(keygen)
         .args([

@@ -55,6 +55,8 @@ pub struct LoginInfo {
 pub struct SshConnection {
     pub(crate) handle: Handle<Verifier>,
     pub(crate) channel: Channel<client::Msg>,
+    /// SFTP on this connection, when the session enabled it.
+    pub(crate) sftp: Option<crate::settings::SftpSettings>,
     /// What the login established.
     pub info: LoginInfo,
 }
@@ -150,6 +152,7 @@ async fn login_inner(
     Ok(SshConnection {
         handle,
         channel,
+        sftp: settings.sftp.clone(),
         info: LoginInfo {
             fingerprint: seen.fingerprint,
             algorithm: seen.algorithm,

@@ -69,9 +69,10 @@ pub mod fuzzing;
 pub mod hostkey;
 mod session;
 pub mod settings;
+pub mod sftp;
 
 pub use connect::{LoginInfo, LoginOptions, SshConnection, login};
 pub use error::{Error, SettingsError};
 pub use hostkey::{HostKeyPin, UnpinnedPolicy};
 pub use session::{EndedBy, Observer, SessionEnd, run};
-pub use settings::SshSettings;
+pub use settings::{SftpSettings, SshSettings};

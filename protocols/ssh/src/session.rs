@@ -13,23 +13,31 @@
 //! coalesce: a flood costs the client a few frames of the final screen, never a queue, and
 //! memory stays the terminal's own (bounded by its grid and scrollback).
 
+use std::collections::{HashSet, VecDeque};
 use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use russh::ChannelMsg;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use zt_guac::{Decoder, Limits, Status, opcode};
+use zt_guac::{Decoder, Instruction, Limits, Status, opcode};
 use zt_terminal::{Event, Terminal};
 
 use crate::connect::SshConnection;
 use crate::error::Error;
+use crate::sftp::files::{self, FileService, FileSettings, Outbound};
+use crate::sftp::{FileEvent, Sftp};
 
 /// Bytes read from the pipe at a time.
 const READ_CHUNK: usize = 16 * 1024;
 /// How long the last words to either side may take (the `disconnect` to the target, the
 /// `error` to the client).
 const LAST_WORDS: std::time::Duration = std::time::Duration::from_secs(1);
+/// Instructions queued for the file service before the client's pipe is no longer read.
+const FILE_QUEUE: usize = 256;
+/// How long the file service may take to clean up (remove unfinished uploads).
+const FILES_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 /// How long a stopped session keeps its pipe open for the proxy's farewell to the client.
 const STOPPED_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -45,6 +53,10 @@ pub trait Observer: Send {
     fn resize(&mut self, cols: u16, rows: u16);
     /// Something the terminal did that policy cares about (a copy, a refused paste).
     fn terminal(&mut self, event: &Event);
+    /// Something happened to files (SFTP): a transfer, a refusal.
+    fn file(&mut self, event: &FileEvent) {
+        let _ = event;
+    }
 }
 
 /// Why a session ended.
@@ -78,6 +90,8 @@ pub struct SessionEnd {
 /// Runs a logged-in connection until the target closes it, the client goes away, or `stop`
 /// is cancelled; then disconnects from the target. `pipe` carries Guacamole instructions:
 /// the client's input after the proxy's filter one way, the terminal's frames the other.
+/// With SFTP enabled, an `sftp` channel is opened beside the shell and the client's file
+/// instructions go to [`crate::sftp`]'s file service.
 pub async fn run<P>(
     connection: SshConnection,
     mut terminal: Terminal,
@@ -91,6 +105,7 @@ where
     let SshConnection {
         handle,
         mut channel,
+        sftp: sftp_settings,
         ..
     } = connection;
     let (mut reader, mut writer) = tokio::io::split(pipe);
@@ -104,86 +119,178 @@ where
         bytes_from_target: 0,
         bytes_to_target: 0,
     };
-    end.ended_by = 'session: loop {
-        while let Some(event) = terminal.poll_event() {
-            match event {
-                Event::Resize {
-                    cols,
-                    rows,
-                    width,
-                    height,
-                } => {
-                    observer.resize(cols, rows);
-                    if target_open {
-                        let change =
-                            channel.window_change(u32::from(cols), u32::from(rows), width, height);
-                        tokio::select! {
-                            _ = change => {}
-                            () = stop.cancelled() => break 'session EndedBy::Stopped,
+    let files_stop = stop.child_token();
+    let mut files = FileRouting::new(sftp_settings.is_some());
+    let mut files_in: Option<mpsc::Sender<Instruction>> = None;
+    let mut files_out: Option<mpsc::Receiver<Outbound>> = None;
+    let mut files_task: Option<tokio::task::JoinHandle<()>> = None;
+    end.ended_by = {
+        let sftp_start = async {
+            match &sftp_settings {
+                Some(_) => Some(Sftp::start(&handle).await),
+                None => None,
+            }
+        };
+        tokio::pin!(sftp_start);
+        let mut starting = sftp_settings.is_some();
+        'session: loop {
+            while let Some(event) = terminal.poll_event() {
+                match event {
+                    Event::Resize {
+                        cols,
+                        rows,
+                        width,
+                        height,
+                    } => {
+                        observer.resize(cols, rows);
+                        if target_open {
+                            let change = channel.window_change(
+                                u32::from(cols),
+                                u32::from(rows),
+                                width,
+                                height,
+                            );
+                            tokio::select! {
+                                _ = change => {}
+                                () = stop.cancelled() => break 'session EndedBy::Stopped,
+                            }
                         }
                     }
+                    other => observer.terminal(&other),
                 }
-                other => observer.terminal(&other),
             }
-        }
-        if let Some(bytes) = terminal.poll_target()
-            && target_open
-        {
-            observer.input(&bytes);
-            end.bytes_to_target += bytes.len() as u64;
-            // A target that stops reading holds this up (its window is shut), never the
-            // session's end.
-            let sent = tokio::select! {
-                sent = channel.data_bytes(bytes) => sent,
-                () = stop.cancelled() => break EndedBy::Stopped,
+            if let Some(bytes) = terminal.poll_target()
+                && target_open
+            {
+                observer.input(&bytes);
+                end.bytes_to_target += bytes.len() as u64;
+                // A target that stops reading holds this up (its window is shut), never the
+                // session's end.
+                let sent = tokio::select! {
+                    sent = channel.data_bytes(bytes) => sent,
+                    () = stop.cancelled() => break EndedBy::Stopped,
+                };
+                if let Err(error) = sent {
+                    break EndedBy::Failed(Error::protocol(&error));
+                }
+            }
+            if out.is_empty() {
+                if let Some(frame) = terminal.poll_client(Instant::now()) {
+                    out = frame;
+                } else if !files.replies.is_empty() {
+                    out = files.replies.split();
+                }
+            }
+            if !target_open && out.is_empty() && terminal.poll_timeout().is_none() {
+                // The last frame is out.
+                break EndedBy::Target;
+            }
+            let deadline = if out.is_empty() {
+                terminal.poll_timeout()
+            } else {
+                None
             };
-            if let Err(error) = sent {
-                break EndedBy::Failed(Error::protocol(&error));
-            }
-        }
-        if out.is_empty()
-            && let Some(frame) = terminal.poll_client(Instant::now())
-        {
-            out = frame;
-        }
-        if !target_open && out.is_empty() && terminal.poll_timeout().is_none() {
-            // The last frame is out.
-            break EndedBy::Target;
-        }
-        let deadline = if out.is_empty() {
-            terminal.poll_timeout()
-        } else {
-            None
-        };
-        tokio::select! {
-            () = stop.cancelled() => break EndedBy::Stopped,
-            message = channel.wait(), if target_open => match message {
-                Some(ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. }) => {
-                    observer.output(&data);
-                    end.bytes_from_target += data.len() as u64;
-                    terminal.handle_target(&data);
+            let reading = files.queue.len() < FILE_QUEUE;
+            let mut started = None;
+            let mut gone = false;
+            tokio::select! {
+                () = stop.cancelled() => break EndedBy::Stopped,
+                result = &mut sftp_start, if starting => {
+                    starting = false;
+                    started = result;
                 }
-                Some(ChannelMsg::ExitStatus { exit_status }) => end.exit_status = Some(exit_status),
-                Some(ChannelMsg::Close) | None => target_open = false,
-                Some(_) => {}
-            },
-            read = reader.read_buf(&mut input) => match read {
-                Ok(0) | Err(_) => break EndedBy::Client,
-                Ok(_) => {
-                    decoder.feed(&input);
-                    input.clear();
-                    if !take_input(&mut decoder, &mut terminal) {
-                        break EndedBy::Client;
+                message = channel.wait(), if target_open => match message {
+                    Some(ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. }) => {
+                        observer.output(&data);
+                        end.bytes_from_target += data.len() as u64;
+                        terminal.handle_target(&data);
+                    }
+                    Some(ChannelMsg::ExitStatus { exit_status }) => end.exit_status = Some(exit_status),
+                    Some(ChannelMsg::Close) | None => target_open = false,
+                    Some(_) => {}
+                },
+                read = reader.read_buf(&mut input), if reading => match read {
+                    Ok(0) | Err(_) => break EndedBy::Client,
+                    Ok(_) => {
+                        decoder.feed(&input);
+                        input.clear();
+                        if !take_input(&mut decoder, &mut terminal, &mut files) {
+                            break EndedBy::Client;
+                        }
+                    }
+                },
+                permit = reserve(&files_in), if !files.queue.is_empty() && files_in.is_some() => {
+                    match (permit, files.queue.pop_front()) {
+                        (Some(permit), Some(instruction)) => permit.send(instruction),
+                        // The service stopped: it no longer takes anything.
+                        _ => gone = true,
                     }
                 }
-            },
-            written = writer.write(&out), if !out.is_empty() => match written {
-                Ok(0) | Err(_) => break EndedBy::Client,
-                Ok(n) => out.advance(n),
-            },
-            () = sleep_until(deadline) => {}
+                message = next_output(&mut files_out), if out.is_empty() && files_out.is_some() => {
+                    match message {
+                        Some(Outbound::Wire(bytes)) => out.extend_from_slice(&bytes),
+                        Some(Outbound::Event(event)) => observer.file(&event),
+                        None => gone = true,
+                    }
+                }
+                written = writer.write(&out), if !out.is_empty() => match written {
+                    Ok(0) | Err(_) => break EndedBy::Client,
+                    Ok(n) => out.advance(n),
+                },
+                () = sleep_until(deadline) => {}
+            }
+            match started.take() {
+                Some(Ok(sftp)) => {
+                    if let Some(settings) = sftp_settings.clone() {
+                        let settings = FileSettings::from(settings);
+                        let FileService {
+                            input,
+                            output,
+                            task,
+                        } = files::spawn(sftp, settings, files_stop.clone());
+                        (files_in, files_out, files_task) = (Some(input), Some(output), Some(task));
+                    }
+                }
+                Some(Err(error)) => {
+                    files.unavailable();
+                    observer.file(&FileEvent::Unavailable {
+                        reason: error.to_string(),
+                    });
+                }
+                None => {}
+            }
+            if std::mem::take(&mut gone) {
+                (files_in, files_out) = (None, None);
+                files.unavailable();
+            }
         }
     };
+    if let Some(mut task) = files_task.take() {
+        // Uploads in progress remove their temporary files before the connection goes.
+        drop(files_in);
+        files_stop.cancel();
+        let _ = tokio::time::timeout(FILES_GRACE, async {
+            let mut output = files_out;
+            loop {
+                tokio::select! {
+                    message = next_output(&mut output), if output.is_some() => match message {
+                        Some(Outbound::Event(event)) => observer.file(&event),
+                        Some(Outbound::Wire(_)) => {}
+                        None => output = None,
+                    },
+                    _ = &mut task => break,
+                }
+            }
+            // Events sent before the service ended.
+            while let Some(message) = output.as_mut().and_then(|o| o.try_recv().ok()) {
+                if let Outbound::Event(event) = message {
+                    observer.file(&event);
+                }
+            }
+        })
+        .await;
+        task.abort();
+    }
     match &end.ended_by {
         EndedBy::Failed(error) => {
             // The client hears why, as it would from guacd.
@@ -225,16 +332,125 @@ where
     end
 }
 
-/// Hands the client's instructions to the terminal; false when the client said
-/// `disconnect` or sent something undecodable.
-fn take_input(decoder: &mut Decoder, terminal: &mut Terminal) -> bool {
+/// Hands the client's instructions to the terminal, or to the file service; false when the
+/// client said `disconnect` or sent something undecodable.
+fn take_input(decoder: &mut Decoder, terminal: &mut Terminal, files: &mut FileRouting) -> bool {
     loop {
         match decoder.poll_instruction() {
             Ok(Some(instruction)) if instruction.is(opcode::DISCONNECT) => return false,
-            Ok(Some(instruction)) => terminal.handle_client(&instruction),
+            Ok(Some(instruction)) => {
+                if !files.take(&instruction) {
+                    terminal.handle_client(&instruction);
+                }
+            }
             Ok(None) => return true,
             Err(_) => return false,
         }
+    }
+}
+
+/// Which client instructions go to the file service, and what waits for it.
+struct FileRouting {
+    /// SFTP is on and not (yet) failed.
+    enabled: bool,
+    /// Client streams that are uploads (their `blob`s and `end` go to the service).
+    uploads: HashSet<u32>,
+    /// Instructions for the service, in order.
+    queue: VecDeque<Instruction>,
+    /// Replies ztproxy makes itself when SFTP is off or failed.
+    replies: BytesMut,
+}
+
+impl FileRouting {
+    fn new(enabled: bool) -> Self {
+        Self {
+            enabled,
+            uploads: HashSet::new(),
+            queue: VecDeque::new(),
+            replies: BytesMut::new(),
+        }
+    }
+
+    /// Takes `instruction` if it is the file service's.
+    fn take(&mut self, instruction: &Instruction) -> bool {
+        let stream = instruction.arg(0).and_then(|s| s.parse::<u32>().ok());
+        match instruction.opcode() {
+            // A stream index the client reuses for its clipboard is no longer an upload.
+            opcode::CLIPBOARD => {
+                if let Some(stream) = stream {
+                    self.uploads.remove(&stream);
+                }
+                return false;
+            }
+            opcode::FILE => {
+                if let Some(stream) = stream {
+                    self.uploads.insert(stream);
+                }
+            }
+            opcode::PUT => {
+                if let Some(stream) = instruction.arg(1).and_then(|s| s.parse::<u32>().ok()) {
+                    self.uploads.insert(stream);
+                }
+            }
+            _ => {}
+        }
+        if !files::wants(instruction, &self.uploads) {
+            return false;
+        }
+        if instruction.is(opcode::END)
+            && let Some(stream) = stream
+        {
+            self.uploads.remove(&stream);
+        }
+        if self.enabled {
+            self.queue.push_back(instruction.clone());
+        } else {
+            self.refuse(instruction);
+        }
+        true
+    }
+
+    /// SFTP is off or failed: uploads waiting are refused, as guacd refuses them.
+    fn unavailable(&mut self) {
+        self.enabled = false;
+        for instruction in std::mem::take(&mut self.queue) {
+            self.refuse(&instruction);
+        }
+    }
+
+    fn refuse(&mut self, instruction: &Instruction) {
+        let stream = match instruction.opcode() {
+            opcode::FILE => instruction.arg(0),
+            opcode::PUT => instruction.arg(1),
+            _ => None,
+        };
+        if let Some(stream) = stream {
+            zt_guac::encode(
+                opcode::ACK,
+                &[
+                    stream,
+                    "File transfer unsupported",
+                    &Status::UNSUPPORTED.code().to_string(),
+                ],
+                &mut self.replies,
+            );
+        }
+    }
+}
+
+async fn reserve(
+    input: &Option<mpsc::Sender<Instruction>>,
+) -> Option<mpsc::Permit<'_, Instruction>> {
+    match input {
+        Some(input) => input.reserve().await.ok(),
+        None => None,
+    }
+}
+
+async fn next_output(output: &mut Option<mpsc::Receiver<Outbound>>) -> Option<Outbound> {
+    match output {
+        Some(output) => output.recv().await,
+        None => None,
     }
 }
 

@@ -30,6 +30,16 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(300);
 pub const DEFAULT_TERMINAL_TYPE: &str = "xterm-256color";
 /// The longest `command`, `locale`, `timezone` or `terminal-type` accepted, in bytes.
 const MAX_TEXT: usize = 4096;
+/// guacd's parameters for an SFTP login of its own, which SSH sessions do not take.
+const SEPARATE_SFTP_LOGIN: &[&str] = &[
+    "sftp-hostname",
+    "sftp-port",
+    "sftp-username",
+    "sftp-password",
+    "sftp-private-key",
+    "sftp-passphrase",
+    "sftp-host-key",
+];
 /// The longest `private-key` accepted, in bytes (an RSA 16384-bit key is about 12 KiB).
 const MAX_KEY: usize = 64 * 1024;
 
@@ -64,6 +74,25 @@ pub struct SshSettings {
     /// The terminal's own parameters (`font-size`, `color-scheme`, `scrollback`,
     /// `backspace`, `read-only`, `disable-copy`, `disable-paste`).
     pub terminal: TerminalSettings,
+    /// `enable-sftp` and the `sftp-*` parameters; `None` when SFTP is off.
+    pub sftp: Option<SftpSettings>,
+}
+
+/// SFTP on the session's connection (`enable-sftp`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SftpSettings {
+    /// `sftp-root-directory`: nothing outside it can be listed, read or written. Unset: the
+    /// login's home directory (guacd's default is `/`; a jail should be asked for, not
+    /// implied, so ztproxy defaults to the narrower one).
+    pub root: Option<String>,
+    /// `sftp-directory`: where `file` uploads (dropped on the display) go; inside the root.
+    /// Unset: the root.
+    pub upload_directory: Option<String>,
+    /// `sftp-disable-download`.
+    pub disable_download: bool,
+    /// `sftp-disable-upload`.
+    pub disable_upload: bool,
 }
 
 impl SshSettings {
@@ -146,6 +175,40 @@ impl SshSettings {
             ));
         }
         let terminal = TerminalSettings::from_parameters(get)?;
+        let flag = |name: &'static str| -> Result<bool, SettingsError> {
+            match value(name) {
+                None | Some("false") => Ok(false),
+                Some("true") => Ok(true),
+                Some(_) => Err(SettingsError::new(name, "must be \"true\" or \"false\"")),
+            }
+        };
+        let server_path = |name: &'static str| -> Result<Option<String>, SettingsError> {
+            let path = text(name)?;
+            if path.as_ref().is_some_and(|p| !p.starts_with('/')) {
+                return Err(SettingsError::new(name, "must be an absolute path"));
+            }
+            Ok(path)
+        };
+        let sftp = if flag("enable-sftp")? {
+            // A separate SFTP connection (guacd's `sftp-hostname`, `sftp-username`, ... for
+            // RDP and VNC) is not offered for SSH: SFTP runs on the session's own login.
+            for name in SEPARATE_SFTP_LOGIN {
+                if value(name).is_some() {
+                    return Err(SettingsError::new(
+                        name,
+                        "is not supported for ssh: SFTP uses the session's own connection",
+                    ));
+                }
+            }
+            Some(SftpSettings {
+                root: server_path("sftp-root-directory")?,
+                upload_directory: server_path("sftp-directory")?,
+                disable_download: flag("sftp-disable-download")?,
+                disable_upload: flag("sftp-disable-upload")?,
+            })
+        } else {
+            None
+        };
         Ok(Self {
             username,
             password,
@@ -159,6 +222,7 @@ impl SshSettings {
             server_alive_interval,
             timeout,
             terminal,
+            sftp,
         })
     }
 }

@@ -114,6 +114,10 @@ pub enum AuditEvent {
         /// File name, for files.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
+        /// The file's path inside `sftp-root-directory` (`/reports/q3.pdf`), for SFTP; the
+        /// upload is at that path on the target when this event is sent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path: Option<String>,
         /// Bytes that crossed.
         size: u64,
         /// SHA-256 of those bytes, lowercase hex.
@@ -121,6 +125,20 @@ pub enum AuditEvent {
         /// Data beyond `clipboard-buffer-size` was dropped.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         truncated: bool,
+    },
+    /// A file transfer (SFTP) started and did not finish: the client cancelled, the server
+    /// failed, or the session ended. An upload leaves nothing at its target name.
+    TransferIncomplete {
+        /// Session id.
+        session: String,
+        /// `to_target` (upload) or `to_client` (download).
+        direction: String,
+        /// The file's path inside `sftp-root-directory`.
+        path: String,
+        /// Bytes that crossed before it stopped.
+        size: u64,
+        /// Why, in words.
+        reason: String,
     },
     /// Policy refused something on a connection.
     PolicyRefused {
@@ -130,9 +148,14 @@ pub enum AuditEvent {
         direction: String,
         /// `paste`, `copy`, `upload`, `download`, `input`, `parameter`, `too_many_streams`.
         action: String,
-        /// File or parameter name, when there is one.
+        /// File or parameter name, when there is one (for SFTP, the path asked for, control
+        /// characters escaped).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
+        /// Why, when the action alone does not say (SFTP: `policy`, `outside_root`,
+        /// `bad_path`, `hard_link`, `too_many_transfers`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
     /// A recording was started.
     RecordingStarted {
@@ -245,6 +268,7 @@ impl AuditEvent {
             | Self::ConnectionClosed { session, .. }
             | Self::ConnectionRefused { session, .. }
             | Self::Transfer { session, .. }
+            | Self::TransferIncomplete { session, .. }
             | Self::PolicyRefused { session, .. }
             | Self::RecordingStarted { session, .. }
             | Self::RecordingDegraded { session, .. }

@@ -73,6 +73,8 @@ pub struct OpenContext {
     pub cancel: CancellationToken,
     /// Ends the whole session for a reason (a recording that fails closed).
     pub end_session: Arc<dyn Fn(EndReason) + Send + Sync>,
+    /// Facts for the session's graphical recording, when it has one.
+    pub notes: Option<super::recording::NoteSink>,
 }
 
 /// Why a backend could not be opened. Secret-free: it reaches the audit log.
@@ -119,6 +121,12 @@ pub trait Backend: Send {
 
     /// Whether it writes typescript recordings (a terminal of its own).
     fn records_typescript(&self) -> bool {
+        false
+    }
+
+    /// Whether it audits file transfers itself (native SFTP knows the path on the target and
+    /// whether an upload arrived); the connection's filter then only enforces the policy.
+    fn audits_file_transfers(&self) -> bool {
         false
     }
 }

@@ -329,6 +329,7 @@ impl Driver {
             fail_closed: self.fail_closed,
             cancel: ctx.cancel.clone(),
             end_session: ctx.end_session.clone(),
+            notes: self.recording.as_ref().and_then(GraphicalRecording::notes),
         }
     }
 
@@ -472,6 +473,7 @@ impl Driver {
                 kind: kind.as_str().into(),
                 mimetype,
                 name,
+                path: None,
                 size,
                 sha256: hex::encode(sha256),
                 truncated,
@@ -490,6 +492,7 @@ impl Driver {
                     direction: direction.as_str().into(),
                     action: what.as_str().into(),
                     name,
+                    reason: None,
                 }
             }
         };

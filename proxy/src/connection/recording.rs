@@ -88,6 +88,23 @@ enum Job {
     /// flush deadline counts from).
     Output(Instant, Vec<Instruction>, Vec<Bytes>),
     Input(Instant, Vec<u8>),
+    /// A fact for the recording (a file transfer's audit event).
+    Note(Instant, Bytes),
+}
+
+/// Where a backend's engine notes facts into the session's graphical recording (file
+/// transfers: the audit event, never the content). It never blocks and never keeps the
+/// recording open: a note that finds the queue full or the recording finished is dropped.
+#[derive(Clone)]
+pub struct NoteSink(mpsc::WeakSender<Job>);
+
+impl NoteSink {
+    /// Notes `event`.
+    pub fn note(&self, event: &AuditEvent) {
+        if let (Some(jobs), Ok(json)) = (self.0.upgrade(), serde_json::to_vec(event)) {
+            let _ = jobs.try_send(Job::Note(Instant::now(), json.into()));
+        }
+    }
 }
 
 /// The recording thread's state.
@@ -183,6 +200,11 @@ impl GraphicalRecording {
         self.include_input
     }
 
+    /// A sink for facts from the backend's engine.
+    pub fn notes(&self) -> Option<NoteSink> {
+        self.jobs.as_ref().map(|jobs| NoteSink(jobs.downgrade()))
+    }
+
     /// The writer's failure, if it failed.
     pub fn failure(&self) -> Option<WriterFailure> {
         self.failure
@@ -259,6 +281,7 @@ impl Worker {
                     self.output(at, &instructions, messages);
                 }
                 Job::Input(at, bytes) => self.append(at, Event::Instructions(bytes.into())),
+                Job::Note(at, bytes) => self.append(at, Event::Note(bytes)),
             }
             if matches!(self.writer.status(), zt_recorder::WriterStatus::Failed(_)) {
                 break;
@@ -387,6 +410,13 @@ impl TypescriptRecording {
     pub fn input(&mut self, bytes: &[u8]) {
         if self.include_input {
             self.append(Event::Input(bytes.to_vec()));
+        }
+    }
+
+    /// A fact the audit log also holds (a file transfer), as its JSON.
+    pub fn note(&mut self, event: &AuditEvent) {
+        if let Ok(json) = serde_json::to_vec(event) {
+            self.append(Event::Note(json.into()));
         }
     }
 

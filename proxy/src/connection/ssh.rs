@@ -23,6 +23,7 @@ use tracing::Instrument;
 use zt_api::audit::AuditEvent;
 use zt_api::control::{ApiError, EndReason, RecordingRequest, Target};
 use zt_guacd::ClientInfo;
+use zt_ssh::sftp::{FileDirection, FileEvent};
 use zt_ssh::{EndedBy, SshSettings, UnpinnedPolicy};
 use zt_terminal::Terminal;
 
@@ -78,6 +79,10 @@ impl Backend for SshBackend {
 
     fn records_typescript(&self) -> bool {
         true
+    }
+
+    fn audits_file_transfers(&self) -> bool {
+        self.settings.sftp.is_some()
     }
 
     async fn open(
@@ -144,6 +149,7 @@ impl Backend for SshBackend {
         };
         let observer = SessionObserver {
             typescript,
+            notes: context.notes.clone(),
             audit: audit.clone(),
             session: session.clone(),
         };
@@ -294,6 +300,7 @@ fn audit_refusal(audit: &AuditLog, session: &str, error: &zt_ssh::Error) {
 /// copies and pastes (allowed ones cross the connection's filter, which audits them).
 struct SessionObserver {
     typescript: Option<TypescriptRecording>,
+    notes: Option<super::recording::NoteSink>,
     audit: Arc<AuditLog>,
     session: String,
 }
@@ -328,6 +335,71 @@ impl zt_ssh::Observer for SessionObserver {
             direction: direction.to_owned(),
             action: action.to_owned(),
             name: None,
+            reason: None,
         });
+    }
+
+    fn file(&mut self, event: &FileEvent) {
+        let session = self.session.clone();
+        let audit = match event {
+            FileEvent::Ready { .. } => None,
+            FileEvent::Unavailable { reason } => {
+                tracing::warn!(reason, "sftp is not available in this session");
+                None
+            }
+            FileEvent::Transferred {
+                direction,
+                path,
+                size,
+                sha256,
+            } => Some(AuditEvent::Transfer {
+                session,
+                direction: direction.as_str().to_owned(),
+                kind: "file".to_owned(),
+                mimetype: "application/octet-stream".to_owned(),
+                name: path.rsplit('/').next().map(str::to_owned),
+                path: Some(path.clone()),
+                size: *size,
+                sha256: hex::encode(sha256),
+                truncated: false,
+            }),
+            FileEvent::Incomplete {
+                direction,
+                path,
+                size,
+                reason,
+            } => Some(AuditEvent::TransferIncomplete {
+                session,
+                direction: direction.as_str().to_owned(),
+                path: path.clone(),
+                size: *size,
+                reason: reason.clone(),
+            }),
+            FileEvent::Refused {
+                direction,
+                path,
+                refusal,
+            } => Some(AuditEvent::PolicyRefused {
+                session,
+                direction: direction.as_str().to_owned(),
+                action: match direction {
+                    FileDirection::Upload => "upload",
+                    FileDirection::Download => "download",
+                }
+                .to_owned(),
+                name: Some(path.clone()),
+                reason: Some(refusal.as_str().to_owned()),
+            }),
+            _ => None,
+        };
+        if let Some(event) = audit {
+            if let Some(typescript) = &mut self.typescript {
+                typescript.note(&event);
+            }
+            if let Some(notes) = &self.notes {
+                notes.note(&event);
+            }
+            self.audit.emit(event);
+        }
     }
 }

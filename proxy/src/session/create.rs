@@ -243,6 +243,7 @@ fn connection_setup(shared: &Shared, spec: &SessionSpec) -> Result<ConnectionSet
     let policy = zt_connection::policy::ConnectionPolicy::from_parameters(parameters.values())
         .map_err(|e| ApiError::invalid_field(format!("parameters.{}", e.name), e.problem))?;
     let mut settings = zt_connection::Settings::new(String::new(), policy);
+    settings.backend_audits_files = backend.audits_file_transfers();
     if let Some(guacd) = &shared.settings.guacd {
         settings.handshake_timeout = guacd.handshake_timeout;
         settings.sync.grace = guacd.sync_grace;

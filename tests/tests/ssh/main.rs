@@ -9,6 +9,7 @@
 mod login;
 mod policy;
 mod recording;
+mod sftp;
 mod terminal;
 
 use std::time::Duration;
