@@ -7,7 +7,7 @@
 // channel.
 
 import Guacamole from "./guac";
-import { acceptDrops, download, FilePanel } from "./files";
+import { acceptDrops, download, FileBrowser, FilePanel } from "./files";
 import { config, negotiate, type SessionConfig } from "./signalling";
 import { endReason, statusText } from "./status";
 import { DataChannelTunnel, type Handshake } from "./tunnel";
@@ -221,7 +221,12 @@ async function main(): Promise<void> {
     if (settings.download) download(panel, stream, mimetype, name);
     else stream.sendAck("Downloads are not allowed", Guacamole.Status.Code.CLIENT_FORBIDDEN);
   };
-  if (settings.upload) acceptDrops(displayHost, panel, client);
+  // ztproxy answers every upload, allowed or not; the panel shows its verdict.
+  acceptDrops(displayHost, panel, client);
+  // A session with SFTP offers its filesystem: browse it, download, drop files into it.
+  client.onfilesystem = (object: Guacamole.Object, name: string) => {
+    new FileBrowser(object, name, panel, settings.download);
+  };
 
   // Each drawn frame leaves a performance mark (for benchmarks: keystroke to screen), and
   // the first one its time since the page started loading.

@@ -133,6 +133,11 @@ const commands = {
     await new Promise((resolve) => setTimeout(resolve, ms));
     return {};
   },
+  async wait_selector({ selector, timeout = 20000 }) {
+    // Until an element matching `selector` is visible; its text.
+    const element = await page.waitForSelector(selector, { timeout, state: "visible" });
+    return { text: await element.innerText() };
+  },
   async text({ selector }) {
     return { text: await page.locator(selector).innerText() };
   },
