@@ -228,7 +228,10 @@ where
                 }
                 message = next_output(&mut files_out), if out.is_empty() && files_out.is_some() => {
                     match message {
-                        Some(Outbound::Wire(bytes)) => out.extend_from_slice(&bytes),
+                        // `out` is empty: take the buffer itself, not a copy.
+                        Some(Outbound::Wire(bytes)) => {
+                            out = bytes.try_into_mut().unwrap_or_else(|b| BytesMut::from(&b[..]));
+                        }
                         Some(Outbound::Event(event)) => observer.file(&event),
                         None => gone = true,
                     }

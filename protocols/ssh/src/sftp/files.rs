@@ -52,8 +52,8 @@ const FILE_MIMETYPE: &str = "application/octet-stream";
 /// Raw bytes per blob (8,064 characters of base64: inside guacd's 8,192-character element
 /// limit, which ztproxy's decoders enforce).
 pub const BLOB: usize = 6048;
-/// Bytes read from the server per `READ`.
-pub const READ_LEN: u32 = 48 * 1024;
+/// Bytes read from the server per `READ` (16 whole blobs, 94.5 KiB).
+pub const READ_LEN: u32 = 16 * BLOB as u32;
 /// `READ`s in flight per download.
 const READS_IN_FLIGHT: usize = 16;
 /// Bytes per `WRITE`.
@@ -629,17 +629,28 @@ impl Body {
 
     async fn blob(&mut self, data: &[u8]) -> bool {
         let mut wire = BytesMut::new();
-        zt_guac::encode(
-            opcode::BLOB,
-            &[
-                self.stream.to_string().as_str(),
-                &base64::engine::general_purpose::STANDARD.encode(data),
-            ],
-            &mut wire,
-        );
-        self.unacked.push_back(data.len());
-        self.unacked_bytes += data.len();
+        self.encode_blobs(data, &mut wire);
         self.send(wire).await
+    }
+
+    /// Encodes `data` as this stream's blobs of at most [`BLOB`] bytes into `wire`, base64
+    /// written in place (no intermediate string), and counts them as unacknowledged.
+    fn encode_blobs(&mut self, data: &[u8], wire: &mut BytesMut) {
+        let index = self.stream.to_string();
+        for chunk in data.chunks(BLOB) {
+            let encoded = base64::encoded_len(chunk.len(), true).unwrap_or(0);
+            // Base64 is ASCII: its length in characters is its length in bytes.
+            wire.extend_from_slice(format!("4.blob,{}.{index},{encoded}.", index.len()).as_bytes());
+            let start = wire.len();
+            wire.resize(start + encoded, 0);
+            let written = base64::engine::general_purpose::STANDARD
+                .encode_slice(chunk, &mut wire[start..])
+                .unwrap_or(0);
+            wire.truncate(start + written);
+            wire.extend_from_slice(b";");
+            self.unacked.push_back(chunk.len());
+            self.unacked_bytes += chunk.len();
+        }
     }
 
     async fn end(&self) {
@@ -856,10 +867,11 @@ impl Body {
                     }
                     hasher.update(&data);
                     *size += data.len() as u64;
-                    for chunk in data.chunks(BLOB) {
-                        if !self.blob(chunk).await {
-                            return Err("the client left".to_owned());
-                        }
+                    // One message for the whole read: fewer hand-overs to the session.
+                    let mut wire = BytesMut::with_capacity(data.len() / 3 * 4 + 1024);
+                    self.encode_blobs(&data, &mut wire);
+                    if !self.send(wire).await {
+                        return Err("the client left".to_owned());
                     }
                     if data.len() < READ_LEN as usize && !eof {
                         // A short read: the reads after it start at the wrong offsets.
@@ -1044,16 +1056,37 @@ impl Upload {
                     written.map_err(|e| describe(&e))?;
                     in_flight -= len;
                 }
-                message = rx.recv(), if room => match message {
-                    Some(UploadMessage::Blob(data)) => {
-                        hasher.update(&data);
-                        *size += data.len() as u64;
-                        pending.extend_from_slice(&data);
-                        self.ack("OK (DATA RECEIVED)", Status::SUCCESS).await;
+                message = rx.recv(), if room => {
+                    // Everything queued now is taken at once, and acknowledged in one message.
+                    let mut acks = BytesMut::new();
+                    let mut message = message;
+                    loop {
+                        match message {
+                            Some(UploadMessage::Blob(data)) => {
+                                hasher.update(&data);
+                                *size += data.len() as u64;
+                                pending.extend_from_slice(&data);
+                                zt_guac::encode(
+                                    opcode::ACK,
+                                    &[self.stream.to_string().as_str(), "OK (DATA RECEIVED)", "0"],
+                                    &mut acks,
+                                );
+                            }
+                            Some(UploadMessage::End) => ended = true,
+                            None => return Err("the client abandoned the upload".to_owned()),
+                        }
+                        if ended || in_flight + pending.len() >= WINDOW {
+                            break;
+                        }
+                        match rx.try_recv() {
+                            Ok(next) => message = Some(next),
+                            Err(_) => break,
+                        }
                     }
-                    Some(UploadMessage::End) => ended = true,
-                    None => return Err("the client abandoned the upload".to_owned()),
-                },
+                    if !acks.is_empty() {
+                        let _ = self.out.send(Outbound::Wire(acks.freeze())).await;
+                    }
+                }
             }
         }
     }
