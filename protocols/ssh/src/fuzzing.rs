@@ -29,6 +29,12 @@ const SSH_NAMES: &[&str] = &[
     "timezone",
     "server-alive-interval",
     "timeout",
+    "enable-sftp",
+    "sftp-root-directory",
+    "sftp-directory",
+    "sftp-disable-download",
+    "sftp-disable-upload",
+    "sftp-hostname",
     "unknown-name",
 ];
 

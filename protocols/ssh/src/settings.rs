@@ -290,6 +290,37 @@ mod tests {
     }
 
     #[test]
+    fn sftp_is_off_unless_enabled_and_takes_guacds_names() {
+        let login = [("username", "a"), ("password", "p")];
+        assert!(parse(&login).unwrap().sftp.is_none());
+        let mut pairs = login.to_vec();
+        pairs.extend([
+            ("enable-sftp", "true"),
+            ("sftp-root-directory", "/srv/x"),
+            ("sftp-directory", "/srv/x/in"),
+            ("sftp-disable-upload", "true"),
+        ]);
+        let sftp = parse(&pairs).unwrap().sftp.unwrap();
+        assert_eq!(sftp.root.as_deref(), Some("/srv/x"));
+        assert_eq!(sftp.upload_directory.as_deref(), Some("/srv/x/in"));
+        assert!(sftp.disable_upload && !sftp.disable_download);
+        for (name, value) in [
+            ("sftp-root-directory", "relative/path"),
+            ("sftp-root-directory", "/a\nb"),
+            ("sftp-disable-download", "yes"),
+            ("sftp-hostname", "elsewhere"),
+            ("enable-sftp", "1"),
+        ] {
+            let mut pairs = login.to_vec();
+            pairs.extend([("enable-sftp", "true"), (name, value)]);
+            if name == "enable-sftp" {
+                pairs.retain(|(n, v)| *n != "enable-sftp" || *v == value);
+            }
+            assert_eq!(parse(&pairs).unwrap_err().name, name, "{name}={value}");
+        }
+    }
+
+    #[test]
     fn debug_shows_no_credential() {
         let s = parse(&[
             ("username", "alice-user"),
