@@ -108,7 +108,8 @@
 //!                       plaintext) with the 16-byte tag last
 //!
 //! data chunk plaintext = records; a record never straddles two chunks
-//!   0    1  type: 1 output, 2 input, 3 resize, 4 instructions, 5 key frame, 6 gap
+//!   0    1  type: 1 output, 2 input, 3 resize, 4 instructions, 5 key frame, 6 gap,
+//!              7 note (a JSON audit fact, such as a file transfer; never content)
 //!   1    1  flags: bit 0 more fragments follow, bit 1 continues an earlier fragment
 //!   2    8  time, microseconds since the start (never decreasing)
 //!   10   4  fragment length
