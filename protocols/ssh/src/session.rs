@@ -463,3 +463,56 @@ async fn sleep_until(deadline: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instruction(op: &str, args: &[&str]) -> Instruction {
+        Instruction::new(op, args)
+    }
+
+    #[test]
+    fn file_streams_go_to_the_file_service_and_clipboard_streams_to_the_terminal() {
+        let mut files = FileRouting::new(true);
+        assert!(files.take(&instruction(opcode::FILE, &["3", "text/plain", "a.txt"])));
+        assert!(files.take(&instruction(opcode::BLOB, &["3", "SGk="])));
+        // Another stream's data is the terminal's (a paste).
+        assert!(!files.take(&instruction(opcode::BLOB, &["4", "SGk="])));
+        assert!(files.take(&instruction(opcode::END, &["3"])));
+        assert!(!files.take(&instruction(opcode::BLOB, &["3", "SGk="])));
+        // A refused upload's index reused for the clipboard goes back to the terminal.
+        assert!(files.take(&instruction(opcode::PUT, &["0", "5", "text/plain", "/b"])));
+        assert!(!files.take(&instruction(opcode::CLIPBOARD, &["5", "text/plain"])));
+        assert!(!files.take(&instruction(opcode::BLOB, &["5", "SGk="])));
+        // Acks for the service's streams only; keys never.
+        assert!(files.take(&instruction(opcode::ACK, &["2000", "OK", "0"])));
+        assert!(!files.take(&instruction(opcode::ACK, &["1000", "OK", "0"])));
+        assert!(!files.take(&instruction(opcode::KEY, &["97", "1"])));
+        assert!(files.take(&instruction(opcode::GET, &["0", "/"])));
+        assert_eq!(files.queue.len(), 6);
+    }
+
+    #[test]
+    fn without_sftp_uploads_are_refused_as_guacd_refuses_them() {
+        let mut files = FileRouting::new(false);
+        assert!(files.take(&instruction(opcode::FILE, &["3", "text/plain", "a.txt"])));
+        assert!(files.take(&instruction(opcode::GET, &["0", "/"])));
+        assert!(files.queue.is_empty());
+        assert_eq!(
+            &files.replies[..],
+            b"3.ack,1.3,25.File transfer unsupported,3.256;"
+        );
+
+        // SFTP that fails to start answers what waited for it.
+        let mut files = FileRouting::new(true);
+        files.take(&instruction(opcode::PUT, &["0", "7", "text/plain", "/x"]));
+        files.take(&instruction(opcode::BLOB, &["7", "SGk="]));
+        files.unavailable();
+        assert!(files.queue.is_empty());
+        assert_eq!(
+            &files.replies[..],
+            b"3.ack,1.7,25.File transfer unsupported,3.256;"
+        );
+    }
+}
