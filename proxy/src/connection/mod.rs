@@ -492,7 +492,13 @@ impl Driver {
                     direction: direction.as_str().into(),
                     action: what.as_str().into(),
                     name,
-                    reason: None,
+                    // Refused by the session's policy switches (as SFTP's own refusals say).
+                    reason: matches!(
+                        what,
+                        zt_connection::filter::Refused::Upload
+                            | zt_connection::filter::Refused::Download
+                    )
+                    .then(|| "policy".to_owned()),
                 }
             }
         };

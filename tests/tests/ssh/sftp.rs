@@ -400,13 +400,20 @@ async fn each_policy_switch_refuses_its_direction_only() {
         .expect_err("uploads are disabled");
     assert_eq!(refused.status, 0x0303, "{refused}");
     assert!(!jail.root.join("new.txt").exists());
-    wait_event(
+    let event = wait_event(
         &mut events,
         &id,
         STEP,
         |e| matches!(e, AuditEvent::PolicyRefused { action, .. } if action == "upload"),
     )
     .await;
+    let AuditEvent::PolicyRefused { reason, name, .. } = event else {
+        unreachable!()
+    };
+    assert_eq!(
+        (reason.as_deref(), name.as_deref()),
+        (Some("policy"), Some("new.txt"))
+    );
     let got = files
         .download("/report.txt", STEP, |_| {})
         .await
@@ -428,13 +435,20 @@ async fn each_policy_switch_refuses_its_direction_only() {
             .is_none(),
         "no body for a file when downloads are disabled"
     );
-    wait_event(
+    let event = wait_event(
         &mut events,
         &id,
         STEP,
         |e| matches!(e, AuditEvent::PolicyRefused { action, .. } if action == "download"),
     )
     .await;
+    let AuditEvent::PolicyRefused { reason, name, .. } = event else {
+        unreachable!()
+    };
+    assert_eq!(
+        (reason.as_deref(), name.as_deref()),
+        (Some("policy"), Some("/report.txt"))
+    );
     assert!(files.list("/", STEP).await.unwrap().is_some());
     let moved = files
         .upload(2, "new.txt", 1 << 20, Pattern::source(3, 1000))

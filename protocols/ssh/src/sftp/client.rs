@@ -5,7 +5,7 @@
 //! sends the requests. They are separate so a request waiting for the server's window never
 //! stops replies from being read (the server may be waiting for its own window to drain).
 //! Memory is bounded by the callers: each transfer keeps a fixed number of requests in
-//! flight, and the queue to the writer holds at most [`QUEUE`] packets.
+//! flight, and the queue to the writer holds at most 64 packets.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
