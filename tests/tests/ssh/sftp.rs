@@ -195,6 +195,7 @@ async fn every_jail_escape_is_refused_and_nothing_outside_is_touched() {
     std::os::unix::fs::symlink("/etc", jail.root.join("abs-link")).unwrap();
     std::os::unix::fs::symlink("sub", jail.root.join("link-in")).unwrap();
     std::fs::hard_link(jail.outside.join("secret.txt"), jail.root.join("hard.txt")).unwrap();
+    std::os::unix::fs::symlink("hard.txt", jail.root.join("link-to-hard")).unwrap();
     jail.own(&jail.root);
     jail.own(&jail.outside);
     let before = jail.outside_files();
@@ -253,6 +254,7 @@ async fn every_jail_escape_is_refused_and_nothing_outside_is_touched() {
         ("/secret-link", "outside_root"),
         ("/abs-link/passwd", "outside_root"),
         ("/hard.txt", "hard_link"),
+        ("/link-to-hard", "hard_link"),
     ];
     for (path, reason) in escapes {
         let got = files.download(path, Duration::ZERO, |_| {}).await.unwrap();

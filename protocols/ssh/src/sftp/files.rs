@@ -777,8 +777,12 @@ impl Body {
     async fn download(mut self, stop: CancellationToken) {
         let shown =
             jail::virtual_of(&self.root, &self.real).unwrap_or_else(|| self.path.to_string());
-        if let Some((dir, name)) = self.path.split_last() {
-            match link_count(&self.sftp, &self.root, &dir, name).await {
+        // The file itself, not the name asked for: a symbolic link inside the jail may
+        // point at a hard link.
+        let split = self.real.iter().rposition(|&b| b == b'/');
+        if let Some(at) = split {
+            let (dir, name) = (&self.real[..at.max(1)], &self.real[at + 1..]);
+            match link_count(&self.sftp, dir, name).await {
                 Some(1) => {}
                 Some(_) => {
                     let _ = self
@@ -884,9 +888,9 @@ impl Body {
     }
 }
 
-/// The link count of `dir`/`name`, from the server's listing of `dir`.
-async fn link_count(sftp: &Sftp, root: &[u8], dir: &VirtualPath, name: &str) -> Option<u64> {
-    let handle = sftp.opendir(&dir.under(root)).await.ok()?;
+/// The link count of `dir`/`name` (a canonical path), from the server's listing of `dir`.
+async fn link_count(sftp: &Sftp, dir: &[u8], name: &[u8]) -> Option<u64> {
+    let handle = sftp.opendir(dir).await.ok()?;
     let mut scanned = 0usize;
     let mut found = None;
     while scanned < MAX_LINK_SCAN {
@@ -894,7 +898,7 @@ async fn link_count(sftp: &Sftp, root: &[u8], dir: &VirtualPath, name: &str) -> 
             break;
         };
         scanned += entries.len();
-        if let Some(entry) = entries.iter().find(|e| e.name.as_ref() == name.as_bytes()) {
+        if let Some(entry) = entries.iter().find(|e| e.name.as_ref() == name) {
             found = entry.link_count();
             break;
         }
