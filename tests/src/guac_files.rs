@@ -13,6 +13,7 @@ use bytes::BytesMut;
 use sha2::{Digest, Sha256};
 use zt_guac::{Instruction, opcode};
 
+use crate::PatternStream;
 use crate::guac_client::GuacClient;
 
 /// Mimetype of directory listings.
@@ -318,57 +319,36 @@ impl<'a> Files<'a> {
     }
 }
 
-/// A fast deterministic byte stream (xorshift64*), for files of any size without storing
-/// them: the same `seed` gives the same bytes.
-pub struct Pattern(u64);
-
-impl Pattern {
-    /// A stream from `seed`.
-    pub fn new(seed: u64) -> Self {
-        Self(seed | 1)
+/// A source of `total` bytes of [`PatternStream`] `seed`, for [`Files::upload`] (the
+/// buffers it is given are multiples of 8 bytes, so the bytes do not depend on them).
+pub fn pattern_source(seed: u64, total: u64) -> impl FnMut(&mut [u8]) -> usize {
+    let mut pattern = PatternStream::new(seed);
+    let mut left = total;
+    move |buffer: &mut [u8]| {
+        let n = (buffer.len() as u64).min(left) as usize;
+        pattern.fill(&mut buffer[..n]);
+        left -= n as u64;
+        n
     }
+}
 
-    /// Fills `buffer`.
-    pub fn fill(&mut self, buffer: &mut [u8]) {
-        for chunk in buffer.chunks_mut(8) {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            let word = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes();
-            chunk.copy_from_slice(&word[..chunk.len()]);
+/// Writes `total` bytes of [`PatternStream`] `seed` to `path`; returns their SHA-256.
+pub fn write_pattern(path: &std::path::Path, seed: u64, total: u64) -> std::io::Result<[u8; 32]> {
+    use std::io::Write;
+    let mut file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
+    let mut source = pattern_source(seed, total);
+    let mut buffer = vec![0u8; 1 << 20];
+    let mut hasher = Sha256::new();
+    loop {
+        let n = source(&mut buffer);
+        if n == 0 {
+            break;
         }
+        hasher.update(&buffer[..n]);
+        file.write_all(&buffer[..n])?;
     }
-
-    /// A source of `total` bytes for [`Files::upload`].
-    pub fn source(seed: u64, total: u64) -> impl FnMut(&mut [u8]) -> usize {
-        let mut pattern = Self::new(seed);
-        let mut left = total;
-        move |buffer: &mut [u8]| {
-            let n = (buffer.len() as u64).min(left) as usize;
-            pattern.fill(&mut buffer[..n]);
-            left -= n as u64;
-            n
-        }
-    }
-
-    /// Writes `total` bytes of the stream from `seed` to `path`; returns their SHA-256.
-    pub fn write_file(path: &std::path::Path, seed: u64, total: u64) -> std::io::Result<[u8; 32]> {
-        use std::io::Write;
-        let mut file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
-        let mut source = Self::source(seed, total);
-        let mut buffer = vec![0u8; 1 << 20];
-        let mut hasher = Sha256::new();
-        loop {
-            let n = source(&mut buffer);
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buffer[..n]);
-            file.write_all(&buffer[..n])?;
-        }
-        file.flush()?;
-        Ok(hasher.finalize().into())
-    }
+    file.flush()?;
+    Ok(hasher.finalize().into())
 }
 
 /// SHA-256 of a file on disk.

@@ -28,7 +28,7 @@ use zt_api::Secret;
 use zt_api::control::{Conversation, CreateSessionRequest, LimitsRequest, Target, Transport};
 use zt_proxy::client::session::ClientSession;
 use zt_tests::guac_client::{GuacClient, Handshake};
-use zt_tests::guac_files::{Files, Pattern, sha256_file};
+use zt_tests::guac_files::{Files, pattern_source, sha256_file, write_pattern};
 use zt_tests::proc::{ProxyOptions, ZtProxy};
 use zt_tests::servers::{Sshd, SshdOptions};
 
@@ -88,12 +88,12 @@ async fn main() -> anyhow::Result<()> {
     let root = home.join("jail");
     std::fs::create_dir_all(&root)?;
     let down = root.join("down.bin");
-    let down_sha = Pattern::write_file(&down, 11, bytes)?;
+    let down_sha = write_pattern(&down, 11, bytes)?;
     let (uid, gid) = zt_tests::user_ids(&sshd.user)?;
     zt_tests::chown_recursive(&home, uid, gid)?;
     let scratch = tempfile::tempdir()?;
     let source = scratch.path().join("source.bin");
-    Pattern::write_file(&source, 12, bytes)?;
+    write_pattern(&source, 12, bytes)?;
 
     let proxy = ZtProxy::start(
         &bin,
@@ -264,7 +264,7 @@ async fn through_ztproxy(
 
     let started = Instant::now();
     let sent = files
-        .upload(1, "up-ztproxy.bin", 4 << 20, Pattern::source(13, bytes))
+        .upload(1, "up-ztproxy.bin", 4 << 20, pattern_source(13, bytes))
         .await?
         .map_err(|refused| anyhow::anyhow!("upload refused: {refused}"))?;
     let up_took = started.elapsed();

@@ -11,7 +11,7 @@ use std::time::Duration;
 use zt_api::audit::AuditEvent;
 use zt_api::control::Transport;
 use zt_guac::{Instruction, opcode};
-use zt_tests::guac_files::{Files, Moved, Pattern, sha256_file};
+use zt_tests::guac_files::{Files, Moved, pattern_source, sha256_file, write_pattern};
 
 use super::{Fixture, STEP, TRANSPORTS, Term, events_until_ended, recording, wait_event};
 
@@ -106,7 +106,7 @@ async fn a_gigabyte_each_way_over_both_transports_arrives_with_the_same_sha256()
     let fx = Fixture::start().await;
     let jail = Jail::new(&fx);
     let down = jail.root.join("down.bin");
-    let down_sha = Pattern::write_file(&down, 7, GIB).unwrap();
+    let down_sha = write_pattern(&down, 7, GIB).unwrap();
     jail.own(&down);
     let parameters = jail.parameters(&fx, &[]);
     let mut events = fx.api.events(None).await.unwrap();
@@ -121,12 +121,7 @@ async fn a_gigabyte_each_way_over_both_transports_arrives_with_the_same_sha256()
         files.step = Duration::from_secs(120);
 
         let up: Moved = files
-            .upload(
-                1,
-                "up.bin",
-                4 << 20,
-                Pattern::source(seed as u64 + 100, GIB),
-            )
+            .upload(1, "up.bin", 4 << 20, pattern_source(seed as u64 + 100, GIB))
             .await
             .unwrap()
             .unwrap_or_else(|refused| panic!("{transport:?}: upload refused: {refused}"));
@@ -297,7 +292,7 @@ async fn every_jail_escape_is_refused_and_nothing_outside_is_touched() {
     for name in file_names.iter().copied().chain([long.as_str()]) {
         stream += 1;
         let refused = files
-            .upload(stream, name, 1 << 20, Pattern::source(1, 4096))
+            .upload(stream, name, 1 << 20, pattern_source(1, 4096))
             .await
             .unwrap()
             .expect_err("refused");
@@ -310,7 +305,7 @@ async fn every_jail_escape_is_refused_and_nothing_outside_is_touched() {
     ] {
         stream += 1;
         let refused = files
-            .put(stream, path, 1 << 20, Pattern::source(1, 4096))
+            .put(stream, path, 1 << 20, pattern_source(1, 4096))
             .await
             .unwrap()
             .expect_err("refused");
@@ -323,7 +318,7 @@ async fn every_jail_escape_is_refused_and_nothing_outside_is_touched() {
     for name in ["hard.txt", "secret-link"] {
         stream += 1;
         let moved = files
-            .upload(stream, name, 1 << 20, Pattern::source(2, 10_000))
+            .upload(stream, name, 1 << 20, pattern_source(2, 10_000))
             .await
             .unwrap()
             .expect("an upload over a name inside the jail");
@@ -396,7 +391,7 @@ async fn each_policy_switch_refuses_its_direction_only() {
         files_session(&fx, Transport::Webrtc, &parameters, None).await;
     let mut files = Files::new(&mut term.client);
     let refused = files
-        .upload(1, "new.txt", 1 << 20, Pattern::source(3, 1000))
+        .upload(1, "new.txt", 1 << 20, pattern_source(3, 1000))
         .await
         .unwrap()
         .expect_err("uploads are disabled");
@@ -453,7 +448,7 @@ async fn each_policy_switch_refuses_its_direction_only() {
     );
     assert!(files.list("/", STEP).await.unwrap().is_some());
     let moved = files
-        .upload(2, "new.txt", 1 << 20, Pattern::source(3, 1000))
+        .upload(2, "new.txt", 1 << 20, pattern_source(3, 1000))
         .await
         .unwrap()
         .expect("uploads are allowed");
@@ -475,7 +470,7 @@ async fn revocation_mid_upload_leaves_no_partial_file_and_closes_sftp() {
     let revoke_at = 64 << 20;
     let session = id.clone();
     let mut sent = 0u64;
-    let mut pattern = Pattern::source(5, GIB);
+    let mut pattern = pattern_source(5, GIB);
     let runtime = tokio::runtime::Handle::current();
     let mut revoked = false;
     let source = move |buffer: &mut [u8]| {
