@@ -26,7 +26,7 @@ use zt_terminal::{Event, Terminal};
 
 use crate::connect::SshConnection;
 use crate::error::Error;
-use crate::sftp::files::{self, FileService, FileSettings, Outbound};
+use crate::sftp::files::{self, FileService, Outbound};
 use crate::sftp::{FileEvent, Sftp};
 
 /// Bytes read from the pipe at a time.
@@ -245,7 +245,6 @@ where
             match started.take() {
                 Some(Ok(sftp)) => {
                     if let Some(settings) = sftp_settings.clone() {
-                        let settings = FileSettings::from(settings);
                         let FileService {
                             input,
                             output,
@@ -427,14 +426,11 @@ impl FileRouting {
             opcode::PUT => instruction.arg(1),
             _ => None,
         };
-        if let Some(stream) = stream {
-            zt_guac::encode(
-                opcode::ACK,
-                &[
-                    stream,
-                    "File transfer unsupported",
-                    &Status::UNSUPPORTED.code().to_string(),
-                ],
+        if let Some(stream) = stream.and_then(|s| s.parse::<u32>().ok()) {
+            files::encode_ack(
+                stream,
+                "File transfer unsupported",
+                Status::UNSUPPORTED,
                 &mut self.replies,
             );
         }

@@ -39,11 +39,12 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use zt_guac::{Instruction, Status, opcode};
+use zt_guac::{Instruction, Status, StreamIndex, TypedInstruction, opcode};
 
 use super::client::{Sftp, SftpError};
 use super::jail::{self, JailError, VirtualPath};
 use super::proto::{FileType, open, status};
+use crate::settings::SftpSettings;
 
 /// Mimetype of directory listings.
 pub const STREAM_INDEX_MIMETYPE: &str = "application/vnd.glyptodon.guacamole.stream-index+json";
@@ -178,24 +179,21 @@ pub enum FileEvent {
     },
 }
 
-/// What a file service is set up with.
-#[derive(Debug, Clone)]
-pub(crate) struct FileSettings {
-    pub(crate) root: Option<String>,
-    pub(crate) upload_directory: Option<String>,
-    pub(crate) disable_download: bool,
-    pub(crate) disable_upload: bool,
+/// Appends `ack,<stream>,<message>,<status>` to `out`.
+pub(crate) fn encode_ack(stream: u32, message: &str, status: Status, out: &mut BytesMut) {
+    TypedInstruction::Ack {
+        stream: StreamIndex(stream),
+        message,
+        status,
+    }
+    .encode(out);
 }
 
-impl From<crate::settings::SftpSettings> for FileSettings {
-    fn from(settings: crate::settings::SftpSettings) -> Self {
-        Self {
-            root: settings.root,
-            upload_directory: settings.upload_directory,
-            disable_download: settings.disable_download,
-            disable_upload: settings.disable_upload,
-        }
-    }
+/// Sends one `ack` to the client.
+async fn send_ack(out: &mpsc::Sender<Outbound>, stream: u32, message: &str, status: Status) {
+    let mut wire = BytesMut::new();
+    encode_ack(stream, message, status, &mut wire);
+    let _ = out.send(Outbound::Wire(wire.freeze())).await;
 }
 
 /// The running service: instructions in, output out.
@@ -224,7 +222,7 @@ pub(crate) fn wants(instruction: &Instruction, uploads: &std::collections::HashS
 
 /// Starts the service on a started SFTP session; `stop` ends it (uploads in progress are
 /// removed first).
-pub(crate) fn spawn(sftp: Sftp, settings: FileSettings, stop: CancellationToken) -> FileService {
+pub(crate) fn spawn(sftp: Sftp, settings: SftpSettings, stop: CancellationToken) -> FileService {
     let (input, input_rx) = mpsc::channel(TRANSFER_QUEUE);
     let (output_tx, output) = mpsc::channel(TRANSFER_QUEUE);
     let task = tokio::spawn(async move {
@@ -274,7 +272,7 @@ enum UploadMessage {
 impl Service {
     async fn start(
         sftp: Arc<Sftp>,
-        settings: FileSettings,
+        settings: SftpSettings,
         out: mpsc::Sender<Outbound>,
     ) -> Result<Self, String> {
         // The default root is the login's home directory (guacd's is `/`).
@@ -424,13 +422,7 @@ impl Service {
     }
 
     async fn ack(&self, stream: u32, message: &str, status: Status) {
-        let mut wire = BytesMut::new();
-        zt_guac::encode(
-            opcode::ACK,
-            &[&stream.to_string(), message, &status.code().to_string()],
-            &mut wire,
-        );
-        let _ = self.out.send(Outbound::Wire(wire.freeze())).await;
+        send_ack(&self.out, stream, message, status).await;
     }
 
     async fn refuse(&self, direction: FileDirection, path: &str, refusal: Refusal) {
@@ -920,17 +912,7 @@ struct Upload {
 
 impl Upload {
     async fn ack(&self, message: &str, status: Status) {
-        let mut wire = BytesMut::new();
-        zt_guac::encode(
-            opcode::ACK,
-            &[
-                &self.stream.to_string(),
-                message,
-                &status.code().to_string(),
-            ],
-            &mut wire,
-        );
-        let _ = self.out.send(Outbound::Wire(wire.freeze())).await;
+        send_ack(&self.out, self.stream, message, status).await;
     }
 
     async fn event(&self, event: FileEvent) {
@@ -1070,9 +1052,10 @@ impl Upload {
                                 hasher.update(&data);
                                 *size += data.len() as u64;
                                 pending.extend_from_slice(&data);
-                                zt_guac::encode(
-                                    opcode::ACK,
-                                    &[self.stream.to_string().as_str(), "OK (DATA RECEIVED)", "0"],
+                                encode_ack(
+                                    self.stream,
+                                    "OK (DATA RECEIVED)",
+                                    Status::SUCCESS,
                                     &mut acks,
                                 );
                             }
