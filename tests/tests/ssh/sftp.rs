@@ -82,6 +82,47 @@ impl Jail {
     }
 }
 
+/// The next `transfer` event of `session` going `direction`: its path, size and SHA-256.
+async fn transfer_event(
+    events: &mut zt_proxy::client::api::EventStream,
+    session: &str,
+    direction: &str,
+) -> (Option<String>, u64, String) {
+    let event = wait_event(
+        events,
+        session,
+        STEP,
+        |e| matches!(e, AuditEvent::Transfer { direction: d, .. } if d == direction),
+    )
+    .await;
+    let AuditEvent::Transfer {
+        path, size, sha256, ..
+    } = event
+    else {
+        unreachable!()
+    };
+    (path, size, sha256)
+}
+
+/// The next `policy_refused` event of `session` for `action`: its reason and name.
+async fn refusal_event(
+    events: &mut zt_proxy::client::api::EventStream,
+    session: &str,
+    action: &str,
+) -> (Option<String>, Option<String>) {
+    let event = wait_event(
+        events,
+        session,
+        STEP,
+        |e| matches!(e, AuditEvent::PolicyRefused { action: a, .. } if a == action),
+    )
+    .await;
+    let AuditEvent::PolicyRefused { reason, name, .. } = event else {
+        unreachable!()
+    };
+    (reason, name)
+}
+
 /// An SSH session with SFTP, its client past the `filesystem` instruction.
 async fn files_session(
     fx: &Fixture,
@@ -132,21 +173,10 @@ async fn a_gigabyte_each_way_over_both_transports_arrives_with_the_same_sha256()
             up.sha256,
             "{transport:?}: the file on the target has the bytes sent"
         );
-        let event = wait_event(
-            &mut events,
-            &id,
-            STEP,
-            |e| matches!(e, AuditEvent::Transfer { direction, .. } if direction == "to_target"),
-        )
-        .await;
-        let AuditEvent::Transfer {
-            path, size, sha256, ..
-        } = event
-        else {
-            unreachable!()
-        };
-        assert_eq!(path.as_deref(), Some("/up.bin"));
-        assert_eq!((size, sha256), (GIB, hex::encode(up.sha256)));
+        assert_eq!(
+            transfer_event(&mut events, &id, "to_target").await,
+            (Some("/up.bin".to_owned()), GIB, hex::encode(up.sha256))
+        );
         std::fs::remove_file(&landed).unwrap();
 
         let got = files
@@ -159,21 +189,10 @@ async fn a_gigabyte_each_way_over_both_transports_arrives_with_the_same_sha256()
             (GIB, down_sha),
             "{transport:?}: the client got the file's bytes"
         );
-        let event = wait_event(
-            &mut events,
-            &id,
-            STEP,
-            |e| matches!(e, AuditEvent::Transfer { direction, .. } if direction == "to_client"),
-        )
-        .await;
-        let AuditEvent::Transfer {
-            path, size, sha256, ..
-        } = event
-        else {
-            unreachable!()
-        };
-        assert_eq!(path.as_deref(), Some("/down.bin"));
-        assert_eq!((size, sha256), (GIB, hex::encode(down_sha)));
+        assert_eq!(
+            transfer_event(&mut events, &id, "to_client").await,
+            (Some("/down.bin".to_owned()), GIB, hex::encode(down_sha))
+        );
         fx.api.delete_session(&id).await.unwrap();
     }
 }
@@ -254,20 +273,8 @@ async fn every_jail_escape_is_refused_and_nothing_outside_is_touched() {
     for (path, reason) in escapes {
         let got = files.download(path, Duration::ZERO, |_| {}).await.unwrap();
         assert!(got.is_none());
-        let event = wait_event(
-            &mut events,
-            &id,
-            STEP,
-            |e| matches!(e, AuditEvent::PolicyRefused { action, .. } if action == "download"),
-        )
-        .await;
-        let AuditEvent::PolicyRefused {
-            reason: Some(why), ..
-        } = event
-        else {
-            panic!("{event:?}")
-        };
-        assert_eq!(why, reason, "{:?}", path.get(..40));
+        let (why, _) = refusal_event(&mut events, &id, "download").await;
+        assert_eq!(why.as_deref(), Some(reason), "{:?}", path.get(..40));
     }
     // An absolute path is a path in the jail: /etc/passwd is not there.
     assert!(
@@ -397,19 +404,9 @@ async fn each_policy_switch_refuses_its_direction_only() {
         .expect_err("uploads are disabled");
     assert_eq!(refused.status, 0x0303, "{refused}");
     assert!(!jail.root.join("new.txt").exists());
-    let event = wait_event(
-        &mut events,
-        &id,
-        STEP,
-        |e| matches!(e, AuditEvent::PolicyRefused { action, .. } if action == "upload"),
-    )
-    .await;
-    let AuditEvent::PolicyRefused { reason, name, .. } = event else {
-        unreachable!()
-    };
     assert_eq!(
-        (reason.as_deref(), name.as_deref()),
-        (Some("policy"), Some("new.txt"))
+        refusal_event(&mut events, &id, "upload").await,
+        (Some("policy".to_owned()), Some("new.txt".to_owned()))
     );
     let got = files
         .download("/report.txt", STEP, |_| {})
@@ -432,19 +429,9 @@ async fn each_policy_switch_refuses_its_direction_only() {
             .is_none(),
         "no body for a file when downloads are disabled"
     );
-    let event = wait_event(
-        &mut events,
-        &id,
-        STEP,
-        |e| matches!(e, AuditEvent::PolicyRefused { action, .. } if action == "download"),
-    )
-    .await;
-    let AuditEvent::PolicyRefused { reason, name, .. } = event else {
-        unreachable!()
-    };
     assert_eq!(
-        (reason.as_deref(), name.as_deref()),
-        (Some("policy"), Some("/report.txt"))
+        refusal_event(&mut events, &id, "download").await,
+        (Some("policy".to_owned()), Some("/report.txt".to_owned()))
     );
     assert!(files.list("/", STEP).await.unwrap().is_some());
     let moved = files
