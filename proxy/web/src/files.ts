@@ -72,9 +72,15 @@ function size(bytes: number): string {
   return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
 }
 
-/** Saves what `stream` carries as `name`. The stream's first ack is the page's. */
-export function download(panel: FilePanel, stream: Guacamole.InputStream, mimetype: string, name: string): void {
-  const update = panel.row(name);
+/** Saves what `stream` carries as `name`, shown in a new row of `panel` (or in the row
+ * `update` writes to). The stream's first ack is the page's. */
+export function download(
+  panel: FilePanel,
+  stream: Guacamole.InputStream,
+  mimetype: string,
+  name: string,
+  update: (text: string, failed?: boolean) => void = panel.row(name),
+): void {
   const reader = new Guacamole.BlobReader(stream, mimetype);
   reader.onprogress = () => update(`${size(reader.getLength())} received`);
   reader.onend = () => {
@@ -276,7 +282,7 @@ export class FileBrowser {
     this.object.requestInputStream(path, (stream: Guacamole.InputStream, mimetype: string) => {
       window.clearTimeout(timer);
       update("receiving");
-      download(this.panel, stream, mimetype, name);
+      download(this.panel, stream, mimetype, name, update);
     });
   }
 

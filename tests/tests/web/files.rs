@@ -193,6 +193,8 @@ async fn sftp_files_dropped_on_the_display_land_on_the_target_and_the_panel_down
         .await
         .unwrap();
     assert!(row["text"].as_str().unwrap().contains("sent"), "{row}");
+    // What the user sees, for a person to look at (saved where ZT_SCREENSHOTS names).
+    browser.screenshot().await.unwrap();
     browser.close().await;
 }
 
