@@ -120,6 +120,26 @@ pub fn sftp_replies(data: &[u8]) {
     }
 }
 
+/// A client's path or file name (any text): never a panic; an accepted path has no `..`,
+/// no control character, stays under the root it is mapped to, and prints as a path that
+/// parses to itself (the fuzz target `sftp_paths`).
+pub fn sftp_paths(data: &[u8]) {
+    use crate::sftp::jail::{self, VirtualPath};
+    let text = String::from_utf8_lossy(data);
+    if let Ok(path) = VirtualPath::parse(&text) {
+        let shown = path.to_string();
+        assert!(!shown.split('/').any(|c| c == ".."), "{shown:?}");
+        assert!(!shown.chars().any(char::is_control), "{shown:?}");
+        assert_eq!(VirtualPath::parse(&shown).ok().as_ref(), Some(&path));
+        let real = path.under(b"/srv/jail");
+        assert!(jail::contains(b"/srv/jail", &real), "{shown:?}");
+    }
+    if let Ok(name) = jail::file_name(&text) {
+        assert!(!name.contains('/') && name != ".." && name != ".");
+        let _ = VirtualPath::root().join(name);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -132,6 +152,7 @@ mod tests {
         ] {
             super::settings(seed);
             super::sftp_replies(seed);
+            super::sftp_paths(seed);
         }
     }
 }
