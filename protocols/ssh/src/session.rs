@@ -41,18 +41,9 @@ const FILES_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 /// How long a stopped session keeps its pipe open for the proxy's farewell to the client.
 const STOPPED_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// What a session reports while it runs. Called from the session's task between two awaits:
-/// keep each call short and never block (append to a queue, set a flag).
-pub trait Observer: Send {
-    /// Bytes the target sent, as the terminal receives them (a typescript's output).
-    fn output(&mut self, bytes: &[u8]);
-    /// Bytes sent to the target for the user: keys, pastes, mouse reports, and the
-    /// terminal's answers to the target's queries.
-    fn input(&mut self, bytes: &[u8]);
-    /// The terminal (and the target's window) changed to `cols` × `rows`.
-    fn resize(&mut self, cols: u16, rows: u16);
-    /// Something the terminal did that policy cares about (a copy, a refused paste).
-    fn terminal(&mut self, event: &Event);
+/// What an SSH session reports while it runs: the terminal's reports, and what happened to
+/// files (SFTP). Called between two awaits, as [`zt_terminal::Observer`] is.
+pub trait Observer: zt_terminal::Observer {
     /// Something happened to files (SFTP): a transfer, a refusal.
     fn file(&mut self, event: &FileEvent) {
         let _ = event;

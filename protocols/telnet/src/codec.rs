@@ -14,8 +14,10 @@
 //!
 //! A hostile server costs bounded memory: a subnegotiation holds at most
 //! [`MAX_SUBNEGOTIATION`] bytes (the rest is dropped), each option is refused at most
-//! [`MAX_REFUSALS`] times (a flood of requests then goes unanswered), and negotiation replies
-//! waiting to be sent are capped at [`MAX_PENDING_REPLIES`] bytes.
+//! [`MAX_REFUSALS`] times and each supported one changes state at most [`MAX_CHANGES`] times
+//! (a flood of requests then goes unanswered, so what goes back is bounded whatever comes
+//! in), and negotiation replies waiting to be sent are capped at [`MAX_PENDING_REPLIES`]
+//! bytes.
 
 use std::collections::VecDeque;
 
@@ -49,6 +51,10 @@ const TTYPE_SEND: u8 = 1;
 pub const MAX_SUBNEGOTIATION: usize = 256;
 /// How many times one option is refused before its requests are ignored.
 pub const MAX_REFUSALS: u8 = 4;
+/// How many times one supported option may change state (or TERMINAL-TYPE be asked for)
+/// before its requests are ignored: a server toggling an option in a loop gets a few answers,
+/// not one per request.
+pub const MAX_CHANGES: u8 = 16;
 /// The most negotiation bytes waiting to be sent.
 pub const MAX_PENDING_REPLIES: usize = 16 * 1024;
 
@@ -82,6 +88,8 @@ pub struct Telnet {
     /// Options enabled on the server's side (it `WILL`, we said `DO`).
     theirs: [bool; 256],
     refusals: [u8; 256],
+    /// State changes of each supported option (and TERMINAL-TYPE answers).
+    changes: [u8; 256],
     subnegotiation: Vec<u8>,
     data: BytesMut,
     out: BytesMut,
@@ -98,6 +106,7 @@ impl Telnet {
             ours: [false; 256],
             theirs: [false; 256],
             refusals: [0; 256],
+            changes: [0; 256],
             subnegotiation: Vec::new(),
             data: BytesMut::new(),
             out: BytesMut::new(),
@@ -165,48 +174,63 @@ impl Telnet {
 
     fn negotiate(&mut self, verb: u8, option: u8) {
         let index = usize::from(option);
+        let wanted = match verb {
+            DO => matches!(option, option::TTYPE | option::NAWS | option::SGA),
+            WILL => matches!(option, option::ECHO | option::SGA),
+            _ => false,
+        };
+        let (enabled, refusal) = match verb {
+            DO | DONT => (self.ours[index], WONT),
+            _ => (self.theirs[index], DONT),
+        };
+        if matches!(verb, DO | WILL) && !wanted {
+            self.refuse(refusal, option);
+            return;
+        }
+        // A request that changes nothing is not answered (RFC 1143); one that does, only
+        // while the option has changes left.
+        let enable = matches!(verb, DO | WILL);
+        if enable == enabled || !self.change(option) {
+            return;
+        }
         match verb {
             DO => {
-                let supported = matches!(option, option::TTYPE | option::NAWS | option::SGA);
-                if supported {
-                    if !self.ours[index] {
-                        self.ours[index] = true;
-                        self.reply(WILL, option);
-                        if option == option::NAWS {
-                            self.send_naws();
-                            self.events.push_back(Event::NawsOn);
-                        }
-                    }
-                } else {
-                    self.refuse(WONT, option);
+                self.ours[index] = true;
+                self.reply(WILL, option);
+                if option == option::NAWS {
+                    self.send_naws();
+                    self.events.push_back(Event::NawsOn);
                 }
             }
-            DONT if self.ours[index] => {
+            DONT => {
                 self.ours[index] = false;
                 self.reply(WONT, option);
             }
             WILL => {
-                let supported = matches!(option, option::ECHO | option::SGA);
-                if supported {
-                    if !self.theirs[index] {
-                        self.theirs[index] = true;
-                        self.reply(DO, option);
-                        if option == option::ECHO {
-                            self.events.push_back(Event::Echo(true));
-                        }
-                    }
-                } else {
-                    self.refuse(DONT, option);
+                self.theirs[index] = true;
+                self.reply(DO, option);
+                if option == option::ECHO {
+                    self.events.push_back(Event::Echo(true));
                 }
             }
-            WONT if self.theirs[index] => {
+            _ => {
                 self.theirs[index] = false;
                 self.reply(DONT, option);
                 if option == option::ECHO {
                     self.events.push_back(Event::Echo(false));
                 }
             }
-            _ => {}
+        }
+    }
+
+    /// Counts a change of `option`; false once it has had [`MAX_CHANGES`].
+    fn change(&mut self, option: u8) -> bool {
+        let count = &mut self.changes[usize::from(option)];
+        if *count < MAX_CHANGES {
+            *count += 1;
+            true
+        } else {
+            false
         }
     }
 
@@ -227,6 +251,7 @@ impl Telnet {
     fn subnegotiated(&mut self) {
         if let [option::TTYPE, TTYPE_SEND, ..] = self.subnegotiation[..]
             && self.ours[usize::from(option::TTYPE)]
+            && self.change(option::TTYPE)
         {
             let mut reply = vec![IAC, SB, option::TTYPE, TTYPE_IS];
             for &b in self.terminal_type.as_bytes() {
@@ -403,6 +428,34 @@ mod tests {
         assert!(t.subnegotiation.len() <= MAX_SUBNEGOTIATION);
         t.receive(&[IAC, SE, b'x']);
         assert_eq!(drained(&mut t).0, b"x");
+    }
+
+    #[test]
+    fn a_server_toggling_options_in_a_loop_gets_a_bounded_number_of_answers() {
+        let mut t = Telnet::new("xterm", 80, 24);
+        let mut toggles = Vec::new();
+        for option in [option::ECHO, option::SGA] {
+            toggles.extend_from_slice(&[IAC, WILL, option, IAC, WONT, option]);
+        }
+        for option in [option::NAWS, option::TTYPE, option::SGA] {
+            toggles.extend_from_slice(&[IAC, DO, option, IAC, DONT, option]);
+        }
+        toggles.extend_from_slice(&[IAC, DO, option::TTYPE]);
+        toggles.extend_from_slice(&[IAC, SB, option::TTYPE, TTYPE_SEND, IAC, SE]);
+        let mut total = 0;
+        for round in 0..10_000 {
+            t.receive(&toggles);
+            let (_, out) = drained(&mut t);
+            if round == 0 {
+                // The first round is answered in full.
+                assert!(out.windows(3).any(|w| w == [IAC, DO, option::ECHO]));
+                assert!(out.windows(3).any(|w| w == [IAC, WONT, option::NAWS]));
+            }
+            total += out.len();
+        }
+        // Five options changing at most MAX_CHANGES times (3 bytes each, NAWS with its size,
+        // TTYPE with its answers): a few hundred bytes for 10,000 rounds.
+        assert!(total < 5 * usize::from(MAX_CHANGES) * 20, "{total}");
     }
 
     #[test]

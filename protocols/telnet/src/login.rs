@@ -16,7 +16,7 @@
 //! is forgotten, so a flood costs bounded memory), with control sequences left in, as guacd
 //! matches them. Patterns are at most [`MAX_PATTERN`] bytes and compile to bounded automata.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use regex::bytes::{Regex, RegexBuilder};
 use zt_terminal::SettingsError;
@@ -31,8 +31,6 @@ const PATTERN_MEMORY: usize = 1 << 20;
 pub const DEFAULT_USERNAME_REGEX: &str = "[Ll]ogin:";
 /// guacd's `password-regex` default.
 pub const DEFAULT_PASSWORD_REGEX: &str = "[Pp]assword:";
-/// How long a login may take when the session does not say.
-pub const DEFAULT_LOGIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The login's patterns, from the session's parameters.
 #[derive(Debug, Clone)]
@@ -227,6 +225,7 @@ impl Login {
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
+    use std::time::Duration;
 
     use super::*;
 

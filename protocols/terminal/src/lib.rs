@@ -67,6 +67,7 @@ pub mod font;
 pub mod fuzzing;
 pub mod keys;
 pub mod mouse;
+mod observer;
 pub mod osc;
 pub mod palette;
 pub mod readback;
@@ -75,6 +76,7 @@ pub mod settings;
 mod terminal;
 
 pub use error::SettingsError;
+pub use observer::Observer;
 pub use settings::TerminalSettings;
 pub use terminal::{
     Event, FRAME_INTERVAL, MAX_CLIPBOARD, MAX_DISPLAY, MAX_GRID, MAX_PENDING_INPUT, Terminal,
