@@ -12,6 +12,7 @@ pub mod guac_client;
 pub mod guac_files;
 pub mod proc;
 pub mod servers;
+pub mod term;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -78,6 +79,62 @@ pub async fn wait_event(
     })
     .await
     .expect("the audit event arrives in time")
+}
+
+/// Every audit event of `session` up to and including its `session_ended`, within `timeout`.
+#[allow(clippy::expect_used)]
+pub async fn events_until_ended(
+    events: &mut zt_proxy::client::api::EventStream,
+    session: &str,
+    timeout: Duration,
+) -> Vec<zt_api::audit::AuditEvent> {
+    let mut seen = Vec::new();
+    tokio::time::timeout(timeout, async {
+        while let Some(record) = events.next().await {
+            let event = record.expect("a well-formed audit record").event;
+            if event.session() == Some(session) {
+                let ended = matches!(event, zt_api::audit::AuditEvent::SessionEnded { .. });
+                seen.push(event);
+                if ended {
+                    return;
+                }
+            }
+        }
+    })
+    .await
+    .expect("the session ends in time");
+    seen
+}
+
+/// Exports `recording` with `bin`'s `recording export` in `format` (with `extra` arguments),
+/// unwrapping it with the resource secret `secret`; the output's path (beside the recording).
+#[allow(clippy::unwrap_used, clippy::panic)]
+pub fn export_recording(
+    bin: &Path,
+    recording: &Path,
+    secret: &str,
+    format: &str,
+    extra: &[&str],
+) -> PathBuf {
+    let secret_file = recording.with_extension("secret");
+    std::fs::write(&secret_file, secret).unwrap();
+    let out = recording.with_extension(format);
+    let output = std::process::Command::new(bin)
+        .args(["recording", "export", "--force", "--format", format])
+        .arg("--secret-file")
+        .arg(&secret_file)
+        .arg("--output")
+        .arg(&out)
+        .args(extra)
+        .arg(recording)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "export failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    out
 }
 
 /// Waits until something accepts TCP connections on `addr`.

@@ -650,3 +650,117 @@ pub async fn streaming_server() -> anyhow::Result<(SocketAddr, mpsc::UnboundedRe
 pub fn refusing_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], free_port()))
 }
+
+/// inetutils `telnetd` behind a listener of the test's own: each connection gets a `telnetd`
+/// of its own (as inetd starts it, the socket as its standard input and output), which runs
+/// a login program of the test's instead of `/bin/login`. The program prints realistic
+/// prompts (`zt-device login:`, `Password:` with echo off), and on the right credentials
+/// `Last login: ...` and an interactive `/bin/sh` with the prompt `$ `; on wrong ones,
+/// `Login incorrect` and it exits.
+pub struct Telnetd {
+    /// TCP port on 127.0.0.1.
+    pub port: u16,
+    /// The user the login program accepts.
+    pub user: String,
+    /// Its password.
+    pub password: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    children: std::sync::Arc<std::sync::Mutex<Vec<Child>>>,
+    accept: Option<std::thread::JoinHandle<()>>,
+    _dir: TempDir,
+}
+
+impl Telnetd {
+    /// Starts the listener (telnetd runs per connection).
+    pub fn start() -> anyhow::Result<Self> {
+        use std::sync::atomic::Ordering;
+
+        let telnetd = require_program("telnetd", "inetutils-telnetd", &["/usr/sbin"])?;
+        let dir = tempfile::tempdir()?;
+        let user = "zt-operator".to_owned();
+        let password = format!("pw-{}", hex::encode(zt_proxy::util::random_bytes::<8>()?));
+        let script = dir.path().join("login");
+        std::fs::write(
+            &script,
+            format!(
+                r#"#!/bin/sh
+# A device's login, as telnetd's login program (instead of /bin/login).
+printf '\r\nDebian GNU/Linux 12 zt-device\r\n\r\nzt-device login: '
+IFS= read -r user
+stty -echo
+printf 'Password: '
+IFS= read -r pass
+stty echo
+printf '\r\n'
+if [ "$user" = '{user}' ] && [ "$pass" = '{password}' ]; then
+  printf 'Last login: Sun Dec  6 10:00:00 2026 from 10.0.0.1\r\n'
+  cd /tmp
+  PS1='$ ' exec /bin/sh -i
+fi
+sleep 1
+printf '\r\nLogin incorrect\r\n'
+exit 1
+"#
+            ),
+        )?;
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let port = listener.local_addr()?.port();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let children = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let accept = {
+            let stop = stop.clone();
+            let children = children.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let stream = match listener.accept() {
+                        Ok((stream, _)) => stream,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            std::thread::sleep(Duration::from_millis(10));
+                            continue;
+                        }
+                        Err(_) => break,
+                    };
+                    let _ = stream.set_nonblocking(false);
+                    let spawned = stream.try_clone().and_then(|output| {
+                        Command::new(&telnetd)
+                            .args(["-h", "-E"])
+                            .arg(&script)
+                            .stdin(Stdio::from(std::os::fd::OwnedFd::from(stream)))
+                            .stdout(Stdio::from(std::os::fd::OwnedFd::from(output)))
+                            .stderr(Stdio::null())
+                            .spawn()
+                    });
+                    if let (Ok(child), Ok(mut list)) = (spawned, children.lock()) {
+                        list.push(child);
+                    }
+                }
+            })
+        };
+        Ok(Self {
+            port,
+            user,
+            password,
+            stop,
+            children,
+            accept: Some(accept),
+            _dir: dir,
+        })
+    }
+}
+
+impl Drop for Telnetd {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(accept) = self.accept.take() {
+            let _ = accept.join();
+        }
+        if let Ok(mut children) = self.children.lock() {
+            for child in children.iter_mut() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}

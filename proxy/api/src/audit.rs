@@ -248,6 +248,31 @@ pub enum AuditEvent {
         /// Bytes sent to the target (keys, pastes).
         bytes_to_target: u64,
     },
+    /// A native Telnet login failed: `login-failure-regex` matched (`refused`), or the
+    /// login did not finish within the session's `timeout` (`timed_out`).
+    TelnetLoginFailed {
+        /// Session id.
+        session: String,
+        /// `refused` or `timed_out`.
+        reason: String,
+    },
+    /// A native Telnet connection ended.
+    TelnetDisconnected {
+        /// Session id.
+        session: String,
+        /// `target_closed`, `client_closed`, `stopped` (revocation, limits, shutdown),
+        /// `login_failed` or `error`.
+        reason: String,
+        /// Whether the login automation had finished (succeeded, or had nothing to do).
+        logged_in: bool,
+        /// What failed, for `login_failed` and `error`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+        /// Bytes of terminal data the target sent.
+        bytes_from_target: u64,
+        /// Bytes sent to the target for the user (keys, pastes; not the credentials).
+        bytes_to_target: u64,
+    },
     /// A request or connection was refused for lack of valid credentials.
     AccessDenied {
         /// What was protected: `control_api` or `quic`.
@@ -276,7 +301,9 @@ impl AuditEvent {
             | Self::SshConnected { session, .. }
             | Self::SshHostKeyRefused { session, .. }
             | Self::SshAuthFailed { session, .. }
-            | Self::SshDisconnected { session, .. } => Some(session),
+            | Self::SshDisconnected { session, .. }
+            | Self::TelnetLoginFailed { session, .. }
+            | Self::TelnetDisconnected { session, .. } => Some(session),
             Self::AccessDenied { .. } => None,
         }
     }

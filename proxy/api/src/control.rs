@@ -138,9 +138,9 @@ pub struct SignallingRequest {
 #[serde(rename_all = "lowercase")]
 pub enum Route {
     /// Through the external guacd ztproxy is configured with (RDP always goes this way;
-    /// VNC, SSH and Telnet can). The default for every protocol but SSH.
+    /// VNC, SSH and Telnet can). The default for RDP and VNC.
     Guacd,
-    /// Through ztproxy's own protocol client. The default for SSH.
+    /// Through ztproxy's own protocol client. The default for SSH and Telnet.
     Native,
 }
 
@@ -349,15 +349,15 @@ impl CreateSessionRequest {
                     )
                     .with_field("protocol"));
                 }
-                // ztproxy is its own SSH client; the rest goes through guacd until they have
-                // native clients too.
-                Some(self.route.unwrap_or_else(|| {
-                    if Protocol::from_name(&protocol) == Some(Protocol::Ssh) {
-                        Route::Native
-                    } else {
-                        Route::Guacd
-                    }
-                }))
+                // ztproxy is its own SSH and Telnet client; the rest goes through guacd until
+                // they have native clients too.
+                Some(
+                    self.route
+                        .unwrap_or_else(|| match Protocol::from_name(&protocol) {
+                            Some(Protocol::Ssh | Protocol::Telnet) => Route::Native,
+                            _ => Route::Guacd,
+                        }),
+                )
             }
         };
         for reserved in RESERVED_PARAMETERS {

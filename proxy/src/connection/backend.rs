@@ -201,13 +201,14 @@ impl Backends {
     }
 }
 
-/// `"route": "native"`: ztproxy's own protocol clients (SSH), by protocol.
+/// `"route": "native"`: ztproxy's own protocol clients (SSH, Telnet), by protocol.
 pub struct NativeFactory;
 
 impl BackendFactory for NativeFactory {
     fn make(&self, request: &BackendRequest<'_>) -> Result<Box<dyn Backend>, ApiError> {
         match request.parameters.protocol() {
             Protocol::Ssh => super::ssh::SshFactory.make(request),
+            Protocol::Telnet => super::telnet::TelnetFactory.make(request),
             other => Err(ApiError::new(
                 ErrorCode::Unsupported,
                 format!("{other} has no native client yet; ask for route \"guacd\""),

@@ -28,6 +28,8 @@
 pub mod backend;
 pub mod recording;
 pub mod ssh;
+pub mod telnet;
+mod terminal;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -16,12 +16,11 @@
 //!    from the target); then reports `ssh_disconnected` with the byte counts and finalises
 //!    the typescript.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use tracing::Instrument;
 use zt_api::audit::AuditEvent;
-use zt_api::control::{ApiError, EndReason, RecordingRequest, Target};
+use zt_api::control::{ApiError, Target};
 use zt_guacd::ClientInfo;
 use zt_ssh::sftp::{FileDirection, FileEvent};
 use zt_ssh::{EndedBy, SshSettings, UnpinnedPolicy};
@@ -30,9 +29,9 @@ use zt_terminal::Terminal;
 use super::backend::{
     Backend, BackendError, BackendFactory, BackendRequest, BackendStream, OpenContext,
 };
-use super::recording::{RecordingPlan, RecordingSummary, TypescriptRecording};
+use super::recording::RecordingSummary;
+use super::terminal::{SessionObserver, start_typescript};
 use crate::audit::AuditLog;
-use crate::config::RecordingsSettings;
 
 /// Bytes the pipe between the connection and the engine holds each way.
 const PIPE: usize = 64 * 1024;
@@ -147,12 +146,7 @@ impl Backend for SshBackend {
             }
             None => None,
         };
-        let observer = SessionObserver {
-            typescript,
-            notes: context.notes.clone(),
-            audit: audit.clone(),
-            session: session.clone(),
-        };
+        let observer = SessionObserver::new(context, typescript);
         let (ours, engine) = tokio::io::duplex(PIPE);
         let id = format!("ssh {}", info.fingerprint);
         let finished = tokio::spawn(
@@ -213,58 +207,6 @@ async fn drive(
     }
 }
 
-/// Starts the session's typescript; `None` when it cannot start and the policy lets the
-/// session go on without it.
-async fn start_typescript(
-    context: &OpenContext,
-    request: &RecordingRequest,
-    settings: &Arc<RecordingsSettings>,
-    cols: u16,
-    rows: u16,
-) -> Result<Option<TypescriptRecording>, BackendError> {
-    let plan = RecordingPlan {
-        settings,
-        request,
-        session: &context.session,
-        resource_id: &context.resource_id,
-        protocol: &context.protocol,
-        size: (u32::from(cols), u32::from(rows)),
-        include_input: context.record_input,
-    };
-    let fail_closed = context.fail_closed;
-    let end_session = context.end_session.clone();
-    let started = TypescriptRecording::start(plan, move |failure| {
-        tracing::warn!(%failure, "typescript recording failed");
-        if fail_closed {
-            end_session(EndReason::RecordingFailed);
-        }
-    })
-    .await;
-    let services = &context.services;
-    match started {
-        Ok(typescript) => {
-            services.recording_started(&context.session, typescript.file_name(), "typescript");
-            Ok(Some(typescript))
-        }
-        Err(error) => {
-            tracing::warn!(%error, "typescript recording could not start");
-            services
-                .metrics
-                .error(zt_api::control::Origin::Local, "recording");
-            if fail_closed {
-                Err(BackendError {
-                    detail: "typescript recording could not start".to_owned(),
-                    status: None,
-                    message: None,
-                    local: Some(EndReason::RecordingFailed),
-                })
-            } else {
-                Ok(None)
-            }
-        }
-    }
-}
-
 /// Audits why a login was refused, when it is a security decision.
 fn audit_refusal(audit: &AuditLog, session: &str, error: &zt_ssh::Error) {
     let event = match error {
@@ -296,49 +238,7 @@ fn audit_refusal(audit: &AuditLog, session: &str, error: &zt_ssh::Error) {
     audit.emit(event);
 }
 
-/// What the running session reports to: the typescript, and the audit log for refused
-/// copies and pastes (allowed ones cross the connection's filter, which audits them).
-struct SessionObserver {
-    typescript: Option<TypescriptRecording>,
-    notes: Option<super::recording::NoteSink>,
-    audit: Arc<AuditLog>,
-    session: String,
-}
-
 impl zt_ssh::Observer for SessionObserver {
-    fn output(&mut self, bytes: &[u8]) {
-        if let Some(typescript) = &mut self.typescript {
-            typescript.output(bytes);
-        }
-    }
-
-    fn input(&mut self, bytes: &[u8]) {
-        if let Some(typescript) = &mut self.typescript {
-            typescript.input(bytes);
-        }
-    }
-
-    fn resize(&mut self, cols: u16, rows: u16) {
-        if let Some(typescript) = &mut self.typescript {
-            typescript.resize(cols, rows);
-        }
-    }
-
-    fn terminal(&mut self, event: &zt_terminal::Event) {
-        let (direction, action) = match event {
-            zt_terminal::Event::CopyRefused => ("to_client", "copy"),
-            zt_terminal::Event::PasteRefused => ("to_target", "paste"),
-            _ => return,
-        };
-        self.audit.emit(AuditEvent::PolicyRefused {
-            session: self.session.clone(),
-            direction: direction.to_owned(),
-            action: action.to_owned(),
-            name: None,
-            reason: None,
-        });
-    }
-
     fn file(&mut self, event: &FileEvent) {
         let session = self.session.clone();
         let audit = match event {
@@ -393,13 +293,7 @@ impl zt_ssh::Observer for SessionObserver {
             _ => None,
         };
         if let Some(event) = audit {
-            if let Some(typescript) = &mut self.typescript {
-                typescript.note(&event);
-            }
-            if let Some(notes) = &self.notes {
-                notes.note(&event);
-            }
-            self.audit.emit(event);
+            self.record(event);
         }
     }
 }

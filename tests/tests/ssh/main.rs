@@ -12,29 +12,21 @@ mod recording;
 mod sftp;
 mod terminal;
 
-use std::time::Duration;
-
 use zt_api::Secret;
 use zt_api::audit::AuditEvent;
 use zt_api::control::{
     Conversation, CreateSessionRequest, LimitsRequest, RecordingRequest, Target, Transport,
 };
-use zt_guac::{Instruction, opcode};
+
 use zt_proxy::client::api::{ApiClient, EventStream};
 use zt_proxy::client::session::{ClientSession, TunnelOptions};
-use zt_tests::guac_client::{GuacClient, Handshake};
+
 use zt_tests::proc::{ProxyOptions, ZtProxy};
 use zt_tests::servers::{Sshd, SshdOptions};
 use zt_tests::ztproxy_bin;
 
-/// How long any single step may take.
-pub const STEP: Duration = Duration::from_secs(20);
 /// The resource secret recordings are wrapped under (32 bytes, base64).
 pub const RESOURCE_SECRET: &str = "c2VjcmV0LXJlc291cmNlLWtleS1mb3ItdGhlLXRlc3RzIQ==";
-/// The display the tests' client asks for (small, so reading it back is quick).
-pub const DISPLAY: (u32, u32, u32) = (800, 480, 96);
-/// The terminal's default font size (guacd's).
-pub const FONT_SIZE: f32 = 12.0;
 /// Both transports.
 pub const TRANSPORTS: [Transport; 2] = [Transport::Quic, Transport::Webrtc];
 
@@ -178,235 +170,12 @@ pub fn recording(graphical: bool, typescript: bool) -> RecordingRequest {
     }
 }
 
-/// The user's side: a Guacamole client, everything it received, and the screen those
-/// instructions draw.
-pub struct Term {
-    /// The client.
-    pub client: GuacClient,
-    /// Every instruction received, in order.
-    pub received: Vec<Instruction>,
-    display: zt_display::Display,
-    /// Whether the channel closed.
-    pub closed: bool,
-}
-
-impl Term {
-    /// Connects and completes the handshake at [`DISPLAY`].
-    pub async fn connect(session: &ClientSession) -> Self {
-        let handshake = Handshake {
-            select: "ssh".into(),
-            size: DISPLAY,
-            ..Handshake::default()
-        };
-        let client = GuacClient::connect(session, &handshake)
-            .await
-            .expect("the client's handshake completes");
-        Self::new(client)
-    }
-
-    /// Wraps a connected client.
-    pub fn new(client: GuacClient) -> Self {
-        Self {
-            client,
-            received: Vec::new(),
-            display: zt_display::Display::new(zt_display::DisplayLimits::default()),
-            closed: false,
-        }
-    }
-
-    /// The screen's rows of text, as read from its pixels.
-    pub fn lines(&self) -> Vec<String> {
-        let screen = self.display.screen();
-        zt_terminal::readback::read_text(
-            screen.pixels(),
-            screen.width(),
-            screen.height(),
-            FONT_SIZE,
-            DISPLAY.2,
-            "",
-        )
-    }
-
-    /// What the user sees, as an image.
-    pub fn screen(&self) -> zt_display::Screen {
-        self.display.screen()
-    }
-
-    /// Saves the screen as a PNG in the directory `ZT_SCREENSHOTS` names, if it names one
-    /// (to look at what a test saw).
-    pub fn screenshot(&self, name: &str) {
-        let Some(dir) = std::env::var_os("ZT_SCREENSHOTS") else {
-            return;
-        };
-        let screen = self.screen();
-        let file =
-            std::fs::File::create(std::path::Path::new(&dir).join(format!("{name}.png"))).unwrap();
-        let mut encoder = png::Encoder::new(file, screen.width(), screen.height());
-        encoder.set_color(png::ColorType::Rgba);
-        let mut writer = encoder.write_header().unwrap();
-        writer
-            .write_image_data(screen.pixels().as_flattened())
-            .unwrap();
-    }
-
-    /// Receives one instruction into the screen: `Some(false)` when the channel closed,
-    /// `None` when nothing came within `timeout`.
-    pub async fn receive(&mut self, timeout: Duration) -> Option<bool> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        match self.client.next(timeout).await {
-            Ok(Some(instruction)) => {
-                let _ = self.display.handle(&instruction);
-                self.received.push(instruction);
-                Some(true)
-            }
-            Ok(None) => {
-                self.closed = true;
-                Some(false)
-            }
-            Err(_) if tokio::time::Instant::now() >= deadline => None,
-            Err(error) => panic!("receiving: {error:#}"),
-        }
-    }
-
-    /// Receives until a frame ends (`sync`) with `condition` true of the screen's text, or
-    /// fails after `timeout` showing the screen.
-    pub async fn wait_for(
-        &mut self,
-        what: &str,
-        timeout: Duration,
-        condition: impl Fn(&[String]) -> bool,
-    ) -> Vec<String> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match self.receive(left).await {
-                Some(true) => {}
-                Some(false) => panic!(
-                    "the connection closed while waiting for {what}; the screen shows:\n{}",
-                    self.lines().join("\n")
-                ),
-                None => panic!(
-                    "timed out waiting for {what}; the screen shows:\n{}",
-                    self.lines().join("\n")
-                ),
-            }
-            if self.received.last().is_some_and(|i| i.is(opcode::SYNC)) {
-                let lines = self.lines();
-                if condition(&lines) {
-                    return lines;
-                }
-            }
-        }
-    }
-
-    /// Waits for a shell prompt (a row ending in `$ `).
-    pub async fn wait_for_prompt(&mut self) -> Vec<String> {
-        self.wait_for("the shell's prompt", STEP, |lines| {
-            lines.iter().any(|l| l.ends_with('$'))
-        })
-        .await
-    }
-
-    /// Presses and releases `keysym`.
-    pub async fn key(&mut self, keysym: u32) {
-        for pressed in ["1", "0"] {
-            self.client
-                .send(&Instruction::new(
-                    opcode::KEY,
-                    &[keysym.to_string().as_str(), pressed],
-                ))
-                .await
-                .unwrap();
-        }
-    }
-
-    /// Types `text` (ASCII) as a keyboard would: one keysym per character.
-    pub async fn type_text(&mut self, text: &str) {
-        for c in text.chars() {
-            let keysym = match c {
-                '\n' => 0xff0d,
-                c if c.is_ascii() && !c.is_ascii_control() => u32::from(c),
-                c => panic!("cannot type {c:?}"),
-            };
-            self.key(keysym).await;
-        }
-    }
-
-    /// Types `command` and Return at a shell prompt, and waits until a row shows `expected`
-    /// with the shell's next prompt below it (output and prompt may come in separate frames).
-    pub async fn run(&mut self, command: &str, expected: &str) -> Vec<String> {
-        self.type_text(command).await;
-        self.type_text("\n").await;
-        let expected = expected.to_owned();
-        self.wait_for(
-            &format!("`{expected}` and a prompt after `{command}`"),
-            STEP,
-            move |lines| {
-                lines
-                    .iter()
-                    .position(|l| l.trim_end() == expected)
-                    .is_some_and(|at| lines.iter().skip(at + 1).any(|l| l.ends_with('$')))
-            },
-        )
-        .await
-    }
-
-    /// Receives until the channel closes.
-    pub async fn until_closed(&mut self) {
-        let deadline = tokio::time::Instant::now() + STEP;
-        while !self.closed {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            assert!(
-                self.receive(left).await.is_some(),
-                "the connection did not close"
-            );
-        }
-    }
-
-    /// Everything received, as text (for scanning for secrets).
-    pub fn received_text(&self) -> String {
-        let mut all = Vec::new();
-        for instruction in &self.received {
-            all.extend_from_slice(instruction.raw());
-        }
-        String::from_utf8_lossy(&all).into_owned()
-    }
-
-    /// The `error` instructions received: (message, status).
-    pub fn errors(&self) -> Vec<(String, u32)> {
-        self.received
-            .iter()
-            .filter(|i| i.is(opcode::ERROR))
-            .map(|i| {
-                (
-                    i.arg(0).unwrap_or_default().to_owned(),
-                    i.arg(1).and_then(|s| s.parse().ok()).unwrap_or(0),
-                )
-            })
-            .collect()
-    }
-}
-
+pub use zt_tests::term::{DISPLAY, FONT_SIZE, STEP, Term};
 pub use zt_tests::wait_event;
 
 /// Every audit event of `session` up to and including its `session_ended`.
 pub async fn events_until_ended(events: &mut EventStream, session: &str) -> Vec<AuditEvent> {
-    let mut seen = Vec::new();
-    tokio::time::timeout(STEP, async {
-        while let Some(record) = events.next().await {
-            let event = record.expect("a well-formed audit record").event;
-            if event.session() == Some(session) {
-                let ended = matches!(event, AuditEvent::SessionEnded { .. });
-                seen.push(event);
-                if ended {
-                    return;
-                }
-            }
-        }
-    })
-    .await
-    .expect("the session ends in time");
-    seen
+    zt_tests::events_until_ended(events, session, STEP).await
 }
 
 /// The pieces of a secret that must never reach the client or a log: the whole value, and

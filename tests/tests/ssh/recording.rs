@@ -17,25 +17,7 @@ use super::{
 
 /// Exports `recording` in `format` (with `extra` arguments) and returns the output's path.
 fn export(recording: &Path, format: &str, extra: &[&str]) -> PathBuf {
-    let secret = recording.with_extension("secret");
-    std::fs::write(&secret, RESOURCE_SECRET).unwrap();
-    let out = recording.with_extension(format);
-    let output = Command::new(ztproxy_bin!())
-        .args(["recording", "export", "--force", "--format", format])
-        .arg("--secret-file")
-        .arg(&secret)
-        .arg("--output")
-        .arg(&out)
-        .args(extra)
-        .arg(recording)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "export failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    out
+    zt_tests::export_recording(ztproxy_bin!(), recording, RESOURCE_SECRET, format, extra)
 }
 
 /// The recordings the session's `recording_ended` events name, by kind.

@@ -1,0 +1,133 @@
+//! What the terminal backends (native SSH, Telnet) share: the running session's observer —
+//! its typescript recording, its graphical recording's notes and the audit log — and the
+//! start of the typescript.
+
+use std::sync::Arc;
+
+use zt_api::audit::AuditEvent;
+use zt_api::control::{EndReason, RecordingRequest};
+
+use super::backend::{BackendError, OpenContext};
+use super::recording::{NoteSink, RecordingPlan, TypescriptRecording};
+use crate::audit::AuditLog;
+use crate::config::RecordingsSettings;
+
+/// What a running terminal session reports to: the typescript, and the audit log for refused
+/// copies and pastes (allowed ones cross the connection's filter, which audits them).
+pub(super) struct SessionObserver {
+    pub(super) typescript: Option<TypescriptRecording>,
+    notes: Option<NoteSink>,
+    pub(super) audit: Arc<AuditLog>,
+    pub(super) session: String,
+}
+
+impl SessionObserver {
+    /// The observer of `context`'s session, writing `typescript` if it has one.
+    pub(super) fn new(context: &OpenContext, typescript: Option<TypescriptRecording>) -> Self {
+        Self {
+            typescript,
+            notes: context.notes.clone(),
+            audit: context.services.audit.clone(),
+            session: context.session.clone(),
+        }
+    }
+
+    /// Audits `event`, and notes it in the session's recordings (a reviewer sees it where it
+    /// happened).
+    pub(super) fn record(&mut self, event: AuditEvent) {
+        if let Some(typescript) = &mut self.typescript {
+            typescript.note(&event);
+        }
+        if let Some(notes) = &self.notes {
+            notes.note(&event);
+        }
+        self.audit.emit(event);
+    }
+}
+
+impl zt_terminal::Observer for SessionObserver {
+    fn output(&mut self, bytes: &[u8]) {
+        if let Some(typescript) = &mut self.typescript {
+            typescript.output(bytes);
+        }
+    }
+
+    fn input(&mut self, bytes: &[u8]) {
+        if let Some(typescript) = &mut self.typescript {
+            typescript.input(bytes);
+        }
+    }
+
+    fn resize(&mut self, cols: u16, rows: u16) {
+        if let Some(typescript) = &mut self.typescript {
+            typescript.resize(cols, rows);
+        }
+    }
+
+    fn terminal(&mut self, event: &zt_terminal::Event) {
+        let (direction, action) = match event {
+            zt_terminal::Event::CopyRefused => ("to_client", "copy"),
+            zt_terminal::Event::PasteRefused => ("to_target", "paste"),
+            _ => return,
+        };
+        self.audit.emit(AuditEvent::PolicyRefused {
+            session: self.session.clone(),
+            direction: direction.to_owned(),
+            action: action.to_owned(),
+            name: None,
+            reason: None,
+        });
+    }
+}
+
+/// Starts the session's typescript; `None` when it cannot start and the policy lets the
+/// session go on without it.
+pub(super) async fn start_typescript(
+    context: &OpenContext,
+    request: &RecordingRequest,
+    settings: &Arc<RecordingsSettings>,
+    cols: u16,
+    rows: u16,
+) -> Result<Option<TypescriptRecording>, BackendError> {
+    let plan = RecordingPlan {
+        settings,
+        request,
+        session: &context.session,
+        resource_id: &context.resource_id,
+        protocol: &context.protocol,
+        size: (u32::from(cols), u32::from(rows)),
+        include_input: context.record_input,
+    };
+    let fail_closed = context.fail_closed;
+    let end_session = context.end_session.clone();
+    let started = TypescriptRecording::start(plan, move |failure| {
+        tracing::warn!(%failure, "typescript recording failed");
+        if fail_closed {
+            end_session(EndReason::RecordingFailed);
+        }
+    })
+    .await;
+    let services = &context.services;
+    match started {
+        Ok(typescript) => {
+            services.recording_started(&context.session, typescript.file_name(), "typescript");
+            Ok(Some(typescript))
+        }
+        Err(error) => {
+            tracing::warn!(%error, "typescript recording could not start");
+            services
+                .metrics
+                .error(zt_api::control::Origin::Local, "recording");
+            if fail_closed {
+                Err(BackendError {
+                    detail: "typescript recording could not start".to_owned(),
+                    status: None,
+                    message: None,
+                    local: Some(EndReason::RecordingFailed),
+                })
+            } else {
+                Ok(None)
+            }
+        }
+    }
+}
