@@ -129,6 +129,29 @@ impl Postgres {
     pub fn psql(&self) -> PathBuf {
         self.bin.join("psql")
     }
+
+    /// Runs `sql` with `psql` as the server's user in database `postgres`; its unaligned,
+    /// tuples-only output.
+    pub fn query(&self, sql: &str) -> anyhow::Result<String> {
+        let output = Command::new(self.psql())
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                &self.user,
+            ])
+            .args(["-d", "postgres", "-At", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .env("PGPASSWORD", &self.password)
+            .stdin(Stdio::null())
+            .output()
+            .context("running psql")?;
+        if !output.status.success() {
+            bail!("psql failed: {}", String::from_utf8_lossy(&output.stderr));
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    }
 }
 
 impl Drop for Postgres {

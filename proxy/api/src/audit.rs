@@ -273,6 +273,34 @@ pub enum AuditEvent {
         /// Bytes sent to the target for the user (keys, pastes; not the credentials).
         bytes_to_target: u64,
     },
+    /// A statement (or meta command) a user ran in a database console.
+    DbQuery {
+        /// Session id.
+        session: String,
+        /// The database it ran in.
+        database: String,
+        /// The statement, passwords redacted, at most 4096 characters.
+        statement: String,
+        /// How long it took, in milliseconds.
+        duration_ms: u64,
+        /// Rows returned or affected.
+        rows: u64,
+        /// The server's error code (SQLSTATE), when it failed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error_code: Option<String>,
+        /// Whether the user cancelled it (Ctrl-C; the server stopped it).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        cancelled: bool,
+    },
+    /// A database console ended.
+    DbDisconnected {
+        /// Session id.
+        session: String,
+        /// `user_left` (`\q`, Ctrl-D, or the server closed), `client_closed` or `stopped`.
+        reason: String,
+        /// Statements and meta commands run.
+        statements: u64,
+    },
     /// A request or connection was refused for lack of valid credentials.
     AccessDenied {
         /// What was protected: `control_api` or `quic`.
@@ -303,7 +331,9 @@ impl AuditEvent {
             | Self::SshAuthFailed { session, .. }
             | Self::SshDisconnected { session, .. }
             | Self::TelnetLoginFailed { session, .. }
-            | Self::TelnetDisconnected { session, .. } => Some(session),
+            | Self::TelnetDisconnected { session, .. }
+            | Self::DbQuery { session, .. }
+            | Self::DbDisconnected { session, .. } => Some(session),
             Self::AccessDenied { .. } => None,
         }
     }

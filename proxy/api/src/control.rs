@@ -140,7 +140,8 @@ pub enum Route {
     /// Through the external guacd ztproxy is configured with (RDP always goes this way;
     /// VNC, SSH and Telnet can). The default for RDP and VNC.
     Guacd,
-    /// Through ztproxy's own protocol client. The default for SSH and Telnet.
+    /// Through ztproxy's own protocol client. The default for SSH, Telnet and the database
+    /// consoles (which only it serves).
     Native,
 }
 
@@ -156,7 +157,15 @@ impl Route {
 
 /// Protocols an interactive connection can speak to its target (the names of
 /// [`Protocol::ALL`]).
-pub const CONNECTION_PROTOCOLS: &[&str] = &["rdp", "vnc", "ssh", "telnet"];
+pub const CONNECTION_PROTOCOLS: &[&str] = &[
+    "rdp",
+    "vnc",
+    "ssh",
+    "telnet",
+    "postgresql",
+    "mysql",
+    "sqlserver",
+];
 
 /// Parameters a session may not carry: the target is the session's `target`, and nothing
 /// else may point the connection elsewhere.
@@ -349,15 +358,24 @@ impl CreateSessionRequest {
                     )
                     .with_field("protocol"));
                 }
-                // ztproxy is its own SSH and Telnet client; the rest goes through guacd until
-                // they have native clients too.
-                Some(
-                    self.route
-                        .unwrap_or_else(|| match Protocol::from_name(&protocol) {
-                            Some(Protocol::Ssh | Protocol::Telnet) => Route::Native,
-                            _ => Route::Guacd,
-                        }),
-                )
+                // ztproxy is its own SSH, Telnet and database client; the rest goes through
+                // guacd until they have native clients too.
+                let route = self
+                    .route
+                    .unwrap_or_else(|| match Protocol::from_name(&protocol) {
+                        Some(Protocol::Rdp | Protocol::Vnc) => Route::Guacd,
+                        _ => Route::Native,
+                    });
+                if route == Route::Guacd
+                    && Protocol::from_name(&protocol).is_some_and(|p| !p.served_by_guacd())
+                {
+                    return Err(ApiError::new(
+                        ErrorCode::Unsupported,
+                        format!("guacd has no {protocol} console; ask for route \"native\""),
+                    )
+                    .with_field("route"));
+                }
+                Some(route)
             }
         };
         for reserved in RESERVED_PARAMETERS {

@@ -5,7 +5,9 @@
 //! guacd and a native backend without changing anything else. Each protocol accepts exactly
 //! the names guacd 1.6 lists in its `args` for it (`shared/fixtures/guacd-1.6/args.txt`),
 //! except `hostname` and `port` (the session's `target` is the only place for those), plus the
-//! parameters ztproxy enforces itself ([`ZTPROXY_PARAMETERS`]). A name the protocol does not
+//! parameters ztproxy enforces itself ([`ZTPROXY_PARAMETERS`]). The database consoles, which
+//! guacd does not have, take the names Keeper's connection manager gives them
+//! ([`DATABASE`]). A name the protocol does not
 //! have, or a value its kind cannot take, is refused when the session is created, with the
 //! parameter's name (never its value) in the error, as unknown JSON fields are.
 //!
@@ -32,11 +34,28 @@ pub enum Protocol {
     Ssh,
     /// Telnet.
     Telnet,
+    /// A PostgreSQL console (native only).
+    Postgresql,
+    /// A MySQL or MariaDB console (native only).
+    Mysql,
+    /// A SQL Server console (native only).
+    Sqlserver,
 }
 
 impl Protocol {
     /// Every protocol, in the order errors list them.
-    pub const ALL: [Self; 4] = [Self::Rdp, Self::Vnc, Self::Ssh, Self::Telnet];
+    pub const ALL: [Self; 7] = [
+        Self::Rdp,
+        Self::Vnc,
+        Self::Ssh,
+        Self::Telnet,
+        Self::Postgresql,
+        Self::Mysql,
+        Self::Sqlserver,
+    ];
+
+    /// The protocols guacd 1.6 serves.
+    pub const GUACD: [Self; 4] = [Self::Rdp, Self::Vnc, Self::Ssh, Self::Telnet];
 
     /// The wire name (`rdp`), as guacd's `select` takes it.
     pub fn as_str(self) -> &'static str {
@@ -45,7 +64,15 @@ impl Protocol {
             Self::Vnc => "vnc",
             Self::Ssh => "ssh",
             Self::Telnet => "telnet",
+            Self::Postgresql => "postgresql",
+            Self::Mysql => "mysql",
+            Self::Sqlserver => "sqlserver",
         }
+    }
+
+    /// Whether guacd serves it (the database consoles are ztproxy's only).
+    pub fn served_by_guacd(self) -> bool {
+        Self::GUACD.contains(&self)
     }
 
     /// The protocol named `name` (lowercase).
@@ -53,19 +80,21 @@ impl Protocol {
         Self::ALL.into_iter().find(|p| p.as_str() == name)
     }
 
-    /// guacd 1.6's parameter names for this protocol, after `hostname` and `port`.
-    pub fn guacd_parameters(self) -> &'static [&'static str] {
+    /// The protocol's parameter names, after `hostname` and `port`: guacd 1.6's, or
+    /// [`DATABASE`] for the consoles.
+    pub fn parameters(self) -> &'static [&'static str] {
         match self {
             Self::Rdp => RDP,
             Self::Vnc => VNC,
             Self::Ssh => SSH,
             Self::Telnet => TELNET,
+            Self::Postgresql | Self::Mysql | Self::Sqlserver => DATABASE,
         }
     }
 
     /// Whether the protocol has a parameter called `name`.
     pub fn has_parameter(self, name: &str) -> bool {
-        self.guacd_parameters().contains(&name) || ZTPROXY_PARAMETERS.contains(&name)
+        self.parameters().contains(&name) || ZTPROXY_PARAMETERS.contains(&name)
     }
 }
 
@@ -213,6 +242,8 @@ pub fn parameter_map(pairs: &[(&str, &str)]) -> BTreeMap<String, Secret<String>>
 
 const BOOLEANS: &[&str] = &[
     "cert-tofu",
+    "disable-csv-export",
+    "disable-csv-import",
     "console",
     "console-audio",
     "create-drive-path",
@@ -503,6 +534,36 @@ const TELNET: &[&str] = &[
     "wol-wait-time",
 ];
 
+/// The database consoles' parameters: the names Keeper's connection manager uses for its
+/// `mysql`, `postgres` and `sql-server` consoles (`database` is the record's "Default
+/// Database"; `disable-csv-export` and `disable-csv-import` its "Can export CSV" and "Can
+/// import CSV", inverted), and the terminal's.
+pub const DATABASE: &[&str] = &[
+    "timeout",
+    "username",
+    "password",
+    "database",
+    "disable-csv-export",
+    "disable-csv-import",
+    "font-name",
+    "font-size",
+    "color-scheme",
+    "scrollback",
+    "backspace",
+    "read-only",
+    "disable-copy",
+    "disable-paste",
+    "typescript-path",
+    "typescript-name",
+    "create-typescript-path",
+    "recording-path",
+    "recording-name",
+    "recording-exclude-output",
+    "recording-exclude-mouse",
+    "recording-include-keys",
+    "create-recording-path",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -535,7 +596,7 @@ mod tests {
     #[test]
     fn the_lists_are_the_measured_guacd_1_6_args() {
         let fixture = include_str!("../../../tests/fixtures/guacd-1.6/args.txt");
-        for protocol in Protocol::ALL {
+        for protocol in Protocol::GUACD {
             let line = fixture
                 .lines()
                 .find_map(|l| l.strip_prefix(&format!("{protocol}: ")))
@@ -545,7 +606,7 @@ mod tests {
                 .skip(1) // the protocol version
                 .filter(|name| !["hostname", "port"].contains(name))
                 .collect();
-            assert_eq!(protocol.guacd_parameters(), measured, "{protocol}");
+            assert_eq!(protocol.parameters(), measured, "{protocol}");
         }
     }
 

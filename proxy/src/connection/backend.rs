@@ -201,7 +201,8 @@ impl Backends {
     }
 }
 
-/// `"route": "native"`: ztproxy's own protocol clients (SSH, Telnet), by protocol.
+/// `"route": "native"`: ztproxy's own protocol clients (SSH, Telnet, database consoles),
+/// by protocol.
 pub struct NativeFactory;
 
 impl BackendFactory for NativeFactory {
@@ -209,6 +210,9 @@ impl BackendFactory for NativeFactory {
         match request.parameters.protocol() {
             Protocol::Ssh => super::ssh::SshFactory.make(request),
             Protocol::Telnet => super::telnet::TelnetFactory.make(request),
+            Protocol::Postgresql | Protocol::Mysql | Protocol::Sqlserver => {
+                super::database::DatabaseFactory.make(request)
+            }
             other => Err(ApiError::new(
                 ErrorCode::Unsupported,
                 format!("{other} has no native client yet; ask for route \"guacd\""),

@@ -26,6 +26,7 @@
 //! like the rest of its output), or when recording fails and the policy is to fail closed.
 
 pub mod backend;
+pub mod database;
 pub mod recording;
 pub mod ssh;
 pub mod telnet;

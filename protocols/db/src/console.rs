@@ -1,0 +1,353 @@
+//! The running console: the client's keys through the terminal into the [`Editor`], complete
+//! statements to the [`Engine`] (in a task of its own, so Ctrl-C is heard while a query
+//! runs), the engine's output into the terminal, the terminal's frames to the client.
+//!
+//! ```text
+//!  client ─▶ pipe ─▶ Terminal ─ keys ─▶ Editor ─ statements ─▶ engine task ─▶ server
+//!  client ◀─ pipe ◀─ Terminal ◀──────── echo, prompts ◀── output (bounded) ◀─┘
+//!                                  Ctrl-C while busy ─▶ Canceller ─▶ server's cancel
+//! ```
+//!
+//! Flow control: the engine's output channel holds [`OUTPUT_QUEUE`] chunks, so a server
+//! streaming ten million rows waits for the terminal (which coalesces frames when the client
+//! is behind) and memory stays bounded.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use zt_guac::{Decoder, Limits, opcode};
+use zt_terminal::{Event, Terminal};
+
+use crate::editor::{Editor, Input};
+use crate::redact;
+
+/// Chunks of output waiting for the terminal.
+pub const OUTPUT_QUEUE: usize = 8;
+/// Bytes read from the pipe at a time.
+const READ_CHUNK: usize = 16 * 1024;
+/// How long a stopped session keeps its pipe open for the proxy's farewell to the client.
+const STOPPED_GRACE: Duration = Duration::from_secs(5);
+
+/// Something the user asked the engine to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Job {
+    /// Run a statement.
+    Statement(String),
+    /// Run a meta command (`\dt`).
+    Meta(String),
+}
+
+/// What the engine says.
+#[derive(Debug)]
+pub enum Output {
+    /// Text for the terminal.
+    Bytes(Vec<u8>),
+    /// The prompts changed (another database).
+    Prompt {
+        /// The primary prompt.
+        prompt: String,
+        /// The continuation prompt.
+        continuation: String,
+    },
+    /// The user asked to leave (`\q`).
+    Quit,
+    /// A job finished.
+    Done(QueryReport),
+}
+
+/// One statement's (or meta command's) audit figures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QueryReport {
+    /// The statement as typed, until [`run`] redacts it for the observer.
+    pub statement: String,
+    /// The database it ran in.
+    pub database: String,
+    /// How long it took.
+    pub duration: Duration,
+    /// Rows returned or affected.
+    pub rows: u64,
+    /// The server's error code (SQLSTATE), when it failed.
+    pub error_code: Option<String>,
+    /// Whether the user cancelled it (Ctrl-C).
+    pub cancelled: bool,
+}
+
+impl QueryReport {
+    /// A report for `statement` in `database`, nothing done yet.
+    pub fn new(statement: &str, database: &str) -> Self {
+        Self {
+            statement: statement.to_owned(),
+            database: database.to_owned(),
+            duration: Duration::ZERO,
+            rows: 0,
+            error_code: None,
+            cancelled: false,
+        }
+    }
+
+    /// Records a PostgreSQL error and writes it as psql does.
+    pub(crate) fn failed(&mut self, error: &tokio_postgres::Error, out: &mut Vec<u8>) {
+        match error.as_db_error() {
+            Some(db) => {
+                self.error_code = Some(db.code().code().to_owned());
+                let text = format!("{}:  {}", db.severity(), db.message());
+                out.extend_from_slice(crate::table::display(&text).0.as_bytes());
+                out.extend_from_slice(b"\r\n");
+                if let Some(detail) = db.detail() {
+                    let text = format!("DETAIL:  {detail}");
+                    out.extend_from_slice(crate::table::display(&text).0.as_bytes());
+                    out.extend_from_slice(b"\r\n");
+                }
+                if let Some(hint) = db.hint() {
+                    let text = format!("HINT:  {hint}");
+                    out.extend_from_slice(crate::table::display(&text).0.as_bytes());
+                    out.extend_from_slice(b"\r\n");
+                }
+            }
+            None => {
+                self.error_code = Some("08006".to_owned());
+                let text = format!("ERROR:  {error}");
+                out.extend_from_slice(crate::table::display(&text).0.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+        self.cancelled = self.error_code.as_deref() == Some("57014");
+    }
+}
+
+/// Asks the server to cancel what runs (a future of its own, not the engine's).
+pub type Canceller = Box<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// A database behind the console.
+pub trait Engine: Send + 'static {
+    /// The prompts for the current database.
+    fn prompt(&self) -> Output;
+    /// How to cancel a running statement.
+    fn canceller(&self) -> Canceller;
+    /// Runs `job`, streaming its output to `out`.
+    fn run(
+        &mut self,
+        job: Job,
+        out: &mpsc::Sender<Output>,
+    ) -> impl Future<Output = QueryReport> + Send;
+}
+
+/// What a console reports while it runs: the terminal's reports (typescript, copy and paste
+/// refusals), and each statement run.
+pub trait Observer: zt_terminal::Observer {
+    /// A statement (or meta command) finished; its text is redacted.
+    fn query(&mut self, report: &QueryReport);
+}
+
+/// Why a console ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EndedBy {
+    /// The user left (`\q`, Ctrl-D), or the server closed the connection.
+    User,
+    /// The client's side of the pipe closed or said `disconnect`.
+    Client,
+    /// `stop` was cancelled (revocation, shutdown, a failed recording).
+    Stopped,
+}
+
+/// How a console ended, with its figures.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct SessionEnd {
+    /// Why.
+    pub ended_by: EndedBy,
+    /// Statements and meta commands run.
+    pub statements: u64,
+}
+
+/// Runs a logged-in `engine` until the user leaves, the client goes away or `stop` is
+/// cancelled. `password` (the session's) is redacted from audited statements wherever it
+/// appears.
+pub async fn run<E, P>(
+    engine: E,
+    mut editor: Editor,
+    mut terminal: Terminal,
+    pipe: P,
+    password: Option<&str>,
+    observer: &mut dyn Observer,
+    stop: CancellationToken,
+) -> SessionEnd
+where
+    E: Engine,
+    P: AsyncRead + AsyncWrite + Unpin,
+{
+    let canceller = engine.canceller();
+    let (jobs_tx, mut jobs_rx) = mpsc::channel::<Job>(1);
+    let (output_tx, mut output_rx) = mpsc::channel::<Output>(OUTPUT_QUEUE);
+    if let Output::Prompt {
+        prompt,
+        continuation,
+    } = engine.prompt()
+    {
+        editor.set_prompts(&prompt, &continuation);
+    }
+    let engine_task = tokio::spawn(async move {
+        let mut engine = engine;
+        while let Some(job) = jobs_rx.recv().await {
+            let report = engine.run(job, &output_tx).await;
+            if output_tx.send(Output::Done(report)).await.is_err() {
+                break;
+            }
+        }
+    });
+
+    let (mut reader, mut writer) = tokio::io::split(pipe);
+    let mut decoder = Decoder::new(Limits::default());
+    let mut input = BytesMut::with_capacity(READ_CHUNK);
+    let mut out = BytesMut::new();
+    let mut end = SessionEnd {
+        ended_by: EndedBy::User,
+        statements: 0,
+    };
+    let mut busy = false;
+    let mut cancelled_at: Option<Instant> = None;
+    let mut echo = Vec::new();
+    editor.prompt(&mut echo);
+    show(&mut terminal, observer, &echo);
+    end.ended_by = 'session: loop {
+        while let Some(event) = terminal.poll_event() {
+            match event {
+                Event::Resize { cols, rows, .. } => observer.resize(cols, rows),
+                other => observer.terminal(&other),
+            }
+        }
+        if let Some(keys) = terminal.poll_target() {
+            observer.input(&keys);
+            if busy && keys.contains(&0x03) {
+                // Ctrl-C: the server cancels the statement; what was typed ahead goes.
+                editor.interrupt();
+                if cancelled_at.is_none() {
+                    cancelled_at = Some(Instant::now());
+                    tokio::spawn(canceller());
+                }
+            } else {
+                editor.feed(&keys);
+            }
+        }
+        while !busy {
+            let mut echo = Vec::new();
+            let next = editor.poll(&mut echo);
+            show(&mut terminal, observer, &echo);
+            let job = match next {
+                None => break,
+                Some(Input::Eof) => break 'session EndedBy::User,
+                Some(Input::Statement(sql)) => Job::Statement(sql),
+                Some(Input::Meta(command)) => Job::Meta(command),
+            };
+            if jobs_tx.send(job).await.is_err() {
+                break 'session EndedBy::User;
+            }
+            busy = true;
+            cancelled_at = None;
+        }
+        if out.is_empty()
+            && let Some(frame) = terminal.poll_client(Instant::now())
+        {
+            out = frame;
+        }
+        let deadline = if out.is_empty() {
+            terminal.poll_timeout()
+        } else {
+            None
+        };
+        tokio::select! {
+            () = stop.cancelled() => break EndedBy::Stopped,
+            output = output_rx.recv() => match output {
+                Some(Output::Bytes(bytes)) => show(&mut terminal, observer, &bytes),
+                Some(Output::Prompt { prompt, continuation }) => {
+                    editor.set_prompts(&prompt, &continuation);
+                }
+                Some(Output::Quit) | None => break EndedBy::User,
+                Some(Output::Done(mut report)) => {
+                    busy = false;
+                    end.statements += 1;
+                    report.statement = redact::for_audit(&report.statement, password);
+                    report.cancelled |= cancelled_at.is_some() && report.error_code.is_some();
+                    observer.query(&report);
+                    let mut echo = Vec::new();
+                    editor.prompt(&mut echo);
+                    show(&mut terminal, observer, &echo);
+                }
+            },
+            read = reader.read_buf(&mut input) => match read {
+                Ok(0) | Err(_) => break EndedBy::Client,
+                Ok(_) => {
+                    decoder.feed(&input);
+                    input.clear();
+                    if !take_input(&mut decoder, &mut terminal) {
+                        break EndedBy::Client;
+                    }
+                }
+            },
+            written = writer.write(&out), if !out.is_empty() => match written {
+                Ok(0) | Err(_) => break EndedBy::Client,
+                Ok(n) => out.advance(n),
+            },
+            () = sleep_until(deadline) => {}
+        }
+    };
+    if busy {
+        // Whatever still runs stops on the server, not only here.
+        let _ = tokio::time::timeout(Duration::from_secs(2), canceller()).await;
+    }
+    drop(jobs_tx);
+    engine_task.abort();
+    if end.ended_by == EndedBy::User {
+        // The last frame (the goodbye) reaches the client.
+        let mut last = std::mem::take(&mut out);
+        if let Some(frame) = terminal.poll_client(Instant::now() + zt_terminal::FRAME_INTERVAL) {
+            last.extend_from_slice(&frame);
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), writer.write_all(&last)).await;
+    }
+    if end.ended_by == EndedBy::Stopped {
+        // The proxy tells the client why the session ended; the pipe stays open until it has.
+        let _ = tokio::time::timeout(STOPPED_GRACE, async {
+            let mut sink = [0; 4096];
+            while matches!(reader.read(&mut sink).await, Ok(n) if n > 0) {}
+        })
+        .await;
+    }
+    let _ = writer.shutdown().await;
+    end
+}
+
+/// Puts `bytes` on the terminal (and in the typescript).
+fn show(terminal: &mut Terminal, observer: &mut dyn Observer, bytes: &[u8]) {
+    if !bytes.is_empty() {
+        observer.output(bytes);
+        terminal.handle_target(bytes);
+    }
+}
+
+/// Hands the client's instructions to the terminal; false when the client said `disconnect`
+/// or sent something undecodable.
+fn take_input(decoder: &mut Decoder, terminal: &mut Terminal) -> bool {
+    loop {
+        match decoder.poll_instruction() {
+            Ok(Some(instruction)) if instruction.is(opcode::DISCONNECT) => return false,
+            Ok(Some(instruction)) => terminal.handle_client(&instruction),
+            Ok(None) => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
+}

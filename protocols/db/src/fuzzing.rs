@@ -1,0 +1,66 @@
+//! The fuzz target's body (`protocols/fuzz/fuzz_targets/db_console_input.rs`), here so that
+//! it builds and is tested with the crate.
+
+#![allow(
+    clippy::panic,
+    reason = "a fuzz target reports a broken invariant by panicking"
+)]
+
+use crate::editor::{Dialect, Editor, Input, MAX_QUEUE, MAX_STATEMENT, split};
+use crate::{redact, table};
+
+/// A user's keys (any bytes, split anywhere) through the line editor of each dialect, the
+/// statement splitter, the table's value display and the audit's redaction: never a panic,
+/// statements end with `;` and are bounded, displayed values hold no control character, and
+/// audited text is bounded.
+pub fn console_input(data: &[u8]) {
+    for dialect in [Dialect::Postgres, Dialect::Mysql, Dialect::Tsql] {
+        let mut editor = Editor::new(dialect, "db=> ", "db-> ");
+        for chunk in data.chunks(37) {
+            editor.feed(chunk);
+            let mut echo = Vec::new();
+            while let Some(input) = editor.poll(&mut echo) {
+                match input {
+                    Input::Statement(s) => {
+                        if !s.ends_with(';') || s.len() > MAX_STATEMENT + 64 {
+                            panic!("a statement without its end, or too long");
+                        }
+                    }
+                    Input::Meta(m) => {
+                        if !m.starts_with('\\') {
+                            panic!("a meta command without its backslash");
+                        }
+                    }
+                    Input::Eof => {}
+                }
+            }
+            if echo.len() > 4 * (MAX_QUEUE + MAX_STATEMENT) {
+                panic!("echo out of proportion");
+            }
+        }
+        let text = String::from_utf8_lossy(data);
+        let (statements, rest) = split(dialect, &text);
+        let joined: usize = statements.iter().map(String::len).sum::<usize>() + rest.len();
+        if joined > text.len() {
+            panic!("split made text");
+        }
+    }
+    let text = String::from_utf8_lossy(data);
+    let (shown, _) = table::display(&text);
+    if shown.chars().any(char::is_control) {
+        panic!("a control character reached the terminal");
+    }
+    if redact::for_audit(&text, Some("pw-secret")).chars().count() > redact::MAX_AUDITED + 1 {
+        panic!("audited text is not bounded");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_seeds_run() {
+        super::console_input(b"select 1;\r\\dt x\r\x1b[A\x1b[D\x7f\x03\x04");
+        super::console_input("insert 'é\x1b[2J' $$;$$ -- ;\n/* ; */;\r".as_bytes());
+        super::console_input(&[0xff, 0xfe, b';', b'\r', 0x1b, b'[', b'3', b'~']);
+    }
+}

@@ -1,0 +1,46 @@
+//! Native database consoles: ztproxy logs in to the database with the session's credentials
+//! (the user never sees them) and runs an interactive console on the terminal
+//! (`zt_terminal`), as `psql` would, with every statement audited.
+//!
+//! ```text
+//!  session's parameters ─▶ DbSettings ─▶ postgres::connect() ─▶ Postgres ─┐
+//!                                                                          ▼
+//!  client ⇄ pipe ⇄ Terminal ⇄ Editor (line editing, history, `;`) ⇄ console::run ⇄ engine
+//! ```
+//!
+//! * [`settings`]: the parameters (`username`, `password`, `database`,
+//!   `disable-csv-export`, `disable-csv-import`, the terminal's).
+//! * [`editor`]: the line editor, without I/O: history, multi-line statements ended by `;`
+//!   outside quotes and comments, meta commands, Ctrl-C and Ctrl-D.
+//! * [`table`]: results as aligned tables or expanded records, streamed with bounded memory,
+//!   values made safe for the terminal.
+//! * [`postgres`]: PostgreSQL through tokio-postgres's simple-query protocol; psql's common
+//!   meta commands (`\d`, `\dt`, `\dn`, `\l`, `\c`, `\x`, `\conninfo`, `\?`, `\q`); Ctrl-C
+//!   sends the server's cancel request, so the query stops on the server.
+//! * [`console`]: the session, and the [`console::Observer`] that hears each statement
+//!   ([`console::QueryReport`]: database, statement, duration, rows, error code, whether it
+//!   was cancelled) with passwords redacted ([`redact`]).
+//!
+//! It does not record, audit, decide policy or read configuration: the proxy does. Nothing
+//! here logs a credential.
+//!
+//! Still to come (issue 19): MySQL/MariaDB and SQL Server engines, CSV export and import as
+//! Guacamole file streams, TLS to the server with a certificate pin.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod console;
+pub mod editor;
+pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
+pub mod postgres;
+pub mod redact;
+pub mod settings;
+pub mod table;
+
+pub use console::{EndedBy, Engine, Observer, QueryReport, SessionEnd, run};
+pub use editor::{Dialect, Editor};
+pub use error::Error;
+pub use settings::DbSettings;

@@ -1,0 +1,402 @@
+//! The PostgreSQL console: tokio-postgres's simple-query protocol (any statement, several
+//! results, rows as text in the server's own formatting), streamed into [`Table`]s; psql's
+//! common meta commands; cancel through the server's cancel request.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_postgres::{CancelToken, Client, NoTls, SimpleQueryMessage};
+
+use crate::console::{Engine, Job, Output, QueryReport};
+use crate::error::Error;
+use crate::settings::DbSettings;
+use crate::table::Table;
+
+/// Output gathered before it is handed to the terminal.
+const CHUNK: usize = 16 * 1024;
+
+/// psql's `\?`, for the commands ztproxy offers.
+const HELP: &str = "General\r
+  \\q                     quit (or Ctrl-D)\r
+  \\?                     this help\r
+  \\x                     toggle expanded output (one record per block)\r
+  \\conninfo              the current connection\r
+Informational\r
+  \\d                     list tables, views and sequences\r
+  \\d NAME                describe table, view or sequence\r
+  \\dt                    list tables\r
+  \\dn                    list schemas\r
+  \\l                     list databases\r
+Connection\r
+  \\c DBNAME              connect to another database\r
+Ctrl-C cancels a running query on the server; Up and Down recall earlier statements.\r
+\r
+";
+
+/// A logged-in PostgreSQL connection.
+pub struct Postgres {
+    client: Client,
+    cancel: CancelToken,
+    connection: tokio::task::JoinHandle<()>,
+    settings: DbSettings,
+    host: String,
+    port: u16,
+    database: String,
+    expanded: bool,
+}
+
+impl std::fmt::Debug for Postgres {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Postgres")
+            .field("database", &self.database)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.connection.abort();
+    }
+}
+
+/// Connects and logs in to `database` (the settings' default when `None`) within the
+/// settings' `timeout`.
+pub async fn connect(
+    host: &str,
+    port: u16,
+    settings: &DbSettings,
+    database: Option<&str>,
+) -> Result<Postgres, Error> {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(host)
+        .port(port)
+        .user(settings.username.expose_secret())
+        .application_name("ztproxy")
+        .connect_timeout(settings.timeout);
+    if let Some(password) = &settings.password {
+        config.password(password.expose_secret());
+    }
+    if let Some(database) = database.or(settings.database.as_deref()) {
+        config.dbname(database);
+    }
+    let (client, connection) = tokio::time::timeout(settings.timeout, config.connect(NoTls))
+        .await
+        .map_err(|_| Error::Timeout(settings.timeout))?
+        .map_err(|e| login_error(&e))?;
+    let connection = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let database = match client.simple_query("select current_database()").await {
+        Ok(messages) => messages
+            .iter()
+            .find_map(|m| match m {
+                SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+                _ => None,
+            })
+            .unwrap_or_default(),
+        Err(e) => return Err(Error::Server(server_text(&e))),
+    };
+    Ok(Postgres {
+        cancel: client.cancel_token(),
+        client,
+        connection,
+        settings: settings.clone(),
+        host: host.to_owned(),
+        port,
+        database,
+        expanded: false,
+    })
+}
+
+fn login_error(error: &tokio_postgres::Error) -> Error {
+    match error.as_db_error() {
+        Some(db) if db.code().code().starts_with("28") => {
+            Error::LoginRefused(db.message().to_owned())
+        }
+        Some(db) => Error::Server(db.message().to_owned()),
+        None if error.to_string().contains("timed out") => Error::Unreachable(error.to_string()),
+        None => Error::Unreachable(error.to_string()),
+    }
+}
+
+fn server_text(error: &tokio_postgres::Error) -> String {
+    error
+        .as_db_error()
+        .map_or_else(|| error.to_string(), |db| db.message().to_owned())
+}
+
+impl Postgres {
+    /// The database connected to.
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+
+    fn prompts(&self) -> Output {
+        Output::Prompt {
+            prompt: format!("{}=> ", self.database),
+            continuation: format!("{}-> ", self.database),
+        }
+    }
+
+    async fn statement(&self, sql: &str, out: &mpsc::Sender<Output>) -> QueryReport {
+        let started = Instant::now();
+        let mut report = QueryReport::new(sql, &self.database);
+        let mut buf = Vec::new();
+        match self.client.simple_query_raw(sql).await {
+            Err(error) => report.failed(&error, &mut buf),
+            Ok(stream) => {
+                futures::pin_mut!(stream);
+                let mut table: Option<Table> = None;
+                while let Some(message) = stream.next().await {
+                    match message {
+                        Ok(SimpleQueryMessage::RowDescription(columns)) => {
+                            let names: Vec<String> =
+                                columns.iter().map(|c| c.name().to_owned()).collect();
+                            table = Some(Table::new(&names, self.expanded));
+                        }
+                        Ok(SimpleQueryMessage::Row(row)) => {
+                            if table.is_none() {
+                                let names: Vec<String> =
+                                    row.columns().iter().map(|c| c.name().to_owned()).collect();
+                                table = Some(Table::new(&names, self.expanded));
+                            }
+                            if let Some(table) = &mut table {
+                                let values: Vec<Option<&str>> =
+                                    (0..row.len()).map(|i| row.get(i)).collect();
+                                table.row(&values, &mut buf);
+                            }
+                        }
+                        Ok(SimpleQueryMessage::CommandComplete(rows)) => {
+                            report.rows += rows;
+                            match table.take() {
+                                Some(table) => table.finish(&mut buf),
+                                None => buf.extend_from_slice(
+                                    format!("{}\r\n", command_tag(sql, rows)).as_bytes(),
+                                ),
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(error) => {
+                            report.failed(&error, &mut buf);
+                            break;
+                        }
+                    }
+                    if buf.len() >= CHUNK
+                        && out
+                            .send(Output::Bytes(std::mem::take(&mut buf)))
+                            .await
+                            .is_err()
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+        if !buf.is_empty() {
+            let _ = out.send(Output::Bytes(buf)).await;
+        }
+        report.duration = started.elapsed();
+        report
+    }
+
+    async fn meta(&mut self, command: &str, out: &mpsc::Sender<Output>) -> QueryReport {
+        let mut words = command.split_whitespace();
+        let name = words.next().unwrap_or_default();
+        let argument = words.next();
+        let say = |text: String| Output::Bytes(text.into_bytes());
+        let query = match (name, argument) {
+            ("\\q", _) => {
+                let _ = out.send(Output::Quit).await;
+                return QueryReport::new(command, &self.database);
+            }
+            ("\\?", _) => {
+                let _ = out.send(say(HELP.to_owned())).await;
+                return QueryReport::new(command, &self.database);
+            }
+            ("\\x", _) => {
+                self.expanded = !self.expanded;
+                let state = if self.expanded { "on" } else { "off" };
+                let _ = out
+                    .send(say(format!("Expanded display is {state}.\r\n")))
+                    .await;
+                return QueryReport::new(command, &self.database);
+            }
+            ("\\conninfo", _) => {
+                let _ = out
+                    .send(say(format!(
+                        "You are connected to database \"{}\" as user \"{}\" on host \"{}\" at port \"{}\".\r\n",
+                        self.database,
+                        self.settings.username.expose_secret(),
+                        self.host,
+                        self.port
+                    )))
+                    .await;
+                return QueryReport::new(command, &self.database);
+            }
+            ("\\c" | "\\connect", Some(database)) => {
+                return self.reconnect(command, database, out).await;
+            }
+            ("\\l" | "\\list", _) => LIST_DATABASES.to_owned(),
+            ("\\dt", _) => LIST_TABLES.to_owned(),
+            ("\\dn", _) => LIST_SCHEMAS.to_owned(),
+            ("\\d", None) => LIST_RELATIONS.to_owned(),
+            ("\\d", Some(relation)) => DESCRIBE.replace("$1", &quote_literal(relation)),
+            _ => {
+                let _ = out
+                    .send(say(format!(
+                        "invalid command {name}\r\nTry \\? for help.\r\n"
+                    )))
+                    .await;
+                return QueryReport::new(command, &self.database);
+            }
+        };
+        let mut report = self.statement(&query, out).await;
+        command.clone_into(&mut report.statement);
+        report
+    }
+
+    async fn reconnect(
+        &mut self,
+        command: &str,
+        database: &str,
+        out: &mpsc::Sender<Output>,
+    ) -> QueryReport {
+        let mut report = QueryReport::new(command, &self.database);
+        match connect(&self.host, self.port, &self.settings, Some(database)).await {
+            Ok(mut fresh) => {
+                fresh.expanded = self.expanded;
+                *self = fresh;
+                let _ = out
+                    .send(Output::Bytes(
+                        format!(
+                            "You are now connected to database \"{}\".\r\n",
+                            self.database
+                        )
+                        .into_bytes(),
+                    ))
+                    .await;
+                let _ = out.send(self.prompts()).await;
+            }
+            Err(error) => {
+                report.error_code = Some("08000".to_owned());
+                let _ = out
+                    .send(Output::Bytes(
+                        format!("connection to database \"{database}\" failed: {error}\r\nPrevious connection kept\r\n")
+                            .into_bytes(),
+                    ))
+                    .await;
+            }
+        }
+        report.database.clone_from(&self.database);
+        report
+    }
+}
+
+impl Engine for Postgres {
+    fn prompt(&self) -> Output {
+        self.prompts()
+    }
+
+    fn canceller(&self) -> crate::console::Canceller {
+        let token = self.cancel.clone();
+        Box::new(move || {
+            let token = token.clone();
+            Box::pin(async move {
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(5), token.cancel_query(NoTls)).await;
+            })
+        })
+    }
+
+    async fn run(&mut self, job: Job, out: &mpsc::Sender<Output>) -> QueryReport {
+        match job {
+            Job::Statement(sql) => self.statement(&sql, out).await,
+            Job::Meta(command) => self.meta(&command, out).await,
+        }
+    }
+}
+
+/// What psql prints for a command that returns no rows: the command's tag, from the
+/// statement's first words (the simple protocol's completion gives only the count).
+fn command_tag(sql: &str, rows: u64) -> String {
+    let words: Vec<String> = sql
+        .split(|c: char| c.is_whitespace() || c == ';' || c == '(')
+        .filter(|w| !w.is_empty())
+        .take(3)
+        .map(str::to_ascii_uppercase)
+        .collect();
+    let first = words.first().map_or("", String::as_str);
+    match first {
+        "INSERT" => format!("INSERT 0 {rows}"),
+        "UPDATE" | "DELETE" | "SELECT" | "MERGE" | "COPY" | "FETCH" | "MOVE" => {
+            format!("{first} {rows}")
+        }
+        "CREATE" | "DROP" | "ALTER" => {
+            let kind: Vec<&str> = words
+                .iter()
+                .skip(1)
+                .map(String::as_str)
+                .filter(|w| {
+                    !matches!(
+                        *w,
+                        "OR" | "REPLACE" | "TEMP" | "TEMPORARY" | "UNIQUE" | "IF"
+                    )
+                })
+                .take(1)
+                .collect();
+            format!("{first} {}", kind.join(" "))
+        }
+        "" => "OK".to_owned(),
+        other => other.to_owned(),
+    }
+}
+
+/// `text` as a SQL string literal.
+fn quote_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+const LIST_DATABASES: &str = "select d.datname as \"Name\", pg_catalog.pg_get_userbyid(d.datdba) as \"Owner\", \
+     pg_catalog.pg_encoding_to_char(d.encoding) as \"Encoding\" from pg_catalog.pg_database d order by 1;";
+const LIST_TABLES: &str = "select n.nspname as \"Schema\", c.relname as \"Name\", 'table' as \"Type\", \
+     pg_catalog.pg_get_userbyid(c.relowner) as \"Owner\" from pg_catalog.pg_class c \
+     join pg_catalog.pg_namespace n on n.oid = c.relnamespace where c.relkind in ('r','p') \
+     and n.nspname not in ('pg_catalog','information_schema') and n.nspname !~ '^pg_toast' \
+     and pg_catalog.pg_table_is_visible(c.oid) order by 1, 2;";
+const LIST_RELATIONS: &str = "select n.nspname as \"Schema\", c.relname as \"Name\", \
+     case c.relkind when 'r' then 'table' when 'p' then 'partitioned table' when 'v' then 'view' \
+     when 'm' then 'materialized view' when 'S' then 'sequence' when 'f' then 'foreign table' end as \"Type\", \
+     pg_catalog.pg_get_userbyid(c.relowner) as \"Owner\" from pg_catalog.pg_class c \
+     join pg_catalog.pg_namespace n on n.oid = c.relnamespace where c.relkind in ('r','p','v','m','S','f') \
+     and n.nspname not in ('pg_catalog','information_schema') and n.nspname !~ '^pg_toast' \
+     and pg_catalog.pg_table_is_visible(c.oid) order by 1, 2;";
+const LIST_SCHEMAS: &str = "select n.nspname as \"Name\", pg_catalog.pg_get_userbyid(n.nspowner) as \"Owner\" \
+     from pg_catalog.pg_namespace n where n.nspname !~ '^pg_' and n.nspname <> 'information_schema' order by 1;";
+const DESCRIBE: &str = "select a.attname as \"Column\", pg_catalog.format_type(a.atttypid, a.atttypmod) as \"Type\", \
+     case when a.attnotnull then 'not null' else '' end as \"Nullable\", \
+     pg_catalog.pg_get_expr(d.adbin, d.adrelid) as \"Default\" from pg_catalog.pg_attribute a \
+     left join pg_catalog.pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum \
+     where a.attrelid = $1::regclass and a.attnum > 0 and not a.attisdropped order by a.attnum;";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_tags_are_psqls() {
+        assert_eq!(
+            command_tag("insert into t values (1), (2);", 2),
+            "INSERT 0 2"
+        );
+        assert_eq!(command_tag("create table t (a int);", 0), "CREATE TABLE");
+        assert_eq!(
+            command_tag("CREATE UNIQUE INDEX i on t(a);", 0),
+            "CREATE INDEX"
+        );
+        assert_eq!(command_tag("update t set a = 1;", 5), "UPDATE 5");
+        assert_eq!(command_tag("begin;", 0), "BEGIN");
+        assert_eq!(quote_literal("o'brien"), "'o''brien'");
+    }
+}

@@ -1,0 +1,208 @@
+//! The native database consoles: ztproxy logs in to the database itself ([`zt_db`]) and runs
+//! an interactive console on the terminal ([`zt_terminal`]), so the password is injected and
+//! never shown.
+//!
+//! [`DatabaseFactory`] reads the session's parameters when the session is created.
+//! [`DatabaseBackend::open`] logs in within `timeout` (a refused login ends the session
+//! before the display starts, with the server's reason in the detail), starts the typescript
+//! recording, and runs [`zt_db::run`] in a task at the far end of a pipe. Every statement is
+//! a `db_query` audit event (and a note in the recordings); the end is `db_disconnected`.
+//!
+//! PostgreSQL only so far; `mysql` and `sqlserver` sessions are refused when created.
+
+use std::time::Instant;
+
+use tracing::Instrument;
+use zt_api::audit::AuditEvent;
+use zt_api::control::{ApiError, ErrorCode, Target};
+use zt_api::protocol::Protocol;
+use zt_db::{DbSettings, Dialect, Editor, EndedBy, QueryReport};
+use zt_guacd::ClientInfo;
+use zt_terminal::Terminal;
+
+use super::backend::{
+    Backend, BackendError, BackendFactory, BackendRequest, BackendStream, OpenContext,
+};
+use super::recording::RecordingSummary;
+use super::terminal::{SessionObserver, start_typescript};
+
+/// Bytes the pipe between the connection and the engine holds each way.
+const PIPE: usize = 64 * 1024;
+
+/// Makes [`DatabaseBackend`]s.
+pub struct DatabaseFactory;
+
+impl BackendFactory for DatabaseFactory {
+    fn make(&self, request: &BackendRequest<'_>) -> Result<Box<dyn Backend>, ApiError> {
+        let protocol = request.parameters.protocol();
+        if protocol != Protocol::Postgresql {
+            return Err(ApiError::new(
+                ErrorCode::Unsupported,
+                format!("the {protocol} console is not available yet"),
+            )
+            .with_field("protocol"));
+        }
+        let values = request.parameters.values();
+        let settings = DbSettings::from_parameters(|name| {
+            values.get(name).map(|v| v.expose_secret().as_str())
+        })
+        .map_err(|e| ApiError::invalid_field(format!("parameters.{}", e.name), e.reason))?;
+        Ok(Box::new(DatabaseBackend {
+            settings,
+            target: request.target.clone(),
+        }))
+    }
+}
+
+/// One session's database console. Holds the session's credentials until it opens.
+pub struct DatabaseBackend {
+    settings: DbSettings,
+    target: Target,
+}
+
+#[async_trait::async_trait]
+impl Backend for DatabaseBackend {
+    fn name(&self) -> &'static str {
+        "postgresql"
+    }
+
+    fn protocol_metric(&self) -> &'static str {
+        "database_protocol"
+    }
+
+    fn records_typescript(&self) -> bool {
+        true
+    }
+
+    async fn open(
+        &mut self,
+        display: &ClientInfo,
+        context: &OpenContext,
+    ) -> Result<BackendStream, BackendError> {
+        let terminal = Terminal::new(
+            self.settings.terminal.clone(),
+            display.width,
+            display.height,
+            display.dpi,
+            Instant::now(),
+        );
+        let geometry = terminal.geometry();
+        let engine = match zt_db::postgres::connect(
+            &self.target.host,
+            self.target.port,
+            &self.settings,
+            None,
+        )
+        .await
+        {
+            Ok(engine) => engine,
+            Err(error) => {
+                let error = error.shortened();
+                tracing::warn!(%error, "database login failed");
+                return Err(BackendError {
+                    detail: error.to_string(),
+                    status: Some(error.status()),
+                    message: Some(error.client_message().to_owned()),
+                    local: None,
+                });
+            }
+        };
+        tracing::info!(database = engine.database(), "logged in to the database");
+        let typescript = match &context.typescript {
+            Some((request, settings)) => {
+                start_typescript(context, request, settings, geometry.cols, geometry.rows).await?
+            }
+            None => None,
+        };
+        let observer = QueryObserver {
+            inner: SessionObserver::new(context, typescript),
+        };
+        let (ours, engine_end) = tokio::io::duplex(PIPE);
+        let password = self.settings.password.clone();
+        let editor = Editor::new(Dialect::Postgres, "=> ", "-> ");
+        let stop = context.cancel.clone();
+        let finished = tokio::spawn(
+            async move {
+                let mut observer = observer;
+                let end = zt_db::run(
+                    engine,
+                    editor,
+                    terminal,
+                    engine_end,
+                    password.as_ref().map(|p| p.expose_secret().as_str()),
+                    &mut observer,
+                    stop,
+                )
+                .await;
+                let reason = match end.ended_by {
+                    EndedBy::User => "user_left",
+                    EndedBy::Client => "client_closed",
+                    EndedBy::Stopped => "stopped",
+                    _ => "error",
+                };
+                tracing::info!(
+                    reason,
+                    statements = end.statements,
+                    "database console ended"
+                );
+                let mut inner = observer.inner;
+                inner.audit.emit(AuditEvent::DbDisconnected {
+                    session: inner.session.clone(),
+                    reason: reason.to_owned(),
+                    statements: end.statements,
+                });
+                match inner.typescript.take() {
+                    Some(typescript) => vec![typescript.finish().await],
+                    None => Vec::<RecordingSummary>::new(),
+                }
+            }
+            .instrument(tracing::Span::current()),
+        );
+        let (reader, writer) = tokio::io::split(ours);
+        Ok(BackendStream {
+            reader: Box::new(reader),
+            writer: Box::new(writer),
+            leftover: bytes::Bytes::new(),
+            id: format!("postgresql {}:{}", self.target.host, self.target.port),
+            finished: Some(finished),
+        })
+    }
+}
+
+/// The session's observer, hearing statements too.
+struct QueryObserver {
+    inner: SessionObserver,
+}
+
+impl zt_terminal::Observer for QueryObserver {
+    fn output(&mut self, bytes: &[u8]) {
+        self.inner.output(bytes);
+    }
+
+    fn input(&mut self, bytes: &[u8]) {
+        self.inner.input(bytes);
+    }
+
+    fn resize(&mut self, cols: u16, rows: u16) {
+        self.inner.resize(cols, rows);
+    }
+
+    fn terminal(&mut self, event: &zt_terminal::Event) {
+        self.inner.terminal(event);
+    }
+}
+
+impl zt_db::Observer for QueryObserver {
+    fn query(&mut self, report: &QueryReport) {
+        let event = AuditEvent::DbQuery {
+            session: self.inner.session.clone(),
+            database: report.database.clone(),
+            statement: report.statement.clone(),
+            duration_ms: u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX),
+            rows: report.rows,
+            error_code: report.error_code.clone(),
+            cancelled: report.cancelled,
+        };
+        self.inner.record(event);
+    }
+}
