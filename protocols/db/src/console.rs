@@ -32,6 +32,13 @@ pub const OUTPUT_QUEUE: usize = 8;
 const READ_CHUNK: usize = 16 * 1024;
 /// How long a stopped session keeps its pipe open for the proxy's farewell to the client.
 const STOPPED_GRACE: Duration = Duration::from_secs(5);
+/// The stream index of files sent to the client (images use 0–255, the clipboard
+/// 1000–1999).
+const FILE_STREAM: u32 = 3000;
+/// Bytes of file data per `blob` (guacd's largest).
+const BLOB: usize = 6048;
+/// `blob`s sent ahead of the client's acks.
+const BLOB_WINDOW: usize = 64;
 
 /// Something the user asked the engine to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +63,24 @@ pub enum Output {
     },
     /// The user asked to leave (`\q`).
     Quit,
+    /// A file for the user begins (a CSV export): a Guacamole `file` stream named `name`.
+    FileStart {
+        /// The name the user's browser saves it as.
+        name: String,
+        /// Its media type.
+        mimetype: &'static str,
+    },
+    /// The file's next bytes.
+    FileData(bytes::Bytes),
+    /// The file is complete.
+    FileEnd,
+    /// Policy refused something the user asked for.
+    Refused {
+        /// `download` (a CSV export) or `upload` (a CSV import).
+        action: &'static str,
+        /// The file it named.
+        name: String,
+    },
     /// A job finished.
     Done(QueryReport),
 }
@@ -143,6 +168,8 @@ pub trait Engine: Send + 'static {
 pub trait Observer: zt_terminal::Observer {
     /// A statement (or meta command) finished; its text is redacted.
     fn query(&mut self, report: &QueryReport);
+    /// Policy refused a file transfer the user asked for (`action`: `download`, `upload`).
+    fn refused(&mut self, action: &str, name: &str);
 }
 
 /// Why a console ended.
@@ -213,6 +240,7 @@ where
     };
     let mut busy = false;
     let mut cancelled_at: Option<Instant> = None;
+    let mut download = Download::default();
     let mut echo = Vec::new();
     editor.prompt(&mut echo);
     show(&mut terminal, observer, &echo);
@@ -264,8 +292,14 @@ where
         };
         tokio::select! {
             () = stop.cancelled() => break EndedBy::Stopped,
-            output = output_rx.recv() => match output {
+            output = output_rx.recv(), if download.unacked < BLOB_WINDOW => match output {
                 Some(Output::Bytes(bytes)) => show(&mut terminal, observer, &bytes),
+                Some(Output::FileStart { name, mimetype }) => {
+                    download.start(&name, mimetype, &mut out);
+                }
+                Some(Output::FileData(bytes)) => download.data(&bytes, &mut out),
+                Some(Output::FileEnd) => download.end(&mut out),
+                Some(Output::Refused { action, name }) => observer.refused(action, &name),
                 Some(Output::Prompt { prompt, continuation }) => {
                     editor.set_prompts(&prompt, &continuation);
                 }
@@ -286,7 +320,7 @@ where
                 Ok(_) => {
                     decoder.feed(&input);
                     input.clear();
-                    if !take_input(&mut decoder, &mut terminal) {
+                    if !take_input(&mut decoder, &mut terminal, &mut download) {
                         break EndedBy::Client;
                     }
                 }
@@ -332,16 +366,104 @@ fn show(terminal: &mut Terminal, observer: &mut dyn Observer, bytes: &[u8]) {
     }
 }
 
-/// Hands the client's instructions to the terminal; false when the client said `disconnect`
-/// or sent something undecodable.
-fn take_input(decoder: &mut Decoder, terminal: &mut Terminal) -> bool {
+/// Hands the client's instructions to the terminal (acks of a download to it); false when
+/// the client said `disconnect` or sent something undecodable.
+fn take_input(decoder: &mut Decoder, terminal: &mut Terminal, download: &mut Download) -> bool {
     loop {
         match decoder.poll_instruction() {
             Ok(Some(instruction)) if instruction.is(opcode::DISCONNECT) => return false,
+            Ok(Some(instruction))
+                if instruction.is(opcode::ACK) && download.acked(&instruction) => {}
             Ok(Some(instruction)) => terminal.handle_client(&instruction),
             Ok(None) => return true,
             Err(_) => return false,
         }
+    }
+}
+
+/// A file on its way to the client: Guacamole's `file`, `blob`s (each acknowledged by the
+/// client; at most [`BLOB_WINDOW`] ahead) and `end`.
+#[derive(Debug, Default)]
+struct Download {
+    /// The stream, while a file is open.
+    stream: Option<u32>,
+    /// Files sent so far (each gets a fresh stream index).
+    count: u32,
+    /// Blobs not yet acknowledged.
+    unacked: usize,
+    /// The client refused the stream: the rest of the file is dropped.
+    refused: bool,
+    /// Bytes not yet in a full blob.
+    partial: Vec<u8>,
+}
+
+impl Download {
+    fn start(&mut self, name: &str, mimetype: &str, out: &mut BytesMut) {
+        let stream = FILE_STREAM + self.count % 1000;
+        self.count += 1;
+        self.stream = Some(stream);
+        self.unacked = 0;
+        self.refused = false;
+        self.partial.clear();
+        zt_guac::encode(
+            opcode::FILE,
+            &[stream.to_string().as_str(), mimetype, name],
+            out,
+        );
+    }
+
+    fn data(&mut self, bytes: &[u8], out: &mut BytesMut) {
+        if self.stream.is_none() || self.refused {
+            return;
+        }
+        self.partial.extend_from_slice(bytes);
+        while self.partial.len() >= BLOB {
+            let blob: Vec<u8> = self.partial.drain(..BLOB).collect();
+            self.blob(&blob, out);
+        }
+    }
+
+    fn blob(&mut self, blob: &[u8], out: &mut BytesMut) {
+        use base64::Engine as _;
+        if let Some(stream) = self.stream {
+            let data = base64::engine::general_purpose::STANDARD.encode(blob);
+            zt_guac::encode(opcode::BLOB, &[stream.to_string(), data], out);
+            self.unacked += 1;
+        }
+    }
+
+    fn end(&mut self, out: &mut BytesMut) {
+        if let Some(stream) = self.stream
+            && !self.refused
+        {
+            let rest = std::mem::take(&mut self.partial);
+            if !rest.is_empty() {
+                self.blob(&rest, out);
+            }
+            zt_guac::encode(opcode::END, &[stream.to_string()], out);
+        }
+        self.stream = None;
+        // Acks of the finished stream no longer hold anything up.
+        self.unacked = 0;
+    }
+
+    /// Takes the client's `ack` if it is for the open file.
+    fn acked(&mut self, ack: &zt_guac::Instruction) -> bool {
+        let Some(stream) = ack.arg(0).and_then(|s| s.parse::<u32>().ok()) else {
+            return false;
+        };
+        if !(FILE_STREAM..FILE_STREAM + 1000).contains(&stream) {
+            return false;
+        }
+        if self.stream == Some(stream) {
+            self.unacked = self.unacked.saturating_sub(1);
+            if ack.arg(2).is_some_and(|status| status != "0") {
+                // The client refused or abandoned it.
+                self.refused = true;
+                self.unacked = 0;
+            }
+        }
+        true
     }
 }
 

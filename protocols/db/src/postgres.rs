@@ -30,6 +30,7 @@ Informational\r
   \\l                     list databases\r
 Connection\r
   \\c DBNAME              connect to another database\r
+  \\copy (QUERY) to 'F.csv'  send a result to you as a CSV file (when the session allows)\r
 Ctrl-C cancels a running query on the server; Up and Down recall earlier statements.\r
 \r
 ";
@@ -235,6 +236,7 @@ impl Postgres {
                     .await;
                 return QueryReport::new(command, &self.database);
             }
+            ("\\copy", _) => return self.copy(command, out).await,
             ("\\c" | "\\connect", Some(database)) => {
                 return self.reconnect(command, database, out).await;
             }
@@ -292,6 +294,159 @@ impl Postgres {
         report.database.clone_from(&self.database);
         report
     }
+}
+
+impl Postgres {
+    /// `\copy SOURCE to 'name.csv'`: the result as a CSV file for the user, when the session
+    /// allows CSV export; `\copy TABLE from 'name.csv'` is refused (import is not offered
+    /// yet). Nothing is read from or written to the server's file system: the data goes
+    /// through `COPY ... TO STDOUT`.
+    async fn copy(&self, command: &str, out: &mpsc::Sender<Output>) -> QueryReport {
+        let mut report = QueryReport::new(command, &self.database);
+        let say = |text: &str| Output::Bytes(format!("{text}\r\n").into_bytes());
+        let Some(copy) = parse_copy(command) else {
+            let _ = out
+                .send(say(
+                    "\\copy: use \\copy (QUERY) to 'FILE.csv' or \\copy TABLE to 'FILE.csv'",
+                ))
+                .await;
+            report.error_code = Some("42601".to_owned());
+            return report;
+        };
+        let (allowed, action, what) = if copy.export {
+            (self.settings.csv_export, "download", "export")
+        } else {
+            (self.settings.csv_import, "upload", "import")
+        };
+        if !allowed {
+            let _ = out
+                .send(Output::Refused {
+                    action,
+                    name: copy.file.clone(),
+                })
+                .await;
+            let _ = out
+                .send(say(&format!(
+                    "CSV {what} is not allowed for this session: nothing was transferred."
+                )))
+                .await;
+            report.error_code = Some("42501".to_owned());
+            return report;
+        }
+        if !copy.export {
+            let _ = out.send(say("CSV import is not available yet.")).await;
+            report.error_code = Some("0A000".to_owned());
+            return report;
+        }
+        let started = Instant::now();
+        let sql = format!("COPY {} TO STDOUT WITH (FORMAT csv, HEADER)", copy.source);
+        match self.client.copy_out(sql.as_str()).await {
+            Err(error) => {
+                let mut buf = Vec::new();
+                report.failed(&error, &mut buf);
+                let _ = out.send(Output::Bytes(buf)).await;
+            }
+            Ok(stream) => {
+                futures::pin_mut!(stream);
+                let _ = out
+                    .send(Output::FileStart {
+                        name: copy.file.clone(),
+                        mimetype: "text/csv",
+                    })
+                    .await;
+                let mut bytes = 0u64;
+                let mut lines = 0u64;
+                let mut failure = Vec::new();
+                while let Some(chunk) = stream.next().await {
+                    match chunk {
+                        Ok(data) => {
+                            bytes += data.len() as u64;
+                            lines += data.iter().filter(|&&b| b == b'\n').count() as u64;
+                            if out.send(Output::FileData(data)).await.is_err() {
+                                break;
+                            }
+                        }
+                        Err(error) => {
+                            report.failed(&error, &mut failure);
+                            break;
+                        }
+                    }
+                }
+                let _ = out.send(Output::FileEnd).await;
+                if failure.is_empty() {
+                    // The header is not a row.
+                    report.rows = lines.saturating_sub(1);
+                    let _ = out
+                        .send(say(&format!(
+                            "COPY {} (sent to you as {}, {bytes} bytes)",
+                            report.rows, copy.file
+                        )))
+                        .await;
+                } else {
+                    let _ = out.send(Output::Bytes(failure)).await;
+                }
+            }
+        }
+        report.duration = started.elapsed();
+        report
+    }
+}
+
+/// A `\copy` meta command, understood.
+#[derive(Debug, PartialEq, Eq)]
+struct Copy {
+    /// `(query)` or `table [(columns)]`, as `COPY` takes it.
+    source: String,
+    /// The file's name for the user (its last path component, made safe).
+    file: String,
+    /// `to` (export) rather than `from`.
+    export: bool,
+}
+
+fn parse_copy(command: &str) -> Option<Copy> {
+    let rest = command.strip_prefix("\\copy")?.trim();
+    // The direction is the last ` to ` or ` from ` outside the source's parentheses.
+    let lower = rest.to_ascii_lowercase();
+    let mut depth = 0i32;
+    let mut quoted = false;
+    let mut split = None;
+    for (at, c) in lower.char_indices() {
+        match c {
+            '\'' => quoted = !quoted,
+            '(' if !quoted => depth += 1,
+            ')' if !quoted => depth -= 1,
+            ' ' if !quoted && depth == 0 => {
+                let after = lower.get(at + 1..).unwrap_or_default();
+                for (word, export) in [("to ", true), ("from ", false)] {
+                    if after.starts_with(word) {
+                        split = Some((at, at + 1 + word.len(), export));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let (source_end, file_start, export) = split?;
+    let source = rest.get(..source_end)?.trim().to_owned();
+    let target = rest.get(file_start..)?.trim();
+    let file = target.strip_prefix('\'')?;
+    let file = file.get(..file.find('\'')?)?;
+    let name: String = file
+        .rsplit(['/', '\\'])
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(255)
+        .collect();
+    if source.is_empty() || name.is_empty() || name == "." || name == ".." {
+        return None;
+    }
+    Some(Copy {
+        source,
+        file: name,
+        export,
+    })
 }
 
 impl Engine for Postgres {
@@ -398,5 +553,27 @@ mod tests {
         assert_eq!(command_tag("update t set a = 1;", 5), "UPDATE 5");
         assert_eq!(command_tag("begin;", 0), "BEGIN");
         assert_eq!(quote_literal("o'brien"), "'o''brien'");
+    }
+
+    #[test]
+    fn copy_commands_name_their_source_direction_and_file() {
+        assert_eq!(
+            parse_copy("\\copy (select 'a to b' from t) to '/tmp/../x/out.csv' csv"),
+            Some(Copy {
+                source: "(select 'a to b' from t)".into(),
+                file: "out.csv".into(),
+                export: true,
+            })
+        );
+        assert_eq!(
+            parse_copy("\\copy fruit (id, name) FROM 'in.csv'"),
+            Some(Copy {
+                source: "fruit (id, name)".into(),
+                file: "in.csv".into(),
+                export: false,
+            })
+        );
+        assert_eq!(parse_copy("\\copy fruit to stdout"), None);
+        assert_eq!(parse_copy("\\copy to '..'"), None);
     }
 }

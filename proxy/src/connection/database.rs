@@ -205,4 +205,20 @@ impl zt_db::Observer for QueryObserver {
         };
         self.inner.record(event);
     }
+
+    fn refused(&mut self, action: &str, name: &str) {
+        let direction = if action == "upload" {
+            "to_target"
+        } else {
+            "to_client"
+        };
+        let event = AuditEvent::PolicyRefused {
+            session: self.inner.session.clone(),
+            direction: direction.to_owned(),
+            action: action.to_owned(),
+            name: Some(name.to_owned()),
+            reason: Some("policy".to_owned()),
+        };
+        self.inner.record(event);
+    }
 }

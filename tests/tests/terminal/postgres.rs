@@ -350,3 +350,147 @@ async fn passwords_are_redacted_from_the_audit_and_a_wrong_one_is_refused() {
         )]
     );
 }
+
+/// Receives a file the console sends (acknowledging each blob, as a browser does): its
+/// name, media type and bytes.
+async fn receive_file(term: &mut Term) -> (String, String, Vec<u8>) {
+    use base64::Engine as _;
+    let deadline = tokio::time::Instant::now() + STEP;
+    let mut file: Option<(String, String, String)> = None;
+    let mut data = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        assert_eq!(
+            term.receive(left).await,
+            Some(true),
+            "the file did not arrive"
+        );
+        let instruction = term.received.last().unwrap().clone();
+        let arg = |n: usize| instruction.arg(n).unwrap_or_default().to_owned();
+        match instruction.opcode() {
+            zt_guac::opcode::FILE => {
+                file = Some((arg(0), arg(1), arg(2)));
+                ack(term, &arg(0)).await;
+            }
+            zt_guac::opcode::BLOB if file.as_ref().is_some_and(|f| f.0 == arg(0)) => {
+                data.extend(
+                    base64::engine::general_purpose::STANDARD
+                        .decode(arg(1))
+                        .unwrap(),
+                );
+                ack(term, &arg(0)).await;
+            }
+            zt_guac::opcode::END if file.as_ref().is_some_and(|f| f.0 == arg(0)) => {
+                let (_, mimetype, name) = file.unwrap();
+                return (name, mimetype, data);
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn ack(term: &mut Term, stream: &str) {
+    term.client
+        .send(&zt_guac::Instruction::new(
+            zt_guac::opcode::ACK,
+            &[stream, "OK", "0"],
+        ))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_export_is_a_download_when_allowed_and_refused_otherwise() {
+    let pg = Postgres::start().unwrap();
+    pg.query(
+        "create table export_me as select g as id, md5(g::text) as hash, \
+         case when g % 7 = 0 then null else 'row, \"' || g || '\"' end as note \
+         from generate_series(1, 20000) g",
+    )
+    .unwrap();
+    let fx = Proxy::start();
+    let query = "(select * from export_me order by id)";
+    // What the server itself writes for the same COPY.
+    let expected = pg
+        .query(&format!("copy {query} to stdout with (format csv, header)"))
+        .unwrap();
+    for allowed in [true, false] {
+        let mut events = fx.api.events(Some(0)).await.unwrap();
+        let mut parameters = login(&pg);
+        if allowed {
+            parameters.push(("disable-csv-export", "false".to_owned()));
+        }
+        let (session, id) = fx
+            .session(
+                Transport::Quic,
+                "postgresql",
+                pg.port,
+                &pairs(&parameters),
+                None,
+            )
+            .await;
+        let mut term = Term::connect_to(&session, "postgresql").await;
+        term.wait_for("the first prompt", STEP, |lines| {
+            lines.iter().any(|l| l == PROMPT)
+        })
+        .await;
+        let command = format!("\\copy {query} to '/var/lib/postgresql/export.csv'");
+        if allowed {
+            term.type_text(&command).await;
+            term.type_text("\n").await;
+            let (name, mimetype, data) = receive_file(&mut term).await;
+            assert_eq!(
+                (name.as_str(), mimetype.as_str()),
+                ("export.csv", "text/csv")
+            );
+            // `psql -At` drops the last line end.
+            assert_eq!(String::from_utf8(data).unwrap().trim_end(), expected);
+            term.wait_for("the copy's report", STEP, |l| {
+                l.iter()
+                    .any(|l| l.starts_with("COPY 20000 (sent to you as export.csv"))
+                    && last_is_prompt(l)
+            })
+            .await;
+        } else {
+            run(&mut term, &command, "the refusal", |l| {
+                l.iter()
+                    .any(|l| l.starts_with("CSV export is not allowed for this session"))
+            })
+            .await;
+            assert!(
+                !term.received.iter().any(|i| i.is(zt_guac::opcode::FILE)),
+                "a file was sent"
+            );
+            // Nothing was written on the server's side either.
+            assert!(!std::path::Path::new("/var/lib/postgresql/export.csv").exists());
+        }
+        fx.api.delete_session(&id).await.unwrap();
+        let events = events_until_ended(&mut events, &id).await;
+        let transfers: Vec<_> = events
+            .iter()
+            .filter(|e| matches!(e, AuditEvent::Transfer { .. }))
+            .collect();
+        let refusals: Vec<_> = events
+            .iter()
+            .filter(|e| matches!(e, AuditEvent::PolicyRefused { .. }))
+            .collect();
+        if allowed {
+            assert_eq!(transfers.len(), 1, "{events:?}");
+            assert!(refusals.is_empty(), "{refusals:?}");
+        } else {
+            assert!(transfers.is_empty(), "{transfers:?}");
+            assert!(
+                matches!(
+                    refusals.as_slice(),
+                    [AuditEvent::PolicyRefused { action, name: Some(name), .. }]
+                        if action == "download" && name == "export.csv"
+                ),
+                "{refusals:?}"
+            );
+        }
+        let ran = queries(&events);
+        assert_eq!(ran[0].0, command);
+        assert_eq!(ran[0].2.is_none(), allowed, "{ran:?}");
+        drop(session);
+    }
+}
