@@ -39,6 +39,11 @@ const FILE_STREAM: u32 = 3000;
 const BLOB: usize = 6048;
 /// `blob`s sent ahead of the client's acks.
 const BLOB_WINDOW: usize = 64;
+/// Pieces of an upload waiting for the engine.
+const UPLOAD_QUEUE: usize = 16;
+/// Pieces of an upload held (not yet acknowledged) while the engine's queue is full; a
+/// client that sends more without waiting for acks loses the upload.
+const MAX_HELD: usize = 64;
 
 /// Something the user asked the engine to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +79,12 @@ pub enum Output {
     FileData(bytes::Bytes),
     /// The file is complete.
     FileEnd,
+    /// The engine waits for a file from the user (a CSV import): the next file the client
+    /// sends (a dropped file) is it.
+    UploadWanted {
+        /// The name the statement gave.
+        name: String,
+    },
     /// Policy refused something the user asked for.
     Refused {
         /// `download` (a CSV export) or `upload` (a CSV import).
@@ -83,6 +94,19 @@ pub enum Output {
     },
     /// A job finished.
     Done(QueryReport),
+}
+
+/// A file from the user, for the engine (a CSV import).
+#[derive(Debug)]
+pub enum Upload {
+    /// The user's file begins.
+    Start,
+    /// Its next bytes.
+    Data(bytes::Bytes),
+    /// It is complete.
+    End,
+    /// The user abandoned it (Ctrl-C), or the client did.
+    Abort,
 }
 
 /// One statement's (or meta command's) audit figures.
@@ -155,11 +179,13 @@ pub trait Engine: Send + 'static {
     fn prompt(&self) -> Output;
     /// How to cancel a running statement.
     fn canceller(&self) -> Canceller;
-    /// Runs `job`, streaming its output to `out`.
+    /// Runs `job`, streaming its output to `out`; a file it asked for
+    /// ([`Output::UploadWanted`]) arrives on `uploads`.
     fn run(
         &mut self,
         job: Job,
         out: &mpsc::Sender<Output>,
+        uploads: &mut mpsc::Receiver<Upload>,
     ) -> impl Future<Output = QueryReport> + Send;
 }
 
@@ -213,6 +239,7 @@ where
     let canceller = engine.canceller();
     let (jobs_tx, mut jobs_rx) = mpsc::channel::<Job>(1);
     let (output_tx, mut output_rx) = mpsc::channel::<Output>(OUTPUT_QUEUE);
+    let (upload_tx, mut upload_rx) = mpsc::channel::<Upload>(UPLOAD_QUEUE);
     if let Output::Prompt {
         prompt,
         continuation,
@@ -223,7 +250,7 @@ where
     let engine_task = tokio::spawn(async move {
         let mut engine = engine;
         while let Some(job) = jobs_rx.recv().await {
-            let report = engine.run(job, &output_tx).await;
+            let report = engine.run(job, &output_tx, &mut upload_rx).await;
             if output_tx.send(Output::Done(report)).await.is_err() {
                 break;
             }
@@ -241,6 +268,7 @@ where
     let mut busy = false;
     let mut cancelled_at: Option<Instant> = None;
     let mut download = Download::default();
+    let mut upload = UploadRouting::default();
     let mut echo = Vec::new();
     editor.prompt(&mut echo);
     show(&mut terminal, observer, &echo);
@@ -254,8 +282,13 @@ where
         if let Some(keys) = terminal.poll_target() {
             observer.input(&keys);
             if busy && keys.contains(&0x03) {
-                // Ctrl-C: the server cancels the statement; what was typed ahead goes.
+                // Ctrl-C: the server cancels the statement; what was typed ahead goes, and
+                // so does an upload.
                 editor.interrupt();
+                if upload.abort(&mut out) {
+                    let tx = upload_tx.clone();
+                    tokio::spawn(async move { tx.send(Upload::Abort).await });
+                }
                 if cancelled_at.is_none() {
                     cancelled_at = Some(Instant::now());
                     tokio::spawn(canceller());
@@ -300,12 +333,14 @@ where
                 Some(Output::FileData(bytes)) => download.data(&bytes, &mut out),
                 Some(Output::FileEnd) => download.end(&mut out),
                 Some(Output::Refused { action, name }) => observer.refused(action, &name),
+                Some(Output::UploadWanted { .. }) => upload.wanted = true,
                 Some(Output::Prompt { prompt, continuation }) => {
                     editor.set_prompts(&prompt, &continuation);
                 }
                 Some(Output::Quit) | None => break EndedBy::User,
                 Some(Output::Done(mut report)) => {
                     busy = false;
+                    upload.done(&mut out);
                     end.statements += 1;
                     report.statement = redact::for_audit(&report.statement, password);
                     report.cancelled |= cancelled_at.is_some() && report.error_code.is_some();
@@ -320,11 +355,16 @@ where
                 Ok(_) => {
                     decoder.feed(&input);
                     input.clear();
-                    if !take_input(&mut decoder, &mut terminal, &mut download) {
+                    if !take_input(&mut decoder, &mut terminal, &mut download, &mut upload, &mut out) {
                         break EndedBy::Client;
                     }
                 }
             },
+            permit = upload_tx.reserve(), if !upload.held.is_empty() => {
+                if let Ok(permit) = permit {
+                    upload.forward(permit, &mut out);
+                }
+            }
             written = writer.write(&out), if !out.is_empty() => match written {
                 Ok(0) | Err(_) => break EndedBy::Client,
                 Ok(n) => out.advance(n),
@@ -366,19 +406,137 @@ fn show(terminal: &mut Terminal, observer: &mut dyn Observer, bytes: &[u8]) {
     }
 }
 
-/// Hands the client's instructions to the terminal (acks of a download to it); false when
-/// the client said `disconnect` or sent something undecodable.
-fn take_input(decoder: &mut Decoder, terminal: &mut Terminal, download: &mut Download) -> bool {
+/// Hands the client's instructions to the terminal, acks of a download to it, an upload to
+/// the engine; false when the client said `disconnect` or sent something undecodable.
+fn take_input(
+    decoder: &mut Decoder,
+    terminal: &mut Terminal,
+    download: &mut Download,
+    upload: &mut UploadRouting,
+    out: &mut BytesMut,
+) -> bool {
     loop {
         match decoder.poll_instruction() {
             Ok(Some(instruction)) if instruction.is(opcode::DISCONNECT) => return false,
             Ok(Some(instruction))
                 if instruction.is(opcode::ACK) && download.acked(&instruction) => {}
+            Ok(Some(instruction)) if upload.take(&instruction, out) => {}
             Ok(Some(instruction)) => terminal.handle_client(&instruction),
             Ok(None) => return true,
             Err(_) => return false,
         }
     }
+}
+
+/// The client's file streams: the one the engine asked for goes to it (each `blob`
+/// acknowledged once the engine's queue took it); any other is refused, as guacd refuses
+/// uploads it has no use for.
+#[derive(Debug, Default)]
+struct UploadRouting {
+    /// The engine waits for a file.
+    wanted: bool,
+    /// The client's stream carrying it.
+    stream: Option<u32>,
+    /// Pieces for the engine, in order, with the stream to acknowledge once taken.
+    held: std::collections::VecDeque<(Option<u32>, Upload)>,
+}
+
+impl UploadRouting {
+    /// Takes `instruction` if it is about a file from the client.
+    fn take(&mut self, instruction: &zt_guac::Instruction, out: &mut BytesMut) -> bool {
+        let stream = instruction.arg(0).and_then(|s| s.parse::<u32>().ok());
+        match instruction.opcode() {
+            opcode::FILE => {
+                let Some(stream) = stream else { return true };
+                if self.wanted && self.stream.is_none() {
+                    self.stream = Some(stream);
+                    self.held.push_back((None, Upload::Start));
+                    ack(stream, "OK", zt_guac::Status::SUCCESS, out);
+                } else {
+                    ack(
+                        stream,
+                        "No file is expected",
+                        zt_guac::Status::CLIENT_FORBIDDEN,
+                        out,
+                    );
+                }
+                true
+            }
+            opcode::BLOB | opcode::END if stream.is_some() && stream == self.stream => {
+                if instruction.is(opcode::END) {
+                    self.held.push_back((None, Upload::End));
+                    self.stream = None;
+                    self.wanted = false;
+                } else if self.held.len() >= MAX_HELD {
+                    // The client does not wait for acks: the upload is lost, not the memory.
+                    self.abort(out);
+                    self.held.push_back((None, Upload::Abort));
+                } else {
+                    use base64::Engine as _;
+                    let data = instruction
+                        .arg(1)
+                        .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok())
+                        .unwrap_or_default();
+                    self.held
+                        .push_back((self.stream, Upload::Data(data.into())));
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Hands the next held piece to the engine, acknowledging a blob to the client.
+    fn forward(&mut self, permit: mpsc::Permit<'_, Upload>, out: &mut BytesMut) {
+        if let Some((stream, piece)) = self.held.pop_front() {
+            if let Some(stream) = stream {
+                ack(stream, "OK", zt_guac::Status::SUCCESS, out);
+            }
+            permit.send(piece);
+        }
+    }
+
+    /// Abandons the upload (Ctrl-C); whether there was one to tell the engine about.
+    fn abort(&mut self, out: &mut BytesMut) -> bool {
+        let had = self.wanted || self.stream.is_some();
+        if let Some(stream) = self.stream.take() {
+            ack(
+                stream,
+                "Upload abandoned",
+                zt_guac::Status::CLIENT_FORBIDDEN,
+                out,
+            );
+        }
+        self.held.clear();
+        self.wanted = false;
+        had
+    }
+
+    /// The engine finished its job: no file is expected any more.
+    fn done(&mut self, out: &mut BytesMut) {
+        if let Some(stream) = self.stream.take() {
+            ack(
+                stream,
+                "Upload not taken",
+                zt_guac::Status::CLIENT_FORBIDDEN,
+                out,
+            );
+        }
+        self.held.clear();
+        self.wanted = false;
+    }
+}
+
+fn ack(stream: u32, message: &str, status: zt_guac::Status, out: &mut BytesMut) {
+    zt_guac::encode(
+        opcode::ACK,
+        &[
+            stream.to_string().as_str(),
+            message,
+            &status.code().to_string(),
+        ],
+        out,
+    );
 }
 
 /// A file on its way to the client: Guacamole's `file`, `blob`s (each acknowledged by the

@@ -8,7 +8,7 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_postgres::{CancelToken, Client, NoTls, SimpleQueryMessage};
 
-use crate::console::{Engine, Job, Output, QueryReport};
+use crate::console::{Engine, Job, Output, QueryReport, Upload};
 use crate::error::Error;
 use crate::settings::DbSettings;
 use crate::table::Table;
@@ -31,6 +31,7 @@ Informational\r
 Connection\r
   \\c DBNAME              connect to another database\r
   \\copy (QUERY) to 'F.csv'  send a result to you as a CSV file (when the session allows)\r
+  \\copy TABLE from 'F.csv' load a CSV file you send into TABLE (when the session allows)\r
 Ctrl-C cancels a running query on the server; Up and Down recall earlier statements.\r
 \r
 ";
@@ -202,7 +203,12 @@ impl Postgres {
         report
     }
 
-    async fn meta(&mut self, command: &str, out: &mpsc::Sender<Output>) -> QueryReport {
+    async fn meta(
+        &mut self,
+        command: &str,
+        out: &mpsc::Sender<Output>,
+        uploads: &mut mpsc::Receiver<Upload>,
+    ) -> QueryReport {
         let mut words = command.split_whitespace();
         let name = words.next().unwrap_or_default();
         let argument = words.next();
@@ -236,7 +242,7 @@ impl Postgres {
                     .await;
                 return QueryReport::new(command, &self.database);
             }
-            ("\\copy", _) => return self.copy(command, out).await,
+            ("\\copy", _) => return self.copy(command, out, uploads).await,
             ("\\c" | "\\connect", Some(database)) => {
                 return self.reconnect(command, database, out).await;
             }
@@ -301,7 +307,12 @@ impl Postgres {
     /// allows CSV export; `\copy TABLE from 'name.csv'` is refused (import is not offered
     /// yet). Nothing is read from or written to the server's file system: the data goes
     /// through `COPY ... TO STDOUT`.
-    async fn copy(&self, command: &str, out: &mpsc::Sender<Output>) -> QueryReport {
+    async fn copy(
+        &self,
+        command: &str,
+        out: &mpsc::Sender<Output>,
+        uploads: &mut mpsc::Receiver<Upload>,
+    ) -> QueryReport {
         let mut report = QueryReport::new(command, &self.database);
         let say = |text: &str| Output::Bytes(format!("{text}\r\n").into_bytes());
         let Some(copy) = parse_copy(command) else {
@@ -334,9 +345,7 @@ impl Postgres {
             return report;
         }
         if !copy.export {
-            let _ = out.send(say("CSV import is not available yet.")).await;
-            report.error_code = Some("0A000".to_owned());
-            return report;
+            return self.copy_in(&copy, report, out, uploads).await;
         }
         let started = Instant::now();
         let sql = format!("COPY {} TO STDOUT WITH (FORMAT csv, HEADER)", copy.source);
@@ -386,6 +395,100 @@ impl Postgres {
                     let _ = out.send(Output::Bytes(failure)).await;
                 }
             }
+        }
+        report.duration = started.elapsed();
+        report
+    }
+}
+
+impl Postgres {
+    /// Asks the user for the file, then streams it into `COPY ... FROM STDIN` (the COPY
+    /// starts only once the file does, so nothing is held on the server while the user
+    /// chooses it). Ctrl-C abandons it; a failed or abandoned COPY adds no row.
+    async fn copy_in(
+        &self,
+        copy: &Copy,
+        mut report: QueryReport,
+        out: &mpsc::Sender<Output>,
+        uploads: &mut mpsc::Receiver<Upload>,
+    ) -> QueryReport {
+        use futures::SinkExt;
+
+        let say = |text: String| Output::Bytes(format!("{text}\r\n").into_bytes());
+        // Anything left from an earlier, abandoned upload is not this one.
+        while uploads.try_recv().is_ok() {}
+        let _ = out
+            .send(Output::UploadWanted {
+                name: copy.file.clone(),
+            })
+            .await;
+        let _ = out
+            .send(say(format!(
+                "Send {}: drop the file on this window (Ctrl-C abandons).",
+                copy.file
+            )))
+            .await;
+        let abandoned = |mut report: QueryReport| {
+            report.cancelled = true;
+            report.error_code = Some("57014".to_owned());
+            report
+        };
+        // The user's file begins.
+        loop {
+            match uploads.recv().await {
+                Some(Upload::Start) => break,
+                Some(Upload::Data(_) | Upload::End) => {}
+                Some(Upload::Abort) | None => {
+                    let _ = out
+                        .send(say("CSV import abandoned: nothing was imported.".into()))
+                        .await;
+                    return abandoned(report);
+                }
+            }
+        }
+        let started = Instant::now();
+        let sql = format!("COPY {} FROM STDIN WITH (FORMAT csv, HEADER)", copy.source);
+        let mut failure = Vec::new();
+        match self.client.copy_in::<_, bytes::Bytes>(sql.as_str()).await {
+            Err(error) => report.failed(&error, &mut failure),
+            Ok(sink) => {
+                futures::pin_mut!(sink);
+                let mut sent = 0u64;
+                let outcome = loop {
+                    match uploads.recv().await {
+                        Some(Upload::Data(data)) => {
+                            sent += data.len() as u64;
+                            if let Err(error) = sink.send(data).await {
+                                break Err(error);
+                            }
+                        }
+                        Some(Upload::End) => break sink.as_mut().finish().await,
+                        // Dropping the sink unfinished fails the COPY on the server.
+                        Some(Upload::Start | Upload::Abort) | None => {
+                            let _ = out
+                                .send(say("CSV import abandoned: nothing was imported.".into()))
+                                .await;
+                            report.duration = started.elapsed();
+                            return abandoned(report);
+                        }
+                    }
+                };
+                match outcome {
+                    Ok(rows) => {
+                        report.rows = rows;
+                        let _ = out
+                            .send(say(format!(
+                                "COPY {rows} (from {}, {sent} bytes)",
+                                copy.file
+                            )))
+                            .await;
+                    }
+                    Err(error) => report.failed(&error, &mut failure),
+                }
+            }
+        }
+        if !failure.is_empty() {
+            let _ = out.send(Output::Bytes(failure)).await;
         }
         report.duration = started.elapsed();
         report
@@ -465,10 +568,15 @@ impl Engine for Postgres {
         })
     }
 
-    async fn run(&mut self, job: Job, out: &mpsc::Sender<Output>) -> QueryReport {
+    async fn run(
+        &mut self,
+        job: Job,
+        out: &mpsc::Sender<Output>,
+        uploads: &mut mpsc::Receiver<Upload>,
+    ) -> QueryReport {
         match job {
             Job::Statement(sql) => self.statement(&sql, out).await,
-            Job::Meta(command) => self.meta(&command, out).await,
+            Job::Meta(command) => self.meta(&command, out, uploads).await,
         }
     }
 }

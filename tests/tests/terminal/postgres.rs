@@ -494,3 +494,137 @@ async fn csv_export_is_a_download_when_allowed_and_refused_otherwise() {
         drop(session);
     }
 }
+
+/// Sends `data` as a file named `name` on stream `stream`, as a browser uploads a dropped
+/// file: `file`, then each `blob` after the previous one's ack, then `end`. The acks'
+/// statuses, in order.
+async fn send_file(term: &mut Term, stream: u32, name: &str, data: &[u8]) -> Vec<String> {
+    use base64::Engine as _;
+    let index = stream.to_string();
+    let mut statuses = Vec::new();
+    term.client
+        .send(&zt_guac::Instruction::new(
+            zt_guac::opcode::FILE,
+            &[index.as_str(), "text/csv", name],
+        ))
+        .await
+        .unwrap();
+    let mut chunks = data.chunks(4096).peekable();
+    loop {
+        // Wait for the ack of what was sent last.
+        let deadline = tokio::time::Instant::now() + STEP;
+        let status = loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            assert_eq!(term.receive(left).await, Some(true), "no ack came");
+            let last = term.received.last().unwrap();
+            if last.is(zt_guac::opcode::ACK) && last.arg(0) == Some(index.as_str()) {
+                break last.arg(2).unwrap_or_default().to_owned();
+            }
+        };
+        let refused = status != "0";
+        statuses.push(status);
+        if refused {
+            return statuses;
+        }
+        match chunks.next() {
+            Some(chunk) => {
+                let encoded = base64::engine::general_purpose::STANDARD.encode(chunk);
+                term.client
+                    .send(&zt_guac::Instruction::new(
+                        zt_guac::opcode::BLOB,
+                        &[index.as_str(), encoded.as_str()],
+                    ))
+                    .await
+                    .unwrap();
+            }
+            None => break,
+        }
+    }
+    term.client
+        .send(&zt_guac::Instruction::new(
+            zt_guac::opcode::END,
+            &[index.as_str()],
+        ))
+        .await
+        .unwrap();
+    statuses
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_import_takes_the_users_file_when_allowed_and_refuses_it_otherwise() {
+    let pg = Postgres::start().unwrap();
+    pg.query("create table import_here (id int primary key, name text, note text)")
+        .unwrap();
+    let mut csv = String::from("id,name,note\n");
+    for id in 1..=5000 {
+        csv.push_str(&format!("{id},name-{id},\"quoted, with comma {id}\"\n"));
+    }
+    let fx = Proxy::start();
+    for allowed in [true, false] {
+        let mut events = fx.api.events(Some(0)).await.unwrap();
+        let mut parameters = login(&pg);
+        if allowed {
+            parameters.push(("disable-csv-import", "false".to_owned()));
+        }
+        let (session, id) = fx
+            .session(
+                Transport::Webrtc,
+                "postgresql",
+                pg.port,
+                &pairs(&parameters),
+                None,
+            )
+            .await;
+        let mut term = Term::connect_to(&session, "postgresql").await;
+        term.wait_for("the first prompt", STEP, |lines| {
+            lines.iter().any(|l| l == PROMPT)
+        })
+        .await;
+        let command = "\\copy import_here from 'rows.csv'";
+        term.type_text(command).await;
+        term.type_text("\n").await;
+        if allowed {
+            term.wait_for("the request for the file", STEP, |l| {
+                l.iter()
+                    .any(|l| l.starts_with("Send rows.csv: drop the file"))
+            })
+            .await;
+            let statuses = send_file(&mut term, 7, "rows.csv", csv.as_bytes()).await;
+            assert!(statuses.iter().all(|s| s == "0"), "{statuses:?}");
+            term.wait_for("the import's report", STEP, |l| {
+                l.iter().any(|l| l.starts_with("COPY 5000 (from rows.csv")) && last_is_prompt(l)
+            })
+            .await;
+            assert_eq!(
+                pg.query("select count(*), max(note) from import_here")
+                    .unwrap(),
+                "5000|quoted, with comma 999"
+            );
+        } else {
+            term.wait_for("the refusal", STEP, |l| {
+                l.iter()
+                    .any(|l| l.starts_with("CSV import is not allowed for this session"))
+                    && last_is_prompt(l)
+            })
+            .await;
+            // A file sent anyway is refused, and nothing reaches the table.
+            let statuses = send_file(&mut term, 8, "rows.csv", csv.as_bytes()).await;
+            assert_eq!(statuses, vec![Status::CLIENT_FORBIDDEN.code().to_string()]);
+            assert_eq!(
+                pg.query("select count(*) from import_here").unwrap(),
+                "5000"
+            );
+        }
+        fx.api.delete_session(&id).await.unwrap();
+        let events = events_until_ended(&mut events, &id).await;
+        let ran = queries(&events);
+        assert_eq!(ran[0].0, command);
+        assert_eq!(ran[0].1, if allowed { 5000 } else { 0 });
+        let refusals = events
+            .iter()
+            .filter(|e| matches!(e, AuditEvent::PolicyRefused { action, .. } if action == "upload"))
+            .count();
+        assert_eq!(refusals, usize::from(!allowed), "{events:?}");
+        drop(session);
+    }
+}
