@@ -787,3 +787,156 @@ impl Drop for Telnetd {
         }
     }
 }
+
+/// A MariaDB server in a temporary directory (`mariadb-install-db`), on a free port, with a
+/// password-authenticated user of its own and a database `shop`.
+pub struct Mariadb {
+    /// TCP port on 127.0.0.1.
+    pub port: u16,
+    /// User name.
+    pub user: String,
+    /// The user's password.
+    pub password: String,
+    socket: PathBuf,
+    child: Child,
+    _dir: TempDir,
+}
+
+impl Mariadb {
+    /// Initialises a data directory and starts `mariadbd`.
+    pub fn start() -> anyhow::Result<Self> {
+        let install = require_program("mariadb-install-db", "mariadb-server", &[])?;
+        let server = require_program("mariadbd", "mariadb-server", &["/usr/sbin"])?;
+        let dir = tempfile::Builder::new()
+            .prefix("ztproxy-mariadb")
+            .tempdir()?;
+        let as_root = is_root();
+        if as_root {
+            let (uid, gid) = user_ids("mysql")
+                .context("tests run as root need the `mysql` user (package mariadb-server)")?;
+            chown_recursive(dir.path(), uid, gid)?;
+        }
+        let data = dir.path().join("data");
+        // A temporary directory of its own: servers bootstrapping side by side in /tmp
+        // trip over each other's temporary tables.
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir(&tmp)?;
+        let config = dir.path().join("my.cnf");
+        std::fs::write(&config, format!("[mysqld]\ntmpdir={}\n", tmp.display()))?;
+        if as_root {
+            let (uid, gid) = user_ids("mysql")?;
+            chown_recursive(dir.path(), uid, gid)?;
+        }
+        let defaults = format!("--defaults-file={}", config.display());
+        let mut command = Command::new(install);
+        command
+            .arg(&defaults)
+            .arg(format!("--datadir={}", data.display()))
+            .args(["--auth-root-authentication-method=normal", "--skip-test-db"]);
+        if as_root {
+            command.arg("--user=mysql");
+        }
+        let output = command
+            .stdin(Stdio::null())
+            .output()
+            .context("running mariadb-install-db")?;
+        if !output.status.success() {
+            bail!(
+                "mariadb-install-db failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let socket = dir.path().join("sock");
+        let port = free_port();
+        let mut command = if as_root {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "mysql", "--"]).arg(server);
+            c
+        } else {
+            Command::new(server)
+        };
+        let child = command
+            .arg(&defaults)
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--socket={}", socket.display()))
+            .arg(format!("--port={port}"))
+            .arg(format!("--pid-file={}", dir.path().join("pid").display()))
+            .arg(format!(
+                "--log-error={}",
+                dir.path().join("error.log").display()
+            ))
+            .args([
+                "--bind-address=127.0.0.1",
+                "--skip-log-bin",
+                "--innodb-buffer-pool-size=16M",
+                "--local-infile=1",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting mariadbd")?;
+        let password = format!("pw-{}", hex::encode(zt_proxy::util::random_bytes::<8>()?));
+        let mut server = Self {
+            port,
+            user: "ztuser".to_owned(),
+            password,
+            socket,
+            child,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !server.socket.exists() {
+            if Instant::now() >= deadline {
+                bail!("mariadbd did not start");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let setup = format!(
+            "CREATE USER '{0}'@'%' IDENTIFIED BY '{1}'; GRANT ALL ON *.* TO '{0}'@'%'; \
+             CREATE DATABASE shop;",
+            server.user, server.password
+        );
+        // The socket appears a moment before the server takes connections on it.
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            match server.root(&setup) {
+                Ok(_) => return Ok(server),
+                Err(e) => last = format!("{e:#}"),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = server.child.kill();
+        bail!("mariadb did not take the test user: {last}")
+    }
+
+    /// Runs `sql` as root over the socket; its tab-separated output without headers.
+    pub fn root(&self, sql: &str) -> anyhow::Result<String> {
+        let output = Command::new(require_program("mariadb", "mariadb-client", &[])?)
+            .arg("--no-defaults")
+            .arg(format!("--socket={}", self.socket.display()))
+            .args(["-uroot", "-N", "-B", "-e", sql])
+            .stdin(Stdio::null())
+            .output()
+            .context("running mariadb")?;
+        if !output.status.success() {
+            bail!(
+                "mariadb failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    }
+}
+
+impl Drop for Mariadb {
+    fn drop(&mut self) {
+        // The server itself (runuser does not pass SIGKILL on); its data goes with the
+        // directory.
+        if let Ok(pid) = std::fs::read_to_string(self._dir.path().join("pid")) {
+            let _ = Command::new("kill").args(["-KILL", pid.trim()]).status();
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

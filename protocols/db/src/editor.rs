@@ -391,6 +391,16 @@ impl Editor {
         self.browsing = None;
         let line: String = std::mem::take(&mut self.line).into_iter().collect();
         self.clear_line();
+        // `quit` and `exit` alone leave, as in psql and mysql.
+        let word = line
+            .trim()
+            .trim_end_matches(';')
+            .trim_end()
+            .to_ascii_lowercase();
+        if self.pending.is_empty() && (word == "quit" || word == "exit") {
+            self.remember(line.trim());
+            return Some(Input::Meta("\\q".to_owned()));
+        }
         if self.pending.is_empty() && line.trim_start().starts_with('\\') {
             let meta = line.trim().to_owned();
             self.remember(&meta);
@@ -641,6 +651,11 @@ mod tests {
         assert_eq!(out, "\\dt  users \r\n");
         let (inputs, _) = typed(&mut e, b"\x04");
         assert_eq!(inputs, vec![Input::Eof]);
+        let (inputs, _) = typed(&mut e, b" Quit \rexit;\r");
+        assert_eq!(
+            inputs,
+            vec![Input::Meta("\\q".into()), Input::Meta("\\q".into())]
+        );
     }
 
     #[test]

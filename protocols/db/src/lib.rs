@@ -3,7 +3,7 @@
 //! (`zt_terminal`), as `psql` would, with every statement audited.
 //!
 //! ```text
-//!  session's parameters ─▶ DbSettings ─▶ postgres::connect() ─▶ Postgres ─┐
+//!  session's parameters ─▶ DbSettings ─▶ postgres/mysql::connect() ─▶ engine ─┐
 //!                                                                          ▼
 //!  client ⇄ pipe ⇄ Terminal ⇄ Editor (line editing, history, `;`) ⇄ console::run ⇄ engine
 //! ```
@@ -17,6 +17,9 @@
 //! * [`postgres`]: PostgreSQL through tokio-postgres's simple-query protocol; psql's common
 //!   meta commands (`\d`, `\dt`, `\dn`, `\l`, `\c`, `\x`, `\conninfo`, `\?`, `\q`); Ctrl-C
 //!   sends the server's cancel request, so the query stops on the server.
+//! * [`mysql`]: MySQL and MariaDB through mysql_async's text protocol, boxed tables as the
+//!   `mysql` client draws them, `KILL QUERY` for Ctrl-C, Keeper's `INTO LOCAL OUTFILE` and
+//!   `LOAD DATA LOCAL INFILE` as file transfers.
 //! * [`console`]: the session, and the [`console::Observer`] that hears each statement
 //!   ([`console::QueryReport`]: database, statement, duration, rows, error code, whether it
 //!   was cancelled) with passwords redacted ([`redact`]).
@@ -24,8 +27,12 @@
 //! It does not record, audit, decide policy or read configuration: the proxy does. Nothing
 //! here logs a credential.
 //!
-//! Still to come (issue 19): MySQL/MariaDB and SQL Server engines, CSV export and import as
-//! Guacamole file streams, TLS to the server with a certificate pin.
+//! CSV export and import travel as Guacamole file streams (`file`, `blob`, `ack`, `end`),
+//! only when the session allows them (`disable-csv-export` / `disable-csv-import` set to
+//! `false`); the server's and ztproxy's file systems are never read or written.
+//!
+//! Still to come (issue 19): the SQL Server engine, TLS to the server with a certificate
+//! pin.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -35,6 +42,7 @@ pub mod editor;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod mysql;
 pub mod postgres;
 pub mod redact;
 pub mod settings;

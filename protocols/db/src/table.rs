@@ -49,11 +49,21 @@ pub fn display(value: &str) -> (String, usize) {
 
 type Row = Vec<Option<(String, usize)>>;
 
+/// How a table is drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    /// psql's: ` a | b`, a rule under the header, `(n rows)`.
+    Psql,
+    /// The mysql client's: boxed in `+---+`, `n rows in set`.
+    Boxed,
+}
+
 /// One result being written. See the module docs.
 #[derive(Debug)]
 pub struct Table {
     columns: Vec<(String, usize)>,
     expanded: bool,
+    style: Style,
     buffered: Vec<Row>,
     buffered_bytes: usize,
     widths: Option<Vec<usize>>,
@@ -64,9 +74,15 @@ pub struct Table {
 impl Table {
     /// A result with these column names; `expanded` writes records (`\x`).
     pub fn new(columns: &[String], expanded: bool) -> Self {
+        Self::styled(columns, expanded, Style::Psql)
+    }
+
+    /// A result drawn in `style`.
+    pub fn styled(columns: &[String], expanded: bool, style: Style) -> Self {
         Self {
             columns: columns.iter().map(|c| display(c)).collect(),
             expanded,
+            style,
             buffered: Vec::new(),
             buffered_bytes: 0,
             widths: None,
@@ -107,14 +123,32 @@ impl Table {
 
     /// Writes what is left and the row count.
     pub fn finish(mut self, out: &mut Vec<u8>) {
-        if !self.expanded && self.widths.is_none() {
+        // mysql says "Empty set" without a table.
+        let empty_box = self.style == Style::Boxed && self.rows == 0;
+        if !self.expanded && self.widths.is_none() && !empty_box {
             self.layout(out);
         }
-        if self.expanded && self.rows == 0 {
-            out.extend_from_slice(b"(0 rows)\r\n");
-        } else if !self.expanded {
-            let s = if self.rows == 1 { "" } else { "s" };
-            out.extend_from_slice(format!("({} row{s})\r\n", self.rows).as_bytes());
+        let s = if self.rows == 1 { "" } else { "s" };
+        match self.style {
+            Style::Boxed => {
+                if !self.expanded
+                    && let Some(widths) = &self.widths
+                {
+                    push_line(out, &border(widths));
+                }
+                if self.rows == 0 {
+                    out.extend_from_slice(b"Empty set\r\n");
+                } else {
+                    out.extend_from_slice(format!("{} row{s} in set\r\n", self.rows).as_bytes());
+                }
+            }
+            Style::Psql if self.expanded && self.rows == 0 => {
+                out.extend_from_slice(b"(0 rows)\r\n");
+            }
+            Style::Psql if !self.expanded => {
+                out.extend_from_slice(format!("({} row{s})\r\n", self.rows).as_bytes());
+            }
+            Style::Psql => {}
         }
         out.extend_from_slice(b"\r\n");
     }
@@ -135,6 +169,24 @@ impl Table {
         }
         if self.buffered.is_empty() {
             self.right.iter_mut().for_each(|r| *r = false);
+        }
+        if self.style == Style::Boxed {
+            push_line(out, &border(&widths));
+            let mut line = String::from("|");
+            for ((name, width), column) in self.columns.iter().zip(&widths) {
+                line.push(' ');
+                line.push_str(name);
+                line.extend(std::iter::repeat_n(' ', column.saturating_sub(*width)));
+                line.push_str(" |");
+            }
+            push_line(out, &line);
+            push_line(out, &border(&widths));
+            self.widths = Some(widths);
+            for row in std::mem::take(&mut self.buffered) {
+                self.write_row(&row, out);
+            }
+            self.buffered_bytes = 0;
+            return;
         }
         // The header, centred as psql centres it.
         let mut line = String::new();
@@ -162,9 +214,13 @@ impl Table {
 
     fn write_row(&self, row: &Row, out: &mut Vec<u8>) {
         let Some(widths) = &self.widths else { return };
+        let boxed = self.style == Style::Boxed;
         let mut line = String::new();
+        if boxed {
+            line.push('|');
+        }
         for (i, cell) in row.iter().enumerate() {
-            if i > 0 {
+            if i > 0 && !boxed {
                 line.push('|');
             }
             let (text, width) = match cell {
@@ -181,6 +237,9 @@ impl Table {
                 line.extend(std::iter::repeat_n(' ', pad));
             }
             line.push(' ');
+            if boxed {
+                line.push('|');
+            }
         }
         push_line(out, line.trim_end());
     }
@@ -197,6 +256,16 @@ impl Table {
             push_line(out, format!("{name}{pad} | {value}").trim_end());
         }
     }
+}
+
+/// `+----+------+` for columns of `widths`.
+fn border(widths: &[usize]) -> String {
+    let mut line = String::from("+");
+    for width in widths {
+        line.push_str(&"-".repeat(width + 2));
+        line.push('+');
+    }
+    line
 }
 
 fn push_line(out: &mut Vec<u8>, line: &str) {
@@ -234,6 +303,22 @@ mod tests {
             text(&out),
             " id | name\n----+-------\n  1 | alice\n 10 | NULL\n(2 rows)\n\n"
         );
+    }
+
+    #[test]
+    fn a_boxed_table_is_the_mysql_clients() {
+        let mut out = Vec::new();
+        let mut t = Table::styled(&["id".into(), "name".into()], false, Style::Boxed);
+        t.row(&[Some("1"), Some("apple")], &mut out);
+        t.row(&[Some("10"), None], &mut out);
+        t.finish(&mut out);
+        assert_eq!(
+            text(&out),
+            "+----+-------+\n| id | name  |\n+----+-------+\n|  1 | apple |\n| 10 | NULL  |\n+----+-------+\n2 rows in set\n\n"
+        );
+        let mut out = Vec::new();
+        Table::styled(&["id".into()], false, Style::Boxed).finish(&mut out);
+        assert_eq!(text(&out), "Empty set\n\n");
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! recording, and runs [`zt_db::run`] in a task at the far end of a pipe. Every statement is
 //! a `db_query` audit event (and a note in the recordings); the end is `db_disconnected`.
 //!
-//! PostgreSQL only so far; `mysql` and `sqlserver` sessions are refused when created.
+//! PostgreSQL and MySQL/MariaDB so far; `sqlserver` sessions are refused when created.
 
 use std::time::Instant;
 
@@ -35,7 +35,7 @@ pub struct DatabaseFactory;
 impl BackendFactory for DatabaseFactory {
     fn make(&self, request: &BackendRequest<'_>) -> Result<Box<dyn Backend>, ApiError> {
         let protocol = request.parameters.protocol();
-        if protocol != Protocol::Postgresql {
+        if !matches!(protocol, Protocol::Postgresql | Protocol::Mysql) {
             return Err(ApiError::new(
                 ErrorCode::Unsupported,
                 format!("the {protocol} console is not available yet"),
@@ -49,6 +49,7 @@ impl BackendFactory for DatabaseFactory {
         .map_err(|e| ApiError::invalid_field(format!("parameters.{}", e.name), e.reason))?;
         Ok(Box::new(DatabaseBackend {
             settings,
+            protocol,
             target: request.target.clone(),
         }))
     }
@@ -57,13 +58,34 @@ impl BackendFactory for DatabaseFactory {
 /// One session's database console. Holds the session's credentials until it opens.
 pub struct DatabaseBackend {
     settings: DbSettings,
+    protocol: Protocol,
     target: Target,
+}
+
+/// A logged-in engine of either kind.
+enum Connected {
+    Postgres(Box<zt_db::postgres::Postgres>),
+    Mysql(Box<zt_db::mysql::Mysql>),
+}
+
+impl DatabaseBackend {
+    async fn login(&self) -> Result<Connected, zt_db::Error> {
+        let (host, port) = (self.target.host.as_str(), self.target.port);
+        match self.protocol {
+            Protocol::Mysql => zt_db::mysql::connect(host, port, &self.settings)
+                .await
+                .map(|e| Connected::Mysql(Box::new(e))),
+            _ => zt_db::postgres::connect(host, port, &self.settings, None)
+                .await
+                .map(|e| Connected::Postgres(Box::new(e))),
+        }
+    }
 }
 
 #[async_trait::async_trait]
 impl Backend for DatabaseBackend {
     fn name(&self) -> &'static str {
-        "postgresql"
+        self.protocol.as_str()
     }
 
     fn protocol_metric(&self) -> &'static str {
@@ -87,14 +109,7 @@ impl Backend for DatabaseBackend {
             Instant::now(),
         );
         let geometry = terminal.geometry();
-        let engine = match zt_db::postgres::connect(
-            &self.target.host,
-            self.target.port,
-            &self.settings,
-            None,
-        )
-        .await
-        {
+        let engine = match self.login().await {
             Ok(engine) => engine,
             Err(error) => {
                 let error = error.shortened();
@@ -107,7 +122,11 @@ impl Backend for DatabaseBackend {
                 });
             }
         };
-        tracing::info!(database = engine.database(), "logged in to the database");
+        let database = match &engine {
+            Connected::Postgres(e) => e.database().to_owned(),
+            Connected::Mysql(e) => e.database().to_owned(),
+        };
+        tracing::info!(%database, "logged in to the database");
         let typescript = match &context.typescript {
             Some((request, settings)) => {
                 start_typescript(context, request, settings, geometry.cols, geometry.rows).await?
@@ -118,42 +137,18 @@ impl Backend for DatabaseBackend {
             inner: SessionObserver::new(context, typescript),
         };
         let (ours, engine_end) = tokio::io::duplex(PIPE);
-        let password = self.settings.password.clone();
-        let editor = Editor::new(Dialect::Postgres, "=> ", "-> ");
-        let stop = context.cancel.clone();
+        let console = Console {
+            terminal,
+            pipe: engine_end,
+            password: self.settings.password.clone(),
+            observer,
+            stop: context.cancel.clone(),
+        };
         let finished = tokio::spawn(
             async move {
-                let mut observer = observer;
-                let end = zt_db::run(
-                    engine,
-                    editor,
-                    terminal,
-                    engine_end,
-                    password.as_ref().map(|p| p.expose_secret().as_str()),
-                    &mut observer,
-                    stop,
-                )
-                .await;
-                let reason = match end.ended_by {
-                    EndedBy::User => "user_left",
-                    EndedBy::Client => "client_closed",
-                    EndedBy::Stopped => "stopped",
-                    _ => "error",
-                };
-                tracing::info!(
-                    reason,
-                    statements = end.statements,
-                    "database console ended"
-                );
-                let mut inner = observer.inner;
-                inner.audit.emit(AuditEvent::DbDisconnected {
-                    session: inner.session.clone(),
-                    reason: reason.to_owned(),
-                    statements: end.statements,
-                });
-                match inner.typescript.take() {
-                    Some(typescript) => vec![typescript.finish().await],
-                    None => Vec::<RecordingSummary>::new(),
+                match engine {
+                    Connected::Postgres(engine) => console.run(*engine, Dialect::Postgres).await,
+                    Connected::Mysql(engine) => console.run(*engine, Dialect::Mysql).await,
                 }
             }
             .instrument(tracing::Span::current()),
@@ -163,9 +158,66 @@ impl Backend for DatabaseBackend {
             reader: Box::new(reader),
             writer: Box::new(writer),
             leftover: bytes::Bytes::new(),
-            id: format!("postgresql {}:{}", self.target.host, self.target.port),
+            id: format!(
+                "{} {}:{}",
+                self.protocol, self.target.host, self.target.port
+            ),
             finished: Some(finished),
         })
+    }
+}
+
+/// Everything the console's task needs besides its engine.
+struct Console {
+    terminal: Terminal,
+    pipe: tokio::io::DuplexStream,
+    password: Option<zt_api::Secret<String>>,
+    observer: QueryObserver,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl Console {
+    /// The console until it ends, then its audit event and recording.
+    async fn run<E: zt_db::Engine>(self, engine: E, dialect: Dialect) -> Vec<RecordingSummary> {
+        let Self {
+            terminal,
+            pipe,
+            password,
+            mut observer,
+            stop,
+        } = self;
+        let editor = Editor::new(dialect, "> ", "-> ");
+        let end = zt_db::run(
+            engine,
+            editor,
+            terminal,
+            pipe,
+            password.as_ref().map(|p| p.expose_secret().as_str()),
+            &mut observer,
+            stop,
+        )
+        .await;
+        let reason = match end.ended_by {
+            EndedBy::User => "user_left",
+            EndedBy::Client => "client_closed",
+            EndedBy::Stopped => "stopped",
+            _ => "error",
+        };
+        tracing::info!(
+            reason,
+            statements = end.statements,
+            "database console ended"
+        );
+        let mut inner = observer.inner;
+        inner.audit.emit(AuditEvent::DbDisconnected {
+            session: inner.session.clone(),
+            reason: reason.to_owned(),
+            statements: end.statements,
+        });
+        match inner.typescript.take() {
+            Some(typescript) => vec![typescript.finish().await],
+            None => Vec::new(),
+        }
     }
 }
 

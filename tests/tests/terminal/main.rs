@@ -1,12 +1,13 @@
 //! The terminal protocols besides SSH — Telnet and the database consoles — against real
 //! servers the tests start (inetutils `telnetd` with a login program of the test's own,
-//! PostgreSQL from `initdb`),
+//! PostgreSQL from `initdb`, MariaDB from `mariadb-install-db`),
 //! through the daemon, over QUIC and WebRTC, with the tests' Guacamole client. What the user
 //! sees is read back from the display model's pixels, never from the emulator's state.
 
 // A test binary: a failed expectation is a panic, in helpers as in test functions.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod mysql;
 mod postgres;
 mod telnet;
 

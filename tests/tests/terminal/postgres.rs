@@ -76,7 +76,7 @@ fn last_is_prompt(lines: &[String]) -> bool {
 }
 
 /// Presses Ctrl-C.
-async fn ctrl_c(term: &mut Term) {
+pub(crate) async fn ctrl_c(term: &mut Term) {
     term.client
         .send(&zt_guac::Instruction::new(
             zt_guac::opcode::KEY,
@@ -353,7 +353,7 @@ async fn passwords_are_redacted_from_the_audit_and_a_wrong_one_is_refused() {
 
 /// Receives a file the console sends (acknowledging each blob, as a browser does): its
 /// name, media type and bytes.
-async fn receive_file(term: &mut Term) -> (String, String, Vec<u8>) {
+pub(crate) async fn receive_file(term: &mut Term) -> (String, String, Vec<u8>) {
     use base64::Engine as _;
     let deadline = tokio::time::Instant::now() + STEP;
     let mut file: Option<(String, String, String)> = None;
@@ -498,7 +498,12 @@ async fn csv_export_is_a_download_when_allowed_and_refused_otherwise() {
 /// Sends `data` as a file named `name` on stream `stream`, as a browser uploads a dropped
 /// file: `file`, then each `blob` after the previous one's ack, then `end`. The acks'
 /// statuses, in order.
-async fn send_file(term: &mut Term, stream: u32, name: &str, data: &[u8]) -> Vec<String> {
+pub(crate) async fn send_file(
+    term: &mut Term,
+    stream: u32,
+    name: &str,
+    data: &[u8],
+) -> Vec<String> {
     use base64::Engine as _;
     let index = stream.to_string();
     let mut statuses = Vec::new();

@@ -1,0 +1,640 @@
+//! The MySQL and MariaDB console: mysql_async's text protocol (any statement, several result
+//! sets, values in the server's own formatting), streamed into boxed tables as the `mysql`
+//! client draws them; Ctrl-C runs `KILL QUERY` from a second connection, so the query stops
+//! on the server.
+//!
+//! * `USE`, `SHOW TABLES`, `DESCRIBE` are the server's own; psql's `\dt`, `\l`, `\d NAME` and
+//!   `\c DB` are offered too, as `SHOW TABLES`, `SHOW DATABASES`, `DESCRIBE` and `USE`.
+//! * `SELECT ... INTO LOCAL OUTFILE 'name.csv'` (Keeper's syntax; the server never sees it)
+//!   runs the `SELECT` and sends its rows to the user as a CSV file, when the session allows
+//!   CSV export.
+//! * `LOAD DATA LOCAL INFILE 'name.csv' INTO TABLE ...` asks the user for the file and
+//!   answers the server's LOCAL INFILE request with it, when the session allows CSV import.
+//!   A LOCAL INFILE request at any other time (a hostile server asking for a file) is
+//!   refused: ztproxy's own file system is never read.
+
+use std::sync::LazyLock;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Opts, OptsBuilder, Row, Value};
+use regex::Regex;
+use tokio::sync::mpsc;
+
+use crate::console::{Canceller, Engine, Job, Output, QueryReport, Upload};
+use crate::error::Error;
+use crate::settings::DbSettings;
+use crate::table::{Style, Table};
+
+/// Output gathered before it is handed to the terminal.
+const CHUNK: usize = 16 * 1024;
+
+const HELP: &str = "General\r
+  \\q, quit, exit         quit (or Ctrl-D)\r
+  \\?                     this help\r
+  \\x                     toggle vertical output (one record per block)\r
+Informational (the server's own SHOW TABLES, SHOW DATABASES, DESCRIBE work too)\r
+  \\dt                    SHOW TABLES\r
+  \\l                     SHOW DATABASES\r
+  \\d NAME                DESCRIBE NAME\r
+  \\c DB                  USE DB\r
+Files (when the session allows)\r
+  SELECT ... INTO LOCAL OUTFILE 'F.csv'         send a result to you as a CSV file\r
+  LOAD DATA LOCAL INFILE 'F.csv' INTO TABLE T   load a CSV file you send into T\r
+Ctrl-C cancels a running query on the server; Up and Down recall earlier statements.\r
+\r
+";
+
+static OUTFILE: LazyLock<Option<Regex>> = LazyLock::new(|| {
+    Regex::new(r"(?is)^(.*?)\binto\s+local\s+outfile\s+'([^']*)'(.*?);?\s*$").ok()
+});
+static INFILE: LazyLock<Option<Regex>> = LazyLock::new(|| {
+    Regex::new(
+        r"(?is)^\s*load\s+data\s+(?:low_priority\s+|concurrent\s+)?local\s+infile\s+'([^']*)'",
+    )
+    .ok()
+});
+static USE: LazyLock<Option<Regex>> = LazyLock::new(|| Regex::new(r"(?is)^\s*use\s+").ok());
+
+/// A logged-in MySQL or MariaDB connection.
+pub struct Mysql {
+    conn: Conn,
+    opts: Opts,
+    settings: DbSettings,
+    flavour: &'static str,
+    database: String,
+    expanded: bool,
+}
+
+impl std::fmt::Debug for Mysql {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mysql")
+            .field("database", &self.database)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Connects and logs in within the settings' `timeout`, to `database` when it is set.
+pub async fn connect(host: &str, port: u16, settings: &DbSettings) -> Result<Mysql, Error> {
+    let opts: Opts = OptsBuilder::default()
+        .ip_or_hostname(host)
+        .tcp_port(port)
+        .prefer_socket(false)
+        .user(Some(settings.username.expose_secret().clone()))
+        .pass(
+            settings
+                .password
+                .as_ref()
+                .map(|p| p.expose_secret().clone()),
+        )
+        .db_name(settings.database.clone())
+        .into();
+    let mut conn = open(&opts, settings.timeout).await?;
+    refuse_infile(&mut conn);
+    let (flavour, database) = identify(&mut conn).await?;
+    Ok(Mysql {
+        conn,
+        opts,
+        settings: settings.clone(),
+        flavour,
+        database,
+        expanded: false,
+    })
+}
+
+async fn open(opts: &Opts, timeout: Duration) -> Result<Conn, Error> {
+    tokio::time::timeout(timeout, Conn::new(opts.clone()))
+        .await
+        .map_err(|_| Error::Timeout(timeout))?
+        .map_err(|e| match &e {
+            mysql_async::Error::Server(server) if matches!(server.code, 1044 | 1045 | 1049) => {
+                Error::LoginRefused(server.message.clone())
+            }
+            mysql_async::Error::Server(server) => Error::Server(server.message.clone()),
+            other => Error::Unreachable(other.to_string()),
+        })
+}
+
+/// Until the user asks for a LOAD DATA LOCAL, a server asking for a file gets an error.
+fn refuse_infile(conn: &mut Conn) {
+    conn.set_infile_handler(async {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "ztproxy sends a file only for LOAD DATA LOCAL INFILE the user ran",
+        )
+        .into())
+    });
+}
+
+async fn identify(conn: &mut Conn) -> Result<(&'static str, String), Error> {
+    let row: Option<(Option<String>, String)> = conn
+        .query_first("SELECT DATABASE(), VERSION()")
+        .await
+        .map_err(|e| Error::Server(e.to_string()))?;
+    let (database, version) = row.unwrap_or_default();
+    let flavour = if version.contains("MariaDB") {
+        "MariaDB"
+    } else {
+        "mysql"
+    };
+    Ok((flavour, database.unwrap_or_else(|| "(none)".to_owned())))
+}
+
+/// A row's values as text.
+fn values_of(row: &Row) -> Vec<Option<String>> {
+    (0..row.len())
+        .map(|i| row.as_ref(i).and_then(text))
+        .collect()
+}
+
+/// A value as the text protocol gives it (`None` is NULL).
+fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::NULL => None,
+        Value::Bytes(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
+        other => Some(other.as_sql(true).trim_matches('\'').to_owned()),
+    }
+}
+
+impl Mysql {
+    /// The database in use.
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+
+    fn prompts(&self) -> Output {
+        Output::Prompt {
+            prompt: format!("{} [{}]> ", self.flavour, self.database),
+            continuation: "    -> ".to_owned(),
+        }
+    }
+
+    fn failed(report: &mut QueryReport, error: &mysql_async::Error, out: &mut Vec<u8>) {
+        let text = match error {
+            mysql_async::Error::Server(server) => {
+                report.error_code = Some(server.state.clone());
+                report.cancelled = server.code == 1317;
+                format!(
+                    "ERROR {} ({}): {}",
+                    server.code, server.state, server.message
+                )
+            }
+            other => {
+                report.error_code = Some("HY000".to_owned());
+                format!("ERROR: {other}")
+            }
+        };
+        out.extend_from_slice(crate::table::display(&text).0.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// Runs `sql`, writing each result set as a table (or its `Query OK`), or — with `csv`
+    /// — the first result set as a CSV file named `csv`.
+    async fn statement(
+        &mut self,
+        sql: &str,
+        csv: Option<&str>,
+        out: &mpsc::Sender<Output>,
+    ) -> QueryReport {
+        let started = Instant::now();
+        let mut report = QueryReport::new(sql, &self.database);
+        let mut buf = Vec::new();
+        let expanded = self.expanded;
+        match self.conn.query_iter(sql).await {
+            Err(error) => Self::failed(&mut report, &error, &mut buf),
+            Ok(mut result) => loop {
+                let stream = match result.stream::<Row>().await {
+                    Ok(Some(stream)) => stream,
+                    Ok(None) => break,
+                    Err(error) => {
+                        Self::failed(&mut report, &error, &mut buf);
+                        break;
+                    }
+                };
+                let columns: Vec<String> = stream
+                    .columns()
+                    .iter()
+                    .map(|c| c.name_str().into_owned())
+                    .collect();
+                if columns.is_empty() {
+                    let rows = stream.affected_rows();
+                    report.rows += rows;
+                    let s = if rows == 1 { "" } else { "s" };
+                    buf.extend_from_slice(
+                        format!("Query OK, {rows} row{s} affected\r\n\r\n").as_bytes(),
+                    );
+                    continue;
+                }
+                futures::pin_mut!(stream);
+                if let Some(name) = csv {
+                    let _ = out
+                        .send(Output::FileStart {
+                            name: name.to_owned(),
+                            mimetype: "text/csv",
+                        })
+                        .await;
+                    let mut data = csv_line(columns.iter().map(|c| Some(c.as_str())));
+                    let mut rows = 0u64;
+                    while let Some(row) = stream.next().await {
+                        match row {
+                            Ok(row) => {
+                                rows += 1;
+                                let values: Vec<Option<String>> = values_of(&row);
+                                data.extend(csv_line(values.iter().map(Option::as_deref)));
+                                if data.len() >= CHUNK
+                                    && out
+                                        .send(Output::FileData(Bytes::from(std::mem::take(
+                                            &mut data,
+                                        ))))
+                                        .await
+                                        .is_err()
+                                {
+                                    break;
+                                }
+                            }
+                            Err(error) => {
+                                Self::failed(&mut report, &error, &mut buf);
+                                break;
+                            }
+                        }
+                    }
+                    if !data.is_empty() {
+                        let _ = out.send(Output::FileData(Bytes::from(data))).await;
+                    }
+                    let _ = out.send(Output::FileEnd).await;
+                    report.rows += rows;
+                    if report.error_code.is_none() {
+                        buf.extend_from_slice(
+                            format!("{rows} rows sent to you as {name}\r\n\r\n").as_bytes(),
+                        );
+                    }
+                    break;
+                }
+                let mut table = Table::styled(&columns, expanded, Style::Boxed);
+                while let Some(row) = stream.next().await {
+                    match row {
+                        Ok(row) => {
+                            let values: Vec<Option<String>> = values_of(&row);
+                            let values: Vec<Option<&str>> =
+                                values.iter().map(Option::as_deref).collect();
+                            table.row(&values, &mut buf);
+                        }
+                        Err(error) => {
+                            Self::failed(&mut report, &error, &mut buf);
+                            break;
+                        }
+                    }
+                    if buf.len() >= CHUNK
+                        && out
+                            .send(Output::Bytes(std::mem::take(&mut buf)))
+                            .await
+                            .is_err()
+                    {
+                        break;
+                    }
+                }
+                report.rows += table.rows();
+                if report.error_code.is_none() {
+                    table.finish(&mut buf);
+                }
+            },
+        }
+        if !buf.is_empty() {
+            let _ = out.send(Output::Bytes(buf)).await;
+        }
+        report.duration = started.elapsed();
+        if USE.as_ref().is_some_and(|r| r.is_match(sql)) && report.error_code.is_none() {
+            if let Ok((_, database)) = identify(&mut self.conn).await {
+                report.database.clone_from(&database);
+                self.database = database;
+            }
+            let _ = out.send(self.prompts()).await;
+        }
+        report
+    }
+
+    /// `LOAD DATA LOCAL INFILE`: asks the user for the file, then runs the statement with the
+    /// file's bytes as the answer to the server's request. Ctrl-C (or a client that abandons
+    /// the file) drops the connection mid-statement, so the server rolls it back, and opens
+    /// a fresh one.
+    async fn load(
+        &mut self,
+        sql: &str,
+        name: &str,
+        out: &mpsc::Sender<Output>,
+        uploads: &mut mpsc::Receiver<Upload>,
+    ) -> QueryReport {
+        let mut report = QueryReport::new(sql, &self.database);
+        let say = |text: String| Output::Bytes(format!("{text}\r\n").into_bytes());
+        while uploads.try_recv().is_ok() {}
+        let _ = out
+            .send(Output::UploadWanted {
+                name: name.to_owned(),
+            })
+            .await;
+        let _ = out
+            .send(say(format!(
+                "Send {name}: drop the file on this window (Ctrl-C abandons)."
+            )))
+            .await;
+        loop {
+            match uploads.recv().await {
+                Some(Upload::Start) => break,
+                Some(Upload::Data(_) | Upload::End) => {}
+                Some(Upload::Abort) | None => {
+                    let _ = out
+                        .send(say("Import abandoned: nothing was imported.".into()))
+                        .await;
+                    report.cancelled = true;
+                    report.error_code = Some("70100".to_owned());
+                    return report;
+                }
+            }
+        }
+        let started = Instant::now();
+        let (data_tx, data_rx) = mpsc::channel::<std::io::Result<Bytes>>(4);
+        self.conn.set_infile_handler(async move {
+            let stream = futures::stream::unfold(data_rx, |mut rx| async move {
+                rx.recv().await.map(|item| (item, rx))
+            });
+            Ok(stream.boxed())
+        });
+        let mut buf = Vec::new();
+        let mut data_tx = Some(data_tx);
+        let abandoned = {
+            let query = self.conn.query_iter(sql);
+            futures::pin_mut!(query);
+            let mut sent = 0u64;
+            loop {
+                tokio::select! {
+                    result = &mut query => {
+                        match result {
+                            Ok(result) => {
+                                let rows = result.affected_rows();
+                                let info = result.info().into_owned();
+                                report.rows = rows;
+                                let _ = result.drop_result().await;
+                                buf.extend_from_slice(
+                                    format!("Query OK, {rows} rows affected ({sent} bytes from {name})\r\n{info}\r\n\r\n")
+                                        .as_bytes(),
+                                );
+                            }
+                            Err(error) => Self::failed(&mut report, &error, &mut buf),
+                        }
+                        break false;
+                    }
+                    piece = uploads.recv(), if data_tx.is_some() => match piece {
+                        Some(Upload::Data(data)) => {
+                            sent += data.len() as u64;
+                            if let Some(tx) = &data_tx
+                                && tx.send(Ok(data)).await.is_err()
+                            {
+                                data_tx = None;
+                            }
+                        }
+                        // The file is complete: its end is the stream's end.
+                        Some(Upload::End) => data_tx = None,
+                        Some(Upload::Start) => {}
+                        Some(Upload::Abort) | None => break true,
+                    },
+                }
+            }
+        };
+        drop(data_tx);
+        if abandoned {
+            // The statement is cut off with the connection: the server rolls it back.
+            match open(&self.opts, self.settings.timeout).await {
+                Ok(mut conn) => {
+                    refuse_infile(&mut conn);
+                    if self.database != "(none)" {
+                        let _ = conn
+                            .query_drop(format!("USE `{}`", self.database.replace('`', "``")))
+                            .await;
+                    }
+                    self.conn = conn;
+                }
+                Err(error) => {
+                    buf.extend_from_slice(format!("reconnecting failed: {error}\r\n").as_bytes());
+                }
+            }
+            buf.extend_from_slice(b"Import abandoned: nothing was imported.\r\n");
+            report.cancelled = true;
+            report.error_code = Some("70100".to_owned());
+        }
+        refuse_infile(&mut self.conn);
+        let _ = out.send(Output::Bytes(buf)).await;
+        report.duration = started.elapsed();
+        report
+    }
+
+    async fn meta(&mut self, command: &str, out: &mpsc::Sender<Output>) -> QueryReport {
+        let mut words = command.split_whitespace();
+        let name = words.next().unwrap_or_default();
+        let argument = words.next();
+        let quote = |name: &str| format!("`{}`", name.replace('`', "``"));
+        let sql = match (name, argument) {
+            ("\\q", _) => {
+                let _ = out.send(Output::Quit).await;
+                return QueryReport::new(command, &self.database);
+            }
+            ("\\?" | "\\h", _) => {
+                let _ = out.send(Output::Bytes(HELP.as_bytes().to_vec())).await;
+                return QueryReport::new(command, &self.database);
+            }
+            ("\\x", _) => {
+                self.expanded = !self.expanded;
+                let state = if self.expanded { "on" } else { "off" };
+                let _ = out
+                    .send(Output::Bytes(
+                        format!("Vertical output is {state}.\r\n").into_bytes(),
+                    ))
+                    .await;
+                return QueryReport::new(command, &self.database);
+            }
+            ("\\dt", _) => "SHOW TABLES".to_owned(),
+            ("\\l", _) => "SHOW DATABASES".to_owned(),
+            ("\\d", Some(table)) => format!("DESCRIBE {}", quote(table)),
+            ("\\c" | "\\u", Some(database)) => format!("USE {}", quote(database)),
+            _ => {
+                let _ = out
+                    .send(Output::Bytes(
+                        format!("Unknown command '{name}'. Try \\? for help.\r\n").into_bytes(),
+                    ))
+                    .await;
+                return QueryReport::new(command, &self.database);
+            }
+        };
+        let mut report = self.statement(&sql, None, out).await;
+        command.clone_into(&mut report.statement);
+        report
+    }
+
+    async fn run_statement(
+        &mut self,
+        sql: &str,
+        out: &mpsc::Sender<Output>,
+        uploads: &mut mpsc::Receiver<Upload>,
+    ) -> QueryReport {
+        let trimmed = sql.trim().trim_end_matches(';').trim();
+        if matches!(trimmed.to_ascii_lowercase().as_str(), "quit" | "exit") {
+            let _ = out.send(Output::Quit).await;
+            return QueryReport::new(sql, &self.database);
+        }
+        if let Some(captures) = OUTFILE.as_ref().and_then(|r| r.captures(sql)) {
+            let name = file_name(captures.get(2).map_or("", |m| m.as_str()));
+            if !self.settings.csv_export || name.is_empty() {
+                return self.refuse(sql, "download", &name, out).await;
+            }
+            // The server runs the query without the clause (and its FIELDS options: the
+            // file is CSV with a header, as for PostgreSQL).
+            let query = captures.get(1).map_or("", |m| m.as_str()).to_owned();
+            let mut report = self.statement(&query, Some(&name), out).await;
+            sql.clone_into(&mut report.statement);
+            return report;
+        }
+        if let Some(captures) = INFILE.as_ref().and_then(|r| r.captures(sql)) {
+            let name = file_name(captures.get(1).map_or("", |m| m.as_str()));
+            if !self.settings.csv_import || name.is_empty() {
+                return self.refuse(sql, "upload", &name, out).await;
+            }
+            return self.load(sql, &name, out, uploads).await;
+        }
+        self.statement(sql, None, out).await
+    }
+
+    async fn refuse(
+        &self,
+        sql: &str,
+        action: &'static str,
+        name: &str,
+        out: &mpsc::Sender<Output>,
+    ) -> QueryReport {
+        let mut report = QueryReport::new(sql, &self.database);
+        let what = if action == "download" {
+            "export"
+        } else {
+            "import"
+        };
+        let _ = out
+            .send(Output::Refused {
+                action,
+                name: name.to_owned(),
+            })
+            .await;
+        let _ = out
+            .send(Output::Bytes(
+                format!("CSV {what} is not allowed for this session: nothing was transferred.\r\n")
+                    .into_bytes(),
+            ))
+            .await;
+        report.error_code = Some("42000".to_owned());
+        report
+    }
+}
+
+/// The file's name for the user: the last path component, without control characters.
+fn file_name(path: &str) -> String {
+    let name: String = path
+        .rsplit(['/', '\\'])
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(255)
+        .collect();
+    if name == "." || name == ".." {
+        String::new()
+    } else {
+        name
+    }
+}
+
+/// One CSV record (RFC 4180: quoted when it holds a comma, quote or line break; NULL empty).
+fn csv_line<'a>(values: impl Iterator<Item = Option<&'a str>>) -> Vec<u8> {
+    let mut line = Vec::new();
+    for (i, value) in values.enumerate() {
+        if i > 0 {
+            line.push(b',');
+        }
+        let value = value.unwrap_or_default();
+        if value.contains([',', '"', '\n', '\r']) {
+            line.push(b'"');
+            line.extend_from_slice(value.replace('"', "\"\"").as_bytes());
+            line.push(b'"');
+        } else {
+            line.extend_from_slice(value.as_bytes());
+        }
+    }
+    line.push(b'\n');
+    line
+}
+
+impl Engine for Mysql {
+    fn prompt(&self) -> Output {
+        self.prompts()
+    }
+
+    fn canceller(&self) -> Canceller {
+        let opts = self.opts.clone();
+        let id = self.conn.id();
+        Box::new(move || {
+            let opts = opts.clone();
+            Box::pin(async move {
+                let kill = async {
+                    let mut conn = Conn::new(opts).await?;
+                    conn.query_drop(format!("KILL QUERY {id}")).await?;
+                    conn.disconnect().await
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(5), kill).await;
+            })
+        })
+    }
+
+    async fn run(
+        &mut self,
+        job: Job,
+        out: &mpsc::Sender<Output>,
+        uploads: &mut mpsc::Receiver<Upload>,
+    ) -> QueryReport {
+        match job {
+            Job::Statement(sql) => self.run_statement(&sql, out, uploads).await,
+            Job::Meta(command) => self.meta(&command, out).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keepers_file_clauses_are_recognised() {
+        let outfile = OUTFILE.as_ref().unwrap();
+        let c = outfile
+            .captures("SELECT * FROM t INTO LOCAL OUTFILE '/tmp/a b.csv' FIELDS TERMINATED BY ',';")
+            .unwrap();
+        assert_eq!(&c[1], "SELECT * FROM t ");
+        assert_eq!(file_name(&c[2]), "a b.csv");
+        let infile = INFILE.as_ref().unwrap();
+        let c = infile
+            .captures("load data local infile 'x/../in.csv' into table t fields terminated by ','")
+            .unwrap();
+        assert_eq!(file_name(&c[1]), "in.csv");
+        assert!(
+            infile
+                .captures("load data infile '/etc/passwd' into table t")
+                .is_none()
+        );
+        assert_eq!(file_name(".."), "");
+    }
+
+    #[test]
+    fn csv_lines_quote_what_needs_it() {
+        assert_eq!(
+            csv_line([Some("1"), None, Some("a,\"b\"")].into_iter()),
+            b"1,,\"a,\"\"b\"\"\"\n"
+        );
+    }
+}
