@@ -267,7 +267,7 @@ async fn through_ztproxy(api: &ApiClient, kind: &Kind) -> anyhow::Result<(f64, f
     term.type_text("\n").await;
     let footer = kind.footer.clone();
     term.wait_for("the result", STEP, |lines| {
-        lines.iter().any(|l| *l == footer)
+        lines.contains(&footer)
             && lines
                 .iter()
                 .rev()
