@@ -92,6 +92,17 @@ pub struct BackendError {
 }
 
 impl BackendError {
+    /// A native backend could not log in: `detail` for the audit log, `status` and
+    /// `message` for the client.
+    pub fn login(detail: impl std::fmt::Display, status: Status, message: &str) -> Self {
+        Self {
+            detail: detail.to_string(),
+            status: Some(status),
+            message: Some(message.to_owned()),
+            local: None,
+        }
+    }
+
     /// The target (or the server in front of it) failed.
     pub fn target(detail: impl Into<String>, status: Option<Status>) -> Self {
         Self {

@@ -10,8 +10,6 @@
 //!
 //! PostgreSQL and MySQL/MariaDB so far; `sqlserver` sessions are refused when created.
 
-use std::time::Instant;
-
 use tracing::Instrument;
 use zt_api::audit::AuditEvent;
 use zt_api::control::{ApiError, ErrorCode, Target};
@@ -24,7 +22,7 @@ use super::backend::{
     Backend, BackendError, BackendFactory, BackendRequest, BackendStream, OpenContext,
 };
 use super::recording::RecordingSummary;
-use super::terminal::{SessionObserver, start_typescript};
+use super::terminal::{SessionObserver, for_display, start_typescript};
 
 /// Bytes the pipe between the connection and the engine holds each way.
 const PIPE: usize = 64 * 1024;
@@ -101,25 +99,18 @@ impl Backend for DatabaseBackend {
         display: &ClientInfo,
         context: &OpenContext,
     ) -> Result<BackendStream, BackendError> {
-        let terminal = Terminal::new(
-            self.settings.terminal.clone(),
-            display.width,
-            display.height,
-            display.dpi,
-            Instant::now(),
-        );
+        let terminal = for_display(&self.settings.terminal, display);
         let geometry = terminal.geometry();
         let engine = match self.login().await {
             Ok(engine) => engine,
             Err(error) => {
                 let error = error.shortened();
                 tracing::warn!(%error, "database login failed");
-                return Err(BackendError {
-                    detail: error.to_string(),
-                    status: Some(error.status()),
-                    message: Some(error.client_message().to_owned()),
-                    local: None,
-                });
+                return Err(BackendError::login(
+                    &error,
+                    error.status(),
+                    error.client_message(),
+                ));
             }
         };
         let database = match &engine {
@@ -208,16 +199,13 @@ impl Console {
             statements = end.statements,
             "database console ended"
         );
-        let mut inner = observer.inner;
+        let inner = observer.inner;
         inner.audit.emit(AuditEvent::DbDisconnected {
             session: inner.session.clone(),
             reason: reason.to_owned(),
             statements: end.statements,
         });
-        match inner.typescript.take() {
-            Some(typescript) => vec![typescript.finish().await],
-            None => Vec::new(),
-        }
+        inner.finish().await
     }
 }
 

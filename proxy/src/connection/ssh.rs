@@ -16,8 +16,6 @@
 //!    from the target); then reports `ssh_disconnected` with the byte counts and finalises
 //!    the typescript.
 
-use std::time::Instant;
-
 use tracing::Instrument;
 use zt_api::audit::AuditEvent;
 use zt_api::control::{ApiError, Target};
@@ -30,7 +28,7 @@ use super::backend::{
     Backend, BackendError, BackendFactory, BackendRequest, BackendStream, OpenContext,
 };
 use super::recording::RecordingSummary;
-use super::terminal::{SessionObserver, start_typescript};
+use super::terminal::{SessionObserver, for_display, start_typescript};
 use crate::audit::AuditLog;
 
 /// Bytes the pipe between the connection and the engine holds each way.
@@ -89,13 +87,7 @@ impl Backend for SshBackend {
         display: &ClientInfo,
         context: &OpenContext,
     ) -> Result<BackendStream, BackendError> {
-        let terminal = Terminal::new(
-            self.settings.terminal.clone(),
-            display.width,
-            display.height,
-            display.dpi,
-            Instant::now(),
-        );
+        let terminal = for_display(&self.settings.terminal, display);
         let geometry = terminal.geometry();
         let mut options = zt_ssh::LoginOptions::new(
             self.unpinned,
@@ -118,12 +110,11 @@ impl Backend for SshBackend {
             Ok(connection) => connection,
             Err(error) => {
                 audit_refusal(audit, &session, &error);
-                return Err(BackendError {
-                    detail: error.to_string(),
-                    status: Some(error.status()),
-                    message: Some(error.client_message().to_owned()),
-                    local: None,
-                });
+                return Err(BackendError::login(
+                    &error,
+                    error.status(),
+                    error.client_message(),
+                ));
             }
         };
         let info = &connection.info;
@@ -201,10 +192,7 @@ async fn drive(
         bytes_from_target: end.bytes_from_target,
         bytes_to_target: end.bytes_to_target,
     });
-    match observer.typescript.take() {
-        Some(typescript) => vec![typescript.finish().await],
-        None => Vec::new(),
-    }
+    observer.finish().await
 }
 
 /// Audits why a login was refused, when it is a security decision.

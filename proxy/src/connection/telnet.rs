@@ -18,8 +18,6 @@
 //! Telnet has no encryption and no server authentication: it is for legacy devices on a
 //! network the gateway trusts, as with guacd.
 
-use std::time::Instant;
-
 use tracing::Instrument;
 use zt_api::audit::AuditEvent;
 use zt_api::control::{ApiError, Target};
@@ -31,7 +29,7 @@ use super::backend::{
     Backend, BackendError, BackendFactory, BackendRequest, BackendStream, OpenContext,
 };
 use super::recording::RecordingSummary;
-use super::terminal::{SessionObserver, start_typescript};
+use super::terminal::{SessionObserver, for_display, start_typescript};
 
 /// Bytes the pipe between the connection and the engine holds each way.
 const PIPE: usize = 64 * 1024;
@@ -78,24 +76,17 @@ impl Backend for TelnetBackend {
         display: &ClientInfo,
         context: &OpenContext,
     ) -> Result<BackendStream, BackendError> {
-        let terminal = Terminal::new(
-            self.settings.terminal.clone(),
-            display.width,
-            display.height,
-            display.dpi,
-            Instant::now(),
-        );
+        let terminal = for_display(&self.settings.terminal, display);
         let geometry = terminal.geometry();
         let connection =
             match zt_telnet::connect(&self.target.host, self.target.port, &self.settings).await {
                 Ok(connection) => connection,
                 Err(error) => {
-                    return Err(BackendError {
-                        detail: error.to_string(),
-                        status: Some(error.status()),
-                        message: Some(error.client_message().to_owned()),
-                        local: None,
-                    });
+                    return Err(BackendError::login(
+                        &error,
+                        error.status(),
+                        error.client_message(),
+                    ));
                 }
             };
         tracing::info!("connected to the telnet target");
@@ -174,8 +165,5 @@ async fn drive(
         bytes_from_target: end.bytes_from_target,
         bytes_to_target: end.bytes_to_target,
     });
-    match observer.typescript.take() {
-        Some(typescript) => vec![typescript.finish().await],
-        None => Vec::new(),
-    }
+    observer.finish().await
 }

@@ -6,11 +6,27 @@ use std::sync::Arc;
 
 use zt_api::audit::AuditEvent;
 use zt_api::control::{EndReason, RecordingRequest};
+use zt_guacd::ClientInfo;
+use zt_terminal::Terminal;
 
 use super::backend::{BackendError, OpenContext};
-use super::recording::{NoteSink, RecordingPlan, TypescriptRecording};
+use super::recording::{NoteSink, RecordingPlan, RecordingSummary, TypescriptRecording};
 use crate::audit::AuditLog;
 use crate::config::RecordingsSettings;
+
+/// A terminal sized for the client's display.
+pub(super) fn for_display(
+    settings: &zt_terminal::TerminalSettings,
+    display: &ClientInfo,
+) -> Terminal {
+    Terminal::new(
+        settings.clone(),
+        display.width,
+        display.height,
+        display.dpi,
+        std::time::Instant::now(),
+    )
+}
 
 /// What a running terminal session reports to: the typescript, and the audit log for refused
 /// copies and pastes (allowed ones cross the connection's filter, which audits them).
@@ -29,6 +45,14 @@ impl SessionObserver {
             notes: context.notes.clone(),
             audit: context.services.audit.clone(),
             session: context.session.clone(),
+        }
+    }
+
+    /// Finalises the typescript, if there is one: the session's recordings to report.
+    pub(super) async fn finish(mut self) -> Vec<RecordingSummary> {
+        match self.typescript.take() {
+            Some(typescript) => vec![typescript.finish().await],
+            None => Vec::new(),
         }
     }
 
