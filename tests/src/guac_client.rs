@@ -138,7 +138,10 @@ impl GuacClient {
                 if self.answer_syncs && instruction.is(opcode::SYNC) {
                     let reply =
                         Instruction::new(opcode::SYNC, &[instruction.arg(0).unwrap_or("0")]);
-                    self.send(&reply).await?;
+                    // Best effort, as a browser answers: a peer that closed after its last
+                    // frame does not hear the answer, and the frame is still delivered (the
+                    // close is seen on the next receive).
+                    let _ = self.send(&reply).await;
                 }
                 return Ok(Some(instruction));
             }
@@ -161,7 +164,8 @@ impl GuacClient {
         };
         if self.answer_syncs && instruction.is(opcode::SYNC) {
             let reply = Instruction::new(opcode::SYNC, &[instruction.arg(0).unwrap_or("0")]);
-            self.send(&reply).await?;
+            // Best effort, as in `next`.
+            let _ = self.send(&reply).await;
         }
         Ok(Some(instruction))
     }
