@@ -10,7 +10,8 @@ use crate::editor::{Dialect, Editor, Input, MAX_QUEUE, MAX_STATEMENT, split};
 use crate::{redact, table};
 
 /// A user's keys (any bytes, split anywhere) through the line editor of each dialect, the
-/// statement splitter, the table's value display and the audit's redaction: never a panic,
+/// statement splitter, the `\copy` and file-name parsers, the table's value display and the
+/// audit's redaction: never a panic,
 /// statements end with `;` and are bounded, displayed values hold no control character, and
 /// audited text is bounded.
 pub fn console_input(data: &[u8]) {
@@ -46,6 +47,17 @@ pub fn console_input(data: &[u8]) {
         }
     }
     let text = String::from_utf8_lossy(data);
+    // `\copy` and the MySQL file clauses name a file for the user: never a path.
+    for command in [format!("\\copy {text}"), text.to_string()] {
+        if let Some(copy) = crate::postgres::parse_copy(&command)
+            && (copy.file.contains(['/', '\\']) || copy.file == ".." || copy.file.is_empty())
+        {
+            panic!("a \\copy file name that is a path");
+        }
+    }
+    if crate::mysql::file_name(&text).contains(['/', '\\']) {
+        panic!("a file name that is a path");
+    }
     let (shown, _) = table::display(&text);
     if shown.chars().any(char::is_control) {
         panic!("a control character reached the terminal");

@@ -535,7 +535,7 @@ impl Mysql {
 }
 
 /// The file's name for the user: the last path component, without control characters.
-fn file_name(path: &str) -> String {
+pub(crate) fn file_name(path: &str) -> String {
     let name: String = path
         .rsplit(['/', '\\'])
         .next()

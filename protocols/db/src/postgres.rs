@@ -497,16 +497,16 @@ impl Postgres {
 
 /// A `\copy` meta command, understood.
 #[derive(Debug, PartialEq, Eq)]
-struct Copy {
+pub(crate) struct Copy {
     /// `(query)` or `table [(columns)]`, as `COPY` takes it.
     source: String,
     /// The file's name for the user (its last path component, made safe).
-    file: String,
+    pub(crate) file: String,
     /// `to` (export) rather than `from`.
     export: bool,
 }
 
-fn parse_copy(command: &str) -> Option<Copy> {
+pub(crate) fn parse_copy(command: &str) -> Option<Copy> {
     let rest = command.strip_prefix("\\copy")?.trim();
     // The direction is the last ` to ` or ` from ` outside the source's parentheses.
     let lower = rest.to_ascii_lowercase();
