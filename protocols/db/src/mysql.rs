@@ -367,6 +367,7 @@ impl Mysql {
             let query = self.conn.query_iter(sql);
             futures::pin_mut!(query);
             let mut sent = 0u64;
+            let mut pending: Option<Bytes> = None;
             loop {
                 tokio::select! {
                     result = &mut query => {
@@ -385,14 +386,24 @@ impl Mysql {
                         }
                         break false;
                     }
-                    piece = uploads.recv(), if data_tx.is_some() => match piece {
+                    // A piece waits for room in the file's stream while the query (which
+                    // reads that stream) keeps being polled: awaiting the room inside this
+                    // branch would stop the query that makes it.
+                    permit = reserve(data_tx.clone()), if pending.is_some() => match permit {
+                        Some(permit) => {
+                            if let Some(data) = pending.take() {
+                                permit.send(Ok(data));
+                            }
+                        }
+                        None => {
+                            pending = None;
+                            data_tx = None;
+                        }
+                    },
+                    piece = uploads.recv(), if data_tx.is_some() && pending.is_none() => match piece {
                         Some(Upload::Data(data)) => {
                             sent += data.len() as u64;
-                            if let Some(tx) = &data_tx
-                                && tx.send(Ok(data)).await.is_err()
-                            {
-                                data_tx = None;
-                            }
+                            pending = Some(data);
                         }
                         // The file is complete: its end is the stream's end.
                         Some(Upload::End) => data_tx = None,
@@ -569,6 +580,16 @@ fn csv_line<'a>(values: impl Iterator<Item = Option<&'a str>>) -> Vec<u8> {
     }
     line.push(b'\n');
     line
+}
+
+/// Room for one piece in the file's stream; `None` once the stream is gone.
+async fn reserve(
+    tx: Option<mpsc::Sender<std::io::Result<Bytes>>>,
+) -> Option<mpsc::OwnedPermit<std::io::Result<Bytes>>> {
+    match tx {
+        Some(tx) => tx.reserve_owned().await.ok(),
+        None => None,
+    }
 }
 
 impl Engine for Mysql {
