@@ -55,7 +55,7 @@ pub fn console_input(data: &[u8]) {
             panic!("a \\copy file name that is a path");
         }
     }
-    if crate::mysql::file_name(&text).contains(['/', '\\']) {
+    if crate::files::file_name(&text).contains(['/', '\\']) {
         panic!("a file name that is a path");
     }
     let (shown, _) = table::display(&text);

@@ -40,6 +40,7 @@
 pub mod console;
 pub mod editor;
 pub mod error;
+pub(crate) mod files;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod mysql;

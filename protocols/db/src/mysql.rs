@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 
 use crate::console::{Canceller, Engine, Job, Output, QueryReport, Upload};
 use crate::error::Error;
+use crate::files::{INFILE, OUTFILE, csv_line, file_name};
 use crate::settings::DbSettings;
 use crate::table::{Style, Table};
 
@@ -47,15 +48,6 @@ Ctrl-C cancels a running query on the server; Up and Down recall earlier stateme
 \r
 ";
 
-static OUTFILE: LazyLock<Option<Regex>> = LazyLock::new(|| {
-    Regex::new(r"(?is)^(.*?)\binto\s+local\s+outfile\s+'([^']*)'(.*?);?\s*$").ok()
-});
-static INFILE: LazyLock<Option<Regex>> = LazyLock::new(|| {
-    Regex::new(
-        r"(?is)^\s*load\s+data\s+(?:low_priority\s+|concurrent\s+)?local\s+infile\s+'([^']*)'",
-    )
-    .ok()
-});
 static USE: LazyLock<Option<Regex>> = LazyLock::new(|| Regex::new(r"(?is)^\s*use\s+").ok());
 
 /// A logged-in MySQL or MariaDB connection.
@@ -545,43 +537,6 @@ impl Mysql {
     }
 }
 
-/// The file's name for the user: the last path component, without control characters.
-pub(crate) fn file_name(path: &str) -> String {
-    let name: String = path
-        .rsplit(['/', '\\'])
-        .next()
-        .unwrap_or_default()
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(255)
-        .collect();
-    if name == "." || name == ".." {
-        String::new()
-    } else {
-        name
-    }
-}
-
-/// One CSV record (RFC 4180: quoted when it holds a comma, quote or line break; NULL empty).
-fn csv_line<'a>(values: impl Iterator<Item = Option<&'a str>>) -> Vec<u8> {
-    let mut line = Vec::new();
-    for (i, value) in values.enumerate() {
-        if i > 0 {
-            line.push(b',');
-        }
-        let value = value.unwrap_or_default();
-        if value.contains([',', '"', '\n', '\r']) {
-            line.push(b'"');
-            line.extend_from_slice(value.replace('"', "\"\"").as_bytes());
-            line.push(b'"');
-        } else {
-            line.extend_from_slice(value.as_bytes());
-        }
-    }
-    line.push(b'\n');
-    line
-}
-
 /// Room for one piece in the file's stream; `None` once the stream is gone.
 async fn reserve(
     tx: Option<mpsc::Sender<std::io::Result<Bytes>>>,
@@ -623,39 +578,5 @@ impl Engine for Mysql {
             Job::Statement(sql) => self.run_statement(&sql, out, uploads).await,
             Job::Meta(command) => self.meta(&command, out).await,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keepers_file_clauses_are_recognised() {
-        let outfile = OUTFILE.as_ref().unwrap();
-        let c = outfile
-            .captures("SELECT * FROM t INTO LOCAL OUTFILE '/tmp/a b.csv' FIELDS TERMINATED BY ',';")
-            .unwrap();
-        assert_eq!(&c[1], "SELECT * FROM t ");
-        assert_eq!(file_name(&c[2]), "a b.csv");
-        let infile = INFILE.as_ref().unwrap();
-        let c = infile
-            .captures("load data local infile 'x/../in.csv' into table t fields terminated by ','")
-            .unwrap();
-        assert_eq!(file_name(&c[1]), "in.csv");
-        assert!(
-            infile
-                .captures("load data infile '/etc/passwd' into table t")
-                .is_none()
-        );
-        assert_eq!(file_name(".."), "");
-    }
-
-    #[test]
-    fn csv_lines_quote_what_needs_it() {
-        assert_eq!(
-            csv_line([Some("1"), None, Some("a,\"b\"")].into_iter()),
-            b"1,,\"a,\"\"b\"\"\"\n"
-        );
     }
 }
