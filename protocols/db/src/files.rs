@@ -164,7 +164,6 @@ impl CsvReader {
             None => Err(CsvError::Unterminated),
         }
     }
-
 }
 
 /// The first record of `data` and the bytes it used, when `data` holds all of it (or, when
@@ -174,76 +173,74 @@ fn record(
     data: &[u8],
     last: bool,
 ) -> Result<Option<(Vec<Field>, usize)>, CsvError> {
-    {
-        let mut fields = Vec::new();
-        let mut field = Vec::new();
-        let mut quoted = false;
-        let mut in_quotes = false;
-        let mut i = 0;
-        let number = *records + 1;
-        let mut push = |field: &mut Vec<u8>, quoted: bool| -> Result<(), CsvError> {
-            if fields.len() >= MAX_FIELDS {
-                return Err(CsvError::TooLong(number));
-            }
-            let text = String::from_utf8(std::mem::take(field))
-                .map_err(|_| CsvError::NotText(number))?;
-            fields.push(if text.is_empty() && !quoted {
-                None
-            } else {
-                Some(text)
-            });
-            Ok(())
-        };
-        while i < data.len() {
-            let byte = data[i];
-            if in_quotes {
-                if byte == b'"' {
-                    match data.get(i + 1) {
-                        Some(b'"') => {
-                            field.push(b'"');
-                            i += 1;
-                        }
-                        None if !last => return Ok(None),
-                        _ => in_quotes = false,
+    let mut fields = Vec::new();
+    let mut field = Vec::new();
+    let mut quoted = false;
+    let mut in_quotes = false;
+    let mut i = 0;
+    let number = *records + 1;
+    let mut push = |field: &mut Vec<u8>, quoted: bool| -> Result<(), CsvError> {
+        if fields.len() >= MAX_FIELDS {
+            return Err(CsvError::TooLong(number));
+        }
+        let text =
+            String::from_utf8(std::mem::take(field)).map_err(|_| CsvError::NotText(number))?;
+        fields.push(if text.is_empty() && !quoted {
+            None
+        } else {
+            Some(text)
+        });
+        Ok(())
+    };
+    while i < data.len() {
+        let byte = data[i];
+        if in_quotes {
+            if byte == b'"' {
+                match data.get(i + 1) {
+                    Some(b'"') => {
+                        field.push(b'"');
+                        i += 1;
                     }
-                } else {
-                    field.push(byte);
+                    None if !last => return Ok(None),
+                    _ => in_quotes = false,
                 }
             } else {
-                match byte {
-                    b'"' if field.is_empty() && !quoted => {
-                        quoted = true;
-                        in_quotes = true;
-                    }
-                    b',' => {
-                        push(&mut field, quoted)?;
-                        quoted = false;
-                    }
-                    b'\n' | b'\r' => {
-                        let mut used = i + 1;
-                        if byte == b'\r' {
-                            match data.get(used) {
-                                Some(b'\n') => used += 1,
-                                None if !last => return Ok(None),
-                                _ => {}
-                            }
-                        }
-                        push(&mut field, quoted)?;
-                        *records += 1;
-                        return Ok(Some((fields, used)));
-                    }
-                    _ => field.push(byte),
-                }
+                field.push(byte);
             }
-            i += 1;
+        } else {
+            match byte {
+                b'"' if field.is_empty() && !quoted => {
+                    quoted = true;
+                    in_quotes = true;
+                }
+                b',' => {
+                    push(&mut field, quoted)?;
+                    quoted = false;
+                }
+                b'\n' | b'\r' => {
+                    let mut used = i + 1;
+                    if byte == b'\r' {
+                        match data.get(used) {
+                            Some(b'\n') => used += 1,
+                            None if !last => return Ok(None),
+                            _ => {}
+                        }
+                    }
+                    push(&mut field, quoted)?;
+                    *records += 1;
+                    return Ok(Some((fields, used)));
+                }
+                _ => field.push(byte),
+            }
         }
-        if last && !in_quotes {
-            push(&mut field, quoted)?;
-            *records += 1;
-            return Ok(Some((fields, data.len())));
-        }
-        Ok(None)
+        i += 1;
     }
+    if last && !in_quotes {
+        push(&mut field, quoted)?;
+        *records += 1;
+        return Ok(Some((fields, data.len())));
+    }
+    Ok(None)
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use crate::editor::{Dialect, Editor, Input, MAX_QUEUE, MAX_STATEMENT, split};
 use crate::{redact, table};
 
 /// A user's keys (any bytes, split anywhere) through the line editor of each dialect, the
-/// statement splitter, the `\copy` and file-name parsers, the table's value display and the
+/// statement splitter, the `\copy`, file-name, LOAD DATA and CSV-import parsers, the table's value display and the
 /// audit's redaction: never a panic,
 /// statements end with `;` and are bounded, displayed values hold no control character, and
 /// audited text is bounded.
@@ -58,6 +58,20 @@ pub fn console_input(data: &[u8]) {
     if crate::files::file_name(&text).contains(['/', '\\']) {
         panic!("a file name that is a path");
     }
+    // A LOAD DATA target and a CSV file (SQL Server's import) from anything, in pieces.
+    let _ = crate::files::load_target(&text);
+    let mut reader = crate::files::CsvReader::default();
+    for chunk in data.chunks(53) {
+        match reader.feed(chunk) {
+            Ok(records) => {
+                if records.iter().any(|r| r.len() > crate::files::MAX_FIELDS) {
+                    panic!("a record with more fields than the bound");
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    let _ = reader.finish();
     let (shown, _) = table::display(&text);
     if shown.chars().any(char::is_control) {
         panic!("a control character reached the terminal");
