@@ -12,6 +12,7 @@ pub mod guac_client;
 pub mod guac_files;
 pub mod proc;
 pub mod servers;
+pub mod tds;
 pub mod term;
 
 use std::net::{SocketAddr, TcpListener};

@@ -3,7 +3,7 @@
 //! (`zt_terminal`), as `psql` would, with every statement audited.
 //!
 //! ```text
-//!  session's parameters ─▶ DbSettings ─▶ postgres/mysql::connect() ─▶ engine ─┐
+//!  session's parameters ─▶ DbSettings ─▶ postgres/mysql/mssql::connect() ─▶ engine ─┐
 //!                                                                          ▼
 //!  client ⇄ pipe ⇄ Terminal ⇄ Editor (line editing, history, `;`) ⇄ console::run ⇄ engine
 //! ```
@@ -20,6 +20,9 @@
 //! * [`mysql`]: MySQL and MariaDB through mysql_async's text protocol, boxed tables as the
 //!   `mysql` client draws them, `KILL QUERY` for Ctrl-C, Keeper's `INTO LOCAL OUTFILE` and
 //!   `LOAD DATA LOCAL INFILE` as file transfers.
+//! * [`mssql`]: SQL Server through tiberius's SQL batches, boxed tables, values as SQL Server
+//!   Management Studio shows them, `Msg n, Level l, State s` errors, TDS's ATTENTION for
+//!   Ctrl-C, and Keeper's two file clauses (the import as `INSERT`s in one transaction).
 //! * [`console`]: the session, and the [`console::Observer`] that hears each statement
 //!   ([`console::QueryReport`]: database, statement, duration, rows, error code, whether it
 //!   was cancelled) with passwords redacted ([`redact`]).
@@ -31,8 +34,10 @@
 //! only when the session allows them (`disable-csv-export` / `disable-csv-import` set to
 //! `false`); the server's and ztproxy's file systems are never read or written.
 //!
-//! Still to come (issue 19): the SQL Server engine, TLS to the server with a certificate
-//! pin.
+//! Still to come (issue 19): TLS to the servers with a certificate pin. Until then the
+//! connections are in clear text on the network between ztproxy and the database (for SQL
+//! Server, tiberius is built without TLS and offers `ENCRYPT_NOT_SUP`: a server that forces
+//! encryption refuses the login), so run ztproxy next to the databases it reaches.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -43,6 +48,7 @@ pub mod error;
 pub(crate) mod files;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod mssql;
 pub mod mysql;
 pub mod postgres;
 pub mod redact;

@@ -8,7 +8,7 @@
 //! recording, and runs [`zt_db::run`] in a task at the far end of a pipe. Every statement is
 //! a `db_query` audit event (and a note in the recordings); the end is `db_disconnected`.
 //!
-//! PostgreSQL and MySQL/MariaDB so far; `sqlserver` sessions are refused when created.
+//! PostgreSQL, MySQL/MariaDB and SQL Server.
 
 use tracing::Instrument;
 use zt_api::audit::AuditEvent;
@@ -33,10 +33,13 @@ pub struct DatabaseFactory;
 impl BackendFactory for DatabaseFactory {
     fn make(&self, request: &BackendRequest<'_>) -> Result<Box<dyn Backend>, ApiError> {
         let protocol = request.parameters.protocol();
-        if !matches!(protocol, Protocol::Postgresql | Protocol::Mysql) {
+        if !matches!(
+            protocol,
+            Protocol::Postgresql | Protocol::Mysql | Protocol::Sqlserver
+        ) {
             return Err(ApiError::new(
                 ErrorCode::Unsupported,
-                format!("the {protocol} console is not available yet"),
+                format!("{protocol} is not a database console"),
             )
             .with_field("protocol"));
         }
@@ -64,6 +67,7 @@ pub struct DatabaseBackend {
 enum Connected {
     Postgres(Box<zt_db::postgres::Postgres>),
     Mysql(Box<zt_db::mysql::Mysql>),
+    Mssql(Box<zt_db::mssql::Mssql>),
 }
 
 impl DatabaseBackend {
@@ -73,6 +77,9 @@ impl DatabaseBackend {
             Protocol::Mysql => zt_db::mysql::connect(host, port, &self.settings)
                 .await
                 .map(|e| Connected::Mysql(Box::new(e))),
+            Protocol::Sqlserver => zt_db::mssql::connect(host, port, &self.settings)
+                .await
+                .map(|e| Connected::Mssql(Box::new(e))),
             _ => zt_db::postgres::connect(host, port, &self.settings, None)
                 .await
                 .map(|e| Connected::Postgres(Box::new(e))),
@@ -116,6 +123,7 @@ impl Backend for DatabaseBackend {
         let database = match &engine {
             Connected::Postgres(e) => e.database().to_owned(),
             Connected::Mysql(e) => e.database().to_owned(),
+            Connected::Mssql(e) => e.database().to_owned(),
         };
         tracing::info!(%database, "logged in to the database");
         let typescript = match &context.typescript {
@@ -140,6 +148,7 @@ impl Backend for DatabaseBackend {
                 match engine {
                     Connected::Postgres(engine) => console.run(*engine, Dialect::Postgres).await,
                     Connected::Mysql(engine) => console.run(*engine, Dialect::Mysql).await,
+                    Connected::Mssql(engine) => console.run(*engine, Dialect::Tsql).await,
                 }
             }
             .instrument(tracing::Span::current()),
