@@ -10,6 +10,7 @@ pub mod browser;
 pub mod client;
 pub mod guac_client;
 pub mod guac_files;
+pub mod hostile_mysql;
 pub mod proc;
 pub mod servers;
 pub mod tds;

@@ -109,14 +109,19 @@ async fn open(opts: &Opts, timeout: Duration) -> Result<Conn, Error> {
         })
 }
 
-/// Until the user asks for a LOAD DATA LOCAL, a server asking for a file gets an error.
+/// Until the user asks for a LOAD DATA LOCAL, a server asking for a file gets none: the
+/// handler's stream fails at once, so mysql_async ends the file empty and the statement fails
+/// with the reason (mysql_async then closes the connection: the console opens another).
+/// mysql_async uses a handler once: it is set again before every statement.
 fn refuse_infile(conn: &mut Conn) {
     conn.set_infile_handler(async {
-        Err(std::io::Error::new(
-            std::io::ErrorKind::PermissionDenied,
-            "ztproxy sends a file only for LOAD DATA LOCAL INFILE the user ran",
-        )
-        .into())
+        let refusal = futures::stream::once(async {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                "the server asked for a file: ztproxy sends one only for a LOAD DATA LOCAL INFILE the user ran",
+            ))
+        });
+        Ok(refusal.boxed())
     });
 }
 
@@ -173,6 +178,11 @@ impl Mysql {
                     server.code, server.state, server.message
                 )
             }
+            mysql_async::Error::Driver(mysql_async::DriverError::LocalInfile(_)) => {
+                report.error_code = Some("HY000".to_owned());
+                "ERROR: the server asked for a file the user did not name: nothing was sent."
+                    .to_owned()
+            }
             other => {
                 report.error_code = Some("HY000".to_owned());
                 format!("ERROR: {other}")
@@ -194,8 +204,18 @@ impl Mysql {
         let mut report = QueryReport::new(sql, &self.database);
         let mut buf = Vec::new();
         let expanded = self.expanded;
+        refuse_infile(&mut self.conn);
         match self.conn.query_iter(sql).await {
-            Err(error) => Self::failed(&mut report, &error, &mut buf),
+            Err(error) => {
+                Self::failed(&mut report, &error, &mut buf);
+                if matches!(
+                    error,
+                    mysql_async::Error::Driver(mysql_async::DriverError::LocalInfile(_))
+                ) {
+                    // mysql_async closes a connection after a refused file request.
+                    self.reconnect(&mut buf).await;
+                }
+            }
             Ok(mut result) => loop {
                 let stream = match result.stream::<Row>().await {
                     Ok(Some(stream)) => stream,
@@ -408,20 +428,7 @@ impl Mysql {
         drop(data_tx);
         if abandoned {
             // The statement is cut off with the connection: the server rolls it back.
-            match open(&self.opts, self.settings.timeout).await {
-                Ok(mut conn) => {
-                    refuse_infile(&mut conn);
-                    if self.database != "(none)" {
-                        let _ = conn
-                            .query_drop(format!("USE `{}`", self.database.replace('`', "``")))
-                            .await;
-                    }
-                    self.conn = conn;
-                }
-                Err(error) => {
-                    buf.extend_from_slice(format!("reconnecting failed: {error}\r\n").as_bytes());
-                }
-            }
+            self.reconnect(&mut buf).await;
             buf.extend_from_slice(b"Import abandoned: nothing was imported.\r\n");
             report.cancelled = true;
             report.error_code = Some("70100".to_owned());
@@ -430,6 +437,25 @@ impl Mysql {
         let _ = out.send(Output::Bytes(buf)).await;
         report.duration = started.elapsed();
         report
+    }
+
+    /// A fresh connection in the same database, for one mysql_async closed (or one cut off
+    /// mid-statement).
+    async fn reconnect(&mut self, buf: &mut Vec<u8>) {
+        match open(&self.opts, self.settings.timeout).await {
+            Ok(mut conn) => {
+                refuse_infile(&mut conn);
+                if self.database != "(none)" {
+                    let _ = conn
+                        .query_drop(format!("USE `{}`", self.database.replace('`', "``")))
+                        .await;
+                }
+                self.conn = conn;
+            }
+            Err(error) => {
+                buf.extend_from_slice(format!("reconnecting failed: {error}\r\n").as_bytes());
+            }
+        }
     }
 
     async fn meta(&mut self, command: &str, out: &mpsc::Sender<Output>) -> QueryReport {

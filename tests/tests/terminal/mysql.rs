@@ -274,3 +274,72 @@ async fn local_outfile_and_infile_are_file_streams_under_the_policy() {
     assert!(!term.received.iter().any(|i| i.is(zt_guac::opcode::FILE)));
     drop(session);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_asking_for_a_file_nobody_named_gets_none_and_the_console_goes_on() {
+    use zt_tests::hostile_mysql::{HostileMysql, WANTED};
+    let server = HostileMysql::start().await.unwrap();
+    let fx = Proxy::start();
+    let mut events = fx.api.events(Some(0)).await.unwrap();
+    // Even with CSV import allowed: the user did not ask for this file.
+    let (session, id) = fx
+        .session(
+            Transport::Quic,
+            "mysql",
+            server.port,
+            &[
+                ("username", "app"),
+                ("password", "pw-hostile"),
+                ("disable-csv-import", "false"),
+            ],
+            None,
+        )
+        .await;
+    let mut term = Term::connect_to(&session, "mysql").await;
+    let prompt = "mysql [shop]>";
+    term.wait_for("the first prompt", STEP, |l| l.iter().any(|l| l == prompt))
+        .await;
+    for (n, statement) in ["select 1;", "select 2;"].into_iter().enumerate() {
+        term.type_text(statement).await;
+        term.type_text("\n").await;
+        term.wait_for("the refusal", STEP, |lines| {
+            lines
+                .iter()
+                .filter(|l| {
+                    *l == "ERROR: the server asked for a file the user did not name: nothing was sent."
+                })
+                .count()
+                == n + 1
+                && lines
+                    .iter()
+                    .rev()
+                    .find(|l| !l.is_empty())
+                    .is_some_and(|l| l == prompt)
+        })
+        .await;
+    }
+    {
+        let seen = server.seen.lock().unwrap();
+        assert_eq!(seen.requests, 2, "{seen:?}");
+        // Each request got the empty packet that ends a file, and nothing else.
+        assert_eq!(seen.answers, vec![Vec::<u8>::new(), Vec::new()]);
+    }
+    assert!(!term.received_text().contains("root:"));
+    assert!(!WANTED.is_empty());
+    fx.api.delete_session(&id).await.unwrap();
+    let events = events_until_ended(&mut events, &id).await;
+    let failed = events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                AuditEvent::DbQuery {
+                    error_code: Some(_),
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(failed, 2, "{events:?}");
+    drop(session);
+}
