@@ -177,18 +177,16 @@ async fn serve(mut stream: TcpStream, seen: Arc<Mutex<Seen>>) -> std::io::Result
         if let Ok(mut s) = seen.lock() {
             s.requests += 1;
         }
-        let mut seq = 1u8;
-        loop {
+        let seq = loop {
             let (got, payload) = read_packet(&mut stream).await?;
-            seq = got;
             let end = payload.is_empty();
             if let Ok(mut s) = seen.lock() {
                 s.answers.push(payload);
             }
             if end {
-                break;
+                break got;
             }
-        }
+        };
         write_packet(&mut stream, seq.wrapping_add(1), OK).await?;
     }
 }

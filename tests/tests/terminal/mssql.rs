@@ -10,7 +10,7 @@ use zt_api::control::Transport;
 use zt_tests::tds::TdsServer;
 use zt_tests::term::{STEP, Term};
 
-use super::postgres::{ctrl_c, receive_file, send_file};
+use super::postgres::{ctrl_c, receive_file, send_file, send_part};
 use super::{Proxy, TRANSPORTS, events_until_ended};
 
 fn prompt(database: &str) -> String {
@@ -401,5 +401,51 @@ async fn local_outfile_and_infile_are_file_streams_under_the_policy() {
     )
     .await;
     assert!(!term.received.iter().any(|i| i.is(zt_guac::opcode::FILE)));
+    drop(session);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_during_an_import_rolls_it_back_and_the_console_goes_on() {
+    let db = TdsServer::start().await.unwrap();
+    let fx = Proxy::start();
+    let (mut term, _id, session) = console(
+        &fx,
+        &db,
+        Transport::Webrtc,
+        &[("disable-csv-import", "false")],
+    )
+    .await;
+    term.type_text("load data local infile 'half.csv' into table people (id, name);\n")
+        .await;
+    term.wait_for("the request for the file", STEP, |l| {
+        l.iter()
+            .any(|l| l.starts_with("Send half.csv: drop the file"))
+    })
+    .await;
+    // Three pieces, then the user gives up: the transaction is rolled back.
+    send_part(&mut term, 9, "half.csv", 3).await;
+    ctrl_c(&mut term).await;
+    term.wait_for("the abandonment", STEP, |l| {
+        l.iter()
+            .any(|l| l == "Import abandoned: nothing was imported.")
+            && last_is(l, &prompt("shop"))
+    })
+    .await;
+    assert_eq!(db.people().len(), 3);
+    assert!(
+        db.batches()
+            .iter()
+            .any(|b| b == "IF @@TRANCOUNT > 0 ROLLBACK TRANSACTION"),
+        "{:?}",
+        db.batches()
+    );
+    run(
+        &mut term,
+        "select count(*) from people;",
+        "the count",
+        "shop",
+        |l| l.iter().any(|l| l == "|                3 |"),
+    )
+    .await;
     drop(session);
 }

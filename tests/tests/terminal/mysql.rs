@@ -10,7 +10,7 @@ use zt_api::control::Transport;
 use zt_tests::servers::Mariadb;
 use zt_tests::term::{STEP, Term};
 
-use super::postgres::{ctrl_c, receive_file, send_file};
+use super::postgres::{ctrl_c, receive_file, send_file, send_part};
 use super::{Proxy, TRANSPORTS, events_until_ended};
 
 const PROMPT: &str = "MariaDB [shop]>";
@@ -341,5 +341,48 @@ async fn a_server_asking_for_a_file_nobody_named_gets_none_and_the_console_goes_
         })
         .count();
     assert_eq!(failed, 2, "{events:?}");
+    drop(session);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_during_load_data_imports_nothing_and_the_console_goes_on() {
+    let db = Mariadb::start().unwrap();
+    db.root("use shop; create table halfway (id int primary key, name text);")
+        .unwrap();
+    let fx = Proxy::start();
+    let (mut term, _id, session) = console(
+        &fx,
+        &db,
+        Transport::Quic,
+        &[("disable-csv-import", "false")],
+    )
+    .await;
+    term.type_text(
+        "load data local infile 'half.csv' into table halfway fields terminated by ',';\n",
+    )
+    .await;
+    term.wait_for("the request for the file", STEP, |l| {
+        l.iter()
+            .any(|l| l.starts_with("Send half.csv: drop the file"))
+    })
+    .await;
+    // Three pieces reach the server's LOAD, then the user gives up.
+    send_part(&mut term, 9, "half.csv", 3).await;
+    ctrl_c(&mut term).await;
+    term.wait_for("the abandonment", STEP, |l| {
+        l.iter().any(|l| {
+            l == "Import abandoned: nothing was imported." || l.starts_with("ERROR 1317 (70100)")
+        }) && last_is_prompt(l)
+    })
+    .await;
+    assert_eq!(db.root("select count(*) from shop.halfway").unwrap(), "0");
+    // The console goes on, in the same database.
+    run(
+        &mut term,
+        "select count(*) as n from halfway;",
+        "the count",
+        |l| l.iter().any(|l| l == "| 0 |"),
+    )
+    .await;
     drop(session);
 }

@@ -503,6 +503,47 @@ async fn csv_export_is_a_download_when_allowed_and_refused_otherwise() {
 /// Sends `data` as a file named `name` on stream `stream`, as a browser uploads a dropped
 /// file: `file`, then each `blob` after the previous one's ack, then `end`. The acks'
 /// statuses, in order.
+/// Sends the first `pieces` blobs of a file (waiting for each ack) and no `end`: a file the
+/// user abandons half-way.
+pub(crate) async fn send_part(term: &mut Term, stream: u32, name: &str, pieces: usize) {
+    use base64::Engine as _;
+    let index = stream.to_string();
+    term.client
+        .send(&zt_guac::Instruction::new(
+            zt_guac::opcode::FILE,
+            &[index.as_str(), "text/csv", name],
+        ))
+        .await
+        .unwrap();
+    for n in 0..=pieces {
+        let deadline = tokio::time::Instant::now() + STEP;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            assert_eq!(term.receive(left).await, Some(true), "no ack came");
+            let last = term.received.last().unwrap();
+            if last.is(zt_guac::opcode::ACK) && last.arg(0) == Some(index.as_str()) {
+                assert_eq!(last.arg(2), Some("0"));
+                break;
+            }
+        }
+        if n == pieces {
+            return;
+        }
+        let mut chunk = String::new();
+        for id in n * 100..(n + 1) * 100 {
+            chunk.push_str(&format!("{},part-{id}\n", id + 1));
+        }
+        let encoded = base64::engine::general_purpose::STANDARD.encode(chunk);
+        term.client
+            .send(&zt_guac::Instruction::new(
+                zt_guac::opcode::BLOB,
+                &[index.as_str(), encoded.as_str()],
+            ))
+            .await
+            .unwrap();
+    }
+}
+
 pub(crate) async fn send_file(
     term: &mut Term,
     stream: u32,
