@@ -23,6 +23,8 @@ pub struct Postgres {
     pub user: String,
     /// The user's password (SCRAM-SHA-256 authentication).
     pub password: String,
+    /// The server's certificate (DER), when it offers TLS.
+    pub certificate: Option<Vec<u8>>,
     bin: PathBuf,
     child: Child,
     _dir: TempDir,
@@ -31,6 +33,15 @@ pub struct Postgres {
 impl Postgres {
     /// Initialises a cluster and starts `postgres` on a free port.
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(false)
+    }
+
+    /// The same, offering TLS with a fresh self-signed certificate.
+    pub fn start_tls() -> anyhow::Result<Self> {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> anyhow::Result<Self> {
         let bin = postgres_bindir()?;
         let dir = tempfile::Builder::new().prefix("ztproxy-pg").tempdir()?;
         std::fs::set_permissions(
@@ -78,6 +89,29 @@ impl Postgres {
         if !status.status.success() {
             bail!("initdb failed: {}", String::from_utf8_lossy(&status.stderr));
         }
+        let mut certificate = None;
+        let mut tls_options = Vec::new();
+        if tls {
+            let rcgen::CertifiedKey { cert, signing_key } =
+                rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])?;
+            let (crt, key) = (data.join("server.crt"), data.join("server.key"));
+            std::fs::write(&crt, cert.pem())?;
+            std::fs::write(&key, signing_key.serialize_pem())?;
+            std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+            if as_root {
+                let (uid, gid) = user_ids("postgres").context("the `postgres` user")?;
+                chown_recursive(&data, uid, gid)?;
+            }
+            certificate = Some(cert.der().to_vec());
+            tls_options = vec![
+                "-c".to_owned(),
+                "ssl=on".to_owned(),
+                "-c".to_owned(),
+                format!("ssl_cert_file={}", crt.display()),
+                "-c".to_owned(),
+                format!("ssl_key_file={}", key.display()),
+            ];
+        }
         let port = free_port();
         let child = run_as(bin.join("postgres"))
             .arg("-D")
@@ -92,6 +126,7 @@ impl Postgres {
                 "-c",
                 "logging_collector=off",
             ])
+            .args(&tls_options)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -100,6 +135,7 @@ impl Postgres {
             port,
             user,
             password,
+            certificate,
             bin,
             child,
             _dir: dir,

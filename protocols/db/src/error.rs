@@ -20,6 +20,12 @@ pub enum Error {
     /// The server refused the credentials (or the database).
     #[error("the database server refused the login: {0}")]
     LoginRefused(String),
+    /// The server's certificate is not among the session's pins (nothing was sent).
+    #[error("the database server's certificate {0} does not match the pinned certificate")]
+    CertificateRefused(String),
+    /// The session requires TLS and the server does not offer it (nothing was sent).
+    #[error("the database server does not offer TLS, which the session requires")]
+    TlsUnavailable,
     /// The server failed otherwise.
     #[error("database server error: {0}")]
     Server(String),
@@ -32,7 +38,8 @@ impl Error {
             Self::Unreachable(_) => Status::UPSTREAM_NOT_FOUND,
             Self::Timeout(_) => Status::UPSTREAM_TIMEOUT,
             Self::LoginRefused(_) => Status::CLIENT_UNAUTHORIZED,
-            Self::Server(_) => Status::UPSTREAM_ERROR,
+            Self::CertificateRefused(_) => Status::UPSTREAM_UNAVAILABLE,
+            Self::TlsUnavailable | Self::Server(_) => Status::UPSTREAM_ERROR,
         }
     }
 
@@ -42,6 +49,10 @@ impl Error {
             Self::Unreachable(_) => "The database server cannot be reached",
             Self::Timeout(_) => "The database server did not answer in time",
             Self::LoginRefused(_) => "The database server refused the login",
+            Self::CertificateRefused(_) => {
+                "The database server's certificate does not match the pinned certificate"
+            }
+            Self::TlsUnavailable => "The database server does not offer TLS",
             Self::Server(_) => "Database server error",
         }
     }

@@ -10,7 +10,8 @@ use crate::editor::{Dialect, Editor, Input, MAX_QUEUE, MAX_STATEMENT, split};
 use crate::{redact, table};
 
 /// A user's keys (any bytes, split anywhere) through the line editor of each dialect, the
-/// statement splitter, the `\copy`, file-name, LOAD DATA and CSV-import parsers, the table's value display and the
+/// statement splitter, the `\copy`, file-name, LOAD DATA, CSV-import and certificate-pin
+/// parsers, the table's value display and the
 /// audit's redaction: never a panic,
 /// statements end with `;` and are bounded, displayed values hold no control character, and
 /// audited text is bounded.
@@ -72,6 +73,12 @@ pub fn console_input(data: &[u8]) {
         }
     }
     let _ = reader.finish();
+    // `server-certificate` comes from the control API.
+    if let Ok(pins) = crate::tls::parse_pins(&text)
+        && (pins.is_empty() || pins.len() > 16)
+    {
+        panic!("a pin list out of its bounds");
+    }
     let (shown, _) = table::display(&text);
     if shown.chars().any(char::is_control) {
         panic!("a control character reached the terminal");

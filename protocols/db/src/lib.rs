@@ -34,10 +34,13 @@
 //! only when the session allows them (`disable-csv-export` / `disable-csv-import` set to
 //! `false`); the server's and ztproxy's file systems are never read or written.
 //!
-//! Still to come (issue 19): TLS to the servers with a certificate pin. Until then the
-//! connections are in clear text on the network between ztproxy and the database (for SQL
-//! Server, tiberius is built without TLS and offers `ENCRYPT_NOT_SUP`: a server that forces
-//! encryption refuses the login), so run ztproxy next to the databases it reaches.
+//! * [`tls`]: TLS to the server with the session's certificate pin (`ssl-mode`,
+//!   `server-certificate`), PostgreSQL only so far.
+//!
+//! Still to come (issue 19): TLS to MySQL/MariaDB and SQL Server. Until then those
+//! connections are plain TCP (for SQL Server, tiberius is built without TLS and offers
+//! `ENCRYPT_NOT_SUP`: a server that forces encryption refuses the login), and a session that
+//! asks for TLS to them is refused when it is created.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -54,8 +57,9 @@ pub mod postgres;
 pub mod redact;
 pub mod settings;
 pub mod table;
+pub mod tls;
 
 pub use console::{EndedBy, Engine, Observer, QueryReport, SessionEnd, run};
 pub use editor::{Dialect, Editor};
 pub use error::Error;
-pub use settings::DbSettings;
+pub use settings::{DbSettings, SslMode};

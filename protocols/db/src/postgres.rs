@@ -6,12 +6,14 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use tokio::sync::mpsc;
-use tokio_postgres::{CancelToken, Client, NoTls, SimpleQueryMessage};
+use tokio_postgres::config::SslMode as PgSslMode;
+use tokio_postgres::{CancelToken, Client, SimpleQueryMessage};
 
 use crate::console::{Engine, Job, Output, QueryReport, Upload};
 use crate::error::Error;
-use crate::settings::DbSettings;
+use crate::settings::{DbSettings, SslMode};
 use crate::table::Table;
+use crate::tls::{Fingerprint, Tls};
 
 /// Output gathered before it is handed to the terminal.
 const CHUNK: usize = 16 * 1024;
@@ -46,6 +48,8 @@ pub struct Postgres {
     port: u16,
     database: String,
     expanded: bool,
+    tls: Tls,
+    certificate: Option<Fingerprint>,
 }
 
 impl std::fmt::Debug for Postgres {
@@ -83,10 +87,18 @@ pub async fn connect(
     if let Some(database) = database.or(settings.database.as_deref()) {
         config.dbname(database);
     }
-    let (client, connection) = tokio::time::timeout(settings.timeout, config.connect(NoTls))
+    config.ssl_mode(match settings.ssl_mode {
+        SslMode::Disable => PgSslMode::Disable,
+        SslMode::Prefer => PgSslMode::Prefer,
+        SslMode::Require => PgSslMode::Require,
+    });
+    let tls = Tls::new(settings.pins.clone()).map_err(|e| Error::Server(e.to_string()))?;
+    let (client, connection) = tokio::time::timeout(settings.timeout, config.connect(tls.clone()))
         .await
         .map_err(|_| Error::Timeout(settings.timeout))?
-        .map_err(|e| login_error(&e))?;
+        .map_err(|e| tls_error(&tls, settings, &e).unwrap_or_else(|| login_error(&e)))?;
+    // Under `prefer` against a server without TLS no certificate was seen.
+    let certificate = tls.seen();
     let connection = tokio::spawn(async move {
         let _ = connection.await;
     });
@@ -109,7 +121,28 @@ pub async fn connect(
         port,
         database,
         expanded: false,
+        tls,
+        certificate,
     })
+}
+
+/// The TLS failures the session's policy causes, in words the operator can act on.
+fn tls_error(tls: &Tls, settings: &DbSettings, error: &tokio_postgres::Error) -> Option<Error> {
+    let text = format!(
+        "{error}: {}",
+        std::error::Error::source(error)
+            .map(ToString::to_string)
+            .unwrap_or_default()
+    );
+    if text.contains("server does not support TLS") {
+        return Some(Error::TlsUnavailable);
+    }
+    match tls.seen() {
+        Some(seen) if !settings.pins.is_empty() && !settings.pins.contains(&seen) => {
+            Some(Error::CertificateRefused(crate::tls::display(&seen)))
+        }
+        _ => None,
+    }
 }
 
 fn login_error(error: &tokio_postgres::Error) -> Error {
@@ -130,6 +163,13 @@ fn server_text(error: &tokio_postgres::Error) -> String {
 }
 
 impl Postgres {
+    /// The SHA-256 of the certificate the server presented (`None`: no TLS), and whether it
+    /// was pinned.
+    pub fn certificate(&self) -> Option<(Fingerprint, bool)> {
+        self.certificate
+            .map(|c| (c, self.settings.pins.contains(&c)))
+    }
+
     /// The database connected to.
     pub fn database(&self) -> &str {
         &self.database
@@ -233,11 +273,19 @@ impl Postgres {
             ("\\conninfo", _) => {
                 let _ = out
                     .send(say(format!(
-                        "You are connected to database \"{}\" as user \"{}\" on host \"{}\" at port \"{}\".\r\n",
+                        "You are connected to database \"{}\" as user \"{}\" on host \"{}\" at port \"{}\".\r\n{}",
                         self.database,
                         self.settings.username.expose_secret(),
                         self.host,
-                        self.port
+                        self.port,
+                        match self.certificate() {
+                            Some((c, pinned)) => format!(
+                                "TLS connection (server certificate {}, {}).\r\n",
+                                crate::tls::display(&c),
+                                if pinned { "pinned" } else { "not pinned" }
+                            ),
+                            None => "Not a TLS connection.\r\n".to_owned(),
+                        }
                     )))
                     .await;
                 return QueryReport::new(command, &self.database);
@@ -559,11 +607,14 @@ impl Engine for Postgres {
 
     fn canceller(&self) -> crate::console::Canceller {
         let token = self.cancel.clone();
+        let tls = self.tls.clone();
         Box::new(move || {
             let token = token.clone();
+            let tls = tls.clone();
             Box::pin(async move {
                 let _ =
-                    tokio::time::timeout(Duration::from_secs(5), token.cancel_query(NoTls)).await;
+                    tokio::time::timeout(Duration::from_secs(5), token.cancel_query(tls.clone()))
+                        .await;
             })
         })
     }

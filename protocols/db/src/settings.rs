@@ -9,7 +9,10 @@
 //!   CSV" and "Can import CSV" are off unless set, and a missing parameter is not a grant;
 //! * credentials are never asked for in the terminal: `username` is required (a
 //!   privileged-access system injects it, and the password);
-//! * `timeout` (default 10 s) bounds the connection and the login.
+//! * `timeout` (default 10 s) bounds the connection and the login;
+//! * `ssl-mode` (`disable`, `prefer`, the default, or `require`) and `server-certificate`
+//!   (SHA-256 pins of the server's certificate; a pin makes TLS required) are ztproxy's own,
+//!   libpq's and SSH's `host-key` ideas: see [`crate::tls`].
 
 use std::time::Duration;
 
@@ -41,8 +44,24 @@ pub struct DbSettings {
     pub csv_import: bool,
     /// `timeout`: the longest the connection and the login may take.
     pub timeout: Duration,
+    /// `ssl-mode`: whether the connection uses TLS.
+    pub ssl_mode: SslMode,
+    /// `server-certificate`: the SHA-256s of the certificates the server may present (empty:
+    /// any).
+    pub pins: Vec<crate::tls::Fingerprint>,
     /// The terminal's own parameters.
     pub terminal: TerminalSettings,
+}
+
+/// `ssl-mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    /// Plain TCP.
+    Disable,
+    /// TLS when the server offers it (the default; required when a pin is given).
+    Prefer,
+    /// TLS, or no connection.
+    Require,
 }
 
 impl DbSettings {
@@ -80,6 +99,32 @@ impl DbSettings {
                 }
             },
         };
+        let pins = match value("server-certificate") {
+            None => Vec::new(),
+            Some(v) if v.len() > 4096 => {
+                return Err(SettingsError::new("server-certificate", "is too long"));
+            }
+            Some(v) => crate::tls::parse_pins(v)
+                .map_err(|reason| SettingsError::new("server-certificate", reason))?,
+        };
+        let ssl_mode = match value("ssl-mode") {
+            None | Some("prefer") if !pins.is_empty() => SslMode::Require,
+            None | Some("prefer") => SslMode::Prefer,
+            Some("require") => SslMode::Require,
+            Some("disable") if pins.is_empty() => SslMode::Disable,
+            Some("disable") => {
+                return Err(SettingsError::new(
+                    "ssl-mode",
+                    "cannot be \"disable\" with a server-certificate pin",
+                ));
+            }
+            Some(_) => {
+                return Err(SettingsError::new(
+                    "ssl-mode",
+                    "must be \"disable\", \"prefer\" or \"require\"",
+                ));
+            }
+        };
         Ok(Self {
             username: text("username")?
                 .map(|v| Secret::new(v.to_owned()))
@@ -94,6 +139,8 @@ impl DbSettings {
             csv_export: allowed("disable-csv-export")?,
             csv_import: allowed("disable-csv-import")?,
             timeout,
+            ssl_mode,
+            pins,
             terminal: TerminalSettings::from_parameters(get)?,
         })
     }
@@ -128,5 +175,29 @@ mod tests {
         let error = parse(&[("username", "u"), ("password", "evil\0")]).unwrap_err();
         assert_eq!(error.name, "password");
         assert!(!error.to_string().contains("evil"));
+    }
+
+    #[test]
+    fn a_pin_makes_tls_required() {
+        assert_eq!(
+            parse(&[("username", "u")]).unwrap().ssl_mode,
+            SslMode::Prefer
+        );
+        let pin = "ab".repeat(32);
+        let s = parse(&[("username", "u"), ("server-certificate", &pin)]).unwrap();
+        assert_eq!((s.ssl_mode, s.pins.len()), (SslMode::Require, 1));
+        let error = parse(&[
+            ("username", "u"),
+            ("server-certificate", &pin),
+            ("ssl-mode", "disable"),
+        ])
+        .unwrap_err();
+        assert_eq!(error.name, "ssl-mode");
+        assert_eq!(
+            parse(&[("username", "u"), ("server-certificate", "nope")])
+                .unwrap_err()
+                .name,
+            "server-certificate"
+        );
     }
 }

@@ -292,6 +292,21 @@ pub enum AuditEvent {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         cancelled: bool,
     },
+    /// A database console logged in (before its first statement).
+    DbConnected {
+        /// Session id.
+        session: String,
+        /// The database logged in to.
+        database: String,
+        /// Whether the connection is TLS.
+        tls: bool,
+        /// The server certificate's SHA-256 (`SHA256:` and base64), with TLS.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        certificate_fingerprint: Option<String>,
+        /// Whether that certificate was the session's `server-certificate` pin (otherwise
+        /// any certificate was accepted: pin this fingerprint).
+        certificate_pinned: bool,
+    },
     /// A database console ended.
     DbDisconnected {
         /// Session id.
@@ -333,6 +348,7 @@ impl AuditEvent {
             | Self::TelnetLoginFailed { session, .. }
             | Self::TelnetDisconnected { session, .. }
             | Self::DbQuery { session, .. }
+            | Self::DbConnected { session, .. }
             | Self::DbDisconnected { session, .. } => Some(session),
             Self::AccessDenied { .. } => None,
         }

@@ -545,6 +545,8 @@ pub const DATABASE: &[&str] = &[
     "database",
     "disable-csv-export",
     "disable-csv-import",
+    "ssl-mode",
+    "server-certificate",
     "font-name",
     "font-size",
     "color-scheme",

@@ -48,6 +48,20 @@ impl BackendFactory for DatabaseFactory {
             values.get(name).map(|v| v.expose_secret().as_str())
         })
         .map_err(|e| ApiError::invalid_field(format!("parameters.{}", e.name), e.reason))?;
+        if protocol != Protocol::Postgresql {
+            // Not yet: refused rather than connected in the clear against the session's word.
+            let field = if settings.pins.is_empty() {
+                (settings.ssl_mode == zt_db::SslMode::Require).then_some("ssl-mode")
+            } else {
+                Some("server-certificate")
+            };
+            if let Some(field) = field {
+                return Err(ApiError::invalid_field(
+                    format!("parameters.{field}"),
+                    format!("TLS to {protocol} servers is not available yet"),
+                ));
+            }
+        }
         Ok(Box::new(DatabaseBackend {
             settings,
             protocol,
@@ -125,7 +139,23 @@ impl Backend for DatabaseBackend {
             Connected::Mysql(e) => e.database().to_owned(),
             Connected::Mssql(e) => e.database().to_owned(),
         };
-        tracing::info!(%database, "logged in to the database");
+        let certificate = match &engine {
+            Connected::Postgres(e) => e.certificate(),
+            Connected::Mysql(_) | Connected::Mssql(_) => None,
+        };
+        tracing::info!(
+            %database,
+            tls = certificate.is_some(),
+            certificate = certificate.map(|(c, _)| zt_db::tls::display(&c)).as_deref(),
+            "logged in to the database"
+        );
+        context.services.audit.emit(AuditEvent::DbConnected {
+            session: context.session.clone(),
+            database: database.clone(),
+            tls: certificate.is_some(),
+            certificate_fingerprint: certificate.map(|(c, _)| zt_db::tls::display(&c)),
+            certificate_pinned: certificate.is_some_and(|(_, pinned)| pinned),
+        });
         let typescript = match &context.typescript {
             Some((request, settings)) => {
                 start_typescript(context, request, settings, geometry.cols, geometry.rows).await?

@@ -7,6 +7,7 @@
 // A test binary: a failed expectation is a panic, in helpers as in test functions.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod db_tls;
 mod mssql;
 mod mysql;
 mod postgres;

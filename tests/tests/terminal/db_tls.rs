@@ -1,0 +1,234 @@
+//! TLS to PostgreSQL with the session's certificate pin, against a real server the tests
+//! start with `ssl=on` and a fresh self-signed certificate: the pinned certificate is
+//! accepted and the server itself reports the connection as TLS; another certificate ends
+//! the session before the login; an unpinned one is accepted under `prefer` and its
+//! fingerprint audited for pinning; `ssl-mode=require` against a server without TLS is
+//! refused.
+
+use sha2::Digest as _;
+use zt_api::audit::AuditEvent;
+use zt_api::control::Transport;
+use zt_guac::Status;
+use zt_tests::servers::Postgres;
+use zt_tests::term::{STEP, Term};
+
+use super::{Proxy, events_until_ended};
+
+const PROMPT: &str = "postgres=>";
+
+fn fingerprint(pg: &Postgres) -> [u8; 32] {
+    sha2::Sha256::digest(pg.certificate.as_ref().unwrap()).into()
+}
+
+fn hex_colons(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn base64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    format!(
+        "SHA256:{}",
+        base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes)
+    )
+}
+
+async fn open(
+    fx: &Proxy,
+    pg: &Postgres,
+    extra: &[(&str, &str)],
+) -> (Term, String, zt_proxy::client::session::ClientSession) {
+    let mut pairs: Vec<(&str, &str)> = vec![
+        ("username", pg.user.as_str()),
+        ("password", pg.password.as_str()),
+        ("database", "postgres"),
+    ];
+    pairs.extend_from_slice(extra);
+    let (session, id) = fx
+        .session(Transport::Quic, "postgresql", pg.port, &pairs, None)
+        .await;
+    let client = zt_tests::guac_client::GuacClient::start(
+        &session,
+        &zt_tests::guac_client::Handshake {
+            select: "postgresql".into(),
+            size: zt_tests::term::DISPLAY,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    (Term::new(client), id, session)
+}
+
+fn connected(events: &[AuditEvent]) -> Option<(bool, Option<String>, bool)> {
+    events.iter().find_map(|e| match e {
+        AuditEvent::DbConnected {
+            tls,
+            certificate_fingerprint,
+            certificate_pinned,
+            ..
+        } => Some((*tls, certificate_fingerprint.clone(), *certificate_pinned)),
+        _ => None,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_certificate_is_accepted_and_the_server_sees_tls() {
+    let pg = Postgres::start_tls().unwrap();
+    let fx = Proxy::start();
+    let presented = fingerprint(&pg);
+    let mut events = fx.api.events(Some(0)).await.unwrap();
+    // The pin as openssl prints it.
+    let pin = format!("sha256 Fingerprint={}", hex_colons(&presented));
+    let (mut term, id, session) = open(&fx, &pg, &[("server-certificate", &pin)]).await;
+    term.wait_for("the first prompt", STEP, |l| l.iter().any(|l| l == PROMPT))
+        .await;
+    term.type_text("select ssl, version from pg_stat_ssl where pid = pg_backend_pid();\n")
+        .await;
+    term.wait_for("the server's view of the connection", STEP, |lines| {
+        lines.iter().any(|l| l.starts_with(" t   | TLSv1."))
+    })
+    .await;
+    term.type_text("\\conninfo\n").await;
+    let expected = format!(
+        "TLS connection (server certificate {}, pinned).",
+        base64(&presented)
+    );
+    term.wait_for("\\conninfo", STEP, |lines| {
+        // The line is wider than the terminal: compare without the wrap's spaces.
+        lines
+            .concat()
+            .replace(' ', "")
+            .contains(&expected.replace(' ', ""))
+    })
+    .await;
+    fx.api.delete_session(&id).await.unwrap();
+    let events = events_until_ended(&mut events, &id).await;
+    assert_eq!(
+        connected(&events),
+        Some((true, Some(base64(&presented)), true)),
+        "{events:?}"
+    );
+    drop(session);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_certificate_ends_the_session_before_the_login() {
+    let pg = Postgres::start_tls().unwrap();
+    let fx = Proxy::start();
+    let presented = fingerprint(&pg);
+    let mut events = fx.api.events(Some(0)).await.unwrap();
+    let wrong = base64(&[7; 32]);
+    let (mut term, id, session) = open(&fx, &pg, &[("server-certificate", &wrong)]).await;
+    term.until_closed().await;
+    assert_eq!(
+        term.errors(),
+        vec![(
+            "The database server's certificate does not match the pinned certificate".to_owned(),
+            Status::UPSTREAM_UNAVAILABLE.code()
+        )]
+    );
+    let events = events_until_ended(&mut events, &id).await;
+    assert!(connected(&events).is_none(), "{events:?}");
+    assert!(
+        events.iter().any(
+            |e| matches!(e, AuditEvent::SessionEnded { detail: Some(d), .. }
+            if d.contains(&base64(&presented)))
+        ),
+        "the presented fingerprint is in the session's end: {events:?}"
+    );
+    // The server never saw a login from the proxy.
+    let logins = pg
+        .query("select count(*) from pg_stat_activity where application_name = 'ztproxy'")
+        .unwrap();
+    assert_eq!(logins, "0");
+    drop(session);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_pin_tls_is_preferred_and_the_fingerprint_audited_and_require_needs_tls() {
+    let pg = Postgres::start_tls().unwrap();
+    let fx = Proxy::start();
+    let presented = fingerprint(&pg);
+    let mut events = fx.api.events(Some(0)).await.unwrap();
+    let (mut term, id, session) = open(&fx, &pg, &[]).await;
+    term.wait_for("the first prompt", STEP, |l| l.iter().any(|l| l == PROMPT))
+        .await;
+    fx.api.delete_session(&id).await.unwrap();
+    let ended = events_until_ended(&mut events, &id).await;
+    assert_eq!(
+        connected(&ended),
+        Some((true, Some(base64(&presented)), false)),
+        "{ended:?}"
+    );
+    drop((term, session));
+
+    // A server without TLS: `require` refuses it, the default connects in the clear.
+    let plain = Postgres::start().unwrap();
+    let (mut term, _id, session) = open(&fx, &plain, &[("ssl-mode", "require")]).await;
+    term.until_closed().await;
+    assert_eq!(
+        term.errors(),
+        vec![(
+            "The database server does not offer TLS".to_owned(),
+            Status::UPSTREAM_ERROR.code()
+        )]
+    );
+    drop(session);
+    let (mut term, id, session) = open(&fx, &plain, &[]).await;
+    term.wait_for("the first prompt", STEP, |l| l.iter().any(|l| l == PROMPT))
+        .await;
+    fx.api.delete_session(&id).await.unwrap();
+    let ended = events_until_ended(&mut events, &id).await;
+    assert_eq!(connected(&ended), Some((false, None, false)), "{ended:?}");
+    drop(session);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_and_sql_server_sessions_asking_for_tls_are_refused_not_connected_in_the_clear() {
+    use zt_api::Secret;
+    use zt_api::control::{Conversation, CreateSessionRequest, LimitsRequest, Target};
+    let fx = Proxy::start();
+    let pin = base64(&[1; 32]);
+    for (protocol, name, value) in [
+        ("mysql", "server-certificate", pin.as_str()),
+        ("sqlserver", "ssl-mode", "require"),
+    ] {
+        let request = CreateSessionRequest {
+            transport: Transport::Quic,
+            conversation: Conversation::Connection,
+            protocol: Some(protocol.into()),
+            target: Target {
+                host: "127.0.0.1".into(),
+                port: 9,
+            },
+            offer: None,
+            sealed_offer: None,
+            signalling: None,
+            parameters: [("username", "u"), (name, value)]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), Secret::new(v.to_owned())))
+                .collect(),
+            limits: LimitsRequest::default(),
+            route: None,
+            recording: None,
+            resource_id: None,
+            user: None,
+        };
+        match fx.api.create_session(&request).await {
+            Err(zt_proxy::client::api::ClientError::Api { status, error }) => {
+                assert_eq!(status, 400);
+                assert_eq!(error.field.as_deref(), Some(&*format!("parameters.{name}")));
+                assert!(
+                    error.message.contains("not available yet"),
+                    "{}",
+                    error.message
+                );
+            }
+            other => panic!("{protocol}: {other:?}"),
+        }
+    }
+}
