@@ -833,6 +833,8 @@ pub struct Mariadb {
     pub user: String,
     /// The user's password.
     pub password: String,
+    /// The server's certificate (PEM), when it offers TLS.
+    pub certificate: Option<String>,
     socket: PathBuf,
     child: Child,
     _dir: TempDir,
@@ -841,6 +843,15 @@ pub struct Mariadb {
 impl Mariadb {
     /// Initialises a data directory and starts `mariadbd`.
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(false)
+    }
+
+    /// The same, offering TLS with a fresh self-signed certificate.
+    pub fn start_tls() -> anyhow::Result<Self> {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> anyhow::Result<Self> {
         let install = require_program("mariadb-install-db", "mariadb-server", &[])?;
         let server = require_program("mariadbd", "mariadb-server", &["/usr/sbin"])?;
         let dir = tempfile::Builder::new()
@@ -858,7 +869,22 @@ impl Mariadb {
         let tmp = dir.path().join("tmp");
         std::fs::create_dir(&tmp)?;
         let config = dir.path().join("my.cnf");
-        std::fs::write(&config, format!("[mysqld]\ntmpdir={}\n", tmp.display()))?;
+        let mut settings = format!("[mysqld]\ntmpdir={}\n", tmp.display());
+        let mut certificate = None;
+        if tls {
+            let rcgen::CertifiedKey { cert, signing_key } =
+                rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])?;
+            let (crt, key) = (dir.path().join("server.crt"), dir.path().join("server.key"));
+            std::fs::write(&crt, cert.pem())?;
+            std::fs::write(&key, signing_key.serialize_pem())?;
+            settings.push_str(&format!(
+                "ssl-cert={}\nssl-key={}\n",
+                crt.display(),
+                key.display()
+            ));
+            certificate = Some(cert.pem());
+        }
+        std::fs::write(&config, settings)?;
         if as_root {
             let (uid, gid) = user_ids("mysql")?;
             chown_recursive(dir.path(), uid, gid)?;
@@ -917,6 +943,7 @@ impl Mariadb {
             port,
             user: "ztuser".to_owned(),
             password,
+            certificate,
             socket,
             child,
             _dir: dir,

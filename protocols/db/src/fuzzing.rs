@@ -74,8 +74,8 @@ pub fn console_input(data: &[u8]) {
     }
     let _ = reader.finish();
     // `server-certificate` comes from the control API.
-    if let Ok(pins) = crate::tls::parse_pins(&text)
-        && (pins.is_empty() || pins.len() > 16)
+    if let Ok(pinned) = crate::tls::parse_server_certificate(&text)
+        && (pinned.fingerprints.is_empty() || pinned.fingerprints.len() > 16)
     {
         panic!("a pin list out of its bounds");
     }

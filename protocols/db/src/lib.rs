@@ -35,12 +35,12 @@
 //! `false`); the server's and ztproxy's file systems are never read or written.
 //!
 //! * [`tls`]: TLS to the server with the session's certificate pin (`ssl-mode`,
-//!   `server-certificate`), PostgreSQL only so far.
+//!   `server-certificate`), for PostgreSQL and MySQL/MariaDB.
 //!
-//! Still to come (issue 19): TLS to MySQL/MariaDB and SQL Server. Until then those
-//! connections are plain TCP (for SQL Server, tiberius is built without TLS and offers
-//! `ENCRYPT_NOT_SUP`: a server that forces encryption refuses the login), and a session that
-//! asks for TLS to them is refused when it is created.
+//! Still to come (issue 19): TLS to SQL Server. Until then its connections are plain TCP
+//! (tiberius is built without TLS and offers `ENCRYPT_NOT_SUP`: a server that forces
+//! encryption refuses the login), and a `sqlserver` session that asks for TLS is refused
+//! when it is created.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -19,14 +19,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::StreamExt;
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Opts, OptsBuilder, Row, Value};
+use mysql_async::{Conn, Opts, OptsBuilder, Row, SslOpts, Value};
 use regex::Regex;
 use tokio::sync::mpsc;
 
 use crate::console::{Canceller, Engine, Job, Output, QueryReport, Upload};
 use crate::error::Error;
 use crate::files::{INFILE, OUTFILE, csv_line, file_name};
-use crate::settings::DbSettings;
+use crate::settings::{DbSettings, SslMode};
 use crate::table::{Style, Table};
 
 /// Output gathered before it is handed to the terminal.
@@ -58,6 +58,7 @@ pub struct Mysql {
     flavour: &'static str,
     database: String,
     expanded: bool,
+    tls: bool,
 }
 
 impl std::fmt::Debug for Mysql {
@@ -68,9 +69,10 @@ impl std::fmt::Debug for Mysql {
     }
 }
 
-/// Connects and logs in within the settings' `timeout`, to `database` when it is set.
+/// Connects and logs in within the settings' `timeout`, to `database` when it is set, with
+/// TLS as `ssl-mode` and `server-certificate` say (see [`crate::tls`]).
 pub async fn connect(host: &str, port: u16, settings: &DbSettings) -> Result<Mysql, Error> {
-    let opts: Opts = OptsBuilder::default()
+    let plain: Opts = OptsBuilder::default()
         .ip_or_hostname(host)
         .tcp_port(port)
         .prefer_socket(false)
@@ -83,7 +85,21 @@ pub async fn connect(host: &str, port: u16, settings: &DbSettings) -> Result<Mys
         )
         .db_name(settings.database.clone())
         .into();
-    let mut conn = open(&opts, settings.timeout).await?;
+    let (mut conn, opts, tls) = match ssl_opts(settings)? {
+        None => (open(&plain, settings.timeout).await?, plain, false),
+        Some(ssl) => {
+            let secure: Opts = OptsBuilder::from_opts(plain.clone())
+                .ssl_opts(Some(ssl))
+                .into();
+            match open(&secure, settings.timeout).await {
+                Ok(conn) => (conn, secure, true),
+                Err(Error::TlsUnavailable) if settings.ssl_mode == SslMode::Prefer => {
+                    (open(&plain, settings.timeout).await?, plain, false)
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    };
     refuse_infile(&mut conn);
     let (flavour, database) = identify(&mut conn).await?;
     Ok(Mysql {
@@ -93,7 +109,53 @@ pub async fn connect(host: &str, port: u16, settings: &DbSettings) -> Result<Mys
         flavour,
         database,
         expanded: false,
+        tls,
     })
+}
+
+/// The first DNS name a certificate holds.
+fn dns_name(der: &[u8]) -> Option<String> {
+    let der = rustls::pki_types::CertificateDer::from(der);
+    let certificate = webpki::EndEntityCert::try_from(&der).ok()?;
+    certificate.valid_dns_names().next().map(str::to_owned)
+}
+
+/// mysql_async's TLS options for the session: none for `disable`; the pinned certificates as
+/// the only trust anchors (names unchecked: the pin is the identity); otherwise any
+/// certificate.
+fn ssl_opts(settings: &DbSettings) -> Result<Option<SslOpts>, Error> {
+    if settings.ssl_mode == SslMode::Disable {
+        return Ok(None);
+    }
+    // mysql_async builds its rustls configuration with the process's default provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    if !settings.certificates.is_empty() {
+        let roots = settings
+            .certificates
+            .iter()
+            .map(|der| der.clone().into())
+            .collect();
+        let mut ssl = SslOpts::default()
+            .with_root_certs(roots)
+            .with_disable_built_in_roots(true)
+            .with_danger_skip_domain_validation(true);
+        // mysql_async's skipping of the name check looks for rustls's old error text, which
+        // rustls 0.23 no longer writes: the pin is the identity, so the name checked is one
+        // the pinned certificate holds.
+        if let Some(name) = settings.certificates.first().and_then(|der| dns_name(der)) {
+            ssl = ssl.with_danger_tls_hostname_override(Some(name));
+        }
+        return Ok(Some(ssl));
+    }
+    if !settings.pins.is_empty() {
+        // Refused when the session is created; here for a caller that did not check.
+        return Err(Error::Server(
+            "MySQL pins need the certificate itself (PEM) in server-certificate".to_owned(),
+        ));
+    }
+    Ok(Some(
+        SslOpts::default().with_danger_accept_invalid_certs(true),
+    ))
 }
 
 async fn open(opts: &Opts, timeout: Duration) -> Result<Conn, Error> {
@@ -103,6 +165,17 @@ async fn open(opts: &Opts, timeout: Duration) -> Result<Conn, Error> {
         .map_err(|e| match &e {
             mysql_async::Error::Server(server) if matches!(server.code, 1044 | 1045 | 1049) => {
                 Error::LoginRefused(server.message.clone())
+            }
+            mysql_async::Error::Driver(mysql_async::DriverError::NoClientSslFlagFromServer) => {
+                Error::TlsUnavailable
+            }
+            mysql_async::Error::Io(mysql_async::IoError::Io(io))
+                if io
+                    .get_ref()
+                    .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                    .is_some_and(|tls| matches!(tls, rustls::Error::InvalidCertificate(_))) =>
+            {
+                Error::CertificateRefused("(not a pinned certificate)".to_owned())
             }
             mysql_async::Error::Server(server) => Error::Server(server.message.clone()),
             other => Error::Unreachable(other.to_string()),
@@ -156,6 +229,16 @@ fn text(value: &Value) -> Option<String> {
 }
 
 impl Mysql {
+    /// Whether the connection is TLS, and the pinned certificate's SHA-256 when the session
+    /// pinned exactly one (mysql_async does not show the certificate it saw).
+    pub fn tls(&self) -> (bool, Option<crate::tls::Fingerprint>) {
+        let pinned = match self.settings.pins[..] {
+            [one] if self.tls => Some(one),
+            _ => None,
+        };
+        (self.tls, pinned)
+    }
+
     /// The database in use.
     pub fn database(&self) -> &str {
         &self.database

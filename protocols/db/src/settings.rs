@@ -49,6 +49,8 @@ pub struct DbSettings {
     /// `server-certificate`: the SHA-256s of the certificates the server may present (empty:
     /// any).
     pub pins: Vec<crate::tls::Fingerprint>,
+    /// The pinned certificates themselves (DER), when `server-certificate` gave them (PEM).
+    pub certificates: Vec<Vec<u8>>,
     /// The terminal's own parameters.
     pub terminal: TerminalSettings,
 }
@@ -99,14 +101,15 @@ impl DbSettings {
                 }
             },
         };
-        let pins = match value("server-certificate") {
-            None => Vec::new(),
-            Some(v) if v.len() > 4096 => {
+        let pinned = match value("server-certificate") {
+            None => crate::tls::Pinned::default(),
+            Some(v) if v.len() > 64 * 1024 => {
                 return Err(SettingsError::new("server-certificate", "is too long"));
             }
-            Some(v) => crate::tls::parse_pins(v)
+            Some(v) => crate::tls::parse_server_certificate(v)
                 .map_err(|reason| SettingsError::new("server-certificate", reason))?,
         };
+        let pins = pinned.fingerprints;
         let ssl_mode = match value("ssl-mode") {
             None | Some("prefer") if !pins.is_empty() => SslMode::Require,
             None | Some("prefer") => SslMode::Prefer,
@@ -141,6 +144,7 @@ impl DbSettings {
             timeout,
             ssl_mode,
             pins,
+            certificates: pinned.certificates,
             terminal: TerminalSettings::from_parameters(get)?,
         })
     }

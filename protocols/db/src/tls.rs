@@ -12,7 +12,10 @@
 //!   certificate is usually self-signed or from a private CA, and a pin says more than a
 //!   name.
 //!
-//! PostgreSQL only so far (tokio-postgres's [`MakeTlsConnect`]).
+//! PostgreSQL through tokio-postgres's [`MakeTlsConnect`] with this verifier. MySQL and
+//! MariaDB through mysql_async's own rustls set-up, which takes no verifier: there the pin
+//! must be the certificate itself (PEM), made mysql_async's only trust anchor with the name
+//! check off, and an unpinned connection cannot report the certificate it saw.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -30,7 +33,44 @@ use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect};
 /// A certificate's SHA-256.
 pub type Fingerprint = [u8; 32];
 
-/// Reads `server-certificate`: one or more SHA-256 fingerprints of the server's
+/// What `server-certificate` pins: fingerprints, and the certificates themselves when it
+/// holds them (PEM).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pinned {
+    /// The SHA-256 of each pinned certificate.
+    pub fingerprints: Vec<Fingerprint>,
+    /// The pinned certificates (DER), when `server-certificate` held them (PEM).
+    pub certificates: Vec<Vec<u8>>,
+}
+
+/// Reads `server-certificate`: PEM certificates (`-----BEGIN CERTIFICATE-----`), or SHA-256
+/// fingerprints (see [`parse_pins`]).
+pub fn parse_server_certificate(text: &str) -> Result<Pinned, &'static str> {
+    use rustls::pki_types::pem::PemObject as _;
+    if !text.contains("-----BEGIN CERTIFICATE-----") {
+        return Ok(Pinned {
+            fingerprints: parse_pins(text)?,
+            certificates: Vec::new(),
+        });
+    }
+    let mut pinned = Pinned::default();
+    for certificate in CertificateDer::pem_slice_iter(text.as_bytes()) {
+        let certificate = certificate.map_err(|_| "holds a PEM certificate that cannot be read")?;
+        if pinned.certificates.len() == 16 {
+            return Err("holds more than 16 certificates");
+        }
+        pinned
+            .fingerprints
+            .push(Sha256::digest(certificate.as_ref()).into());
+        pinned.certificates.push(certificate.as_ref().to_vec());
+    }
+    if pinned.certificates.is_empty() {
+        return Err("holds no certificate");
+    }
+    Ok(pinned)
+}
+
+/// Reads one or more SHA-256 fingerprints of the server's
 /// certificate, separated by spaces or commas, each as hex (colons allowed, as `openssl x509
 /// -fingerprint -sha256` prints it, with or without its `sha256 Fingerprint=`) or as
 /// `SHA256:` and base64.
@@ -286,5 +326,29 @@ mod tests {
         assert!(parse_pins("abcd").is_err());
         assert!(parse_pins("SHA256:abc").is_err());
         assert!(parse_pins(&format!("{hex} ").repeat(17)).is_err());
+    }
+
+    #[test]
+    fn pem_certificates_are_pinned_with_their_fingerprints() {
+        let der = b"not really DER, but PEM carries any bytes".to_vec();
+        let pem = format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            {
+                use base64::Engine as _;
+                base64::engine::general_purpose::STANDARD.encode(&der)
+            }
+        );
+        let pinned = parse_server_certificate(&pem).unwrap();
+        assert_eq!(pinned.certificates, vec![der.clone()]);
+        assert_eq!(
+            pinned.fingerprints,
+            vec![<Fingerprint>::from(Sha256::digest(&der))]
+        );
+        assert!(parse_server_certificate("-----BEGIN CERTIFICATE-----\n!!\n").is_err());
+        let hex = "AB".repeat(32);
+        assert_eq!(
+            parse_server_certificate(&hex).unwrap().certificates.len(),
+            0
+        );
     }
 }

@@ -48,7 +48,7 @@ impl BackendFactory for DatabaseFactory {
             values.get(name).map(|v| v.expose_secret().as_str())
         })
         .map_err(|e| ApiError::invalid_field(format!("parameters.{}", e.name), e.reason))?;
-        if protocol != Protocol::Postgresql {
+        if protocol == Protocol::Sqlserver {
             // Not yet: refused rather than connected in the clear against the session's word.
             let field = if settings.pins.is_empty() {
                 (settings.ssl_mode == zt_db::SslMode::Require).then_some("ssl-mode")
@@ -61,6 +61,15 @@ impl BackendFactory for DatabaseFactory {
                     format!("TLS to {protocol} servers is not available yet"),
                 ));
             }
+        }
+        if protocol == Protocol::Mysql
+            && !settings.pins.is_empty()
+            && settings.certificates.is_empty()
+        {
+            return Err(ApiError::invalid_field(
+                "parameters.server-certificate",
+                "for mysql, the pinned certificate itself (PEM), not its fingerprint",
+            ));
         }
         Ok(Box::new(DatabaseBackend {
             settings,
@@ -139,22 +148,26 @@ impl Backend for DatabaseBackend {
             Connected::Mysql(e) => e.database().to_owned(),
             Connected::Mssql(e) => e.database().to_owned(),
         };
-        let certificate = match &engine {
-            Connected::Postgres(e) => e.certificate(),
-            Connected::Mysql(_) | Connected::Mssql(_) => None,
+        // (TLS, the certificate's fingerprint when known, whether it was pinned.)
+        let (tls, certificate, pinned) = match &engine {
+            Connected::Postgres(e) => match e.certificate() {
+                Some((c, pinned)) => (true, Some(c), pinned),
+                None => (false, None, false),
+            },
+            Connected::Mysql(e) => {
+                let (tls, pinned) = e.tls();
+                (tls, pinned, tls && !self.settings.pins.is_empty())
+            }
+            Connected::Mssql(_) => (false, None, false),
         };
-        tracing::info!(
-            %database,
-            tls = certificate.is_some(),
-            certificate = certificate.map(|(c, _)| zt_db::tls::display(&c)).as_deref(),
-            "logged in to the database"
-        );
+        let certificate = certificate.map(|c| zt_db::tls::display(&c));
+        tracing::info!(%database, tls, certificate, "logged in to the database");
         context.services.audit.emit(AuditEvent::DbConnected {
             session: context.session.clone(),
             database: database.clone(),
-            tls: certificate.is_some(),
-            certificate_fingerprint: certificate.map(|(c, _)| zt_db::tls::display(&c)),
-            certificate_pinned: certificate.is_some_and(|(_, pinned)| pinned),
+            tls,
+            certificate_fingerprint: certificate,
+            certificate_pinned: pinned,
         });
         let typescript = match &context.typescript {
             Some((request, settings)) => {

@@ -9,7 +9,7 @@ use sha2::Digest as _;
 use zt_api::audit::AuditEvent;
 use zt_api::control::Transport;
 use zt_guac::Status;
-use zt_tests::servers::Postgres;
+use zt_tests::servers::{Mariadb, Postgres};
 use zt_tests::term::{STEP, Term};
 
 use super::{Proxy, events_until_ended};
@@ -188,14 +188,25 @@ async fn without_a_pin_tls_is_preferred_and_the_fingerprint_audited_and_require_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mysql_and_sql_server_sessions_asking_for_tls_are_refused_not_connected_in_the_clear() {
+async fn tls_a_console_cannot_give_is_refused_when_the_session_is_created() {
     use zt_api::Secret;
     use zt_api::control::{Conversation, CreateSessionRequest, LimitsRequest, Target};
     let fx = Proxy::start();
     let pin = base64(&[1; 32]);
-    for (protocol, name, value) in [
-        ("mysql", "server-certificate", pin.as_str()),
-        ("sqlserver", "ssl-mode", "require"),
+    for (protocol, name, value, message) in [
+        (
+            "mysql",
+            "server-certificate",
+            pin.as_str(),
+            "the pinned certificate itself (PEM)",
+        ),
+        ("sqlserver", "ssl-mode", "require", "not available yet"),
+        (
+            "sqlserver",
+            "server-certificate",
+            pin.as_str(),
+            "not available yet",
+        ),
     ] {
         let request = CreateSessionRequest {
             transport: Transport::Quic,
@@ -222,13 +233,130 @@ async fn mysql_and_sql_server_sessions_asking_for_tls_are_refused_not_connected_
             Err(zt_proxy::client::api::ClientError::Api { status, error }) => {
                 assert_eq!(status, 400);
                 assert_eq!(error.field.as_deref(), Some(&*format!("parameters.{name}")));
-                assert!(
-                    error.message.contains("not available yet"),
-                    "{}",
-                    error.message
-                );
+                assert!(error.message.contains(message), "{}", error.message);
             }
             other => panic!("{protocol}: {other:?}"),
         }
     }
+}
+
+/// A MariaDB console's session, waiting for its first prompt unless `refused`.
+async fn open_mysql(
+    fx: &Proxy,
+    db: &Mariadb,
+    extra: &[(&str, &str)],
+) -> (Term, String, zt_proxy::client::session::ClientSession) {
+    let mut pairs: Vec<(&str, &str)> = vec![
+        ("username", db.user.as_str()),
+        ("password", db.password.as_str()),
+        ("database", "shop"),
+    ];
+    pairs.extend_from_slice(extra);
+    let (session, id) = fx
+        .session(Transport::Webrtc, "mysql", db.port, &pairs, None)
+        .await;
+    let client = zt_tests::guac_client::GuacClient::start(
+        &session,
+        &zt_tests::guac_client::Handshake {
+            select: "mysql".into(),
+            size: zt_tests::term::DISPLAY,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    (Term::new(client), id, session)
+}
+
+fn der_of(pem: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_with_its_pinned_certificate_is_tls_and_another_is_refused() {
+    let db = Mariadb::start_tls().unwrap();
+    let fx = Proxy::start();
+    let pem = db.certificate.clone().unwrap();
+    let presented: [u8; 32] = sha2::Sha256::digest(der_of(&pem)).into();
+    let mut events = fx.api.events(Some(0)).await.unwrap();
+    let (mut term, id, session) = open_mysql(&fx, &db, &[("server-certificate", &pem)]).await;
+    term.wait_for("the first prompt", STEP, |l| {
+        l.iter().any(|l| l == "MariaDB [shop]>")
+    })
+    .await;
+    term.type_text("show status like 'Ssl_version';\n").await;
+    term.wait_for("the server's view of the connection", STEP, |lines| {
+        lines
+            .iter()
+            // (The screen's read-back shows `_` as `?`.)
+            .any(|l| l.starts_with("| Ssl") && l.contains("version   | TLSv1."))
+    })
+    .await;
+    fx.api.delete_session(&id).await.unwrap();
+    let ended = events_until_ended(&mut events, &id).await;
+    assert_eq!(
+        connected(&ended),
+        Some((true, Some(base64(&presented)), true)),
+        "{ended:?}"
+    );
+    drop(session);
+
+    // Another certificate (of another server) is refused before the login.
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
+        .unwrap()
+        .cert
+        .pem();
+    let (mut term, id, session) = open_mysql(&fx, &db, &[("server-certificate", &other)]).await;
+    term.until_closed().await;
+    assert_eq!(
+        term.errors(),
+        vec![(
+            "The database server's certificate does not match the pinned certificate".to_owned(),
+            Status::UPSTREAM_UNAVAILABLE.code()
+        )]
+    );
+    let ended = events_until_ended(&mut events, &id).await;
+    assert!(connected(&ended).is_none(), "{ended:?}");
+    drop(session);
+
+    // Without a pin: TLS, as the server offers it, and nothing pinned.
+    let (mut term, id, session) = open_mysql(&fx, &db, &[]).await;
+    term.wait_for("the first prompt", STEP, |l| {
+        l.iter().any(|l| l == "MariaDB [shop]>")
+    })
+    .await;
+    fx.api.delete_session(&id).await.unwrap();
+    let ended = events_until_ended(&mut events, &id).await;
+    assert_eq!(connected(&ended), Some((true, None, false)), "{ended:?}");
+    drop(session);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_without_tls_is_refused_under_require_and_plain_under_prefer() {
+    let db = Mariadb::start().unwrap();
+    let fx = Proxy::start();
+    let mut events = fx.api.events(Some(0)).await.unwrap();
+    let (mut term, _id, session) = open_mysql(&fx, &db, &[("ssl-mode", "require")]).await;
+    term.until_closed().await;
+    assert_eq!(
+        term.errors(),
+        vec![(
+            "The database server does not offer TLS".to_owned(),
+            Status::UPSTREAM_ERROR.code()
+        )]
+    );
+    drop(session);
+    let (mut term, id, session) = open_mysql(&fx, &db, &[]).await;
+    term.wait_for("the first prompt", STEP, |l| {
+        l.iter().any(|l| l == "MariaDB [shop]>")
+    })
+    .await;
+    fx.api.delete_session(&id).await.unwrap();
+    let ended = events_until_ended(&mut events, &id).await;
+    assert_eq!(connected(&ended), Some((false, None, false)), "{ended:?}");
+    drop(session);
 }
