@@ -829,6 +829,11 @@ impl From<tiberius::error::Error> for LoadError {
 /// begun a token gets [`TOKEN_GRACE`] to finish it, so the connection is left at a token's
 /// boundary and the ATTENTION's acknowledgement can be read after it.
 async fn guarded<F: Future>(step: F, cancel: &mut watch::Receiver<u64>) -> Option<F::Output> {
+    // A step not yet polled has read nothing: checking first keeps a server that always has
+    // the next row ready (the step is never pending) from starving the cancellation.
+    if cancel.has_changed().unwrap_or(false) {
+        return None;
+    }
     tokio::pin!(step);
     tokio::select! {
         biased;
