@@ -612,6 +612,12 @@ impl Session {
                 )
                 .await;
         }
+        if lower == "select @@trancount" {
+            let n = i32::from(self.snapshot.is_some());
+            return self
+                .result(&[("", Kind::Int)], std::iter::once(vec![Value::Int(n)]))
+                .await;
+        }
         if lower == "select @@rowcount" {
             let n = i32::try_from(self.rowcount).unwrap_or(i32::MAX);
             return self

@@ -88,6 +88,15 @@ static LOAD_TARGET: LazyLock<Option<Regex>> = LazyLock::new(|| {
 /// Reads what follows `INTO TABLE`; `None` when it is not `table [FIELDS ...] [IGNORE n
 /// LINES] [(columns)]`.
 pub(crate) fn load_target(text: &str) -> Option<LoadTarget> {
+    // The file is read as CSV (commas, double quotes, any line break): options saying
+    // otherwise are refused rather than ignored.
+    let lower = text.to_ascii_lowercase();
+    if ["terminated by", "enclosed by", "escaped by", "starting by"]
+        .iter()
+        .any(|option| lower.contains(option))
+    {
+        return None;
+    }
     let captures = LOAD_TARGET.as_ref()?.captures(text)?;
     let table = captures.get(1)?.as_str().to_owned();
     let skip = captures
@@ -279,8 +288,9 @@ mod tests {
                 columns: vec!["id".into(), "name".into()],
             })
         );
-        let t = load_target("[my table] fields terminated by ',' enclosed by '\"'").unwrap();
+        let t = load_target("[my table]").unwrap();
         assert_eq!((t.table.as_str(), t.skip), ("[my table]", 0));
+        assert_eq!(load_target("t fields terminated by ';'"), None);
         assert_eq!(load_target("t; drop table x"), None);
     }
 

@@ -24,8 +24,9 @@
 //! (within [`TOKEN_GRACE`]: a stream dropped inside a token leaves the connection out of
 //! step), drops the batch's stream and calls `cancel_query`, which sends the ATTENTION and
 //! reads up to the server's acknowledgement. If that fails (the server does not answer
-//! within [`CANCEL_WAIT`], or the token could not finish) the engine logs in again, as the MySQL engine does after an abandoned
-//! import: a connection left out of step with the server is never reused.
+//! within [`CANCEL_WAIT`], or the token could not finish) the engine logs in again, in the
+//! same database, and tells the user what a new connection loses: a connection left out of
+//! step with the server is never reused.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -169,8 +170,9 @@ async fn current_database(client: &mut Connection) -> Result<String, Error> {
         .into_row()
         .await
         .map_err(|e| Error::Server(e.to_string()))?;
+    // `try_get`: `get` panics on a row without the column or of another type.
     Ok(row
-        .and_then(|row| row.get::<&str, _>(0).map(str::to_owned))
+        .and_then(|row| row.try_get::<&str, _>(0).ok().flatten().map(str::to_owned))
         .unwrap_or_else(|| "master".to_owned()))
 }
 
@@ -245,26 +247,25 @@ pub fn text(data: &ColumnData<'static>) -> Option<String> {
                 fraction(time.nanosecond(), v.map_or(7, |v| usize::from(v.scale())))
             )
         }),
-        ColumnData::DateTimeOffset(v) => {
-            time::OffsetDateTime::from_sql(data)
-                .ok()
-                .flatten()
-                .map(|value| {
-                    let digits = v.map_or(7, |v| usize::from(v.datetime2().time().scale()));
-                    let offset = value.offset();
-                    let (hours, minutes, _) = offset.as_hms();
-                    format!(
-                        "{} {}{:02}:{:02}",
-                        datetime(
-                            time::PrimitiveDateTime::new(value.date(), value.time()),
-                            digits
-                        ),
-                        if offset.is_negative() { '-' } else { '+' },
-                        hours.unsigned_abs(),
-                        minutes.unsigned_abs()
-                    )
-                })
-        }
+        // Not through tiberius's OffsetDateTime: its `to_offset` panics when the local time
+        // passes year 9999 (a hostile server's value can).
+        ColumnData::DateTimeOffset(v) => v.and_then(|v| {
+            let utc = ColumnData::DateTime2(Some(v.datetime2()));
+            let utc = time::PrimitiveDateTime::from_sql(&utc).ok().flatten()?;
+            let minutes = v.offset();
+            if !(-840..=840).contains(&minutes) {
+                return None;
+            }
+            let local = utc.checked_add(time::Duration::minutes(i64::from(minutes)))?;
+            let digits = usize::from(v.datetime2().time().scale());
+            Some(format!(
+                "{} {}{:02}:{:02}",
+                datetime(local, digits),
+                if minutes < 0 { '-' } else { '+' },
+                minutes.unsigned_abs() / 60,
+                minutes.unsigned_abs() % 60
+            ))
+        }),
     }
 }
 
@@ -505,7 +506,7 @@ impl Mssql {
             Ok(stream) => stream.into_row().await.ok().flatten(),
             Err(_) => None,
         };
-        row.and_then(|row| row.get::<i32, _>(0))
+        row.and_then(|row| row.try_get::<i32, _>(0).ok().flatten())
             .and_then(|n| u64::try_from(n).ok())
             .unwrap_or(0)
     }
@@ -513,26 +514,44 @@ impl Mssql {
     /// ATTENTION for the batch the user cancelled; a fresh login when the connection cannot
     /// be trusted afterwards.
     async fn cancel_on_server(&mut self, buf: &mut Vec<u8>) {
-        let acknowledged = matches!(
+        // ATTENTION and its acknowledgement; when that fails the connection goes (closing it
+        // stops the batch too).
+        if matches!(
             tokio::time::timeout(CANCEL_WAIT, self.client.cancel_query()).await,
             Ok(Ok(()))
-        );
-        if acknowledged {
+        ) {
             return;
         }
-        match open(&self.host, self.port, &self.settings).await {
-            Ok(mut client) => {
-                if self.database != "master" {
-                    let _ = client
-                        .simple_query(format!("USE {}", bracket(&self.database)))
-                        .await;
-                    let _ = client.simple_query("SELECT 1").await;
-                }
+        self.relogin(buf).await;
+    }
+
+    /// A fresh connection in the database in use, in place of one that cannot be trusted;
+    /// the user is told what a new connection loses.
+    async fn relogin(&mut self, buf: &mut Vec<u8>) {
+        let say = |buf: &mut Vec<u8>, text: &str| {
+            buf.extend_from_slice(crate::table::display(text).0.as_bytes());
+            buf.extend_from_slice(b"\r\n");
+        };
+        let attempt = async {
+            let mut client = open(&self.host, self.port, &self.settings).await?;
+            run(&mut client, &format!("USE {}", bracket(&self.database)))
+                .await
+                .map_err(|e| Error::Server(e.to_string()))?;
+            Ok::<_, Error>(client)
+        };
+        match tokio::time::timeout(self.settings.timeout, attempt).await {
+            Ok(Ok(client)) => {
                 self.client = client;
+                say(
+                    buf,
+                    "The connection was opened again: an open transaction, temporary tables and SET options are gone.",
+                );
             }
-            Err(error) => {
-                buf.extend_from_slice(format!("reconnecting failed: {error}\r\n").as_bytes());
-            }
+            Ok(Err(error)) => say(buf, &format!("reconnecting failed: {}", error.shortened())),
+            Err(_) => say(
+                buf,
+                "reconnecting failed: the server did not answer in time",
+            ),
         }
     }
 
@@ -557,6 +576,26 @@ impl Mssql {
             report.error_code = Some("42000".to_owned());
             return report;
         };
+        // The import's ROLLBACK would also undo a transaction the user has open.
+        let open_transactions = match self.client.simple_query("SELECT @@TRANCOUNT").await {
+            Ok(stream) => stream
+                .into_row()
+                .await
+                .ok()
+                .flatten()
+                .and_then(|row| row.try_get::<i32, _>(0).ok().flatten())
+                .unwrap_or(0),
+            Err(_) => 0,
+        };
+        if open_transactions > 0 {
+            let _ = out
+                .send(say(
+                    "A transaction is open: COMMIT or ROLLBACK it first (an import runs in a transaction of its own). Nothing was imported.".into(),
+                ))
+                .await;
+            report.error_code = Some("25000".to_owned());
+            return report;
+        }
         while uploads.try_recv().is_ok() {}
         let _ = out
             .send(Output::UploadWanted {
@@ -631,10 +670,9 @@ impl Mssql {
             Ok(stream) => stream.into_results().await.map(|_| ()),
             Err(error) => Err(error),
         };
-        if result.is_err()
-            && let Ok(client) = open(&self.host, self.port, &self.settings).await
-        {
-            self.client = client;
+        if result.is_err() {
+            let mut ignored = Vec::new();
+            self.relogin(&mut ignored).await;
         }
         result
     }
@@ -659,7 +697,8 @@ impl Mssql {
                 }
                 Some(Upload::End) => {
                     let last = reader.finish().map_err(LoadError::File)?;
-                    let mut records: Vec<Vec<Field>> = last.into_iter().collect();
+                    let mut records: Vec<Vec<Field>> =
+                        last.into_iter().filter(|r| r[..] != [None]).collect();
                     if skip > 0 && !records.is_empty() {
                         records.clear();
                     }
@@ -676,6 +715,10 @@ impl Mssql {
                 Some(Upload::Abort) | None => return Err(LoadError::Abandoned),
             };
             for record in records {
+                if record[..] == [None] {
+                    // A blank line.
+                    continue;
+                }
                 if skip > 0 {
                     skip -= 1;
                     continue;
@@ -826,8 +869,10 @@ impl From<tiberius::error::Error> for LoadError {
 }
 
 /// `step` (a read of the batch's answer), or `None` when the user cancels. A read that has
-/// begun a token gets [`TOKEN_GRACE`] to finish it, so the connection is left at a token's
-/// boundary and the ATTENTION's acknowledgement can be read after it.
+/// begun a token gets [`TOKEN_GRACE`] to finish it, so the ATTENTION's acknowledgement can
+/// be read after it. A read still pending then is taken to wait at a token's boundary (a
+/// server writes a token whole: only a stalled network leaves one half-read for longer); if
+/// it was not, reading the acknowledgement fails and the engine logs in again.
 async fn guarded<F: Future>(step: F, cancel: &mut watch::Receiver<u64>) -> Option<F::Output> {
     // A step not yet polled has read nothing: checking first keeps a server that always has
     // the next row ready (the step is never pending) from starving the cancellation.
@@ -839,7 +884,6 @@ async fn guarded<F: Future>(step: F, cancel: &mut watch::Receiver<u64>) -> Optio
         biased;
         output = &mut step => Some(output),
         _ = cancel.changed() => {
-            // Whether or not the step finishes in time, the batch is interrupted.
             let _ = tokio::time::timeout(TOKEN_GRACE, &mut step).await;
             None
         }

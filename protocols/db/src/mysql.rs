@@ -59,6 +59,8 @@ pub struct Mysql {
     database: String,
     expanded: bool,
     tls: bool,
+    /// The connection's id, shared with the canceller (so `KILL QUERY` follows a reconnect).
+    id: std::sync::Arc<std::sync::atomic::AtomicU32>,
 }
 
 impl std::fmt::Debug for Mysql {
@@ -102,6 +104,7 @@ pub async fn connect(host: &str, port: u16, settings: &DbSettings) -> Result<Mys
     };
     refuse_infile(&mut conn);
     let (flavour, database) = identify(&mut conn).await?;
+    let id = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(conn.id()));
     Ok(Mysql {
         conn,
         opts,
@@ -110,6 +113,7 @@ pub async fn connect(host: &str, port: u16, settings: &DbSettings) -> Result<Mys
         database,
         expanded: false,
         tls,
+        id,
     })
 }
 
@@ -229,14 +233,10 @@ fn text(value: &Value) -> Option<String> {
 }
 
 impl Mysql {
-    /// Whether the connection is TLS, and the pinned certificate's SHA-256 when the session
-    /// pinned exactly one (mysql_async does not show the certificate it saw).
-    pub fn tls(&self) -> (bool, Option<crate::tls::Fingerprint>) {
-        let pinned = match self.settings.pins[..] {
-            [one] if self.tls => Some(one),
-            _ => None,
-        };
-        (self.tls, pinned)
+    /// Whether the connection is TLS (verified against the pinned certificates when the
+    /// session has any; mysql_async does not show the certificate it saw).
+    pub fn tls(&self) -> bool {
+        self.tls
     }
 
     /// The database in use.
@@ -533,10 +533,14 @@ impl Mysql {
                         .query_drop(format!("USE `{}`", self.database.replace('`', "``")))
                         .await;
                 }
+                self.id
+                    .store(conn.id(), std::sync::atomic::Ordering::Relaxed);
                 self.conn = conn;
             }
             Err(error) => {
-                buf.extend_from_slice(format!("reconnecting failed: {error}\r\n").as_bytes());
+                let text = format!("reconnecting failed: {}", error.shortened());
+                buf.extend_from_slice(crate::table::display(&text).0.as_bytes());
+                buf.extend_from_slice(b"\r\n");
             }
         }
     }
@@ -663,9 +667,10 @@ impl Engine for Mysql {
 
     fn canceller(&self) -> Canceller {
         let opts = self.opts.clone();
-        let id = self.conn.id();
+        let shared = self.id.clone();
         Box::new(move || {
             let opts = opts.clone();
+            let id = shared.load(std::sync::atomic::Ordering::Relaxed);
             Box::pin(async move {
                 let kill = async {
                     let mut conn = Conn::new(opts).await?;

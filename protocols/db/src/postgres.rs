@@ -41,7 +41,8 @@ Ctrl-C cancels a running query on the server; Up and Down recall earlier stateme
 /// A logged-in PostgreSQL connection.
 pub struct Postgres {
     client: Client,
-    cancel: CancelToken,
+    /// The connection's cancel token, shared with the canceller (so it follows `\c`).
+    cancel: std::sync::Arc<std::sync::Mutex<CancelToken>>,
     connection: tokio::task::JoinHandle<()>,
     settings: DbSettings,
     host: String,
@@ -113,7 +114,7 @@ pub async fn connect(
         Err(e) => return Err(Error::Server(server_text(&e))),
     };
     Ok(Postgres {
-        cancel: client.cancel_token(),
+        cancel: std::sync::Arc::new(std::sync::Mutex::new(client.cancel_token())),
         client,
         connection,
         settings: settings.clone(),
@@ -323,6 +324,12 @@ impl Postgres {
         match connect(&self.host, self.port, &self.settings, Some(database)).await {
             Ok(mut fresh) => {
                 fresh.expanded = self.expanded;
+                // The canceller holds the token: it now cancels on the new connection.
+                let shared = self.cancel.clone();
+                if let (Ok(mut token), Ok(new)) = (shared.lock(), fresh.cancel.lock()) {
+                    *token = new.clone();
+                }
+                fresh.cancel = shared;
                 *self = fresh;
                 let _ = out
                     .send(Output::Bytes(
@@ -606,15 +613,16 @@ impl Engine for Postgres {
     }
 
     fn canceller(&self) -> crate::console::Canceller {
-        let token = self.cancel.clone();
+        let shared = self.cancel.clone();
         let tls = self.tls.clone();
         Box::new(move || {
-            let token = token.clone();
+            let token = shared.lock().ok().map(|t| t.clone());
             let tls = tls.clone();
             Box::pin(async move {
-                let _ =
-                    tokio::time::timeout(Duration::from_secs(5), token.cancel_query(tls.clone()))
-                        .await;
+                if let Some(token) = token {
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(5), token.cancel_query(tls)).await;
+                }
             })
         })
     }

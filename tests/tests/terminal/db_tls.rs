@@ -203,6 +203,12 @@ async fn tls_a_console_cannot_give_is_refused_when_the_session_is_created() {
         ("sqlserver", "ssl-mode", "require", "not available yet"),
         (
             "sqlserver",
+            "ssl-mode",
+            "prefer",
+            "\"ssl-mode\": \"disable\" logs in over plain TCP",
+        ),
+        (
+            "sqlserver",
             "server-certificate",
             pin.as_str(),
             "not available yet",
@@ -268,20 +274,11 @@ async fn open_mysql(
     (Term::new(client), id, session)
 }
 
-fn der_of(pem: &str) -> Vec<u8> {
-    use base64::Engine as _;
-    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    base64::engine::general_purpose::STANDARD
-        .decode(body)
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_with_its_pinned_certificate_is_tls_and_another_is_refused() {
     let db = Mariadb::start_tls().unwrap();
     let fx = Proxy::start();
     let pem = db.certificate.clone().unwrap();
-    let presented: [u8; 32] = sha2::Sha256::digest(der_of(&pem)).into();
     let mut events = fx.api.events(Some(0)).await.unwrap();
     let (mut term, id, session) = open_mysql(&fx, &db, &[("server-certificate", &pem)]).await;
     term.wait_for("the first prompt", STEP, |l| {
@@ -300,7 +297,8 @@ async fn mariadb_with_its_pinned_certificate_is_tls_and_another_is_refused() {
     let ended = events_until_ended(&mut events, &id).await;
     assert_eq!(
         connected(&ended),
-        Some((true, Some(base64(&presented)), true)),
+        // mysql_async does not show the certificate it saw: only that it passed the pin.
+        Some((true, None, true)),
         "{ended:?}"
     );
     drop(session);
