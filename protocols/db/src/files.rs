@@ -66,6 +66,38 @@ pub(crate) fn csv_line<'a>(values: impl Iterator<Item = Option<&'a str>>) -> Vec
     line
 }
 
+/// Policy refused Keeper's clause in `sql` (`action`: `download` for an export, `upload`
+/// for an import): the observer hears it, the user reads why, nothing is transferred.
+pub(crate) async fn refuse(
+    sql: &str,
+    database: &str,
+    action: &'static str,
+    name: &str,
+    out: &tokio::sync::mpsc::Sender<crate::console::Output>,
+) -> crate::console::QueryReport {
+    use crate::console::Output;
+    let mut report = crate::console::QueryReport::new(sql, database);
+    let what = if action == "download" {
+        "export"
+    } else {
+        "import"
+    };
+    let _ = out
+        .send(Output::Refused {
+            action,
+            name: name.to_owned(),
+        })
+        .await;
+    let _ = out
+        .send(Output::Bytes(
+            format!("CSV {what} is not allowed for this session: nothing was transferred.\r\n")
+                .into_bytes(),
+        ))
+        .await;
+    report.error_code = Some("42000".to_owned());
+    report
+}
+
 /// What follows `INTO TABLE` in a `LOAD DATA LOCAL INFILE`, for an engine that turns the file
 /// into `INSERT`s (SQL Server): the table, the lines to skip, the columns.
 #[derive(Debug, Clone, PartialEq, Eq)]

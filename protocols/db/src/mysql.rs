@@ -601,7 +601,7 @@ impl Mysql {
         if let Some(captures) = OUTFILE.as_ref().and_then(|r| r.captures(sql)) {
             let name = file_name(captures.get(2).map_or("", |m| m.as_str()));
             if !self.settings.csv_export || name.is_empty() {
-                return self.refuse(sql, "download", &name, out).await;
+                return crate::files::refuse(sql, &self.database, "download", &name, out).await;
             }
             // The server runs the query without the clause (and its FIELDS options: the
             // file is CSV with a header, as for PostgreSQL).
@@ -613,40 +613,11 @@ impl Mysql {
         if let Some(captures) = INFILE.as_ref().and_then(|r| r.captures(sql)) {
             let name = file_name(captures.get(1).map_or("", |m| m.as_str()));
             if !self.settings.csv_import || name.is_empty() {
-                return self.refuse(sql, "upload", &name, out).await;
+                return crate::files::refuse(sql, &self.database, "upload", &name, out).await;
             }
             return self.load(sql, &name, out, uploads).await;
         }
         self.statement(sql, None, out).await
-    }
-
-    async fn refuse(
-        &self,
-        sql: &str,
-        action: &'static str,
-        name: &str,
-        out: &mpsc::Sender<Output>,
-    ) -> QueryReport {
-        let mut report = QueryReport::new(sql, &self.database);
-        let what = if action == "download" {
-            "export"
-        } else {
-            "import"
-        };
-        let _ = out
-            .send(Output::Refused {
-                action,
-                name: name.to_owned(),
-            })
-            .await;
-        let _ = out
-            .send(Output::Bytes(
-                format!("CSV {what} is not allowed for this session: nothing was transferred.\r\n")
-                    .into_bytes(),
-            ))
-            .await;
-        report.error_code = Some("42000".to_owned());
-        report
     }
 }
 
