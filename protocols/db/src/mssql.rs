@@ -485,10 +485,11 @@ impl Mssql {
                 }
             }
         }
-        buf.extend_from_slice(b"\r\n");
-        if !buf.is_empty() {
-            let _ = out.send(Output::Bytes(std::mem::take(&mut buf))).await;
+        // A finished table ends with its own blank line; every other ending gets one here.
+        if !buf.ends_with(b"\r\n\r\n") {
+            buf.extend_from_slice(b"\r\n");
         }
+        let _ = out.send(Output::Bytes(std::mem::take(&mut buf))).await;
         report.duration = started.elapsed();
         if USE.as_ref().is_some_and(|r| r.is_match(sql)) && report.error_code.is_none() {
             if let Ok(database) = current_database(&mut self.client).await {
@@ -804,7 +805,7 @@ impl Mssql {
         if let Some(captures) = OUTFILE.as_ref().and_then(|r| r.captures(sql)) {
             let name = file_name(captures.get(2).map_or("", |m| m.as_str()));
             if !self.settings.csv_export || name.is_empty() {
-                return self.refuse(sql, "download", &name, out).await;
+                return crate::files::refuse(sql, &self.database, "download", &name, out).await;
             }
             let query = captures.get(1).map_or("", |m| m.as_str()).to_owned();
             let mut report = self.statement(&query, Some(&name), out).await;
@@ -814,41 +815,12 @@ impl Mssql {
         if let Some(captures) = INFILE.as_ref().and_then(|r| r.captures(sql)) {
             let name = file_name(captures.get(1).map_or("", |m| m.as_str()));
             if !self.settings.csv_import || name.is_empty() {
-                return self.refuse(sql, "upload", &name, out).await;
+                return crate::files::refuse(sql, &self.database, "upload", &name, out).await;
             }
             let target = captures.get(2).map_or("", |m| m.as_str()).to_owned();
             return self.load(sql, &name, &target, out, uploads).await;
         }
         self.statement(sql, None, out).await
-    }
-
-    async fn refuse(
-        &self,
-        sql: &str,
-        action: &'static str,
-        name: &str,
-        out: &mpsc::Sender<Output>,
-    ) -> QueryReport {
-        let mut report = QueryReport::new(sql, &self.database);
-        let what = if action == "download" {
-            "export"
-        } else {
-            "import"
-        };
-        let _ = out
-            .send(Output::Refused {
-                action,
-                name: name.to_owned(),
-            })
-            .await;
-        let _ = out
-            .send(Output::Bytes(
-                format!("CSV {what} is not allowed for this session: nothing was transferred.\r\n")
-                    .into_bytes(),
-            ))
-            .await;
-        report.error_code = Some("42000".to_owned());
-        report
     }
 }
 
