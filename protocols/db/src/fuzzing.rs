@@ -88,6 +88,39 @@ pub fn console_input(data: &[u8]) {
     }
 }
 
+/// A SQL Server's bytes before TLS (`crate::tds`): the PRELOGIN answer's option table, a
+/// message of packets, and the handshake's unwrapping. Never a panic; the ENCRYPTION byte is
+/// inside the message; a message is bounded; the handshake gives rustls only packets' data.
+pub fn tds_prelogin(data: &[u8]) {
+    use tokio::io::AsyncReadExt as _;
+    if let Ok((_, at)) = crate::tds::encryption(data)
+        && at >= data.len()
+    {
+        panic!("ENCRYPTION outside the message");
+    }
+    let body = data.get(8..).unwrap_or_default();
+    let _ = crate::tds::encryption(body);
+    futures::executor::block_on(async {
+        if let Ok((_, message)) = crate::tds::read_message(&mut &data[..], 4088).await
+            && message.len() > 4088
+        {
+            panic!("a PRELOGIN message past its bound");
+        }
+        let mut wrapped = crate::tds::Handshake::new(data);
+        let mut unwrapped = Vec::new();
+        let mut piece = [0u8; 61];
+        while let Ok(n) = wrapped.read(&mut piece).await {
+            if n == 0 {
+                break;
+            }
+            unwrapped.extend_from_slice(&piece[..n]);
+        }
+        if unwrapped.len() > data.len() {
+            panic!("the handshake made data");
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -95,5 +128,13 @@ mod tests {
         super::console_input(b"select 1;\r\\dt x\r\x1b[A\x1b[D\x7f\x03\x04");
         super::console_input("insert 'é\x1b[2J' $$;$$ -- ;\n/* ; */;\r".as_bytes());
         super::console_input(&[0xff, 0xfe, b';', b'\r', 0x1b, b'[', b'3', b'~']);
+    }
+
+    #[test]
+    fn the_prelogin_seeds_run() {
+        super::tds_prelogin(&crate::tds::request(true));
+        super::tds_prelogin(&[0x12, 1, 0, 13, 0, 0, 1, 0, 0x16, 3, 3, 0, 0]);
+        super::tds_prelogin(&[0x01, 0xFF, 0xFF, 0, 1, 0xFF]);
+        super::tds_prelogin(&[0x12, 0, 0, 8, 0, 0, 1, 0, 0x12, 1, 0, 3]);
     }
 }

@@ -15,7 +15,8 @@
 //! PostgreSQL through tokio-postgres's [`MakeTlsConnect`] with this verifier. MySQL and
 //! MariaDB through mysql_async's own rustls set-up, which takes no verifier: there the pin
 //! must be the certificate itself (PEM), made mysql_async's only trust anchor with the name
-//! check off, and an unpinned connection cannot report the certificate it saw.
+//! check off, and an unpinned connection cannot report the certificate it saw. SQL Server
+//! through [`crate::tds`], which runs the handshake with this verifier below tiberius.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -221,6 +222,11 @@ impl Tls {
         })
     }
 
+    /// A connector with the session's verifier.
+    pub fn connector(&self) -> tokio_rustls::TlsConnector {
+        tokio_rustls::TlsConnector::from(self.config.clone())
+    }
+
     /// The fingerprint of the certificate the last handshake presented.
     pub fn seen(&self) -> Option<Fingerprint> {
         self.seen.lock().ok().and_then(|s| *s)
@@ -238,7 +244,7 @@ where
     fn make_tls_connect(&mut self, domain: &str) -> Result<Connect, Self::Error> {
         let name = ServerName::try_from(domain.to_owned())?;
         Ok(Connect {
-            connector: tokio_rustls::TlsConnector::from(self.config.clone()),
+            connector: self.connector(),
             name,
         })
     }
