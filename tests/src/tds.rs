@@ -2,7 +2,14 @@
 //! is tested against this peer. It speaks TDS 7.4 as MS-TDS documents it, on the wire (no
 //! shortcut through the client's own types):
 //!
-//! * PRELOGIN answered with VERSION 16.0.1000 and ENCRYPTION `ENCRYPT_NOT_SUP` (2.2.6.5);
+//! * PRELOGIN answered with VERSION 16.0.1000 and ENCRYPTION (2.2.6.5) as a server without a
+//!   certificate (`ENCRYPT_NOT_SUP`), with one ([`Encryption::Offered`]: `ENCRYPT_ON` to a
+//!   client that asks, `ENCRYPT_NOT_SUP` to one that cannot) or with "force encryption"
+//!   ([`Encryption::Required`]: `ENCRYPT_REQ`, and the connection closed when the client
+//!   cannot encrypt); the TLS handshake (TLS 1.2, as SQL Server speaks it in TDS 7.x, with
+//!   a fresh self-signed certificate) travels inside PRELOGIN packets (type 0x12) both ways,
+//!   and then every byte, LOGIN7 first, is TLS records without TDS framing (2.2.6.5, 3.2.5.2);
+//!   login-only encryption (`ENCRYPT_OFF`) is not offered;
 //! * LOGIN7 (2.2.6.4) read field by field, the password de-obfuscated (each byte XORed with
 //!   0xA5 and its nibbles swapped back), checked against the double's one login; success is
 //!   ENVCHANGE (database, packet size), INFO 5701, LOGINACK and DONE; failure is ERROR 18456
@@ -27,8 +34,10 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bytes::{BufMut, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll, ready};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, mpsc};
 
@@ -61,8 +70,30 @@ pub struct State {
     pub attentions: u32,
     /// The user names and passwords of the logins tried.
     pub logins: Vec<(String, String)>,
-    /// Bytes of every packet a client sent (to check what crossed the wire).
+    /// Bytes of every packet a client sent, after TLS (what the double understood).
     pub received: Vec<u8>,
+    /// Every byte clients sent, as it crossed the wire (TLS records when encrypted).
+    pub wire: Vec<u8>,
+    /// The ENCRYPTION each client's PRELOGIN asked for.
+    pub asked: Vec<u8>,
+}
+
+/// The double's TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encryption {
+    /// No certificate: `ENCRYPT_NOT_SUP`.
+    None,
+    /// A certificate, used when the client asks.
+    Offered,
+    /// A certificate and "force encryption": `ENCRYPT_REQ`.
+    Required,
+}
+
+/// What one connection's PRELOGIN leads to.
+#[derive(Clone)]
+struct Policy {
+    encryption: Encryption,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// The double, listening on 127.0.0.1.
@@ -75,6 +106,8 @@ pub struct TdsServer {
     pub password: String,
     /// What it holds and saw.
     pub state: Arc<Mutex<State>>,
+    /// Its certificate (DER) and the same as PEM, when it has one.
+    pub certificate: Option<(Vec<u8>, String)>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -85,8 +118,30 @@ impl Drop for TdsServer {
 }
 
 impl TdsServer {
-    /// Starts the double with `people` holding three rows.
+    /// Starts the double with `people` holding three rows, without a certificate.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(Encryption::None).await
+    }
+
+    /// Starts the double with `people` holding three rows and TLS as `encryption` says.
+    pub async fn start_with(encryption: Encryption) -> anyhow::Result<Self> {
+        let (tls, certificate) = if encryption == Encryption::None {
+            (None, None)
+        } else {
+            let rcgen::CertifiedKey { cert, signing_key } =
+                rcgen::generate_simple_self_signed(vec!["sql.example.test".to_owned()])?;
+            let der = cert.der().to_vec();
+            let key = rustls::pki_types::PrivateKeyDer::try_from(signing_key.serialize_der())
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_protocol_versions(&[&rustls::version::TLS12])?
+            .with_no_client_auth()
+            .with_single_cert(vec![der.clone().into()], key)?;
+            (Some(Arc::new(config)), Some((der, cert.pem())))
+        };
+        let policy = Policy { encryption, tls };
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
         let state = Arc::new(Mutex::new(State {
@@ -105,8 +160,9 @@ impl TdsServer {
             while let Ok((stream, _)) = listener.accept().await {
                 let state = shared.clone();
                 let login = login.clone();
+                let policy = policy.clone();
                 tokio::spawn(async move {
-                    let _ = serve(stream, state, login).await;
+                    let _ = serve(stream, state, login, policy).await;
                 });
             }
         });
@@ -115,6 +171,7 @@ impl TdsServer {
             user,
             password,
             state,
+            certificate,
             task,
         })
     }
@@ -140,13 +197,288 @@ impl TdsServer {
         self.state.lock().map(|s| s.attentions).unwrap_or_default()
     }
 
-    /// Every byte clients sent.
+    /// Every byte clients sent, after TLS.
     pub fn received(&self) -> Vec<u8> {
         self.state
             .lock()
             .map(|s| s.received.clone())
             .unwrap_or_default()
     }
+
+    /// Every byte clients sent, as it crossed the wire.
+    pub fn wire(&self) -> Vec<u8> {
+        self.state
+            .lock()
+            .map(|s| s.wire.clone())
+            .unwrap_or_default()
+    }
+
+    /// The logins tried (user names and passwords).
+    pub fn logins(&self) -> Vec<(String, String)> {
+        self.state
+            .lock()
+            .map(|s| s.logins.clone())
+            .unwrap_or_default()
+    }
+
+    /// The ENCRYPTION each client's PRELOGIN asked for (0 off, 1 on, 2 not supported).
+    pub fn asked(&self) -> Vec<u8> {
+        self.state
+            .lock()
+            .map(|s| s.asked.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// A connection's bytes as they arrive, kept in [`State::wire`].
+struct Wire {
+    tcp: TcpStream,
+    state: Arc<Mutex<State>>,
+}
+
+impl AsyncRead for Wire {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut self.tcp).poll_read(cx, buf))?;
+        if let Ok(mut s) = self.state.lock() {
+            s.wire.extend_from_slice(&buf.filled()[before..]);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Wire {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
+
+/// The server's side of the handshake: the client's PRELOGIN packets are read whole and
+/// their data handed to rustls; what rustls writes is sent, at each flush, as PRELOGIN
+/// packets of at most [`PACKET`] bytes. After `bare` is set, bytes pass as they are.
+struct Prelogin<S> {
+    io: S,
+    bare: bool,
+    /// The packet being read (header and data), one byte at a time: never past its end.
+    packet: Vec<u8>,
+    /// Data of the packet read last, not yet taken.
+    input: Vec<u8>,
+    taken: usize,
+    /// What rustls wrote since the last flush, and the packets made of it still to send.
+    output: Vec<u8>,
+    packets: Vec<u8>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prelogin<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if this.bare {
+            return Pin::new(&mut this.io).poll_read(cx, buf);
+        }
+        while this.taken == this.input.len() {
+            let length = match this.packet.get(2..4) {
+                Some(l) => usize::from(u16::from_be_bytes([l[0], l[1]])).max(8),
+                None => 8,
+            };
+            if this.packet.len() == length {
+                this.input = this.packet.split_off(8);
+                this.packet.clear();
+                this.taken = 0;
+                continue;
+            }
+            let mut byte = [0u8; 1];
+            let mut one = ReadBuf::new(&mut byte);
+            ready!(Pin::new(&mut this.io).poll_read(cx, &mut one))?;
+            if one.filled().is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+            this.packet.push(byte[0]);
+            if this.packet.len() == 1 && byte[0] != TYPE_PRELOGIN {
+                return Poll::Ready(Err(std::io::Error::other(format!(
+                    "a packet of type {} during the handshake",
+                    byte[0]
+                ))));
+            }
+        }
+        let n = buf.remaining().min(this.input.len() - this.taken);
+        buf.put_slice(&this.input[this.taken..this.taken + n]);
+        this.taken += n;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prelogin<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if self.bare {
+            return Pin::new(&mut self.io).poll_write(cx, buf);
+        }
+        self.output.extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        for (id, chunk) in this.output.chunks(PACKET - 8).enumerate() {
+            this.packets.extend_from_slice(&[TYPE_PRELOGIN, 0x01]);
+            this.packets
+                .extend_from_slice(&u16::try_from(chunk.len() + 8).unwrap_or(0).to_be_bytes());
+            this.packets
+                .extend_from_slice(&[0, 0, u8::try_from(id + 1).unwrap_or(0), 0]);
+            this.packets.extend_from_slice(chunk);
+        }
+        this.output.clear();
+        while !this.packets.is_empty() {
+            let n = ready!(Pin::new(&mut this.io).poll_write(cx, &this.packets))?;
+            this.packets.drain(..n);
+        }
+        Pin::new(&mut this.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// A connection after PRELOGIN, TLS or not.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// Reads one message of at most [`PACKET`] bytes from `io`: its type and data.
+async fn read_small_message<R: AsyncRead + Unpin>(io: &mut R) -> anyhow::Result<(u8, Vec<u8>)> {
+    let mut header = [0u8; 8];
+    io.read_exact(&mut header).await?;
+    let length = usize::from(u16::from_be_bytes([header[2], header[3]]));
+    if !(8..=PACKET).contains(&length) || header[1] & 0x01 == 0 {
+        bail!("a PRELOGIN packet of {length} bytes, status {}", header[1]);
+    }
+    let mut data = vec![0; length - 8];
+    io.read_exact(&mut data).await?;
+    Ok((header[0], data))
+}
+
+/// The ENCRYPTION a client's PRELOGIN asks for.
+fn asked_encryption(data: &[u8]) -> anyhow::Result<u8> {
+    let mut at = 0;
+    while let Some(&token) = data.get(at) {
+        if token == 0xFF {
+            break;
+        }
+        let entry = data.get(at + 1..at + 5).context("option table cut short")?;
+        let offset = usize::from(u16::from_be_bytes([entry[0], entry[1]]));
+        if token == 0x01 {
+            return data
+                .get(offset)
+                .copied()
+                .context("ENCRYPTION outside the message");
+        }
+        at += 5;
+    }
+    bail!("a PRELOGIN without ENCRYPTION")
+}
+
+/// Reads the client's PRELOGIN, answers it as `policy` says and runs the TLS handshake when
+/// the two agree on encryption: the connection the session continues on.
+async fn prelogin(
+    mut wire: Wire,
+    state: &Arc<Mutex<State>>,
+    policy: &Policy,
+) -> anyhow::Result<Box<dyn Io>> {
+    let (kind, data) = read_small_message(&mut wire).await?;
+    if kind != TYPE_PRELOGIN {
+        bail!("expected PRELOGIN, got type {kind}");
+    }
+    let asked = asked_encryption(&data)? & 0x0F;
+    if let Ok(mut s) = state.lock() {
+        s.asked.push(asked);
+    }
+    // ENCRYPT_OFF 0, ENCRYPT_ON 1, ENCRYPT_NOT_SUP 2, ENCRYPT_REQ 3.
+    let answer = match (policy.encryption, asked) {
+        (Encryption::None, _) => 2,
+        (Encryption::Offered, 0) => 0,
+        (Encryption::Offered, 2) => 2,
+        (Encryption::Offered, _) => 1,
+        (Encryption::Required, _) => 3,
+    };
+    // VERSION 16.0.1000, ENCRYPTION, INSTOPT (none), THREADID (none), MARS off.
+    let options: [(u8, &[u8]); 5] = [
+        (0x00, &[16, 0, 0x03, 0xE8, 0, 0]),
+        (0x01, &[answer]),
+        (0x02, &[0x00]),
+        (0x03, &[]),
+        (0x04, &[0x00]),
+    ];
+    let mut out = BytesMut::new();
+    let mut offset = options.len() * 5 + 1;
+    let mut values = Vec::new();
+    for (token, value) in options {
+        out.put_u8(token);
+        out.put_u16(u16::try_from(offset).unwrap_or(0));
+        out.put_u16(u16::try_from(value.len()).unwrap_or(0));
+        offset += value.len();
+        values.extend_from_slice(value);
+    }
+    out.put_u8(0xFF);
+    out.extend_from_slice(&values);
+    let mut packet = vec![TYPE_REPLY, 0x01];
+    packet.extend_from_slice(&u16::try_from(out.len() + 8).unwrap_or(0).to_be_bytes());
+    packet.extend_from_slice(&[0, 0, 1, 0]);
+    packet.extend_from_slice(&out);
+    wire.write_all(&packet).await?;
+    let encrypt = match (answer, asked) {
+        (2, _) => false,
+        (0, _) => bail!("login-only encryption is not in the double"),
+        // A client that cannot encrypt, to a server that insists: the server closes.
+        (3, 2) => bail!("the client cannot encrypt"),
+        _ => true,
+    };
+    if !encrypt {
+        return Ok(Box::new(wire));
+    }
+    let config = policy.tls.clone().context("no certificate")?;
+    let framed = Prelogin {
+        io: wire,
+        bare: false,
+        packet: Vec::new(),
+        input: Vec::new(),
+        taken: 0,
+        output: Vec::new(),
+        packets: Vec::new(),
+    };
+    let mut tls = tokio_rustls::TlsAcceptor::from(config)
+        .accept(framed)
+        .await?;
+    tls.get_mut().0.bare = true;
+    Ok(Box::new(tls))
 }
 
 /// One message from the client.
@@ -157,7 +489,7 @@ struct Message {
 
 /// Reads packets into messages; ATTENTIONs go straight to `attention`.
 async fn read_messages(
-    mut reader: tokio::net::tcp::OwnedReadHalf,
+    mut reader: tokio::io::ReadHalf<Box<dyn Io>>,
     messages: mpsc::Sender<Message>,
     attention: Arc<Notify>,
     state: Arc<Mutex<State>>,
@@ -200,11 +532,17 @@ async fn read_messages(
 }
 
 async fn serve(
-    stream: TcpStream,
+    tcp: TcpStream,
     state: Arc<Mutex<State>>,
     login: (String, String),
+    policy: Policy,
 ) -> anyhow::Result<()> {
-    let (reader, writer) = stream.into_split();
+    let wire = Wire {
+        tcp,
+        state: state.clone(),
+    };
+    let stream = prelogin(wire, &state, &policy).await?;
+    let (reader, writer) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel(4);
     let attention = Arc::new(Notify::new());
     let reading = tokio::spawn(read_messages(reader, tx, attention.clone(), state.clone()));
@@ -228,13 +566,13 @@ async fn serve(
 
 /// The answer being written, cut into packets.
 struct Reply {
-    writer: OwnedWriteHalf,
+    writer: WriteHalf<Box<dyn Io>>,
     buf: BytesMut,
     packet_id: u8,
 }
 
 impl Reply {
-    fn new(writer: OwnedWriteHalf) -> Self {
+    fn new(writer: WriteHalf<Box<dyn Io>>) -> Self {
         Self {
             writer,
             buf: BytesMut::new(),
@@ -258,6 +596,8 @@ impl Reply {
             self.packet_id = self.packet_id.wrapping_add(1);
             self.writer.write_all(&packet).await?;
         }
+        // TLS holds what it has not sent until a flush.
+        self.writer.flush().await?;
         Ok(())
     }
 }
@@ -431,32 +771,6 @@ impl Session {
         messages: &mut mpsc::Receiver<Message>,
         login: &(String, String),
     ) -> anyhow::Result<()> {
-        let prelogin = messages.recv().await.context("no PRELOGIN")?;
-        if prelogin.kind != TYPE_PRELOGIN {
-            bail!("expected PRELOGIN, got type {}", prelogin.kind);
-        }
-        // VERSION 16.0.1000, ENCRYPTION NOT_SUP, INSTOPT (none), THREADID (none), MARS off.
-        let options: [(u8, &[u8]); 5] = [
-            (0x00, &[16, 0, 0x03, 0xE8, 0, 0]),
-            (0x01, &[0x02]),
-            (0x02, &[0x00]),
-            (0x03, &[]),
-            (0x04, &[0x00]),
-        ];
-        let mut offset = options.len() * 5 + 1;
-        let mut data = Vec::new();
-        for (token, value) in options {
-            self.out.buf.put_u8(token);
-            self.out.buf.put_u16(u16::try_from(offset).unwrap_or(0));
-            self.out
-                .buf
-                .put_u16(u16::try_from(value.len()).unwrap_or(0));
-            offset += value.len();
-            data.extend_from_slice(value);
-        }
-        self.out.buf.put_u8(0xFF);
-        self.out.buf.extend_from_slice(&data);
-        self.out.flush(true).await?;
         let login7 = messages.recv().await.context("no LOGIN7")?;
         if login7.kind != TYPE_LOGIN7 {
             bail!("expected LOGIN7, got type {}", login7.kind);

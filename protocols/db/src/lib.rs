@@ -35,12 +35,9 @@
 //! `false`); the server's and ztproxy's file systems are never read or written.
 //!
 //! * [`tls`]: TLS to the server with the session's certificate pin (`ssl-mode`,
-//!   `server-certificate`), for PostgreSQL and MySQL/MariaDB.
-//!
-//! Still to come (issue 19): TLS to SQL Server. Until then its connections are plain TCP
-//! (tiberius is built without TLS and offers `ENCRYPT_NOT_SUP`: a server that forces
-//! encryption refuses the login), and a `sqlserver` session that asks for TLS is refused
-//! when it is created.
+//!   `server-certificate`): through tokio-postgres's TLS hook for PostgreSQL, mysql_async's
+//!   rustls set-up for MySQL/MariaDB, and [`tds`] for SQL Server, where ztproxy negotiates
+//!   TDS's PRELOGIN encryption and runs the handshake itself, below tiberius.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -57,6 +54,7 @@ pub mod postgres;
 pub mod redact;
 pub mod settings;
 pub mod table;
+pub mod tds;
 pub mod tls;
 
 pub use console::{EndedBy, Engine, Observer, QueryReport, SessionEnd, run};

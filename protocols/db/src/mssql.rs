@@ -17,7 +17,8 @@
 //!   records, every value an `N'...'` literal the server converts (an empty unquoted field
 //!   is NULL).
 //!
-//! The connection is not encrypted yet (tiberius is built without TLS): see the crate docs.
+//! TLS (`ssl-mode`, `server-certificate`) is negotiated below tiberius, by [`crate::tds`]:
+//! the whole connection, the login first, is encrypted when the server offers it.
 //!
 //! Cancelling: tiberius sends ATTENTION only from the client the running batch borrows, so
 //! the canceller only flags the request; the engine lets the token being read finish
@@ -36,7 +37,6 @@ use futures::TryStreamExt;
 use regex::Regex;
 use std::sync::LazyLock;
 use tiberius::{AuthMethod, Client, ColumnData, Config, EncryptionLevel, FromSql, QueryItem};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 
@@ -45,6 +45,8 @@ use crate::error::Error;
 use crate::files::{CsvReader, Field, INFILE, OUTFILE, csv_line, file_name, load_target};
 use crate::settings::DbSettings;
 use crate::table::{Style, Table};
+use crate::tds::Tunnel;
+use crate::tls::Fingerprint;
 
 /// Output gathered before it is handed to the terminal.
 const CHUNK: usize = 16 * 1024;
@@ -81,7 +83,7 @@ static COUNTED: LazyLock<Option<Regex>> = LazyLock::new(|| {
     Regex::new(r"(?is)^\s*(?:with\s.*\)\s*)?(?:insert|update|delete|merge)\b").ok()
 });
 
-type Connection = Client<Compat<TcpStream>>;
+type Connection = Client<Compat<Tunnel>>;
 
 /// A logged-in SQL Server connection.
 pub struct Mssql {
@@ -90,6 +92,7 @@ pub struct Mssql {
     port: u16,
     settings: DbSettings,
     database: String,
+    certificate: Option<Fingerprint>,
     expanded: bool,
     cancel_tx: watch::Sender<u64>,
     cancel_rx: watch::Receiver<u64>,
@@ -105,7 +108,7 @@ impl std::fmt::Debug for Mssql {
 
 /// Connects and logs in within the settings' `timeout`, to `database` when it is set.
 pub async fn connect(host: &str, port: u16, settings: &DbSettings) -> Result<Mssql, Error> {
-    let mut client = open(host, port, settings).await?;
+    let (mut client, certificate) = open(host, port, settings).await?;
     let database = current_database(&mut client).await?;
     let (cancel_tx, cancel_rx) = watch::channel(0);
     Ok(Mssql {
@@ -114,17 +117,24 @@ pub async fn connect(host: &str, port: u16, settings: &DbSettings) -> Result<Mss
         port,
         settings: settings.clone(),
         database,
+        certificate,
         expanded: false,
         cancel_tx,
         cancel_rx,
     })
 }
 
-async fn open(host: &str, port: u16, settings: &DbSettings) -> Result<Connection, Error> {
+/// A logged-in connection, and the fingerprint of the server's certificate when it is TLS.
+async fn open(
+    host: &str,
+    port: u16,
+    settings: &DbSettings,
+) -> Result<(Connection, Option<Fingerprint>), Error> {
     let mut config = Config::new();
     config.host(host);
     config.port(port);
     config.application_name("ztproxy");
+    // The encryption is below tiberius (crate::tds).
     config.encryption(EncryptionLevel::NotSupported);
     config.authentication(AuthMethod::sql_server(
         settings.username.expose_secret(),
@@ -138,12 +148,10 @@ async fn open(host: &str, port: u16, settings: &DbSettings) -> Result<Connection
         config.database(database);
     }
     let login = async {
-        let tcp = TcpStream::connect((host, port))
+        let (transport, certificate) = crate::tds::connect(host, port, settings).await?;
+        Client::connect(config, transport.compat_write())
             .await
-            .map_err(|e| Error::Unreachable(e.to_string()))?;
-        let _ = tcp.set_nodelay(true);
-        Client::connect(config, tcp.compat_write())
-            .await
+            .map(|client| (client, certificate))
             .map_err(|e| match e {
                 // 18456: login failed; 4060: cannot open the database; 18488: the password
                 // must be changed.
@@ -283,6 +291,13 @@ impl Mssql {
     /// The database in use.
     pub fn database(&self) -> &str {
         &self.database
+    }
+
+    /// The SHA-256 of the certificate the server presented (`None`: no TLS), and whether it
+    /// was pinned.
+    pub fn certificate(&self) -> Option<(Fingerprint, bool)> {
+        self.certificate
+            .map(|c| (c, self.settings.pins.contains(&c)))
     }
 
     fn prompts(&self) -> Output {
@@ -534,15 +549,16 @@ impl Mssql {
             buf.extend_from_slice(b"\r\n");
         };
         let attempt = async {
-            let mut client = open(&self.host, self.port, &self.settings).await?;
+            let (mut client, certificate) = open(&self.host, self.port, &self.settings).await?;
             run(&mut client, &format!("USE {}", bracket(&self.database)))
                 .await
                 .map_err(|e| Error::Server(e.to_string()))?;
-            Ok::<_, Error>(client)
+            Ok::<_, Error>((client, certificate))
         };
         match tokio::time::timeout(self.settings.timeout, attempt).await {
-            Ok(Ok(client)) => {
+            Ok(Ok((client, certificate))) => {
                 self.client = client;
+                self.certificate = certificate;
                 say(
                     buf,
                     "The connection was opened again: an open transaction, temporary tables and SET options are gone.",

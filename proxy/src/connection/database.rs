@@ -48,23 +48,6 @@ impl BackendFactory for DatabaseFactory {
             values.get(name).map(|v| v.expose_secret().as_str())
         })
         .map_err(|e| ApiError::invalid_field(format!("parameters.{}", e.name), e.reason))?;
-        if protocol == Protocol::Sqlserver {
-            // No TLS yet: the injected password would cross the network in the clear (LOGIN7
-            // only obfuscates it), so that takes the session's explicit word.
-            let field = if settings.pins.is_empty() {
-                (settings.ssl_mode != zt_db::SslMode::Disable).then_some("ssl-mode")
-            } else {
-                Some("server-certificate")
-            };
-            if let Some(field) = field {
-                return Err(ApiError::invalid_field(
-                    format!("parameters.{field}"),
-                    format!(
-                        "TLS to {protocol} servers is not available yet: \"ssl-mode\": \"disable\" logs in over plain TCP"
-                    ),
-                ));
-            }
-        }
         if protocol == Protocol::Mysql
             && !settings.pins.is_empty()
             && settings.certificates.is_empty()
@@ -159,7 +142,10 @@ impl Backend for DatabaseBackend {
             },
             // mysql_async does not show the certificate: only that it passed the pins.
             Connected::Mysql(e) => (e.tls(), None, e.tls() && !self.settings.pins.is_empty()),
-            Connected::Mssql(_) => (false, None, false),
+            Connected::Mssql(e) => match e.certificate() {
+                Some((c, pinned)) => (true, Some(c), pinned),
+                None => (false, None, false),
+            },
         };
         let certificate = certificate.map(|c| zt_db::tls::display(&c));
         tracing::info!(%database, tls, certificate, "logged in to the database");

@@ -1,5 +1,6 @@
-//! TLS to PostgreSQL with the session's certificate pin, against a real server the tests
-//! start with `ssl=on` and a fresh self-signed certificate: the pinned certificate is
+//! TLS with the session's certificate pin: to PostgreSQL and MariaDB against real servers
+//! the tests start with TLS on, to SQL Server against the TDS double (`zt_tests::tds`). For
+//! PostgreSQL, against a server with `ssl=on` and a fresh self-signed certificate: the pinned certificate is
 //! accepted and the server itself reports the connection as TLS; another certificate ends
 //! the session before the login; an unpinned one is accepted under `prefer` and its
 //! fingerprint audited for pinning; `ssl-mode=require` against a server without TLS is
@@ -10,6 +11,7 @@ use zt_api::audit::AuditEvent;
 use zt_api::control::Transport;
 use zt_guac::Status;
 use zt_tests::servers::{Mariadb, Postgres};
+use zt_tests::tds::{Encryption, TdsServer};
 use zt_tests::term::{STEP, Term};
 
 use super::{Proxy, events_until_ended};
@@ -200,18 +202,11 @@ async fn tls_a_console_cannot_give_is_refused_when_the_session_is_created() {
             pin.as_str(),
             "the pinned certificate itself (PEM)",
         ),
-        ("sqlserver", "ssl-mode", "require", "not available yet"),
         (
             "sqlserver",
             "ssl-mode",
-            "prefer",
-            "\"ssl-mode\": \"disable\" logs in over plain TCP",
-        ),
-        (
-            "sqlserver",
-            "server-certificate",
-            pin.as_str(),
-            "not available yet",
+            "maybe",
+            "must be \"disable\", \"prefer\" or \"require\"",
         ),
     ] {
         let request = CreateSessionRequest {
@@ -356,5 +351,158 @@ async fn mariadb_without_tls_is_refused_under_require_and_plain_under_prefer() {
     fx.api.delete_session(&id).await.unwrap();
     let ended = events_until_ended(&mut events, &id).await;
     assert_eq!(connected(&ended), Some((false, None, false)), "{ended:?}");
+    drop(session);
+}
+
+/// A SQL Server console's session against the TDS double.
+async fn open_mssql(
+    fx: &Proxy,
+    db: &TdsServer,
+    extra: &[(&str, &str)],
+) -> (Term, String, zt_proxy::client::session::ClientSession) {
+    let mut pairs: Vec<(&str, &str)> = vec![
+        ("username", db.user.as_str()),
+        ("password", db.password.as_str()),
+        ("database", "shop"),
+    ];
+    pairs.extend_from_slice(extra);
+    let (session, id) = fx
+        .session(Transport::Quic, "sqlserver", db.port, &pairs, None)
+        .await;
+    let client = zt_tests::guac_client::GuacClient::start(
+        &session,
+        &zt_tests::guac_client::Handshake {
+            select: "sqlserver".into(),
+            size: zt_tests::term::DISPLAY,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    (Term::new(client), id, session)
+}
+
+const MSSQL_PROMPT: &str = "SQL Server [shop]>";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlserver_with_its_pinned_certificate_is_tls_and_another_is_refused_before_the_login() {
+    let db = TdsServer::start_with(Encryption::Offered).await.unwrap();
+    let fx = Proxy::start();
+    let (der, pem) = db.certificate.clone().unwrap();
+    let presented: [u8; 32] = sha2::Sha256::digest(&der).into();
+    let mut events = fx.api.events(Some(0)).await.unwrap();
+    // The pin as the certificate (PEM) and as its fingerprint.
+    for pin in [pem.clone(), hex_colons(&presented)] {
+        let (mut term, id, session) = open_mssql(&fx, &db, &[("server-certificate", &pin)]).await;
+        term.type_text("select * from people;\n").await;
+        term.wait_for("the table, through TLS", STEP, |l| {
+            l.iter().any(|l| l == "3 rows in set") && l.iter().any(|l| l == MSSQL_PROMPT)
+        })
+        .await;
+        fx.api.delete_session(&id).await.unwrap();
+        let ended = events_until_ended(&mut events, &id).await;
+        assert_eq!(
+            connected(&ended),
+            Some((true, Some(base64(&presented)), true)),
+            "{ended:?}"
+        );
+        drop(session);
+    }
+    assert_eq!(db.logins().len(), 2);
+
+    // Another certificate: the session ends before LOGIN7 is sent.
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
+        .unwrap()
+        .cert
+        .pem();
+    let (mut term, id, session) = open_mssql(&fx, &db, &[("server-certificate", &other)]).await;
+    term.until_closed().await;
+    assert_eq!(
+        term.errors(),
+        vec![(
+            "The database server's certificate does not match the pinned certificate".to_owned(),
+            Status::UPSTREAM_UNAVAILABLE.code()
+        )]
+    );
+    let ended = events_until_ended(&mut events, &id).await;
+    assert!(connected(&ended).is_none(), "{ended:?}");
+    assert!(
+        ended.iter().any(
+            |e| matches!(e, AuditEvent::SessionEnded { detail: Some(d), .. }
+            if d.contains(&base64(&presented)))
+        ),
+        "the presented fingerprint is in the session's end: {ended:?}"
+    );
+    assert_eq!(
+        db.logins().len(),
+        2,
+        "no login after the refused certificate"
+    );
+    drop(session);
+
+    // Without a pin: TLS, the fingerprint audited for pinning, nothing pinned.
+    let (mut term, id, session) = open_mssql(&fx, &db, &[]).await;
+    term.wait_for("the first prompt", STEP, |l| {
+        l.iter().any(|l| l == MSSQL_PROMPT)
+    })
+    .await;
+    fx.api.delete_session(&id).await.unwrap();
+    let ended = events_until_ended(&mut events, &id).await;
+    assert_eq!(
+        connected(&ended),
+        Some((true, Some(base64(&presented)), false)),
+        "{ended:?}"
+    );
+    drop(session);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlserver_without_tls_is_refused_under_require_and_one_that_forces_it_under_disable() {
+    let plain = TdsServer::start().await.unwrap();
+    let fx = Proxy::start();
+    let mut events = fx.api.events(Some(0)).await.unwrap();
+    let (mut term, _id, session) = open_mssql(&fx, &plain, &[("ssl-mode", "require")]).await;
+    term.until_closed().await;
+    assert_eq!(
+        term.errors(),
+        vec![(
+            "The database server does not offer TLS".to_owned(),
+            Status::UPSTREAM_ERROR.code()
+        )]
+    );
+    assert!(plain.logins().is_empty(), "no login in the clear");
+    drop(session);
+    // The default prefers TLS and accepts a server without it.
+    let (mut term, id, session) = open_mssql(&fx, &plain, &[]).await;
+    term.wait_for("the first prompt", STEP, |l| {
+        l.iter().any(|l| l == MSSQL_PROMPT)
+    })
+    .await;
+    fx.api.delete_session(&id).await.unwrap();
+    let ended = events_until_ended(&mut events, &id).await;
+    assert_eq!(connected(&ended), Some((false, None, false)), "{ended:?}");
+    drop(session);
+
+    // A server that forces encryption, and a session that turns it off.
+    let forced = TdsServer::start_with(Encryption::Required).await.unwrap();
+    let (mut term, id, session) = open_mssql(&fx, &forced, &[("ssl-mode", "disable")]).await;
+    term.until_closed().await;
+    assert_eq!(
+        term.errors(),
+        vec![(
+            "Database server error".to_owned(),
+            Status::UPSTREAM_ERROR.code()
+        )]
+    );
+    let ended = events_until_ended(&mut events, &id).await;
+    assert!(
+        ended.iter().any(
+            |e| matches!(e, AuditEvent::SessionEnded { detail: Some(d), .. }
+            if d.contains("requires encryption"))
+        ),
+        "{ended:?}"
+    );
+    assert_eq!(forced.asked(), vec![2], "the PRELOGIN said ENCRYPT_NOT_SUP");
+    assert!(forced.logins().is_empty());
     drop(session);
 }

@@ -1,13 +1,14 @@
 //! The SQL Server console against the TDS test double (`zt_tests::tds`; no SQL Server runs
-//! on these machines): the injected login (never on the user's screen), tables, errors as
-//! SQL Server words them, `USE` and the meta commands, Ctrl-C as a TDS ATTENTION that stops
-//! the batch on the server, and Keeper's file clauses under the policy.
+//! on these machines): the injected login (never on the user's screen, and inside TLS when
+//! the server offers it), tables, errors as SQL Server words them, `USE` and the meta
+//! commands, Ctrl-C as a TDS ATTENTION that stops the batch on the server, and Keeper's file
+//! clauses under the policy. The certificate pin is in `db_tls`.
 
 use std::time::Duration;
 
 use zt_api::audit::AuditEvent;
 use zt_api::control::Transport;
-use zt_tests::tds::TdsServer;
+use zt_tests::tds::{Encryption, TdsServer};
 use zt_tests::term::{STEP, Term};
 
 use super::postgres::{ctrl_c, receive_file, send_file, send_part};
@@ -35,8 +36,6 @@ async fn console(
         ("username", db.user.as_str()),
         ("password", db.password.as_str()),
         ("database", "shop"),
-        // No TLS to SQL Server yet: plain TCP takes the session's word.
-        ("ssl-mode", "disable"),
     ];
     pairs.extend_from_slice(extra);
     let (session, id) = fx
@@ -66,7 +65,8 @@ async fn run(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statements_tables_errors_and_use_show_on_the_screen_over_both_transports() {
-    let db = TdsServer::start().await.unwrap();
+    // A server with a certificate: the console's connection is TLS.
+    let db = TdsServer::start_with(Encryption::Offered).await.unwrap();
     let fx = Proxy::start();
     for (round, transport) in TRANSPORTS.into_iter().enumerate() {
         let mut events = fx.api.events(Some(0)).await.unwrap();
@@ -168,15 +168,32 @@ async fn statements_tables_errors_and_use_show_on_the_screen_over_both_transport
         assert_eq!(ran[5].3.as_deref(), Some("911"));
         assert_eq!(ran[6].1, "master", "USE reports the database it moved to");
         assert_eq!(ran[7].3.as_deref(), Some("208"));
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, AuditEvent::DbConnected { tls: true, .. })),
+            "{events:?}"
+        );
         drop(session);
     }
-    // The login crossed the wire obfuscated as TDS does (not encrypted: no TLS yet), with
-    // the session's credentials; every insert landed.
-    let seen = db.state.lock().unwrap().logins.clone();
+    // The session's credentials logged in, inside TLS: the double understood the LOGIN7
+    // (with the password obfuscated as TDS does), but neither it nor a statement crossed the
+    // wire readable; every insert landed.
+    let seen = db.logins();
     assert!(
-        seen.iter().all(|(u, p)| *u == db.user && *p == db.password),
+        seen.len() == 2 && seen.iter().all(|(u, p)| *u == db.user && *p == db.password),
         "{seen:?}"
     );
+    let obfuscated = zt_tests::tds::obfuscated(&db.password);
+    let contains =
+        |haystack: &[u8], needle: &[u8]| haystack.windows(needle.len()).any(|w| w == needle);
+    let statement = "select * from people"
+        .encode_utf16()
+        .flat_map(u16::to_le_bytes)
+        .collect::<Vec<u8>>();
+    assert!(contains(&db.received(), &obfuscated) && contains(&db.received(), &statement));
+    assert!(!contains(&db.wire(), &obfuscated) && !contains(&db.wire(), &statement));
+    assert_eq!(db.asked(), vec![1, 1], "ztproxy asked for ENCRYPT_ON");
     assert_eq!(db.people().len(), 5);
 }
 
@@ -230,7 +247,8 @@ async fn a_refused_login_ends_the_session_with_the_servers_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_sends_attention_and_the_server_stops_the_batch() {
-    let db = TdsServer::start().await.unwrap();
+    // A server that forces encryption: the ATTENTION travels inside TLS.
+    let db = TdsServer::start_with(Encryption::Required).await.unwrap();
     let fx = Proxy::start();
     let mut events = fx.api.events(Some(0)).await.unwrap();
     let (mut term, id, session) = console(&fx, &db, Transport::Webrtc, &[]).await;
