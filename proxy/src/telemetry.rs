@@ -172,6 +172,13 @@ pub fn init(config: &LogConfig) {
             filter = filter.add_directive(d);
         }
     }
+    // tiberius, built without TLS, warns at every login that the login is not encrypted:
+    // the encryption is below it (zt_db::tds), and `db_connected` says whether there is any.
+    if !directive.contains("tiberius")
+        && let Ok(d) = "tiberius::client::connection=error".parse()
+    {
+        filter = filter.add_directive(d);
+    }
     let limit = Arc::new(QuietRateLimit::default());
     let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)

@@ -13,11 +13,14 @@
 //!    `ssl-mode=disable` the PRELOGIN says `ENCRYPT_NOT_SUP`, and a server that requires
 //!    encryption is a clear error rather than a connection it closes.
 //! 2. The handshake runs through [`crate::tls::Tls`]'s verifier (the `server-certificate`
-//!    pin, the fingerprint for the audit) inside PRELOGIN packets ([`Handshake`]).
-//! 3. tiberius then talks to a pipe ([`Tunnel`]): its own PRELOGIN is answered
-//!    with the server's answer, its ENCRYPTION made `ENCRYPT_NOT_SUP` (the encryption is
-//!    below it), and a task copies between the pipe and the TLS stream, both ways, with
-//!    bounded buffers. The task ends with the transport.
+//!    pin, the fingerprint for the audit) inside PRELOGIN packets ([`Handshake`]). It offers
+//!    TLS 1.2 only: in TDS 7.x a TLS 1.3 server's session tickets would follow the
+//!    handshake still wrapped while the client reads bare records, and SQL Server's own
+//!    clients keep TLS 1.3 for TDS 8.0's strict mode.
+//! 3. tiberius then talks to a pipe ([`Tunnel`]): its own PRELOGIN is answered by ztproxy
+//!    ([`answer`]: the server's VERSION, `ENCRYPT_NOT_SUP` since the encryption is below
+//!    tiberius, nothing else of the server's), and a task copies between the pipe and the
+//!    TLS stream, both ways, with bounded buffers. The task ends with the transport.
 
 use std::io;
 use std::pin::Pin;
@@ -73,11 +76,30 @@ pub fn request(encrypt: bool) -> Vec<u8> {
         (0x03, &[0, 0, 0, 0]),
         (0x04, &[0x00]),
     ];
+    packet(TYPE_PRELOGIN, 1, &option_table(&options))
+}
+
+/// The PRELOGIN answer tiberius gets: `version` (the server's VERSION), ENCRYPTION
+/// `ENCRYPT_NOT_SUP`, INSTOPT (the default instance), THREADID (empty, as servers send it),
+/// MARS off.
+pub fn answer(version: [u8; 6]) -> Vec<u8> {
+    let options: [(u8, &[u8]); 5] = [
+        (0x00, &version),
+        (OPTION_ENCRYPTION, &[ENCRYPT_NOT_SUP]),
+        (0x02, &[0x00]),
+        (0x03, &[]),
+        (0x04, &[0x00]),
+    ];
+    option_table(&options)
+}
+
+/// PRELOGIN's option table and its values.
+fn option_table(options: &[(u8, &[u8])]) -> Vec<u8> {
     let mut table = Vec::new();
     let mut data = Vec::new();
     let mut offset = options.len() * 5 + 1;
     for (token, value) in options {
-        table.push(token);
+        table.push(*token);
         table.extend_from_slice(&u16::try_from(offset).unwrap_or(0).to_be_bytes());
         table.extend_from_slice(&u16::try_from(value.len()).unwrap_or(0).to_be_bytes());
         offset += value.len();
@@ -85,7 +107,7 @@ pub fn request(encrypt: bool) -> Vec<u8> {
     }
     table.push(0xFF);
     table.extend_from_slice(&data);
-    packet(TYPE_PRELOGIN, 1, &table)
+    table
 }
 
 /// One packet with end of message set.
@@ -104,33 +126,46 @@ fn packet(kind: u8, id: u8, payload: &[u8]) -> Vec<u8> {
 
 /// The ENCRYPTION of a PRELOGIN message (the packets' data), and the offset of its byte.
 pub fn encryption(data: &[u8]) -> Result<(Encryption, usize), &'static str> {
+    let (value, offset) =
+        option(data, OPTION_ENCRYPTION)?.ok_or("the answer has no ENCRYPTION option")?;
+    // 0x80 is a flag (ENCRYPT_CLIENT_CERT); the rest the level.
+    let level = match value.first().map(|v| v & 0x7F) {
+        Some(ENCRYPT_OFF) => Encryption::Off,
+        Some(ENCRYPT_ON) => Encryption::On,
+        Some(ENCRYPT_NOT_SUP) => Encryption::NotSupported,
+        Some(ENCRYPT_REQ) => Encryption::Required,
+        Some(_) => return Err("the ENCRYPTION option has an unknown value"),
+        None => return Err("the ENCRYPTION option is empty"),
+    };
+    Ok((level, offset))
+}
+
+/// The server's VERSION (zeros when it sends none of the right length).
+fn version(data: &[u8]) -> [u8; 6] {
+    match option(data, 0x00) {
+        Ok(Some((value, _))) => value.try_into().unwrap_or_default(),
+        _ => [0; 6],
+    }
+}
+
+/// The value of option `wanted` in a PRELOGIN message, and its offset.
+fn option(data: &[u8], wanted: u8) -> Result<Option<(&[u8], usize)>, &'static str> {
     let mut at = 0;
     loop {
         let token = *data.get(at).ok_or("the option table has no terminator")?;
         if token == 0xFF {
-            return Err("the answer has no ENCRYPTION option");
+            return Ok(None);
         }
         let entry = data
             .get(at + 1..at + 5)
             .ok_or("an option entry is cut short")?;
         let offset = usize::from(u16::from_be_bytes([entry[0], entry[1]]));
         let length = usize::from(u16::from_be_bytes([entry[2], entry[3]]));
-        if token == OPTION_ENCRYPTION {
-            if length == 0 {
-                return Err("the ENCRYPTION option is empty");
-            }
-            let value = *data
-                .get(offset)
-                .ok_or("the ENCRYPTION option points outside the message")?;
-            // The high bits are flags (ENCRYPT_CLIENT_CERT); the low ones the level.
-            let level = match value & 0x0F {
-                ENCRYPT_OFF => Encryption::Off,
-                ENCRYPT_ON => Encryption::On,
-                ENCRYPT_NOT_SUP => Encryption::NotSupported,
-                ENCRYPT_REQ => Encryption::Required,
-                _ => return Err("the ENCRYPTION option has an unknown value"),
-            };
-            return Ok((level, offset));
+        if token == wanted {
+            let value = data
+                .get(offset..offset + length)
+                .ok_or("an option points outside the message")?;
+            return Ok(Some((value, offset)));
         }
         at += 5;
     }
@@ -180,7 +215,7 @@ pub async fn connect(
     tcp.write_all(&request(encrypt))
         .await
         .map_err(unreachable)?;
-    let (kind, mut answer) = read_message(&mut tcp, MAX_PRELOGIN - HEADER)
+    let (kind, answer) = read_message(&mut tcp, MAX_PRELOGIN - HEADER)
         .await
         .map_err(|e| Error::Server(format!("PRELOGIN: {e}")))?;
     if kind != TYPE_REPLY {
@@ -188,8 +223,8 @@ pub async fn connect(
             "PRELOGIN answered with a packet of type {kind:#04x}"
         )));
     }
-    let (level, at) = encryption(&answer).map_err(|e| Error::Server(format!("PRELOGIN: {e}")))?;
-    answer[at] = ENCRYPT_NOT_SUP;
+    let (level, _) = encryption(&answer).map_err(|e| Error::Server(format!("PRELOGIN: {e}")))?;
+    let answer = self::answer(version(&answer));
     if !encrypt {
         return match level {
             Encryption::NotSupported => Ok((Tunnel::start(tcp, answer), None)),
@@ -201,7 +236,8 @@ pub async fn connect(
     }
     match level {
         Encryption::On | Encryption::Required => {
-            let tls = Tls::new(settings.pins.clone()).map_err(|e| Error::Server(e.to_string()))?;
+            let tls = Tls::with_versions(settings.pins.clone(), &[&rustls::version::TLS12])
+                .map_err(|e| Error::Server(e.to_string()))?;
             // The verifier checks the pins, not the name; an address is a name here too.
             let name = ServerName::try_from(host.to_owned())
                 .unwrap_or_else(|_| ServerName::from(std::net::Ipv4Addr::LOCALHOST));
@@ -256,9 +292,11 @@ impl Tunnel {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let (pipe, theirs) = tokio::io::duplex(PIPE);
-        // How the connection ends reaches tiberius as the pipe's end.
+        // tiberius sees the pipe end; why it ended goes to the log.
         let task = tokio::spawn(async move {
-            let _ = relay(theirs, server, answer).await;
+            if let Err(error) = relay(theirs, server, answer).await {
+                tracing::info!(%error, "the SQL Server connection ended");
+            }
         });
         Self { pipe, task }
     }
@@ -366,7 +404,8 @@ impl<S: AsyncWrite + Unpin> Handshake<S> {
         if self.out.len() == HEADER {
             return Poll::Ready(Ok(()));
         }
-        if self.sent == 0 {
+        // The header is written once a packet (a first write that waits comes back here).
+        if self.sent == 0 && self.out[0] != TYPE_PRELOGIN {
             let length = u16::try_from(self.out.len()).unwrap_or(u16::MAX);
             self.out[..HEADER].copy_from_slice(&[
                 TYPE_PRELOGIN,
@@ -389,6 +428,7 @@ impl<S: AsyncWrite + Unpin> Handshake<S> {
             self.sent += n;
         }
         self.out.truncate(HEADER);
+        self.out[0] = 0;
         self.sent = 0;
         Poll::Ready(Ok(()))
     }
@@ -457,7 +497,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Handshake<S> {
         if this.bare {
             return Pin::new(&mut this.io).poll_write(cx, buf);
         }
-        if this.out.len() == MAX_PRELOGIN {
+        // A packet partly sent, or full, goes out before anything is added to it.
+        if this.sent > 0 || this.out.len() == MAX_PRELOGIN {
             ready!(this.poll_send(cx))?;
         }
         let n = buf.len().min(MAX_PRELOGIN - this.out.len());
@@ -504,6 +545,25 @@ mod tests {
     }
 
     #[test]
+    fn tiberius_hears_the_servers_version_and_no_encryption() {
+        let server = [
+            0x00, 0, 11, 0, 6, 0x01, 0, 17, 0, 1, 0xFF, 16, 0, 3, 0xE8, 0, 0, 0x83,
+        ];
+        assert_eq!(encryption(&server), Ok((Encryption::Required, 17)));
+        let answer = answer(version(&server));
+        assert_eq!(
+            option(&answer, 0x00),
+            Ok(Some((&[16, 0, 3, 0xE8, 0, 0][..], 26)))
+        );
+        assert_eq!(
+            encryption(&answer).map(|(level, _)| level),
+            Ok(Encryption::NotSupported)
+        );
+        // A VERSION of another length is not passed on.
+        assert_eq!(version(&[0x00, 0, 6, 0, 1, 0xFF, 7]), [0; 6]);
+    }
+
+    #[test]
     fn hostile_answers_are_errors() {
         for data in [
             &[][..],
@@ -512,6 +572,7 @@ mod tests {
             &[0x01, 0, 6, 0, 0, 0xFF][..],
             &[0x01, 0xFF, 0xFF, 0, 1, 0xFF][..],
             &[0x01, 0, 6, 0, 1, 0xFF, 0x07][..],
+            &[0x01, 0, 6, 0, 1, 0xFF, 0x31][..],
             &[0x01, 0, 6][..],
         ] {
             assert!(encryption(data).is_err(), "{data:?}");

@@ -204,6 +204,14 @@ impl std::fmt::Debug for Tls {
 impl Tls {
     /// TLS that accepts a certificate among `pins` (any, when there is none).
     pub fn new(pins: Vec<Fingerprint>) -> Result<Self, rustls::Error> {
+        Self::with_versions(pins, rustls::DEFAULT_VERSIONS)
+    }
+
+    /// The same, offering only `versions`.
+    pub fn with_versions(
+        pins: Vec<Fingerprint>,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Result<Self, rustls::Error> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let seen = Arc::new(Mutex::new(None));
         let verifier = PinVerifier {
@@ -212,7 +220,7 @@ impl Tls {
             provider: provider.clone(),
         };
         let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
+            .with_protocol_versions(versions)?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(verifier))
             .with_no_client_auth();
