@@ -6,8 +6,8 @@
 //!   certificate (`ENCRYPT_NOT_SUP`), with one ([`Encryption::Offered`]: `ENCRYPT_ON` to a
 //!   client that asks, `ENCRYPT_NOT_SUP` to one that cannot) or with "force encryption"
 //!   ([`Encryption::Required`]: `ENCRYPT_REQ`, and the connection closed when the client
-//!   cannot encrypt); the TLS handshake (TLS 1.2, as SQL Server speaks it in TDS 7.x, with
-//!   a fresh self-signed certificate) travels inside PRELOGIN packets (type 0x12) both ways,
+//!   cannot encrypt); the TLS handshake (TLS 1.2 or 1.3, as SQL Server 2022 allows, with a
+//!   fresh self-signed certificate) travels inside PRELOGIN packets (type 0x12) both ways,
 //!   and then every byte, LOGIN7 first, is TLS records without TDS framing (2.2.6.5, 3.2.5.2);
 //!   login-only encryption (`ENCRYPT_OFF`) is not offered;
 //! * LOGIN7 (2.2.6.4) read field by field, the password de-obfuscated (each byte XORed with
@@ -76,6 +76,8 @@ pub struct State {
     pub wire: Vec<u8>,
     /// The ENCRYPTION each client's PRELOGIN asked for.
     pub asked: Vec<u8>,
+    /// The TLS version of each encrypted connection.
+    pub tls_versions: Vec<String>,
 }
 
 /// The double's TLS.
@@ -136,7 +138,8 @@ impl TdsServer {
             let config = rustls::ServerConfig::builder_with_provider(Arc::new(
                 rustls::crypto::ring::default_provider(),
             ))
-            .with_protocol_versions(&[&rustls::version::TLS12])?
+            // SQL Server 2022 has TLS 1.3 too: the client must not take it in TDS 7.x.
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
             .with_no_client_auth()
             .with_single_cert(vec![der.clone().into()], key)?;
             (Some(Arc::new(config)), Some((der, cert.pem())))
@@ -218,6 +221,14 @@ impl TdsServer {
         self.state
             .lock()
             .map(|s| s.logins.clone())
+            .unwrap_or_default()
+    }
+
+    /// The TLS version of each encrypted connection (`TLSv1_2`).
+    pub fn tls_versions(&self) -> Vec<String> {
+        self.state
+            .lock()
+            .map(|s| s.tls_versions.clone())
             .unwrap_or_default()
     }
 
@@ -478,6 +489,10 @@ async fn prelogin(
         .accept(framed)
         .await?;
     tls.get_mut().0.bare = true;
+    if let Ok(mut s) = state.lock() {
+        let version = tls.get_ref().1.protocol_version();
+        s.tls_versions.push(format!("{version:?}"));
+    }
     Ok(Box::new(tls))
 }
 

@@ -194,6 +194,11 @@ async fn statements_tables_errors_and_use_show_on_the_screen_over_both_transport
     assert!(contains(&db.received(), &obfuscated) && contains(&db.received(), &statement));
     assert!(!contains(&db.wire(), &obfuscated) && !contains(&db.wire(), &statement));
     assert_eq!(db.asked(), vec![1, 1], "ztproxy asked for ENCRYPT_ON");
+    // tiberius, below which the encryption runs, does not tell the log it is unencrypted.
+    let log = fx.proxy.output();
+    assert!(
+        log.contains("logged in to the database") && !log.contains("TLS encryption is not enabled")
+    );
     assert_eq!(db.people().len(), 5);
 }
 
