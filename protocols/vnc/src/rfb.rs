@@ -12,9 +12,9 @@
 //!   session allows it ([`Config::allow_none`]), never as a fallback.
 //! * After ServerInit the client asks for 32-bit true colour (blue, green, red, unused in
 //!   each pixel's four bytes), the encodings of [`Config::encodings`] and a full update.
-//! * Encodings: Raw and CopyRect; the DesktopSize, ExtendedDesktopSize, Cursor and LastRect
+//! * Encodings: ZRLE, Raw and CopyRect; the DesktopSize, ExtendedDesktopSize, Cursor and LastRect
 //!   pseudo-encodings. A rectangle in an encoding the client did not ask for is an error (RFB
-//!   gives no length to skip it).
+//!   gives no length to skip it), except Raw, which every client must take.
 //! * Bounds ([`Limits`]): the desktop's size, a rectangle inside the framebuffer, the
 //!   cursor's size, the desktop name and failure reasons, cut text (kept up to the clipboard
 //!   limit, the rest read and dropped), and the bytes waiting to be parsed. Raw pixels are
@@ -28,6 +28,8 @@ use crate::error::Error;
 pub const ENCODING_RAW: i32 = 0;
 /// CopyRect.
 pub const ENCODING_COPY_RECT: i32 = 1;
+/// ZRLE.
+pub const ENCODING_ZRLE: i32 = 16;
 /// The Cursor pseudo-encoding.
 pub const ENCODING_CURSOR: i32 = -239;
 /// The DesktopSize pseudo-encoding.
@@ -39,6 +41,7 @@ pub const ENCODING_EXTENDED_DESKTOP_SIZE: i32 = -308;
 
 /// The encodings this client decodes.
 pub const SUPPORTED: &[i32] = &[
+    ENCODING_ZRLE,
     ENCODING_COPY_RECT,
     ENCODING_RAW,
     ENCODING_CURSOR,
@@ -70,6 +73,8 @@ pub struct Limits {
     pub max_text: usize,
     /// The most bytes waiting to be parsed.
     pub max_buffered: usize,
+    /// The most compressed bytes of one rectangle.
+    pub max_compressed: u32,
 }
 
 impl Default for Limits {
@@ -81,6 +86,7 @@ impl Default for Limits {
             max_cut_text: 256 * 1024,
             max_text: 4096,
             max_buffered: 4 << 20,
+            max_compressed: 64 << 20,
         }
     }
 }
@@ -224,6 +230,11 @@ enum State {
         left: u32,
         kept: Vec<u8>,
     },
+    /// A ZRLE rectangle; `left` rectangles follow.
+    Zrle {
+        rect: Box<crate::zrle::Rect>,
+        left: u16,
+    },
     Closed,
 }
 
@@ -241,6 +252,8 @@ pub struct Client {
     /// The first screen's id (ExtendedDesktopSize), for SetDesktopSize.
     screen: Option<u32>,
     security: Option<u8>,
+    /// ZRLE's zlib stream (one for the connection).
+    zlib: Option<flate2::Decompress>,
 }
 
 impl Client {
@@ -257,6 +270,7 @@ impl Client {
             height: 0,
             screen: None,
             security: None,
+            zlib: None,
         }
     }
 
@@ -344,6 +358,28 @@ impl Client {
                     left,
                 } => return self.read_raw(x, y, width, height, done, left),
                 State::CutText { left, kept } => return self.read_cut_text(left, kept),
+                State::Zrle { mut rect, left } => {
+                    let zlib = self
+                        .zlib
+                        .get_or_insert_with(|| flate2::Decompress::new(true));
+                    let input = self.input.get(self.at..).unwrap_or_default();
+                    let (progress, used) = rect.step(zlib, input)?;
+                    self.consume(used);
+                    match progress {
+                        crate::zrle::Progress::Tile(pixels) => {
+                            self.state = State::Zrle { rect, left };
+                            return Ok(Some(Event::Pixels(pixels)));
+                        }
+                        crate::zrle::Progress::Wait => {
+                            self.state = State::Zrle { rect, left };
+                            return Ok(None);
+                        }
+                        crate::zrle::Progress::Done => {
+                            self.state = State::Rects { left };
+                            true
+                        }
+                    }
+                }
                 State::Closed => return Err(Error::protocol("data after the connection ended")),
             };
             if !progressed {
@@ -742,6 +778,24 @@ impl Client {
                 };
                 Ok(Step::Again)
             }
+            ENCODING_ZRLE => {
+                let Some(length) = self.peek(16).map(|b| be32(&b[12..16])) else {
+                    self.state = State::Rects { left };
+                    return Ok(Step::Wait);
+                };
+                self.check_rect(x, y, width, height)?;
+                if length > self.config.limits.max_compressed {
+                    return Err(Error::protocol(format!(
+                        "a ZRLE rectangle of {length} bytes"
+                    )));
+                }
+                self.consume(16);
+                self.state = State::Zrle {
+                    rect: Box::new(crate::zrle::Rect::new(x, y, width, height, length)),
+                    left: next,
+                };
+                Ok(Step::Again)
+            }
             ENCODING_COPY_RECT => {
                 let Some(source) = self.peek(16).map(|b| (be16(&b[12..14]), be16(&b[14..16])))
                 else {
@@ -836,8 +890,10 @@ impl Client {
         }
     }
 
+    /// Whether the client asked for `encoding` (Raw always: every client must take it).
     fn asked(&self, encoding: i32) -> bool {
-        self.config.encodings.contains(&encoding) && SUPPORTED.contains(&encoding)
+        encoding == ENCODING_RAW
+            || (self.config.encodings.contains(&encoding) && SUPPORTED.contains(&encoding))
     }
 
     /// A band of a Raw rectangle's rows: as many whole rows as are here, up to [`BAND`]
@@ -1204,7 +1260,15 @@ mod tests {
         assert!(
             matches!(after_login(&[1, 0, 0, 0, 0, 1]), Err(Error::Protocol(m)) if m.contains("colour map"))
         );
-        assert!(after_login(&[0, 0, 0, 1, 0, 0, 0, 0, 0, 1, 0, 1, 0, 0, 0, 16]).is_err());
+        // Tight, not asked for.
+        assert!(after_login(&[0, 0, 0, 1, 0, 0, 0, 0, 0, 1, 0, 1, 0, 0, 0, 7]).is_err());
+        // ZRLE: a tile that is not zlib, and a rectangle cut short.
+        let not_zlib = [
+            0, 0, 0, 1, 0, 0, 0, 0, 0, 1, 0, 1, 0, 0, 0, 16, 0, 0, 0, 2, 0xFF, 0xFF,
+        ];
+        assert!(matches!(after_login(&not_zlib), Err(Error::Protocol(m)) if m.contains("zlib")));
+        let empty = [0, 0, 0, 1, 0, 0, 0, 0, 0, 1, 0, 1, 0, 0, 0, 16, 0, 0, 0, 0];
+        assert!(matches!(after_login(&empty), Err(Error::Protocol(m)) if m.contains("cut short")));
         assert!(after_login(&[9]).is_err());
         let huge = [
             0, 0, 0, 1, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x21,

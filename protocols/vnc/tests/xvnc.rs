@@ -1,7 +1,8 @@
 //! The RFB client against TigerVNC's `Xvnc`, started by the test on a Unix socket of its
 //! own (no TCP port) with a VNC password made by `x11vnc -storepasswd`: the login, the
-//! first full update covering the whole desktop, a resize asked with SetDesktopSize, and a
-//! wrong password refused with the server's reason.
+//! first full update covering the whole desktop, the same pixels through ZRLE as through
+//! Raw, a resize asked with SetDesktopSize, and a wrong password refused with the server's
+//! reason.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -64,6 +65,8 @@ impl Xvnc {
                 "320x200",
                 "-depth",
                 "24",
+                // The classic root weave: a pattern, not a flat colour, to decode.
+                "-retro",
             ])
             .stdout(Stdio::null())
             .stderr(log)
@@ -87,7 +90,7 @@ fn drive(
     socket: &Path,
     client: &mut Client,
     mut done: impl FnMut(&mut Client, &Event) -> bool,
-) -> Result<Vec<Event>, Error> {
+) -> Result<(Vec<Event>, usize), Error> {
     let mut stream = UnixStream::connect(socket).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_millis(200)))
@@ -95,6 +98,7 @@ fn drive(
     let started = Instant::now();
     let mut events = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
+    let mut read = 0;
     loop {
         assert!(
             started.elapsed() < WAIT,
@@ -106,7 +110,10 @@ fn drive(
         stream.write_all(&output).unwrap();
         match stream.read(&mut buf) {
             Ok(0) => return Err(Error::Protocol("the server closed".into())),
-            Ok(n) => client.feed(&buf[..n])?,
+            Ok(n) => {
+                read += n;
+                client.feed(&buf[..n])?;
+            }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(e) => panic!("{e}"),
         }
@@ -114,7 +121,7 @@ fn drive(
             let stop = done(client, &event);
             events.push(event);
             if stop {
-                return Ok(events);
+                return Ok((events, read));
             }
         }
     }
@@ -129,7 +136,7 @@ fn xvnc_logs_in_sends_the_whole_desktop_and_resizes_on_request() {
     });
     let mut covered = vec![false; 320 * 200];
     let mut asked = false;
-    let events = drive(&server.socket, &mut client, |client, event| {
+    let (events, _) = drive(&server.socket, &mut client, |client, event| {
         match event {
             Event::Pixels(p) => {
                 for row in p.y..p.y + p.height {
@@ -190,7 +197,52 @@ fn a_wrong_password_is_refused_with_the_servers_reason() {
     // No password at all: the client says so rather than trying None.
     let mut client = Client::new(Config::default());
     assert_eq!(
-        drive(&server.socket, &mut client, |_, _| false),
+        drive(&server.socket, &mut client, |_, _| false).map(|_| ()),
         Err(Error::PasswordRequired)
     );
+}
+
+/// The desktop's first complete picture through `encodings`, and the bytes it took.
+fn picture(server: &Xvnc, encodings: &[i32]) -> (Vec<u8>, usize) {
+    let mut client = Client::new(Config {
+        password: Some(Secret::new("pw".to_owned())),
+        encodings: encodings.to_vec(),
+        ..Config::default()
+    });
+    let mut screen = vec![None::<[u8; 3]>; 320 * 200];
+    let (_, read) = drive(&server.socket, &mut client, |client, event| {
+        match event {
+            Event::Pixels(p) => {
+                for (i, px) in p.bgrx.chunks_exact(4).enumerate() {
+                    let (row, column) = (i / usize::from(p.width), i % usize::from(p.width));
+                    let at = (usize::from(p.y) + row) * 320 + usize::from(p.x) + column;
+                    screen[at] = Some([px[2], px[1], px[0]]);
+                }
+            }
+            Event::UpdateEnd if screen.iter().all(Option::is_some) => return true,
+            Event::UpdateEnd => client.request_update(true, 0, 0, 320, 200),
+            _ => {}
+        }
+        false
+    })
+    .unwrap();
+    (screen.into_iter().flatten().flatten().collect(), read)
+}
+
+#[test]
+fn zrle_gives_the_same_pixels_as_raw() {
+    use zt_vnc::rfb::{ENCODING_EXTENDED_DESKTOP_SIZE, ENCODING_RAW, ENCODING_ZRLE};
+    let server = Xvnc::start("pw");
+    let (raw, raw_bytes) = picture(&server, &[ENCODING_RAW, ENCODING_EXTENDED_DESKTOP_SIZE]);
+    let (zrle, zrle_bytes) = picture(&server, &[ENCODING_ZRLE, ENCODING_EXTENDED_DESKTOP_SIZE]);
+    // Raw is 4 bytes a pixel; the weave in ZRLE is a small fraction of that.
+    assert!(raw_bytes >= 320 * 200 * 4, "{raw_bytes}");
+    assert!(
+        zrle_bytes * 10 < raw_bytes,
+        "ZRLE was used: {zrle_bytes} against {raw_bytes}"
+    );
+    assert_eq!(raw.len(), 320 * 200 * 3);
+    // The weave has both colours; ZRLE rebuilt it exactly.
+    assert!(raw.chunks(3).any(|p| p == [0, 0, 0]) && raw.chunks(3).any(|p| p != [0, 0, 0]));
+    assert!(raw == zrle, "ZRLE's pixels differ from Raw's");
 }
