@@ -56,6 +56,17 @@ pub fn server_bytes(data: &[u8]) {
                         panic!("a copy outside the framebuffer");
                     }
                 }
+                Ok(Some(Event::Fill {
+                    x,
+                    y,
+                    width: w,
+                    height: h,
+                    ..
+                })) => {
+                    if !inside(x, y, w, h) {
+                        panic!("a fill outside the framebuffer");
+                    }
+                }
                 Ok(Some(Event::CutText(text))) => {
                     if text.len() > 64 {
                         panic!("cut text past its bound");

@@ -9,14 +9,15 @@
 //!   connection with an [`Error`], and a rectangle's pixels are given a band of rows at a
 //!   time, so a large update never sits in memory whole.
 //! * [`auth`]: VNC authentication (DES of the server's challenge with the password).
-//! * ZRLE, inflated and decoded a tile at a time (`zrle.rs`).
+//! * ZRLE, inflated and decoded a tile at a time (`zrle.rs`); Tight without JPEG, inflated
+//!   and filtered a band of rows at a time (`tight.rs`).
 //!
 //! Why not vnc-rs: it owns the socket and spawns its own tasks (no byte-level API to fuzz,
 //! no control over frame pacing), it chooses "no authentication" whenever the server offers
 //! it, and it decodes cut text as UTF-8, where RFB's is Latin-1. Its 0.6 limits and the
 //! fixes Warpgate made to 0.5 were read as a checklist for this crate's bounds.
 //!
-//! Still to come (issue 20): the Tight decoder, the Guacamole display (images,
+//! Still to come (issue 20): Tight's JPEG (with a quality level), the Guacamole display (images,
 //! copies, pacing by the client's `sync`), input and clipboard policy, resize, and the
 //! proxy's backend.
 
@@ -28,6 +29,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod rfb;
+mod tight;
 mod zrle;
 
 pub use error::Error;

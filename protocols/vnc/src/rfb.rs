@@ -12,7 +12,7 @@
 //!   session allows it ([`Config::allow_none`]), never as a fallback.
 //! * After ServerInit the client asks for 32-bit true colour (blue, green, red, unused in
 //!   each pixel's four bytes), the encodings of [`Config::encodings`] and a full update.
-//! * Encodings: ZRLE, Raw and CopyRect; the DesktopSize, ExtendedDesktopSize, Cursor and LastRect
+//! * Encodings: ZRLE, Tight (without JPEG), Raw and CopyRect; the DesktopSize, ExtendedDesktopSize, Cursor and LastRect
 //!   pseudo-encodings. A rectangle in an encoding the client did not ask for is an error (RFB
 //!   gives no length to skip it), except Raw, which every client must take.
 //! * Bounds ([`Limits`]): the desktop's size, a rectangle inside the framebuffer, the
@@ -30,6 +30,8 @@ pub const ENCODING_RAW: i32 = 0;
 pub const ENCODING_COPY_RECT: i32 = 1;
 /// ZRLE.
 pub const ENCODING_ZRLE: i32 = 16;
+/// Tight (without JPEG).
+pub const ENCODING_TIGHT: i32 = 7;
 /// The Cursor pseudo-encoding.
 pub const ENCODING_CURSOR: i32 = -239;
 /// The DesktopSize pseudo-encoding.
@@ -42,6 +44,7 @@ pub const ENCODING_EXTENDED_DESKTOP_SIZE: i32 = -308;
 /// The encodings this client decodes.
 pub const SUPPORTED: &[i32] = &[
     ENCODING_ZRLE,
+    ENCODING_TIGHT,
     ENCODING_COPY_RECT,
     ENCODING_RAW,
     ENCODING_CURSOR,
@@ -132,6 +135,19 @@ pub enum Event {
     },
     /// Pixels of a rectangle (part of one: a band of its rows).
     Pixels(Pixels),
+    /// A rectangle of one colour.
+    Fill {
+        /// Left.
+        x: u16,
+        /// Top.
+        y: u16,
+        /// Width.
+        width: u16,
+        /// Height.
+        height: u16,
+        /// The colour: blue, green, red, unused.
+        bgrx: [u8; 4],
+    },
     /// A rectangle copied from elsewhere in the framebuffer.
     Copy {
         /// Source's left.
@@ -230,6 +246,11 @@ enum State {
         left: u32,
         kept: Vec<u8>,
     },
+    /// A Tight rectangle of basic data; `left` rectangles follow.
+    Tight {
+        rect: Box<crate::tight::Basic>,
+        left: u16,
+    },
     /// A ZRLE rectangle; `left` rectangles follow.
     Zrle {
         rect: Box<crate::zrle::Rect>,
@@ -254,6 +275,8 @@ pub struct Client {
     security: Option<u8>,
     /// ZRLE's zlib stream (one for the connection).
     zlib: Option<flate2::Decompress>,
+    /// Tight's four zlib streams.
+    tight: crate::tight::Streams,
 }
 
 impl Client {
@@ -271,6 +294,7 @@ impl Client {
             screen: None,
             security: None,
             zlib: None,
+            tight: crate::tight::Streams::default(),
         }
     }
 
@@ -358,6 +382,25 @@ impl Client {
                     left,
                 } => return self.read_raw(x, y, width, height, done, left),
                 State::CutText { left, kept } => return self.read_cut_text(left, kept),
+                State::Tight { mut rect, left } => {
+                    let input = self.input.get(self.at..).unwrap_or_default();
+                    let (progress, used) = rect.step(&mut self.tight, input)?;
+                    self.consume(used);
+                    match progress {
+                        crate::tight::Progress::Pixels(pixels) => {
+                            self.state = State::Tight { rect, left };
+                            return Ok(Some(Event::Pixels(pixels)));
+                        }
+                        crate::tight::Progress::Wait => {
+                            self.state = State::Tight { rect, left };
+                            return Ok(None);
+                        }
+                        crate::tight::Progress::Done => {
+                            self.state = State::Rects { left };
+                            true
+                        }
+                    }
+                }
                 State::Zrle { mut rect, left } => {
                     let zlib = self
                         .zlib
@@ -777,6 +820,36 @@ impl Client {
                     left: next,
                 };
                 Ok(Step::Again)
+            }
+            ENCODING_TIGHT => {
+                self.check_rect(x, y, width, height)?;
+                let data = self.input.get(self.at + 12..).unwrap_or_default();
+                let Some((header, n)) =
+                    crate::tight::header(data, &mut self.tight, (x, y, width, height))?
+                else {
+                    self.state = State::Rects { left };
+                    return Ok(Step::Wait);
+                };
+                self.consume(12 + n);
+                match header {
+                    crate::tight::Header::Fill(bgrx) => {
+                        self.state = State::Rects { left: next };
+                        Ok(Step::Event(Event::Fill {
+                            x,
+                            y,
+                            width,
+                            height,
+                            bgrx,
+                        }))
+                    }
+                    crate::tight::Header::Basic(basic) => {
+                        self.state = State::Tight {
+                            rect: Box::new(basic),
+                            left: next,
+                        };
+                        Ok(Step::Again)
+                    }
+                }
             }
             ENCODING_ZRLE => {
                 let Some(length) = self.peek(16).map(|b| be32(&b[12..16])) else {
@@ -1260,8 +1333,10 @@ mod tests {
         assert!(
             matches!(after_login(&[1, 0, 0, 0, 0, 1]), Err(Error::Protocol(m)) if m.contains("colour map"))
         );
-        // Tight, not asked for.
-        assert!(after_login(&[0, 0, 0, 1, 0, 0, 0, 0, 0, 1, 0, 1, 0, 0, 0, 7]).is_err());
+        // Hextile, not asked for.
+        assert!(after_login(&[0, 0, 0, 1, 0, 0, 0, 0, 0, 1, 0, 1, 0, 0, 0, 5]).is_err());
+        // Tight JPEG, not asked for either.
+        assert!(after_login(&[0, 0, 0, 1, 0, 0, 0, 0, 0, 1, 0, 1, 0, 0, 0, 7, 0x90]).is_err());
         // ZRLE: a tile that is not zlib, and a rectangle cut short.
         let not_zlib = [
             0, 0, 0, 1, 0, 0, 0, 0, 0, 1, 0, 1, 0, 0, 0, 16, 0, 0, 0, 2, 0xFF, 0xFF,

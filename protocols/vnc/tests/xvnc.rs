@@ -1,7 +1,7 @@
 //! The RFB client against TigerVNC's `Xvnc`, started by the test on a Unix socket of its
 //! own (no TCP port) with a VNC password made by `x11vnc -storepasswd`: the login, the
-//! first full update covering the whole desktop, the same pixels through ZRLE as through
-//! Raw, a resize asked with SetDesktopSize, and a wrong password refused with the server's
+//! first full update covering the whole desktop, the same pixels through ZRLE and Tight as
+//! through Raw, a resize asked with SetDesktopSize, and a wrong password refused with the server's
 //! reason.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -230,8 +230,10 @@ fn picture(server: &Xvnc, encodings: &[i32]) -> (Vec<u8>, usize) {
 }
 
 #[test]
-fn zrle_gives_the_same_pixels_as_raw() {
-    use zt_vnc::rfb::{ENCODING_EXTENDED_DESKTOP_SIZE, ENCODING_RAW, ENCODING_ZRLE};
+fn zrle_and_tight_give_the_same_pixels_as_raw() {
+    use zt_vnc::rfb::{
+        ENCODING_EXTENDED_DESKTOP_SIZE, ENCODING_RAW, ENCODING_TIGHT, ENCODING_ZRLE,
+    };
     let server = Xvnc::start("pw");
     let (raw, raw_bytes) = picture(&server, &[ENCODING_RAW, ENCODING_EXTENDED_DESKTOP_SIZE]);
     let (zrle, zrle_bytes) = picture(&server, &[ENCODING_ZRLE, ENCODING_EXTENDED_DESKTOP_SIZE]);
@@ -245,4 +247,10 @@ fn zrle_gives_the_same_pixels_as_raw() {
     // The weave has both colours; ZRLE rebuilt it exactly.
     assert!(raw.chunks(3).any(|p| p == [0, 0, 0]) && raw.chunks(3).any(|p| p != [0, 0, 0]));
     assert!(raw == zrle, "ZRLE's pixels differ from Raw's");
+    let (tight, tight_bytes) = picture(&server, &[ENCODING_TIGHT, ENCODING_EXTENDED_DESKTOP_SIZE]);
+    assert!(
+        tight_bytes * 10 < raw_bytes,
+        "Tight was used: {tight_bytes} against {raw_bytes}"
+    );
+    assert!(raw == tight, "Tight's pixels differ from Raw's");
 }
