@@ -196,10 +196,17 @@ impl Basic {
         input: &[u8],
     ) -> Result<(Progress, usize), Error> {
         let row = row_bytes(&self.filter, self.width);
+        if row == 0 {
+            // An empty rectangle has no rows to give.
+            self.rows = self.height;
+        }
         let mut used = 0;
         loop {
             let wanted = usize::from(self.height - self.rows) * row;
-            let whole = (self.pending.len() / row).min(usize::from(self.height - self.rows));
+            let whole = match row {
+                0 => 0,
+                _ => (self.pending.len() / row).min(usize::from(self.height - self.rows)),
+            };
             let band = (BAND / (usize::from(self.width) * 4).max(1)).max(1);
             if whole > 0 && (whole >= band || self.pending.len() >= wanted) {
                 return Ok((Progress::Pixels(self.rows_out(whole.min(band), row)?), used));
@@ -409,6 +416,17 @@ mod tests {
         let all: Vec<u8> = px.iter().flat_map(|p| p.bgrx.clone()).collect();
         assert_eq!(&all[..8], &[2, 1, 0, 0, 5, 4, 3, 0]);
         assert_eq!(all.len(), 64);
+    }
+
+    #[test]
+    fn empty_rectangles_end_at_once() {
+        assert!(run(&[0x00], &[], (0, 5)).unwrap().is_empty());
+        assert!(
+            run(&[0x40, 1, 1, 1, 1, 1, 2, 2, 2], &[], (0, 3))
+                .unwrap()
+                .is_empty()
+        );
+        assert!(run(&[0x40, 2], &[], (7, 0)).unwrap().is_empty());
     }
 
     #[test]
