@@ -28,6 +28,7 @@ pub mod auth;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+mod inflate;
 pub mod rfb;
 mod tight;
 mod zrle;

@@ -385,20 +385,9 @@ impl Client {
                 State::Tight { mut rect, left } => {
                     let input = self.input.get(self.at..).unwrap_or_default();
                     let (progress, used) = rect.step(&mut self.tight, input)?;
-                    self.consume(used);
-                    match progress {
-                        crate::tight::Progress::Pixels(pixels) => {
-                            self.state = State::Tight { rect, left };
-                            return Ok(Some(Event::Pixels(pixels)));
-                        }
-                        crate::tight::Progress::Wait => {
-                            self.state = State::Tight { rect, left };
-                            return Ok(None);
-                        }
-                        crate::tight::Progress::Done => {
-                            self.state = State::Rects { left };
-                            true
-                        }
+                    match self.progress(progress, used, State::Tight { rect, left }, left) {
+                        Some(event) => return event,
+                        None => true,
                     }
                 }
                 State::Zrle { mut rect, left } => {
@@ -407,26 +396,41 @@ impl Client {
                         .get_or_insert_with(|| flate2::Decompress::new(true));
                     let input = self.input.get(self.at..).unwrap_or_default();
                     let (progress, used) = rect.step(zlib, input)?;
-                    self.consume(used);
-                    match progress {
-                        crate::zrle::Progress::Tile(pixels) => {
-                            self.state = State::Zrle { rect, left };
-                            return Ok(Some(Event::Pixels(pixels)));
-                        }
-                        crate::zrle::Progress::Wait => {
-                            self.state = State::Zrle { rect, left };
-                            return Ok(None);
-                        }
-                        crate::zrle::Progress::Done => {
-                            self.state = State::Rects { left };
-                            true
-                        }
+                    match self.progress(progress, used, State::Zrle { rect, left }, left) {
+                        Some(event) => return event,
+                        None => true,
                     }
                 }
                 State::Closed => return Err(Error::protocol("data after the connection ended")),
             };
             if !progressed {
                 return Ok(None);
+            }
+        }
+    }
+
+    /// After a step of a compressed rectangle: its pixels, or a wait (in `state`, the
+    /// rectangle's), or `None` to go on with the `left` rectangles after it.
+    fn progress(
+        &mut self,
+        progress: crate::inflate::Progress,
+        used: usize,
+        state: State,
+        left: u16,
+    ) -> Option<Result<Option<Event>, Error>> {
+        self.consume(used);
+        match progress {
+            crate::inflate::Progress::Pixels(pixels) => {
+                self.state = state;
+                Some(Ok(Some(Event::Pixels(pixels))))
+            }
+            crate::inflate::Progress::Wait => {
+                self.state = state;
+                Some(Ok(None))
+            }
+            crate::inflate::Progress::Done => {
+                self.state = State::Rects { left };
+                None
             }
         }
     }

@@ -8,15 +8,14 @@
 //! (compression type 9) comes only to a client that sends a quality level, which this one
 //! does not: it is an error.
 
-use flate2::{Decompress, FlushDecompress, Status};
+use flate2::Decompress;
 
 use crate::error::Error;
+use crate::inflate::{Progress, STEP};
 use crate::rfb::{BAND, Pixels};
 
 /// A Tight rectangle's widest (the encoding's own bound).
 pub(crate) const MAX_WIDTH: u16 = 2048;
-/// Inflated bytes produced per step.
-const STEP: usize = 16 * 1024;
 
 /// The four zlib streams.
 #[derive(Debug, Default)]
@@ -54,14 +53,6 @@ pub(crate) struct Basic {
     pending: Vec<u8>,
     /// The last row given (for the gradient filter): red, green, blue each pixel.
     previous: Vec<u8>,
-}
-
-/// What a step gave.
-#[derive(Debug)]
-pub(crate) enum Progress {
-    Pixels(Pixels),
-    Wait,
-    Done,
 }
 
 fn tpixel(p: &[u8]) -> [u8; 4] {
@@ -336,17 +327,7 @@ fn inflate(
         .get_mut(i)
         .ok_or_else(|| Error::protocol("a Tight zlib stream past the fourth"))?
         .get_or_insert_with(|| Decompress::new(true));
-    let (before_in, before_out) = (zlib.total_in(), zlib.total_out());
-    out.reserve(STEP);
-    let status = zlib
-        .decompress_vec(input, out, FlushDecompress::Sync)
-        .map_err(|_| Error::protocol("Tight data zlib cannot inflate"))?;
-    if status == Status::StreamEnd {
-        return Err(Error::protocol("a Tight zlib stream that ended"));
-    }
-    let taken = usize::try_from(zlib.total_in() - before_in).unwrap_or(0);
-    let made = usize::try_from(zlib.total_out() - before_out).unwrap_or(0);
-    Ok((taken, made))
+    crate::inflate::inflate(zlib, input, out, "Tight")
 }
 
 #[cfg(test)]

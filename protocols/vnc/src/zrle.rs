@@ -7,15 +7,14 @@
 //! inflates no further than one tile needs, and a tile's runs cannot cover more pixels than
 //! it has.
 
-use flate2::{Decompress, FlushDecompress, Status};
+use flate2::Decompress;
 
 use crate::error::Error;
+use crate::inflate::{Progress, inflate};
 use crate::rfb::Pixels;
 
 /// A tile's side.
 const TILE: u16 = 64;
-/// Inflated bytes produced per step.
-const STEP: usize = 16 * 1024;
 /// The most inflated bytes waiting for a tile to be whole (a tile needs far fewer).
 const MAX_PENDING: usize = 128 * 1024;
 
@@ -33,17 +32,6 @@ pub(crate) struct Rect {
     tile_y: u16,
     /// Inflated bytes not yet parsed.
     pending: Vec<u8>,
-}
-
-/// What a step of a rectangle gave.
-#[derive(Debug)]
-pub(crate) enum Progress {
-    /// A tile's pixels.
-    Tile(Pixels),
-    /// More compressed bytes are needed.
-    Wait,
-    /// The rectangle is finished.
-    Done,
 }
 
 impl Rect {
@@ -76,7 +64,8 @@ impl Rect {
             if self.finished() {
                 // The rest of the rectangle's data must inflate to nothing (a flush).
                 let here = input.len().min(used + self.compressed as usize);
-                let (taken, made) = inflate(zlib, &input[used..here.max(used)], &mut Vec::new())?;
+                let (taken, made) =
+                    inflate(zlib, &input[used..here.max(used)], &mut Vec::new(), "ZRLE")?;
                 used += taken;
                 self.compressed -= taken as u32;
                 if made > 0 || !self.pending.is_empty() {
@@ -103,7 +92,7 @@ impl Rect {
                     self.tile_x = 0;
                     self.tile_y += height;
                 }
-                return Ok((Progress::Tile(pixels), used));
+                return Ok((Progress::Pixels(pixels), used));
             }
             if self.pending.len() > MAX_PENDING {
                 return Err(Error::protocol("a ZRLE tile longer than any tile can be"));
@@ -115,7 +104,7 @@ impl Rect {
                 }
                 return Ok((Progress::Wait, used));
             }
-            let (taken, made) = inflate(zlib, &input[used..here], &mut self.pending)?;
+            let (taken, made) = inflate(zlib, &input[used..here], &mut self.pending, "ZRLE")?;
             used += taken;
             self.compressed -= taken as u32;
             if taken == 0 && made == 0 {
@@ -123,25 +112,6 @@ impl Rect {
             }
         }
     }
-}
-
-/// Inflates up to [`STEP`] bytes of `input` into `out`: (bytes taken, bytes made).
-fn inflate(
-    zlib: &mut Decompress,
-    input: &[u8],
-    out: &mut Vec<u8>,
-) -> Result<(usize, usize), Error> {
-    let (before_in, before_out) = (zlib.total_in(), zlib.total_out());
-    out.reserve(STEP);
-    let status = zlib
-        .decompress_vec(input, out, FlushDecompress::Sync)
-        .map_err(|_| Error::protocol("ZRLE data zlib cannot inflate"))?;
-    if status == Status::StreamEnd {
-        return Err(Error::protocol("a ZRLE zlib stream that ended"));
-    }
-    let taken = usize::try_from(zlib.total_in() - before_in).unwrap_or(0);
-    let made = usize::try_from(zlib.total_out() - before_out).unwrap_or(0);
-    Ok((taken, made))
 }
 
 /// A whole tile from `data`: its pixels (4 bytes each) and the bytes it took; `None` when
