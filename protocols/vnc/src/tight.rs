@@ -227,10 +227,18 @@ impl Basic {
             }
             let here = input.len().min(used + self.left as usize);
             if here == used {
-                if self.left == 0 {
+                if self.left > 0 {
+                    return Ok((Progress::Wait, used));
+                }
+                // Every byte is in, but zlib may still hold output it had no room for.
+                let made = match self.stream {
+                    Some(i) => inflate(streams, i, &[], &mut self.pending)?.1,
+                    None => 0,
+                };
+                if made == 0 {
                     return Err(Error::protocol("a Tight rectangle cut short"));
                 }
-                return Ok((Progress::Wait, used));
+                continue;
             }
             let (taken, made) = match self.stream {
                 Some(i) => {

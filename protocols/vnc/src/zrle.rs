@@ -99,10 +99,15 @@ impl Rect {
             }
             let here = input.len().min(used + self.compressed as usize);
             if here == used {
-                if self.compressed == 0 {
+                if self.compressed > 0 {
+                    return Ok((Progress::Wait, used));
+                }
+                // Every byte is in, but zlib may still hold output it had no room for.
+                let (_, made) = inflate(zlib, &[], &mut self.pending, "ZRLE")?;
+                if made == 0 {
                     return Err(Error::protocol("a ZRLE rectangle cut short"));
                 }
-                return Ok((Progress::Wait, used));
+                continue;
             }
             let (taken, made) = inflate(zlib, &input[used..here], &mut self.pending, "ZRLE")?;
             used += taken;
@@ -256,6 +261,37 @@ fn palette(data: &[u8], size: usize) -> Option<Vec<[u8; 4]>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rectangle_whose_bytes_all_came_inflates_what_zlib_still_holds() {
+        // Four raw tiles of zeros (4 × 12,289 bytes inflated) compress to a few hundred: the
+        // first inflate step takes them all and has room for only 16 KiB of output. Xvnc
+        // sent such a rectangle; the rest was read as "cut short".
+        let tiles: Vec<u8> = (0..4)
+            .flat_map(|_| std::iter::once(0u8).chain(std::iter::repeat_n(0, 64 * 64 * 3)))
+            .collect();
+        let mut z = flate2::Compress::new(flate2::Compression::default(), true);
+        let mut compressed = Vec::with_capacity(64 * 1024);
+        z.compress_vec(&tiles, &mut compressed, flate2::FlushCompress::Sync)
+            .unwrap();
+        assert!(compressed.len() < crate::inflate::STEP);
+        let mut rect = Rect::new(0, 0, 128, 128, u32::try_from(compressed.len()).unwrap());
+        let mut zlib = Decompress::new(true);
+        let mut at = 0;
+        let mut tiles = 0;
+        loop {
+            match rect.step(&mut zlib, &compressed[at..]).unwrap() {
+                (Progress::Pixels(p), used) => {
+                    at += used;
+                    assert_eq!(p.bgrx.len(), 64 * 64 * 4);
+                    tiles += 1;
+                }
+                (Progress::Done, _) => break,
+                (Progress::Wait, _) => panic!("everything is here"),
+            }
+        }
+        assert_eq!(tiles, 4);
+    }
 
     #[test]
     fn every_subencoding_decodes() {
