@@ -72,6 +72,9 @@ pub struct Limits {
     pub max_cursor: u16,
     /// The most bytes of cut text kept (the rest is read and dropped).
     pub max_cut_text: usize,
+    /// The longest cut text read at all: a server that announces more ends the connection
+    /// (a clipboard of gigabytes is a stream without end, not a clipboard).
+    pub max_cut_text_wire: u32,
     /// The longest desktop name or failure reason.
     pub max_text: usize,
     /// The most bytes waiting to be parsed.
@@ -87,6 +90,7 @@ impl Default for Limits {
             max_pixels: 8192 * 4608,
             max_cursor: 256,
             max_cut_text: 256 * 1024,
+            max_cut_text_wire: 16 << 20,
             max_text: 4096,
             max_buffered: 4 << 20,
             max_compressed: 64 << 20,
@@ -770,6 +774,12 @@ impl Client {
                         "extended clipboard data, which the client did not ask for",
                     ));
                 }
+                if length > self.config.limits.max_cut_text_wire {
+                    return Err(Error::protocol(format!(
+                        "cut text of {length} bytes, more than the {} the client reads",
+                        self.config.limits.max_cut_text_wire
+                    )));
+                }
                 self.consume(8);
                 self.state = State::CutText {
                     left: length,
@@ -1379,6 +1389,7 @@ mod tests {
             allow_none: true,
             limits: Limits {
                 max_cut_text: 8,
+                max_cut_text_wire: 1 << 30,
                 ..Limits::default()
             },
             ..Config::default()
@@ -1402,5 +1413,15 @@ mod tests {
         }
         // Over the unparsed bound.
         assert!(c.feed(&vec![0; 5 << 20]).is_err());
+        // Two gigabytes announced: refused at once with the default bounds.
+        let mut c = client(None, true);
+        let mut bytes = b"RFB 003.008\n\x01\x01\x00\x00\x00\x00".to_vec();
+        bytes.extend_from_slice(&server_init(4, 4, b""));
+        bytes.extend_from_slice(&[3, 0, 0, 0, 0x7F, 0xFF, 0xFF, 0xFF]);
+        let error = trickle(&mut c, &bytes).unwrap_err();
+        assert!(
+            error.to_string().contains("cut text of 2147483647 bytes"),
+            "{error}"
+        );
     }
 }
