@@ -8,15 +8,20 @@
 
 use zt_secret::Secret;
 
+use crate::display::{Framebuffer, ImageOptions};
 use crate::rfb::{BYTES_PER_PIXEL, Client, Config, Event, Limits};
 
-/// A server's bytes (any, split anywhere) into a client that allows both security types:
-/// never a panic; pixels and copies inside the framebuffer, with the bytes they announce;
-/// cut text and the unparsed bytes within their bounds.
+/// A server's bytes (any, split anywhere) into a client that allows both security types,
+/// and its events into the display as the engine draws them: never a panic; pixels and
+/// copies inside the framebuffer, with the bytes they announce; cut text and the unparsed
+/// bytes within their bounds.
 pub fn server_bytes(data: &[u8]) {
     let limits = Limits {
         max_cut_text: 64,
         max_buffered: 1 << 16,
+        // Small desktops: every update is drawn and encoded.
+        max_side: 512,
+        max_pixels: 512 * 256,
         ..Limits::default()
     };
     let mut client = Client::new(Config {
@@ -25,6 +30,8 @@ pub fn server_bytes(data: &[u8]) {
         limits,
         ..Config::default()
     });
+    let mut framebuffer = None;
+    let mut out = bytes::BytesMut::new();
     for chunk in data.chunks(29) {
         if client.feed(chunk).is_err() {
             return;
@@ -35,48 +42,74 @@ pub fn server_bytes(data: &[u8]) {
                 u32::from(x) + u32::from(w) <= u32::from(width)
                     && u32::from(y) + u32::from(h) <= u32::from(height)
             };
-            match client.poll() {
-                Ok(Some(Event::Pixels(p))) => {
+            let Ok(Some(event)) = client.poll() else {
+                break;
+            };
+            match &event {
+                Event::Pixels(p)
                     if !inside(p.x, p.y, p.width, p.height)
                         || p.bgrx.len()
-                            != usize::from(p.width) * usize::from(p.height) * BYTES_PER_PIXEL
-                    {
-                        panic!("pixels outside the framebuffer or of the wrong length");
-                    }
+                            != usize::from(p.width) * usize::from(p.height) * BYTES_PER_PIXEL =>
+                {
+                    panic!("pixels outside the framebuffer or of the wrong length");
                 }
-                Ok(Some(Event::Copy {
+                Event::Copy {
                     src_x,
                     src_y,
                     x,
                     y,
                     width: w,
                     height: h,
-                })) => {
-                    if !inside(x, y, w, h) || !inside(src_x, src_y, w, h) {
-                        panic!("a copy outside the framebuffer");
-                    }
+                } if !inside(*x, *y, *w, *h) || !inside(*src_x, *src_y, *w, *h) => {
+                    panic!("a copy outside the framebuffer");
                 }
-                Ok(Some(Event::Fill {
+                Event::Fill {
                     x,
                     y,
                     width: w,
                     height: h,
                     ..
-                })) => {
-                    if !inside(x, y, w, h) {
-                        panic!("a fill outside the framebuffer");
-                    }
-                }
-                Ok(Some(Event::CutText(text))) => {
-                    if text.len() > 64 {
-                        panic!("cut text past its bound");
-                    }
-                }
-                Ok(Some(_)) => {}
-                Ok(None) | Err(_) => break,
+                } if !inside(*x, *y, *w, *h) => panic!("a fill outside the framebuffer"),
+                Event::CutText(text) if text.len() > 64 => panic!("cut text past its bound"),
+                _ => {}
             }
+            draw(&mut framebuffer, event, &mut out);
+            out.clear();
         }
         let _ = client.output();
+    }
+}
+
+/// The display's side of an event: what the engine does with it.
+fn draw(framebuffer: &mut Option<Framebuffer>, event: Event, out: &mut bytes::BytesMut) {
+    match (event, framebuffer.as_mut()) {
+        (Event::Connected { width, height, .. } | Event::Resize { width, height }, _) => {
+            *framebuffer = Some(Framebuffer::new(width, height, ImageOptions::default()));
+        }
+        (Event::Pixels(band), Some(fb)) => fb.draw(&band),
+        (
+            Event::Fill {
+                x,
+                y,
+                width,
+                height,
+                bgrx,
+            },
+            Some(fb),
+        ) => fb.fill(x, y, width, height, bgrx),
+        (
+            Event::Copy {
+                src_x,
+                src_y,
+                x,
+                y,
+                width,
+                height,
+            },
+            Some(fb),
+        ) => fb.copy((src_x, src_y), (x, y), (width, height), 1, out),
+        (Event::UpdateEnd, Some(fb)) => fb.flush(2, out),
+        _ => {}
     }
 }
 

@@ -17,19 +17,29 @@
 //! it, and it decodes cut text as UTF-8, where RFB's is Latin-1. Its 0.6 limits and the
 //! fixes Warpgate made to 0.5 were read as a checklist for this crate's bounds.
 //!
-//! Still to come (issue 20): Tight's JPEG (with a quality level), the Guacamole display (images,
-//! copies, pacing by the client's `sync`), input and clipboard policy, resize, and the
-//! proxy's backend.
+//! * [`display`]: the desktop as the client draws it: what changed at the end of each update
+//!   as PNG, JPEG or a fill, CopyRect as `copy`.
+//! * [`settings`]: the session's parameters, by guacd 1.6's names.
+//! * [`session`]: the login ([`session::connect`]), the engine between RFB and the
+//!   Guacamole client (input, clipboard, resize, the cursor, pacing by the client's `sync`),
+//!   and its tokio driver ([`session::run`]).
+//!
+//! Not done: Tight's JPEG (ztproxy never asks for a quality level, so servers do not send
+//! it), pixel formats below 24 bits, and lossy WebP to the client (no pure-Rust encoder;
+//! JPEG is used for photographic areas).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod display;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod inflate;
 pub mod rfb;
+pub mod session;
+pub mod settings;
 mod tight;
 mod zrle;
 

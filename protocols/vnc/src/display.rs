@@ -1,0 +1,689 @@
+//! The desktop as the user's client draws it: RFB's rectangles go into a framebuffer, and at
+//! the end of each update what changed goes to the client as Guacamole drawing instructions.
+//!
+//! * Pixels and fills are drawn into the framebuffer and remembered as damage. At the end of
+//!   an update ([`Framebuffer::flush`]) each damaged area is compared with what the client
+//!   already shows (a second copy of the framebuffer), cut down to the rows and columns that
+//!   really changed, and sent:
+//!   * a single colour as `rect` + `cfill`;
+//!   * a photographic area that changes often as JPEG (guacd 1.6's rule: at least 3 updates
+//!     a second over at least 4096 pixels, and pixels that differ from their left neighbour
+//!     more often than a fifth of the time), unless the session is lossless or the client
+//!     takes no JPEG;
+//!   * anything else (text, flat areas, a rare change) as PNG.
+//! * A CopyRect first sends the damage so far (the copy's source must be what the server
+//!   copied), then a Guacamole `copy` within the default layer.
+//! * Images go on one stream at a time (`img`, `blob`s of at most [`zt_display::BLOB_CHARS`]
+//!   characters, `end`), so a client that drops a stream loses one image, never a frame.
+//!
+//! Memory: two framebuffers of 4 bytes a pixel, bounded by [`crate::rfb::Limits`], and the
+//! images of one update while they are encoded.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use bytes::BytesMut;
+use zt_guac::{InstructionWriter, opcode};
+
+use crate::rfb::Pixels;
+
+/// The Guacamole channel mask for OVER.
+const OVER: u64 = 0xE;
+/// Side of a cell of the update-rate map, in pixels.
+const CELL: u32 = 64;
+/// Updates a cell remembers to measure its rate.
+const HISTORY: usize = 5;
+/// guacd 1.6: the smallest area sent as JPEG, in pixels.
+const JPEG_MIN_PIXELS: u64 = 4096;
+/// guacd 1.6: the least update rate (per second) of an area sent as JPEG.
+const JPEG_MIN_RATE: u32 = 3;
+/// Damaged rectangles remembered before they are merged into their bounding box.
+const MAX_DAMAGE: usize = 64;
+/// Unchanged rows that split a damaged area into two images.
+const SPLIT_ROWS: u32 = 8;
+/// The image streams used in turn.
+const STREAMS: u32 = 16;
+/// The tallest image sent at once (taller areas go as bands).
+const MAX_IMAGE_ROWS: u32 = 256;
+
+/// How images are chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageOptions {
+    /// Only lossless images (`force-lossless`).
+    pub lossless: bool,
+    /// Whether the client takes JPEG.
+    pub jpeg: bool,
+    /// JPEG quality, 1–100.
+    pub jpeg_quality: u8,
+    /// Red and blue swapped (`swap-red-blue`).
+    pub swap_red_blue: bool,
+}
+
+impl Default for ImageOptions {
+    fn default() -> Self {
+        Self {
+            lossless: false,
+            jpeg: true,
+            jpeg_quality: 90,
+            swap_red_blue: false,
+        }
+    }
+}
+
+/// A rectangle of the framebuffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rect {
+    /// Left.
+    pub x: u32,
+    /// Top.
+    pub y: u32,
+    /// Width.
+    pub width: u32,
+    /// Height.
+    pub height: u32,
+}
+
+impl Rect {
+    fn right(&self) -> u32 {
+        self.x + self.width
+    }
+
+    fn bottom(&self) -> u32 {
+        self.y + self.height
+    }
+
+    fn area(&self) -> u64 {
+        u64::from(self.width) * u64::from(self.height)
+    }
+
+    /// Overlapping or touching.
+    fn meets(&self, other: &Self) -> bool {
+        self.x <= other.right()
+            && other.x <= self.right()
+            && self.y <= other.bottom()
+            && other.y <= self.bottom()
+    }
+
+    fn union(&self, other: &Self) -> Self {
+        let (x, y) = (self.x.min(other.x), self.y.min(other.y));
+        Self {
+            x,
+            y,
+            width: self.right().max(other.right()) - x,
+            height: self.bottom().max(other.bottom()) - y,
+        }
+    }
+}
+
+/// What a flush sent, for statistics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    /// PNG images.
+    pub png: u32,
+    /// JPEG images.
+    pub jpeg: u32,
+    /// Solid fills.
+    pub fills: u32,
+    /// Pixels sent as images or fills.
+    pub pixels: u64,
+}
+
+/// The desktop: what the server drew, and what the client shows.
+#[derive(Debug)]
+pub struct Framebuffer {
+    width: u32,
+    height: u32,
+    /// RGBA, what the server drew.
+    pixels: Vec<[u8; 4]>,
+    /// RGBA, what the client shows.
+    shown: Vec<[u8; 4]>,
+    damage: Vec<Rect>,
+    /// The last update times of each cell (milliseconds), newest first.
+    heat: Vec<[u64; HISTORY]>,
+    options: ImageOptions,
+    stream: u32,
+    sent: Sent,
+}
+
+impl Framebuffer {
+    /// An empty (black) desktop of `width` × `height`, all of it to be sent.
+    pub fn new(width: u16, height: u16, options: ImageOptions) -> Self {
+        let mut framebuffer = Self {
+            width: 0,
+            height: 0,
+            pixels: Vec::new(),
+            shown: Vec::new(),
+            damage: Vec::new(),
+            heat: Vec::new(),
+            options,
+            stream: 0,
+            sent: Sent::default(),
+        };
+        framebuffer.reset(width, height);
+        framebuffer
+    }
+
+    fn reset(&mut self, width: u16, height: u16) {
+        self.width = u32::from(width);
+        self.height = u32::from(height);
+        let n = usize::from(width) * usize::from(height);
+        self.pixels = vec![[0, 0, 0, 255]; n];
+        // Nothing is shown yet: an impossible colour makes every pixel differ.
+        self.shown = vec![[0, 0, 0, 0]; n];
+        self.damage.clear();
+        let cells = (self.width.div_ceil(CELL) * self.height.div_ceil(CELL)) as usize;
+        self.heat = vec![[0; HISTORY]; cells];
+        if n > 0 {
+            self.damage.push(Rect {
+                x: 0,
+                y: 0,
+                width: self.width,
+                height: self.height,
+            });
+        }
+    }
+
+    /// The size.
+    pub fn size(&self) -> (u32, u32) {
+        (self.width, self.height)
+    }
+
+    /// The pixels the server drew, RGBA, row by row.
+    pub fn pixels(&self) -> &[[u8; 4]] {
+        &self.pixels
+    }
+
+    /// What the flushes so far sent.
+    pub fn sent(&self) -> Sent {
+        self.sent
+    }
+
+    /// Whether anything waits for [`Framebuffer::flush`].
+    pub fn is_damaged(&self) -> bool {
+        !self.damage.is_empty()
+    }
+
+    /// A new size: the default layer's `size`, and a black desktop to be drawn again.
+    pub fn resize(&mut self, width: u16, height: u16, out: &mut BytesMut) {
+        self.reset(width, height);
+        let mut w = InstructionWriter::new(out, opcode::SIZE);
+        w.arg_u64(0)
+            .arg_u64(u64::from(width))
+            .arg_u64(u64::from(height));
+        w.finish();
+    }
+
+    fn rgba(&self, bgrx: [u8; 4]) -> [u8; 4] {
+        let [b, g, r, _] = bgrx;
+        if self.options.swap_red_blue {
+            [b, g, r, 255]
+        } else {
+            [r, g, b, 255]
+        }
+    }
+
+    /// The part of a rectangle inside the framebuffer.
+    fn clip(&self, x: u32, y: u32, width: u32, height: u32) -> Option<Rect> {
+        let right = x.saturating_add(width).min(self.width);
+        let bottom = y.saturating_add(height).min(self.height);
+        (x < right && y < bottom).then(|| Rect {
+            x,
+            y,
+            width: right - x,
+            height: bottom - y,
+        })
+    }
+
+    fn damage(&mut self, rect: Rect) {
+        if let Some(last) = self.damage.last_mut()
+            && last.meets(&rect)
+            && last.union(&rect).area() <= last.area() + rect.area()
+        {
+            *last = last.union(&rect);
+            return;
+        }
+        self.damage.push(rect);
+        if self.damage.len() > MAX_DAMAGE {
+            let all = self
+                .damage
+                .iter()
+                .copied()
+                .reduce(|a, b| a.union(&b))
+                .unwrap_or(rect);
+            self.damage = vec![all];
+        }
+    }
+
+    /// Draws a band of a rectangle's pixels (the server keeps them inside the framebuffer;
+    /// anything outside is dropped).
+    pub fn draw(&mut self, band: &Pixels) {
+        let (x, y) = (u32::from(band.x), u32::from(band.y));
+        let (width, height) = (u32::from(band.width), u32::from(band.height));
+        let Some(rect) = self.clip(x, y, width, height) else {
+            return;
+        };
+        for row in 0..rect.height {
+            let from = (row * width) as usize * 4;
+            let to = ((rect.y + row) * self.width + rect.x) as usize;
+            let Some(source) = band.bgrx.get(from..from + rect.width as usize * 4) else {
+                break;
+            };
+            for (i, pixel) in source.chunks_exact(4).enumerate() {
+                let rgba = self.rgba([pixel[0], pixel[1], pixel[2], pixel[3]]);
+                if let Some(target) = self.pixels.get_mut(to + i) {
+                    *target = rgba;
+                }
+            }
+        }
+        self.damage(rect);
+    }
+
+    /// Fills a rectangle with one colour.
+    pub fn fill(&mut self, x: u16, y: u16, width: u16, height: u16, bgrx: [u8; 4]) {
+        let Some(rect) = self.clip(x.into(), y.into(), width.into(), height.into()) else {
+            return;
+        };
+        let rgba = self.rgba(bgrx);
+        for row in rect.y..rect.bottom() {
+            let start = (row * self.width + rect.x) as usize;
+            if let Some(span) = self.pixels.get_mut(start..start + rect.width as usize) {
+                span.fill(rgba);
+            }
+        }
+        self.damage(rect);
+    }
+
+    /// Copies a rectangle within the framebuffer: the damage so far is sent first, then a
+    /// Guacamole `copy`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn copy(
+        &mut self,
+        (src_x, src_y): (u16, u16),
+        (x, y): (u16, u16),
+        (width, height): (u16, u16),
+        now_ms: u64,
+        out: &mut BytesMut,
+    ) {
+        let (Some(source), Some(target)) = (
+            self.clip(src_x.into(), src_y.into(), width.into(), height.into()),
+            self.clip(x.into(), y.into(), width.into(), height.into()),
+        ) else {
+            return;
+        };
+        let width = source.width.min(target.width);
+        let height = source.height.min(target.height);
+        // After the flush the client shows every pixel as the server drew it, so the copy
+        // moves the same pixels on both sides.
+        self.flush(now_ms, out);
+        let rows: Vec<u32> = if target.y > source.y {
+            (0..height).rev().collect()
+        } else {
+            (0..height).collect()
+        };
+        for row in rows {
+            let from = ((source.y + row) * self.width + source.x) as usize;
+            let to = ((target.y + row) * self.width + target.x) as usize;
+            let n = width as usize;
+            if from + n <= self.pixels.len() && to + n <= self.pixels.len() {
+                self.pixels.copy_within(from..from + n, to);
+                self.shown.copy_within(from..from + n, to);
+            }
+        }
+        let mut w = InstructionWriter::new(out, opcode::COPY);
+        w.arg_i64(0)
+            .arg_u64(source.x.into())
+            .arg_u64(source.y.into())
+            .arg_u64(width.into())
+            .arg_u64(height.into())
+            // OVER, as guacd copies: the pixels are opaque, so they replace what is under
+            // them. SRC is a canvas "copy", which clears the whole layer outside them.
+            .arg_u64(OVER)
+            .arg_i64(0)
+            .arg_u64(target.x.into())
+            .arg_u64(target.y.into());
+        w.finish();
+    }
+
+    /// Sends what changed since the last flush as drawing instructions (no `sync`).
+    pub fn flush(&mut self, now_ms: u64, out: &mut BytesMut) {
+        let mut damage = std::mem::take(&mut self.damage);
+        merge(&mut damage);
+        for rect in damage {
+            for piece in self.changed(rect) {
+                self.send(piece, now_ms, out);
+            }
+        }
+    }
+
+    /// The parts of `rect` that differ from what the client shows: bands of changed rows
+    /// (split at [`SPLIT_ROWS`] unchanged ones), each cut to its changed columns.
+    fn changed(&self, rect: Rect) -> Vec<Rect> {
+        let mut pieces = Vec::new();
+        let mut band: Option<(u32, u32, u32, u32)> = None; // top, last changed row, left, right
+        for row in rect.y..rect.bottom() {
+            let start = (row * self.width + rect.x) as usize;
+            let end = start + rect.width as usize;
+            let (Some(now), Some(shown)) =
+                (self.pixels.get(start..end), self.shown.get(start..end))
+            else {
+                break;
+            };
+            let first = now.iter().zip(shown).position(|(a, b)| a != b);
+            let Some(first) = first else {
+                if let Some((top, last, left, right)) = band
+                    && row - last > SPLIT_ROWS
+                {
+                    pieces.push(rect_of(top, last, left, right));
+                    band = None;
+                }
+                continue;
+            };
+            let last_col = now
+                .iter()
+                .zip(shown)
+                .rposition(|(a, b)| a != b)
+                .unwrap_or(first);
+            let (left, right) = (rect.x + first as u32, rect.x + last_col as u32 + 1);
+            band = Some(match band {
+                Some((top, _, l, r)) if row - top < MAX_IMAGE_ROWS => {
+                    (top, row, l.min(left), r.max(right))
+                }
+                Some((top, last, l, r)) => {
+                    pieces.push(rect_of(top, last, l, r));
+                    (row, row, left, right)
+                }
+                None => (row, row, left, right),
+            });
+        }
+        if let Some((top, last, left, right)) = band {
+            pieces.push(rect_of(top, last, left, right));
+        }
+        pieces
+    }
+
+    fn send(&mut self, rect: Rect, now_ms: u64, out: &mut BytesMut) {
+        let rate = self.touch(rect, now_ms);
+        let mut image = Vec::with_capacity(rect.area() as usize);
+        for row in rect.y..rect.bottom() {
+            let start = (row * self.width + rect.x) as usize;
+            let end = start + rect.width as usize;
+            if let (Some(source), Some(shown)) =
+                (self.pixels.get(start..end), self.shown.get_mut(start..end))
+            {
+                image.extend_from_slice(source);
+                shown.copy_from_slice(source);
+            }
+        }
+        self.sent.pixels += rect.area();
+        if let Some(&first) = image.first()
+            && image.iter().all(|p| *p == first)
+        {
+            self.sent.fills += 1;
+            let mut w = InstructionWriter::new(out, opcode::RECT);
+            w.arg_i64(0)
+                .arg_u64(rect.x.into())
+                .arg_u64(rect.y.into())
+                .arg_u64(rect.width.into())
+                .arg_u64(rect.height.into());
+            w.finish();
+            let [r, g, b, _] = first;
+            let mut w = InstructionWriter::new(out, opcode::CFILL);
+            w.arg_u64(OVER)
+                .arg_i64(0)
+                .arg_u64(r.into())
+                .arg_u64(g.into())
+                .arg_u64(b.into())
+                .arg_u64(255);
+            w.finish();
+            return;
+        }
+        let lossy = !self.options.lossless
+            && self.options.jpeg
+            && rect.area() >= JPEG_MIN_PIXELS
+            && rate >= JPEG_MIN_RATE
+            && photographic(&image, rect.width as usize);
+        let encoded = if lossy {
+            jpeg(&image, rect, self.options.jpeg_quality).map(|data| ("image/jpeg", data))
+        } else {
+            None
+        };
+        let (mimetype, data) = match encoded {
+            Some(encoded) => {
+                self.sent.jpeg += 1;
+                encoded
+            }
+            None => {
+                self.sent.png += 1;
+                ("image/png", png(&image, rect))
+            }
+        };
+        let stream = u64::from(self.stream + 1);
+        self.stream = (self.stream + 1) % STREAMS;
+        let mut w = InstructionWriter::new(out, opcode::IMG);
+        w.arg_u64(stream)
+            .arg_u64(OVER)
+            .arg_i64(0)
+            .arg(mimetype)
+            .arg_u64(rect.x.into())
+            .arg_u64(rect.y.into());
+        w.finish();
+        let mut text = String::with_capacity(zt_display::BLOB_CHARS);
+        for chunk in data.chunks(zt_display::BLOB_CHARS / 4 * 3) {
+            text.clear();
+            STANDARD.encode_string(chunk, &mut text);
+            let mut w = InstructionWriter::new(out, opcode::BLOB);
+            w.arg_u64(stream).arg(&text);
+            w.finish();
+        }
+        let mut w = InstructionWriter::new(out, opcode::END);
+        w.arg_u64(stream);
+        w.finish();
+    }
+
+    /// Notes an update of `rect` at `now_ms`; its cells' average update rate before it, per
+    /// second.
+    fn touch(&mut self, rect: Rect, now_ms: u64) -> u32 {
+        let columns = self.width.div_ceil(CELL);
+        let (mut total, mut cells) = (0u64, 0u64);
+        for cy in rect.y / CELL..rect.bottom().div_ceil(CELL) {
+            for cx in rect.x / CELL..rect.right().div_ceil(CELL) {
+                let Some(history) = self.heat.get_mut((cy * columns + cx) as usize) else {
+                    continue;
+                };
+                let known = history.iter().filter(|t| **t > 0).count() as u64;
+                let oldest = history.iter().rev().find(|t| **t > 0).copied();
+                if let Some(oldest) = oldest
+                    && now_ms > oldest
+                {
+                    total += known * 1000 / (now_ms - oldest);
+                }
+                cells += 1;
+                history.rotate_right(1);
+                history[0] = now_ms.max(1);
+            }
+        }
+        u32::try_from(total / cells.max(1)).unwrap_or(u32::MAX)
+    }
+}
+
+fn rect_of(top: u32, last: u32, left: u32, right: u32) -> Rect {
+    Rect {
+        x: left,
+        y: top,
+        width: right - left,
+        height: last + 1 - top,
+    }
+}
+
+/// Merges overlapping rectangles (touching ones too, when that costs no more area).
+fn merge(rects: &mut Vec<Rect>) {
+    let mut merged = true;
+    while merged {
+        merged = false;
+        let mut i = 0;
+        while i < rects.len() {
+            let mut j = i + 1;
+            while j < rects.len() {
+                let (a, b) = (rects[i], rects[j]);
+                if a.meets(&b) && a.union(&b).area() <= a.area() + b.area() {
+                    rects[i] = a.union(&b);
+                    rects.swap_remove(j);
+                    merged = true;
+                } else {
+                    j += 1;
+                }
+            }
+            i += 1;
+        }
+    }
+}
+
+/// guacd 1.6's test for photographic content: pixels differ from their left neighbour more
+/// than a fifth of the time (`0x100 * same / different - 0x400 < 0`).
+fn photographic(pixels: &[[u8; 4]], width: usize) -> bool {
+    let (mut same, mut different) = (0u64, 1u64);
+    for row in pixels.chunks(width.max(1)) {
+        let mut last = row.first().copied().unwrap_or_default();
+        for &pixel in row {
+            if pixel == last {
+                same += 1;
+            } else {
+                different += 1;
+            }
+            last = pixel;
+        }
+    }
+    0x100 * same / different < 0x400
+}
+
+fn png(pixels: &[[u8; 4]], rect: Rect) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut encoder = png::Encoder::new(&mut out, rect.width, rect.height);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    encoder.set_deflate_compression(png::DeflateCompression::Level(1));
+    encoder.set_filter(png::Filter::Adaptive);
+    let rgb: Vec<u8> = pixels.iter().flat_map(|&[r, g, b, _]| [r, g, b]).collect();
+    let written = encoder
+        .write_header()
+        .and_then(|mut writer| writer.write_image_data(&rgb));
+    if written.is_err() {
+        // Only a size of zero or a data length that does not match: neither happens here.
+        out.clear();
+    }
+    out
+}
+
+fn jpeg(pixels: &[[u8; 4]], rect: Rect, quality: u8) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let encoder = jpeg_encoder::Encoder::new(&mut out, quality.clamp(1, 100));
+    let rgb: Vec<u8> = pixels.iter().flat_map(|&[r, g, b, _]| [r, g, b]).collect();
+    encoder
+        .encode(
+            &rgb,
+            u16::try_from(rect.width).ok()?,
+            u16::try_from(rect.height).ok()?,
+            jpeg_encoder::ColorType::Rgb,
+        )
+        .ok()?;
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instructions(out: &BytesMut) -> Vec<zt_guac::Instruction> {
+        let mut decoder = zt_guac::Decoder::new(zt_guac::Limits::default());
+        decoder.feed(out);
+        let mut all = Vec::new();
+        while let Ok(Some(i)) = decoder.poll_instruction() {
+            all.push(i);
+        }
+        all
+    }
+
+    fn opcodes(out: &BytesMut) -> Vec<String> {
+        instructions(out)
+            .iter()
+            .map(|i| i.opcode().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_new_desktop_is_one_fill_then_only_what_changed_is_sent() {
+        let mut fb = Framebuffer::new(100, 50, ImageOptions::default());
+        let mut out = BytesMut::new();
+        fb.flush(1, &mut out);
+        assert_eq!(opcodes(&out), ["rect", "cfill"]);
+        out.clear();
+        // A server rectangle of 100×50 where only a 3×2 area differs.
+        let mut bgrx = vec![0u8; 100 * 50 * 4];
+        for (i, px) in bgrx.chunks_exact_mut(4).enumerate() {
+            px[3] = 0;
+            if (10..13).contains(&(i % 100)) && (20..22).contains(&(i / 100)) {
+                px[0] = 200;
+                px[2] = i as u8;
+            }
+        }
+        fb.draw(&Pixels {
+            x: 0,
+            y: 0,
+            width: 100,
+            height: 50,
+            bgrx,
+        });
+        fb.flush(2, &mut out);
+        let all = instructions(&out);
+        assert_eq!(all[0].opcode(), "img");
+        let args: Vec<&str> = (0..6).map(|k| all[0].arg(k).unwrap()).collect();
+        assert_eq!(args, ["1", "14", "0", "image/png", "10", "20"]);
+        assert_eq!(fb.sent().pixels, 100 * 50 + 6);
+        out.clear();
+        fb.flush(3, &mut out);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_copy_sends_the_damage_first_and_moves_both_copies() {
+        let mut fb = Framebuffer::new(64, 64, ImageOptions::default());
+        let mut out = BytesMut::new();
+        fb.flush(1, &mut out);
+        fb.fill(0, 0, 8, 8, [0, 0, 255, 0]);
+        out.clear();
+        fb.copy((0, 0), (32, 32), (8, 8), 2, &mut out);
+        assert_eq!(opcodes(&out), ["rect", "cfill", "copy"]);
+        assert_eq!(fb.pixels()[32 * 64 + 32], [255, 0, 0, 255]);
+        out.clear();
+        fb.flush(3, &mut out);
+        assert!(out.is_empty(), "the client's copy already shows it");
+    }
+
+    #[test]
+    fn photographic_areas_that_change_often_go_as_jpeg_unless_lossless() {
+        for lossless in [false, true] {
+            let mut fb = Framebuffer::new(
+                128,
+                128,
+                ImageOptions {
+                    lossless,
+                    ..ImageOptions::default()
+                },
+            );
+            let mut out = BytesMut::new();
+            for frame in 0..8u64 {
+                let bgrx: Vec<u8> = (0..128 * 128 * 4)
+                    .map(|i: u64| ((i * 7919 + frame * 31) % 251) as u8)
+                    .collect();
+                fb.draw(&Pixels {
+                    x: 0,
+                    y: 0,
+                    width: 128,
+                    height: 128,
+                    bgrx,
+                });
+                fb.flush(1000 + frame * 100, &mut out);
+            }
+            assert_eq!(fb.sent().jpeg > 0, !lossless, "{:?}", fb.sent());
+        }
+    }
+}
