@@ -273,6 +273,43 @@ pub enum AuditEvent {
         /// Bytes sent to the target for the user (keys, pastes; not the credentials).
         bytes_to_target: u64,
     },
+    /// A native VNC connection logged in to its target.
+    VncConnected {
+        /// Session id.
+        session: String,
+        /// `vnc` (VNC authentication with the session's password) or `none` (the session
+        /// has no password and the server asked for none).
+        security: String,
+        /// The desktop's width.
+        width: u32,
+        /// The desktop's height.
+        height: u32,
+    },
+    /// A native VNC connection's login failed (a wrong password, or no security type the
+    /// session allows); the detail is the server's reason, cut short.
+    VncLoginFailed {
+        /// Session id.
+        session: String,
+        /// What failed.
+        detail: String,
+    },
+    /// A native VNC connection ended.
+    VncDisconnected {
+        /// Session id.
+        session: String,
+        /// `target_closed`, `client_closed`, `stopped` (revocation, limits, shutdown) or
+        /// `error` (the server broke the protocol or a bound).
+        reason: String,
+        /// What failed, for `error`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+        /// Bytes the target sent.
+        bytes_from_target: u64,
+        /// Bytes sent to the target (input, clipboard, update requests).
+        bytes_to_target: u64,
+        /// Frames sent to the user.
+        frames: u64,
+    },
     /// A statement (or meta command) a user ran in a database console.
     DbQuery {
         /// Session id.
@@ -347,6 +384,9 @@ impl AuditEvent {
             | Self::SshDisconnected { session, .. }
             | Self::TelnetLoginFailed { session, .. }
             | Self::TelnetDisconnected { session, .. }
+            | Self::VncConnected { session, .. }
+            | Self::VncLoginFailed { session, .. }
+            | Self::VncDisconnected { session, .. }
             | Self::DbQuery { session, .. }
             | Self::DbConnected { session, .. }
             | Self::DbDisconnected { session, .. } => Some(session),

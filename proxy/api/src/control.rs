@@ -358,12 +358,12 @@ impl CreateSessionRequest {
                     )
                     .with_field("protocol"));
                 }
-                // ztproxy is its own SSH, Telnet and database client; the rest goes through
-                // guacd until they have native clients too.
+                // ztproxy is its own SSH, Telnet, database and VNC client; RDP goes through
+                // guacd.
                 let route = self
                     .route
                     .unwrap_or_else(|| match Protocol::from_name(&protocol) {
-                        Some(Protocol::Rdp | Protocol::Vnc) => Route::Guacd,
+                        Some(Protocol::Rdp) => Route::Guacd,
                         _ => Route::Native,
                     });
                 if route == Route::Guacd

@@ -212,8 +212,8 @@ impl Backends {
     }
 }
 
-/// `"route": "native"`: ztproxy's own protocol clients (SSH, Telnet, database consoles),
-/// by protocol.
+/// `"route": "native"`: ztproxy's own protocol clients (SSH, Telnet, database consoles,
+/// VNC), by protocol.
 pub struct NativeFactory;
 
 impl BackendFactory for NativeFactory {
@@ -224,6 +224,7 @@ impl BackendFactory for NativeFactory {
             Protocol::Postgresql | Protocol::Mysql | Protocol::Sqlserver => {
                 super::database::DatabaseFactory.make(request)
             }
+            Protocol::Vnc => super::vnc::VncFactory.make(request),
             other => Err(ApiError::new(
                 ErrorCode::Unsupported,
                 format!("{other} has no native client yet; ask for route \"guacd\""),

@@ -31,6 +31,7 @@ pub mod recording;
 pub mod ssh;
 pub mod telnet;
 mod terminal;
+pub mod vnc;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
