@@ -11,10 +11,12 @@ pub mod client;
 pub mod guac_client;
 pub mod guac_files;
 pub mod hostile_mysql;
+pub mod hostile_vnc;
 pub mod proc;
 pub mod servers;
 pub mod tds;
 pub mod term;
+pub mod x11;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};

@@ -1,6 +1,7 @@
-//! The terminal protocols besides SSH — Telnet and the database consoles — against real
+//! The native protocols besides SSH — Telnet, the database consoles and VNC — against real
 //! servers the tests start (inetutils `telnetd` with a login program of the test's own,
-//! PostgreSQL from `initdb`, MariaDB from `mariadb-install-db`),
+//! PostgreSQL from `initdb`, MariaDB from `mariadb-install-db`, TigerVNC `Xvnc`, `x11vnc` on
+//! `Xvfb`),
 //! through the daemon, over QUIC and WebRTC, with the tests' Guacamole client. What the user
 //! sees is read back from the display model's pixels, never from the emulator's state.
 
@@ -12,6 +13,7 @@ mod mssql;
 mod mysql;
 mod postgres;
 mod telnet;
+mod vnc;
 
 use zt_api::Secret;
 use zt_api::audit::AuditEvent;

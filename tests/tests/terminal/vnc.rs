@@ -1,0 +1,550 @@
+//! Native VNC against real VNC servers the tests start (TigerVNC `Xvnc` with a VNC password,
+//! `x11vnc` on `Xvfb`), each showing a solid background, `twm` and an `xterm`. What the user
+//! sees is the display model the tests' client rebuilds from ztproxy's instructions, compared
+//! pixel for pixel with the X server's own screenshot (`xwd`).
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use zt_api::audit::AuditEvent;
+use zt_api::control::Transport;
+use zt_guac::{Instruction, opcode};
+use zt_proxy::client::session::ClientSession;
+use zt_tests::guac_client::{GuacClient, Handshake};
+use zt_tests::term::{DISPLAY, STEP, Term};
+use zt_tests::x11::{Desktop, Server};
+
+use super::{Proxy, events_until_ended};
+
+/// The desktops' size.
+const DESKTOP: (u32, u32) = (640, 400);
+/// The VNC password.
+const PASSWORD: &str = "vnc-pw-7";
+
+/// X11 keysyms.
+const XK_RETURN: u32 = 0xFF0D;
+
+fn parameters<'a>(
+    password: &'a str,
+    extra: &[(&'static str, &'a str)],
+) -> Vec<(&'static str, &'a str)> {
+    let mut all = vec![("password", password), ("force-lossless", "true")];
+    all.extend_from_slice(extra);
+    all
+}
+
+/// Receives until the client's screen equals the X server's, or fails after `timeout` with
+/// the number of differing pixels. The X server is read once the client has had nothing new
+/// for a moment (a frame ended and nothing followed for 300 ms).
+async fn until_screens_match(fx: &Proxy, term: &mut Term, desktop: &Desktop, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    let mut last = String::new();
+    loop {
+        // Drain until quiet.
+        loop {
+            match term.receive(Duration::from_millis(300)).await {
+                Some(true) => {}
+                Some(false) => panic!(
+                    "the session closed; {last} {:?}\n{}",
+                    term.errors(),
+                    fx.proxy.output()
+                ),
+                None => break,
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the display never settled; {last}; the last instructions: {:?}",
+                term.received
+                    .iter()
+                    .rev()
+                    .take(12)
+                    .map(|i| format!("{i:?}").chars().take(80).collect::<String>())
+                    .collect::<Vec<_>>()
+            );
+        }
+        let (width, height, x) = desktop.screenshot().unwrap();
+        let screen = term.screen();
+        if (screen.width(), screen.height()) == (width, height) {
+            let differing = screen
+                .pixels()
+                .iter()
+                .zip(&x)
+                .filter(|(a, b)| a != b)
+                .count();
+            if differing == 0 {
+                return;
+            }
+            let first = screen.pixels().iter().zip(&x).position(|(a, b)| a != b);
+            last = format!(
+                "cursors {}; {differing} of {} pixels differ (first at {:?}: client {:?}, X {:?})",
+                term.received
+                    .iter()
+                    .filter(|i| i.is(opcode::CURSOR))
+                    .count(),
+                x.len(),
+                first.map(|i| (i as u32 % width, i as u32 / width)),
+                first.map(|i| screen.pixels()[i]),
+                first.map(|i| x[i]),
+            );
+        } else {
+            last = format!(
+                "the client shows {}×{}, the X server {width}×{height}",
+                screen.width(),
+                screen.height()
+            );
+        }
+        term.screenshot("vnc-mismatch");
+        if let Some(dir) = std::env::var_os("ZT_SCREENSHOTS") {
+            let log: Vec<String> = term
+                .received
+                .iter()
+                .filter(|i| !i.is(opcode::BLOB))
+                .map(|i| String::from_utf8_lossy(i.raw()).chars().take(100).collect())
+                .collect();
+            std::fs::write(
+                std::path::Path::new(&dir).join("vnc-mismatch.log"),
+                log.join("\n"),
+            )
+            .unwrap();
+            std::fs::write(
+                std::path::Path::new(&dir).join("vnc-proxy.log"),
+                fx.proxy.output(),
+            )
+            .unwrap();
+        }
+        assert!(Instant::now() < deadline, "{last}");
+    }
+}
+
+/// Connects the session's client at the tests' display size; the daemon's log if it cannot.
+async fn open(fx: &Proxy, session: &ClientSession) -> Term {
+    let handshake = Handshake {
+        select: "vnc".into(),
+        size: DISPLAY,
+        ..Handshake::default()
+    };
+    match GuacClient::connect(session, &handshake).await {
+        Ok(client) => Term::new(client),
+        Err(error) => panic!("{error:#}\n{}", fx.proxy.output()),
+    }
+}
+
+/// Starts the session's handshake without waiting for `ready` (a session that fails before
+/// its display starts never sends it).
+async fn start(fx: &Proxy, session: &ClientSession) -> Term {
+    let handshake = Handshake {
+        select: "vnc".into(),
+        size: DISPLAY,
+        ..Handshake::default()
+    };
+    match GuacClient::start(session, &handshake).await {
+        Ok(client) => Term::new(client),
+        Err(error) => panic!("{error:#}\n{}", fx.proxy.output()),
+    }
+}
+
+/// Opens the session and moves the pointer, as a user's browser does: until a client moves
+/// it, TigerVNC draws the pointer into the desktop (`needRenderedCursor`), which the X
+/// server's screenshot does not show.
+async fn open_and_point(fx: &Proxy, session: &ClientSession) -> Term {
+    let mut term = open(fx, session).await;
+    mouse(&mut term, 600, 380, 0).await;
+    term
+}
+
+async fn key(term: &mut Term, keysym: u32) {
+    for pressed in ["1", "0"] {
+        term.client
+            .send(&Instruction::new(
+                opcode::KEY,
+                &[&keysym.to_string(), pressed],
+            ))
+            .await
+            .unwrap();
+    }
+}
+
+async fn mouse(term: &mut Term, x: i32, y: i32, buttons: u32) {
+    term.client
+        .send(&Instruction::new(
+            opcode::MOUSE,
+            &[&x.to_string(), &y.to_string(), &buttons.to_string()],
+        ))
+        .await
+        .unwrap();
+}
+
+/// Keeps the display model current while `condition` is false; fails after `STEP`.
+async fn receive_until(term: &mut Term, what: &str, condition: impl Fn(&Term) -> bool) {
+    let deadline = Instant::now() + STEP;
+    while !condition(term) {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        if term.receive(Duration::from_millis(50)).await == Some(false) {
+            panic!("the session closed while waiting for {what}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xvnc_is_drawn_pixel_for_pixel_and_takes_keys_drags_and_resizes() {
+    let desktop = Desktop::start(Server::Xvnc, DESKTOP, PASSWORD).unwrap();
+    let fx = Proxy::start();
+    let mut events = fx.api.events(Some(0)).await.unwrap();
+    let (session, id) = fx
+        .session(
+            Transport::Quic,
+            "vnc",
+            desktop.port,
+            &parameters(PASSWORD, &[]),
+            None,
+        )
+        .await;
+    let mut term = open_and_point(&fx, &session).await;
+    until_screens_match(&fx, &mut term, &desktop, STEP).await;
+
+    // A key typed in the client reaches the xterm (`cat` writes it to a file), and the
+    // client's screen shows what the X server shows. The pointer gives it the focus (twm).
+    mouse(&mut term, 200, 120, 0).await;
+    for c in "zt typed".chars() {
+        key(&mut term, u32::from(c)).await;
+    }
+    key(&mut term, XK_RETURN).await;
+    receive_until(&mut term, "the typed line", |_| {
+        desktop.typed() == "zt typed\n"
+    })
+    .await;
+    until_screens_match(&fx, &mut term, &desktop, STEP).await;
+
+    // A drag of the xterm's title bar (twm's move) moves the window.
+    let window = desktop.wait_for_window("zt-xterm").unwrap();
+    let (x, y) = desktop.window_position(&window).unwrap();
+    let (grab_x, grab_y) = (x + 60, y - 8);
+    // At a hand's pace: twm follows the pointer while the button is down, and a release
+    // that arrives before it has seen the press cancels the move.
+    let hand = Duration::from_millis(40);
+    mouse(&mut term, grab_x, grab_y, 0).await;
+    mouse(&mut term, grab_x, grab_y, 1).await;
+    for step in 1..=10 {
+        tokio::time::sleep(hand).await;
+        mouse(&mut term, grab_x + step * 12, grab_y + step * 8, 1).await;
+    }
+    tokio::time::sleep(hand).await;
+    mouse(&mut term, grab_x + 120, grab_y + 80, 0).await;
+    receive_until(&mut term, "the window to move", |_| {
+        desktop.window_position(&window).ok() == Some((x + 120, y + 80))
+    })
+    .await;
+    until_screens_match(&fx, &mut term, &desktop, STEP).await;
+
+    // The client's size becomes the X server's (ExtendedDesktopSize).
+    term.client
+        .send(&Instruction::new(opcode::SIZE, &["1280", "720"]))
+        .await
+        .unwrap();
+    receive_until(&mut term, "the X screen to be 1280×720", |_| {
+        desktop.screen_size().ok() == Some((1280, 720))
+    })
+    .await;
+    until_screens_match(&fx, &mut term, &desktop, STEP).await;
+    term.screenshot("vnc-xvnc");
+
+    // The password reached the server, never the client.
+    assert!(!term.received_text().contains(PASSWORD));
+    fx.api.delete_session(&id).await.unwrap();
+    let events = events_until_ended(&mut events, &id).await;
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            AuditEvent::VncConnected { security, width: 640, height: 400, .. } if security == "vnc"
+        )),
+        "{events:?}"
+    );
+    let disconnected = events.iter().find_map(|e| match e {
+        AuditEvent::VncDisconnected {
+            reason,
+            frames,
+            bytes_to_target,
+            ..
+        } => Some((reason.clone(), *frames, *bytes_to_target)),
+        _ => None,
+    });
+    let (reason, frames, to_target) = disconnected.expect("vnc_disconnected");
+    assert_eq!(reason, "stopped");
+    assert!(
+        frames > 3 && to_target > 0,
+        "{frames} frames, {to_target} bytes"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x11vnc_on_xvfb_is_drawn_pixel_for_pixel() {
+    let desktop = Desktop::start(Server::X11vnc, DESKTOP, PASSWORD).unwrap();
+    let fx = Proxy::start();
+    let (session, _id) = fx
+        .session(
+            Transport::Webrtc,
+            "vnc",
+            desktop.port,
+            &parameters(PASSWORD, &[]),
+            None,
+        )
+        .await;
+    let mut term = open_and_point(&fx, &session).await;
+    until_screens_match(&fx, &mut term, &desktop, STEP).await;
+    mouse(&mut term, 200, 120, 0).await;
+    for c in "x11vnc".chars() {
+        key(&mut term, u32::from(c)).await;
+    }
+    key(&mut term, XK_RETURN).await;
+    receive_until(&mut term, "the typed line", |_| {
+        desktop.typed() == "x11vnc\n"
+    })
+    .await;
+    until_screens_match(&fx, &mut term, &desktop, STEP).await;
+    term.screenshot("vnc-x11vnc");
+}
+
+/// The clipboard streams the client received, decoded.
+fn clipboards(term: &Term) -> Vec<String> {
+    let mut texts = Vec::new();
+    let mut open: Option<(String, Vec<u8>)> = None;
+    for instruction in &term.received {
+        match instruction.opcode() {
+            opcode::CLIPBOARD => open = Some((instruction.arg(0).unwrap().to_owned(), Vec::new())),
+            opcode::BLOB => {
+                if let Some((stream, data)) = &mut open
+                    && instruction.arg(0) == Some(stream.as_str())
+                {
+                    data.extend(
+                        base64::engine::general_purpose::STANDARD
+                            .decode(instruction.arg(1).unwrap())
+                            .unwrap(),
+                    );
+                }
+            }
+            opcode::END => {
+                if let Some((_, data)) =
+                    open.take_if(|(s, _)| instruction.arg(0) == Some(s.as_str()))
+                {
+                    texts.push(String::from_utf8(data).unwrap());
+                }
+            }
+            _ => {}
+        }
+    }
+    texts
+}
+
+async fn paste(term: &mut Term, text: &str) {
+    let data = base64::engine::general_purpose::STANDARD.encode(text);
+    for instruction in [
+        Instruction::new(opcode::CLIPBOARD, &["7", "text/plain"]),
+        Instruction::new(opcode::BLOB, &["7", &data]),
+        Instruction::new(opcode::END, &["7"]),
+    ] {
+        term.client.send(&instruction).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clipboard_crosses_only_where_the_policy_allows() {
+    let mut desktop = Desktop::start(Server::Xvnc, DESKTOP, PASSWORD).unwrap();
+    let fx = Proxy::start();
+    for (copy, paste_allowed) in [(true, true), (false, false)] {
+        let disable_copy = if copy { "false" } else { "true" };
+        let disable_paste = if paste_allowed { "false" } else { "true" };
+        let extra = [
+            ("disable-copy", disable_copy),
+            ("disable-paste", disable_paste),
+        ];
+        let (session, id) = fx
+            .session(
+                Transport::Quic,
+                "vnc",
+                desktop.port,
+                &parameters(PASSWORD, &extra),
+                None,
+            )
+            .await;
+        let mut term = open_and_point(&fx, &session).await;
+        until_screens_match(&fx, &mut term, &desktop, STEP).await;
+
+        // Server → client: the X clipboard changes; then the background does, and once the
+        // client shows that, the cut text (sent before it on the same connection) has come
+        // if it ever will.
+        let copied = format!("from the desktop {copy} Grüße");
+        desktop.set_clipboard(&copied).unwrap();
+        let colour = if copy { "#aa3311" } else { "#11aa33" };
+        desktop.run("xsetroot", &["-solid", colour]).unwrap();
+        let rgb = u32::from_str_radix(&colour[1..], 16).unwrap();
+        let expected = [(rgb >> 16) as u8, (rgb >> 8) as u8, rgb as u8, 255];
+        if copy {
+            receive_until(&mut term, "the copied text", |term| {
+                clipboards(term).contains(&copied)
+            })
+            .await;
+        } else {
+            receive_until(&mut term, "the new background", |term| {
+                term.screen().pixel(2, 2) == Some(expected)
+            })
+            .await;
+            assert!(clipboards(&term).is_empty(), "{:?}", clipboards(&term));
+        }
+
+        // Client → server: a paste, then a key into the xterm; once the key has arrived, the
+        // paste (sent before it) has been handled.
+        let pasted = format!("from the user {paste_allowed} Ünïcode");
+        paste(&mut term, &pasted).await;
+        mouse(&mut term, 200, 120, 0).await;
+        let marker = if paste_allowed { 'p' } else { 'q' };
+        key(&mut term, u32::from(marker)).await;
+        key(&mut term, XK_RETURN).await;
+        receive_until(&mut term, "the key after the paste", |_| {
+            desktop.typed().lines().any(|l| l == marker.to_string())
+        })
+        .await;
+        if paste_allowed {
+            receive_until(&mut term, "the pasted text on the X clipboard", |_| {
+                desktop.clipboard().as_deref() == Some(pasted.as_str())
+            })
+            .await;
+        } else {
+            assert_ne!(desktop.clipboard().as_deref(), Some(pasted.as_str()));
+        }
+        fx.api.delete_session(&id).await.unwrap();
+        term.until_closed().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_ends_the_session_with_a_clear_error() {
+    let desktop = Desktop::start(Server::Xvnc, DESKTOP, PASSWORD).unwrap();
+    let fx = Proxy::start();
+    let mut events = fx.api.events(Some(0)).await.unwrap();
+    let (session, id) = fx
+        .session(
+            Transport::Quic,
+            "vnc",
+            desktop.port,
+            &parameters("not-the-pw", &[]),
+            None,
+        )
+        .await;
+    let mut term = start(&fx, &session).await;
+    term.until_closed().await;
+    let errors = term.errors();
+    assert!(
+        errors
+            .iter()
+            .any(|(message, status)| message == "VNC authentication failed" && *status == 0x0301),
+        "{errors:?}"
+    );
+    assert!(!term.received_text().contains("not-the-pw"));
+    let events = events_until_ended(&mut events, &id).await;
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, AuditEvent::VncLoginFailed { .. })),
+        "{events:?}"
+    );
+    assert!(!fx.proxy.output().contains("not-the-pw"));
+}
+
+/// The established TCP connections to `port` on 127.0.0.1 (`ss`).
+fn connections_to(port: u16) -> usize {
+    let output = std::process::Command::new("ss")
+        .args([
+            "-Htn",
+            "state",
+            "established",
+            &format!("( dport = :{port} )"),
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout).lines().count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_closes_the_rfb_connection_within_a_second() {
+    let desktop = Desktop::start(Server::Xvnc, DESKTOP, PASSWORD).unwrap();
+    let fx = Proxy::start();
+    let (session, id) = fx
+        .session(
+            Transport::Quic,
+            "vnc",
+            desktop.port,
+            &parameters(PASSWORD, &[]),
+            None,
+        )
+        .await;
+    let mut term = open_and_point(&fx, &session).await;
+    until_screens_match(&fx, &mut term, &desktop, STEP).await;
+    assert_eq!(connections_to(desktop.port), 1);
+    let revoked = Instant::now();
+    fx.api.delete_session(&id).await.unwrap();
+    while connections_to(desktop.port) > 0 {
+        assert!(
+            revoked.elapsed() < Duration::from_secs(1),
+            "the RFB connection outlived the revocation by a second"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    term.until_closed().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_servers_end_the_session_with_a_clear_error_in_bounded_memory() {
+    use zt_tests::hostile_vnc::{Attack, HostileVnc};
+    let fx = Proxy::start();
+    let mut events = fx.api.events(Some(0)).await.unwrap();
+    let rss_before = zt_tests::proc::rss_kib(fx.proxy.pid()).unwrap();
+    for (attack, detail) in [
+        (Attack::BillionPixels, "desktop"),
+        (Attack::OversizedRect, "rectangle"),
+        (Attack::RectOutside, "rectangle"),
+        (Attack::ColourMap, "colour map"),
+        (Attack::TruncatedZrle, "ZRLE"),
+        (Attack::BrokenTight, "Tight"),
+        (Attack::EndlessCutText, "cut text"),
+    ] {
+        let server = HostileVnc::start(attack).await;
+        // No password: the hostile server offers "None".
+        let (session, id) = fx
+            .session(Transport::Quic, "vnc", server.addr.port(), &[], None)
+            .await;
+        let mut term = start(&fx, &session).await;
+        term.until_closed().await;
+        let errors = term.errors();
+        assert!(
+            errors.iter().any(|(_, status)| *status == 0x0203),
+            "{attack:?}: {errors:?}"
+        );
+        let events = events_until_ended(&mut events, &id).await;
+        let said = events
+            .iter()
+            .find_map(|e| match e {
+                AuditEvent::VncDisconnected { reason, detail, .. } => {
+                    Some(format!("{reason}: {}", detail.clone().unwrap_or_default()))
+                }
+                AuditEvent::SessionEnded { detail, .. } => detail.clone(),
+                _ => None,
+            })
+            .unwrap_or_default();
+        assert!(said.contains(detail), "{attack:?}: {said}\n{events:?}");
+        // ztproxy closed the server's connection.
+        let deadline = Instant::now() + STEP;
+        while server.closed() == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "{attack:?}: the connection stayed open"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let rss_after = zt_tests::proc::rss_kib(fx.proxy.pid()).unwrap();
+    assert!(
+        rss_after < rss_before + 64 * 1024,
+        "the daemon grew from {rss_before} KiB to {rss_after} KiB"
+    );
+    assert!(fx.proxy.output().contains("the VNC"));
+}
