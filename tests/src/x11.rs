@@ -273,6 +273,13 @@ impl Desktop {
             .spawn()?)
     }
 
+    /// Starts an X client on the desktop that runs until the desktop stops.
+    pub fn start_client(&mut self, program: &str, args: &[&str]) -> anyhow::Result<()> {
+        let child = self.spawn(program, args, &format!("{program}-client"))?;
+        self.children.push(child);
+        Ok(())
+    }
+
     /// Runs an X utility to the end; its standard output.
     pub fn run(&self, program: &str, args: &[&str]) -> anyhow::Result<String> {
         let output = self.command(program)?.args(args).output()?;

@@ -548,3 +548,113 @@ async fn hostile_servers_end_the_session_with_a_clear_error_in_bounded_memory() 
     );
     assert!(fx.proxy.output().contains("the VNC"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_answering_gets_no_more_frames_then_a_fresh_one() {
+    let mut desktop = Desktop::start(Server::Xvnc, DESKTOP, PASSWORD).unwrap();
+    let fx = Proxy::start();
+    let (session, _id) = fx
+        .session(
+            Transport::Quic,
+            "vnc",
+            desktop.port,
+            &parameters(PASSWORD, &[]),
+            None,
+        )
+        .await;
+    let mut term = open_and_point(&fx, &session).await;
+    until_screens_match(&fx, &mut term, &desktop, STEP).await;
+    // A window whose text changes as fast as it can for three seconds.
+    desktop
+        .start_client(
+            "xterm",
+            &[
+                "-geometry",
+                "30x6+300+220",
+                "-e",
+                "sh",
+                "-c",
+                "end=$(($(date +%s) + 3)); while [ $(date +%s) -lt $end ]; do date +%s%N; done; \
+                 echo flood over; exec sleep 600",
+            ],
+        )
+        .unwrap();
+    let syncs = |term: &Term| term.received.iter().filter(|i| i.is(opcode::SYNC)).count();
+    let frames_before = syncs(&term);
+    receive_until(&mut term, "frames of the flood", |term| {
+        syncs(term) > frames_before + 3
+    })
+    .await;
+    // The client stops answering: ztproxy sends what was asked of the server already, then
+    // nothing (the proxy answers for a client only after 4 s).
+    term.client.answer_syncs = false;
+    let silent = Instant::now();
+    let at_silence = syncs(&term);
+    let bytes_at_silence: usize = term.received.iter().map(Instruction::len).sum();
+    while silent.elapsed() < Duration::from_millis(1500) {
+        if term.receive(Duration::from_millis(100)).await == Some(false) {
+            panic!("the session closed");
+        }
+    }
+    let unanswered = syncs(&term) - at_silence;
+    let bytes: usize = term.received.iter().map(Instruction::len).sum::<usize>() - bytes_at_silence;
+    assert!(
+        unanswered <= 2,
+        "{unanswered} frames went to a client that answered none ({bytes} bytes)"
+    );
+    // It answers the last one: frames come again, and the screen catches up with the X
+    // server's once the flood is over.
+    let last = term
+        .received
+        .iter()
+        .rev()
+        .find(|i| i.is(opcode::SYNC))
+        .unwrap()
+        .arg(0)
+        .unwrap()
+        .to_owned();
+    term.client.answer_syncs = true;
+    term.client
+        .send(&Instruction::new(opcode::SYNC, &[last.as_str()]))
+        .await
+        .unwrap();
+    let resumed = syncs(&term);
+    receive_until(&mut term, "frames after the answer", |term| {
+        syncs(term) > resumed + 3
+    })
+    .await;
+    until_screens_match(&fx, &mut term, &desktop, STEP).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swap_red_blue_and_a_remote_cursor_are_drawn_by_the_server() {
+    let desktop = Desktop::start(Server::Xvnc, DESKTOP, PASSWORD).unwrap();
+    let fx = Proxy::start();
+    let extra = [("swap-red-blue", "true"), ("cursor", "remote")];
+    let (session, _id) = fx
+        .session(
+            Transport::Quic,
+            "vnc",
+            desktop.port,
+            &parameters(PASSWORD, &extra),
+            None,
+        )
+        .await;
+    let mut term = open_and_point(&fx, &session).await;
+    // The background #336699 with red and blue swapped; the X cursor drawn into the desktop
+    // under the pointer, and no `cursor` for the client to draw.
+    let background = [0x99, 0x66, 0x33, 255];
+    receive_until(
+        &mut term,
+        "the swapped background and the drawn cursor",
+        |term| {
+            let screen = term.screen();
+            screen.pixel(2, 2) == Some(background)
+                && (585..615)
+                    .flat_map(|x| (365..395).map(move |y| (x, y)))
+                    .any(|(x, y)| screen.pixel(x, y).is_some_and(|p| p != background))
+        },
+    )
+    .await;
+    assert!(!term.received.iter().any(|i| i.is(opcode::CURSOR)));
+}
