@@ -141,6 +141,45 @@ pub fn export_recording(
     out
 }
 
+/// Every instruction of an exported `.guac` recording (a key frame's images are large, so the
+/// bounds are wide); panics unless it is well-formed and ends with a whole instruction.
+#[allow(
+    clippy::expect_used,
+    reason = "test support: a malformed export is a failed test"
+)]
+pub fn decode_recording(bytes: &[u8]) -> Vec<zt_guac::Instruction> {
+    let mut limits = zt_guac::Limits::default();
+    limits.max_instruction_bytes = 64 * 1024 * 1024;
+    limits.max_element_chars = 64 * 1024 * 1024;
+    limits.max_elements = 1 << 20;
+    let mut decoder = zt_guac::Decoder::new(limits);
+    decoder.feed(bytes);
+    let mut all = Vec::new();
+    while let Some(instruction) = decoder
+        .poll_instruction()
+        .expect("the export is well-formed")
+    {
+        all.push(instruction);
+    }
+    assert_eq!(
+        decoder.buffered_len(),
+        0,
+        "the export ends with a whole instruction"
+    );
+    all
+}
+
+/// The screen `instructions` draw, as a client shows it; panics if the display model could
+/// not draw all of it.
+pub fn replay_screen(instructions: &[zt_guac::Instruction]) -> zt_display::Screen {
+    let mut display = zt_display::Display::new(zt_display::DisplayLimits::default());
+    for instruction in instructions {
+        let _ = display.handle(instruction);
+    }
+    assert!(!display.is_degraded(), "{:?}", display.degradation());
+    display.screen()
+}
+
 /// Waits until something accepts TCP connections on `addr`.
 pub async fn wait_for_port(addr: SocketAddr, timeout: Duration) -> anyhow::Result<()> {
     wait_until(timeout, &format!("a listener on {addr}"), || async move {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use zt_api::audit::AuditEvent;
 use zt_api::control::Transport;
-use zt_guac::{Decoder, Instruction, Limits, Status, opcode};
+use zt_guac::{Instruction, Status, opcode};
 use zt_proxy::client::api::EventStream;
 use zt_tests::guacd_peer::{DisplayMode, PeerConfig};
 use zt_tests::ztproxy_bin;
@@ -57,7 +57,7 @@ fn export_noting(
         "the export draws before layer 0 has a size"
     );
     (
-        decode_all(&bytes),
+        zt_tests::decode_recording(&bytes),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
@@ -104,28 +104,6 @@ async fn receive_for(
         received.push(client.next(STEP).await.unwrap().expect("open"));
     }
     received
-}
-
-fn decode_all(bytes: &[u8]) -> Vec<Instruction> {
-    let mut limits = Limits::default();
-    limits.max_instruction_bytes = 64 * 1024 * 1024;
-    limits.max_element_chars = 64 * 1024 * 1024;
-    limits.max_elements = 1 << 20;
-    let mut decoder = Decoder::new(limits);
-    decoder.feed(bytes);
-    let mut all = Vec::new();
-    while let Some(instruction) = decoder
-        .poll_instruction()
-        .expect("the export is well-formed")
-    {
-        all.push(instruction);
-    }
-    assert_eq!(
-        decoder.buffered_len(),
-        0,
-        "the export ends with a whole instruction"
-    );
-    all
 }
 
 fn verify(recording: &Path, secret_file: &Path) -> String {

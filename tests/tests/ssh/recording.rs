@@ -6,7 +6,6 @@ use std::process::Command;
 
 use zt_api::audit::AuditEvent;
 use zt_api::control::{EndReason, Transport};
-use zt_guac::{Decoder, Instruction, Limits};
 use zt_proxy::client::api::EventStream;
 use zt_tests::proc::{ProxyOptions, ZtProxy};
 use zt_tests::ztproxy_bin;
@@ -34,28 +33,6 @@ async fn ended_recordings(fx: &Fixture, events: &mut EventStream, id: &str) -> V
     }
     files.sort();
     files
-}
-
-fn decode_all(bytes: &[u8]) -> Vec<Instruction> {
-    let mut limits = Limits::default();
-    limits.max_instruction_bytes = 64 * 1024 * 1024;
-    limits.max_element_chars = 64 * 1024 * 1024;
-    let mut decoder = Decoder::new(limits);
-    decoder.feed(bytes);
-    let mut all = Vec::new();
-    while let Some(instruction) = decoder.poll_instruction().unwrap() {
-        all.push(instruction);
-    }
-    all
-}
-
-fn screen_of(instructions: &[Instruction]) -> zt_display::Screen {
-    let mut display = zt_display::Display::new(zt_display::DisplayLimits::default());
-    for instruction in instructions {
-        let _ = display.handle(instruction);
-    }
-    assert!(!display.is_degraded(), "{:?}", display.degradation());
-    display.screen()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -129,13 +106,16 @@ async fn a_recorded_session_replays_in_scriptreplay_asciinema_and_the_player() {
     // The graphical recording: from its start, and from its last key frame, it ends on the
     // screen the client saw last.
     let guac = export(graphical, "guac", &[]);
-    let all = decode_all(&std::fs::read(&guac).unwrap());
-    assert_eq!(screen_of(&all).differing_pixels(&last_screen), 0);
+    let all = zt_tests::decode_recording(&std::fs::read(&guac).unwrap());
+    assert_eq!(
+        zt_tests::replay_screen(&all).differing_pixels(&last_screen),
+        0
+    );
     let tail = export(graphical, "guac", &["--from", "1h"]);
-    let from_key_frame = decode_all(&std::fs::read(&tail).unwrap());
+    let from_key_frame = zt_tests::decode_recording(&std::fs::read(&tail).unwrap());
     assert!(from_key_frame.len() < all.len());
     assert_eq!(
-        screen_of(&from_key_frame).differing_pixels(&last_screen),
+        zt_tests::replay_screen(&from_key_frame).differing_pixels(&last_screen),
         0,
         "the last key frame and what follows it are not the client's last screen"
     );

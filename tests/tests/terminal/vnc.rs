@@ -658,3 +658,65 @@ async fn swap_red_blue_and_a_remote_cursor_are_drawn_by_the_server() {
     .await;
     assert!(!term.received.iter().any(|i| i.is(opcode::CURSOR)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_graphical_recording_ends_on_the_screen_from_its_start_and_its_last_key_frame() {
+    let mut desktop = Desktop::start(Server::Xvnc, DESKTOP, PASSWORD).unwrap();
+    let fx = Proxy::start();
+    let mut events = fx.api.events(Some(0)).await.unwrap();
+    let recording = zt_api::control::RecordingRequest {
+        graphical: true,
+        typescript: false,
+        ..super::typescript()
+    };
+    let (session, id) = fx
+        .session(
+            Transport::Quic,
+            "vnc",
+            desktop.port,
+            &parameters(PASSWORD, &[]),
+            Some(recording),
+        )
+        .await;
+    let mut term = open_and_point(&fx, &session).await;
+    until_screens_match(&fx, &mut term, &desktop, STEP).await;
+    // A clock that changes every second, for seven of them: the recording takes a key frame
+    // after its first.
+    desktop
+        .start_client(
+            "xclock",
+            &["-digital", "-update", "1", "-geometry", "+300+260"],
+        )
+        .unwrap();
+    let syncs = |term: &Term| term.received.iter().filter(|i| i.is(opcode::SYNC)).count();
+    let before = syncs(&term);
+    let started = Instant::now();
+    receive_until(&mut term, "seven seconds of the clock", |term| {
+        syncs(term) >= before + 7 && started.elapsed() > Duration::from_secs(7)
+    })
+    .await;
+    until_screens_match(&fx, &mut term, &desktop, STEP).await;
+    let last_screen = term.screen();
+    fx.api.delete_session(&id).await.unwrap();
+    let (_, files) = fx.ended_recordings(&mut events, &id).await;
+    assert_eq!(files.len(), 1, "{files:?}");
+    let all = zt_tests::decode_recording(&std::fs::read(fx.export(&files[0], "guac")).unwrap());
+    assert_eq!(
+        zt_tests::replay_screen(&all).differing_pixels(&last_screen),
+        0
+    );
+    let tail = zt_tests::export_recording(
+        zt_tests::ztproxy_bin!(),
+        &files[0],
+        super::RESOURCE_SECRET,
+        "guac",
+        &["--from", "1h"],
+    );
+    let from_key_frame = zt_tests::decode_recording(&std::fs::read(&tail).unwrap());
+    assert!(from_key_frame.len() < all.len());
+    assert_eq!(
+        zt_tests::replay_screen(&from_key_frame).differing_pixels(&last_screen),
+        0,
+        "the last key frame and what follows it are not the client's last screen"
+    );
+}
