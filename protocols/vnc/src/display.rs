@@ -40,6 +40,10 @@ const JPEG_MIN_RATE: u32 = 3;
 const MAX_DAMAGE: usize = 64;
 /// Unchanged rows that split a damaged area into two images.
 const SPLIT_ROWS: u32 = 8;
+/// Unchanged columns that split a band of changed rows into two images.
+const SPLIT_COLUMNS: u32 = 16;
+/// zlib's level for PNG images.
+const PNG_LEVEL: u8 = 6;
 /// The image streams used in turn.
 const STREAMS: u32 = 16;
 /// The tallest image sent at once (taller areas go as bands).
@@ -137,6 +141,9 @@ pub struct Framebuffer {
     /// RGBA, what the client shows.
     shown: Vec<[u8; 4]>,
     damage: Vec<Rect>,
+    /// Whether the server drew anything since the last reset (until it has, the black
+    /// desktop is not sent: TigerVNC's first update is the size alone).
+    drawn: bool,
     /// The last update times of each cell (milliseconds), newest first.
     heat: Vec<[u64; HISTORY]>,
     options: ImageOptions,
@@ -153,6 +160,7 @@ impl Framebuffer {
             pixels: Vec::new(),
             shown: Vec::new(),
             damage: Vec::new(),
+            drawn: false,
             heat: Vec::new(),
             options,
             stream: 0,
@@ -170,6 +178,7 @@ impl Framebuffer {
         // Nothing is shown yet: an impossible colour makes every pixel differ.
         self.shown = vec![[0, 0, 0, 0]; n];
         self.damage.clear();
+        self.drawn = false;
         let cells = (self.width.div_ceil(CELL) * self.height.div_ceil(CELL)) as usize;
         self.heat = vec![[0; HISTORY]; cells];
         if n > 0 {
@@ -234,6 +243,7 @@ impl Framebuffer {
     }
 
     fn damage(&mut self, rect: Rect) {
+        self.drawn = true;
         if let Some(last) = self.damage.last_mut()
             && last.meets(&rect)
             && last.union(&rect).area() <= last.area() + rect.area()
@@ -345,11 +355,16 @@ impl Framebuffer {
 
     /// Sends what changed since the last flush as drawing instructions (no `sync`).
     pub fn flush(&mut self, now_ms: u64, out: &mut BytesMut) {
+        if !self.drawn {
+            return;
+        }
         let mut damage = std::mem::take(&mut self.damage);
         merge(&mut damage);
         for rect in damage {
-            for piece in self.changed(rect) {
-                self.send(piece, now_ms, out);
+            for band in self.changed(rect) {
+                for piece in self.columns(band) {
+                    self.send(piece, now_ms, out);
+                }
             }
         }
     }
@@ -400,41 +415,165 @@ impl Framebuffer {
         pieces
     }
 
-    fn send(&mut self, rect: Rect, now_ms: u64, out: &mut BytesMut) {
-        let rate = self.touch(rect, now_ms);
-        let mut image = Vec::with_capacity(rect.area() as usize);
-        for row in rect.y..rect.bottom() {
-            let start = (row * self.width + rect.x) as usize;
-            let end = start + rect.width as usize;
+    /// A band of changed rows split where [`SPLIT_COLUMNS`] or more columns in a row did
+    /// not change (two windows side by side are two images, not one with the desktop
+    /// between them), each cut to the rows that changed in its columns.
+    fn columns(&self, band: Rect) -> Vec<Rect> {
+        let mut changed = vec![false; band.width as usize];
+        for row in band.y..band.bottom() {
+            let start = (row * self.width + band.x) as usize;
+            let end = start + band.width as usize;
+            if let (Some(now), Some(shown)) =
+                (self.pixels.get(start..end), self.shown.get(start..end))
+            {
+                for ((column, a), b) in changed.iter_mut().zip(now).zip(shown) {
+                    *column |= a != b;
+                }
+            }
+        }
+        let mut runs: Vec<(u32, u32)> = Vec::new();
+        for (i, _) in changed.iter().enumerate().filter(|(_, c)| **c) {
+            let x = band.x + i as u32;
+            match runs.last_mut() {
+                Some((_, end)) if x - *end < SPLIT_COLUMNS => *end = x + 1,
+                _ => runs.push((x, x + 1)),
+            }
+        }
+        if runs.len() <= 1 {
+            return vec![band];
+        }
+        runs.into_iter()
+            .filter_map(|(left, right)| {
+                let width = right - left;
+                let differs = |row: u32| {
+                    let start = (row * self.width + left) as usize;
+                    let end = start + width as usize;
+                    self.pixels.get(start..end) != self.shown.get(start..end)
+                };
+                let top = (band.y..band.bottom()).find(|&row| differs(row))?;
+                let bottom = (top..band.bottom()).rev().find(|&row| differs(row))?;
+                Some(Rect {
+                    x: left,
+                    y: top,
+                    width,
+                    height: bottom + 1 - top,
+                })
+            })
+            .collect()
+    }
+
+    /// Sends a changed area: its cells of one colour as fills, the rest as images (runs of
+    /// cells merged along rows, then runs of the same columns down the area), as guacd 1.6
+    /// plans a frame.
+    fn send(&mut self, piece: Rect, now_ms: u64, out: &mut BytesMut) {
+        let rate = self.touch(piece, now_ms);
+        self.sent.pixels += piece.area();
+        for (rect, colour) in self.plan(piece) {
+            match colour {
+                Some(colour) => self.fill_rect(rect, colour, out),
+                None => self.image(rect, rate, out),
+            }
+        }
+        for row in piece.y..piece.bottom() {
+            let start = (row * self.width + piece.x) as usize;
+            let end = start + piece.width as usize;
             if let (Some(source), Some(shown)) =
                 (self.pixels.get(start..end), self.shown.get_mut(start..end))
             {
-                image.extend_from_slice(source);
                 shown.copy_from_slice(source);
             }
         }
-        self.sent.pixels += rect.area();
-        if let Some(&first) = image.first()
-            && image.iter().all(|p| *p == first)
-        {
-            self.sent.fills += 1;
-            let mut w = InstructionWriter::new(out, opcode::RECT);
-            w.arg_i64(0)
-                .arg_u64(rect.x.into())
-                .arg_u64(rect.y.into())
-                .arg_u64(rect.width.into())
-                .arg_u64(rect.height.into());
-            w.finish();
-            let [r, g, b, _] = first;
-            let mut w = InstructionWriter::new(out, opcode::CFILL);
-            w.arg_u64(OVER)
-                .arg_i64(0)
-                .arg_u64(r.into())
-                .arg_u64(g.into())
-                .arg_u64(b.into())
-                .arg_u64(255);
-            w.finish();
-            return;
+    }
+
+    /// The colour of every pixel of `rect`, when they have one.
+    fn solid(&self, rect: Rect) -> Option<[u8; 4]> {
+        let first = *self.pixels.get((rect.y * self.width + rect.x) as usize)?;
+        (rect.y..rect.bottom())
+            .all(|row| {
+                let start = (row * self.width + rect.x) as usize;
+                self.pixels
+                    .get(start..start + rect.width as usize)
+                    .is_some_and(|span| span.iter().all(|p| *p == first))
+            })
+            .then_some(first)
+    }
+
+    /// `piece` as fills and images: the screen's [`CELL`] grid inside it, cells of one
+    /// colour merged with their neighbours of the same colour, the others into images.
+    fn plan(&self, piece: Rect) -> Vec<(Rect, Option<[u8; 4]>)> {
+        let mut done: Vec<(Rect, Option<[u8; 4]>)> = Vec::new();
+        // Runs of the previous row of cells, still open downwards.
+        let mut open: Vec<(Rect, Option<[u8; 4]>)> = Vec::new();
+        let mut y = piece.y;
+        while y < piece.bottom() {
+            let bottom = ((y / CELL + 1) * CELL).min(piece.bottom());
+            let mut row: Vec<(Rect, Option<[u8; 4]>)> = Vec::new();
+            let mut x = piece.x;
+            while x < piece.right() {
+                let right = ((x / CELL + 1) * CELL).min(piece.right());
+                let cell = Rect {
+                    x,
+                    y,
+                    width: right - x,
+                    height: bottom - y,
+                };
+                let colour = self.solid(cell);
+                match row.last_mut() {
+                    Some((run, kind)) if *kind == colour => run.width += cell.width,
+                    _ => row.push((cell, colour)),
+                }
+                x = right;
+            }
+            let mut next = Vec::with_capacity(row.len());
+            for (run, kind) in row {
+                let above = open
+                    .iter()
+                    .position(|(o, k)| *k == kind && o.x == run.x && o.width == run.width);
+                match above {
+                    Some(i) => {
+                        let (mut merged, kind) = open.swap_remove(i);
+                        merged.height += run.height;
+                        next.push((merged, kind));
+                    }
+                    None => next.push((run, kind)),
+                }
+            }
+            done.append(&mut open);
+            open = next;
+            y = bottom;
+        }
+        done.append(&mut open);
+        done
+    }
+
+    fn fill_rect(&mut self, rect: Rect, [r, g, b, _]: [u8; 4], out: &mut BytesMut) {
+        self.sent.fills += 1;
+        let mut w = InstructionWriter::new(out, opcode::RECT);
+        w.arg_i64(0)
+            .arg_u64(rect.x.into())
+            .arg_u64(rect.y.into())
+            .arg_u64(rect.width.into())
+            .arg_u64(rect.height.into());
+        w.finish();
+        let mut w = InstructionWriter::new(out, opcode::CFILL);
+        w.arg_u64(OVER)
+            .arg_i64(0)
+            .arg_u64(r.into())
+            .arg_u64(g.into())
+            .arg_u64(b.into())
+            .arg_u64(255);
+        w.finish();
+    }
+
+    /// Sends `rect` as an image: JPEG for a photographic area updated at least
+    /// [`JPEG_MIN_RATE`] times a second (unless lossless), PNG otherwise.
+    fn image(&mut self, rect: Rect, rate: u32, out: &mut BytesMut) {
+        let mut image = Vec::with_capacity(rect.area() as usize);
+        for row in rect.y..rect.bottom() {
+            let start = (row * self.width + rect.x) as usize;
+            if let Some(source) = self.pixels.get(start..start + rect.width as usize) {
+                image.extend_from_slice(source);
+            }
         }
         let lossy = !self.options.lossless
             && self.options.jpeg
@@ -555,22 +694,63 @@ fn photographic(pixels: &[[u8; 4]], width: usize) -> bool {
     0x100 * same / different < 0x400
 }
 
+/// A PNG of opaque pixels: indexed when they have at most 256 colours (text, windows,
+/// flat areas: a third of the bytes to deflate), RGB otherwise.
 fn png(pixels: &[[u8; 4]], rect: Rect) -> Vec<u8> {
     let mut out = Vec::new();
     let mut encoder = png::Encoder::new(&mut out, rect.width, rect.height);
-    encoder.set_color(png::ColorType::Rgb);
     encoder.set_depth(png::BitDepth::Eight);
-    encoder.set_deflate_compression(png::DeflateCompression::Level(1));
-    encoder.set_filter(png::Filter::Adaptive);
-    let rgb: Vec<u8> = pixels.iter().flat_map(|&[r, g, b, _]| [r, g, b]).collect();
+    encoder.set_deflate_compression(png::DeflateCompression::Level(PNG_LEVEL));
+    let data = match palette(pixels) {
+        Some((colours, indices)) => {
+            encoder.set_color(png::ColorType::Indexed);
+            encoder.set_palette(colours);
+            encoder.set_filter(png::Filter::NoFilter);
+            indices
+        }
+        None => {
+            encoder.set_color(png::ColorType::Rgb);
+            encoder.set_filter(png::Filter::Adaptive);
+            pixels.iter().flat_map(|&[r, g, b, _]| [r, g, b]).collect()
+        }
+    };
     let written = encoder
         .write_header()
-        .and_then(|mut writer| writer.write_image_data(&rgb));
+        .and_then(|mut writer| writer.write_image_data(&data));
     if written.is_err() {
         // Only a size of zero or a data length that does not match: neither happens here.
         out.clear();
     }
     out
+}
+
+/// The palette (RGB triples) and each pixel's index, when there are at most 256 colours.
+fn palette(pixels: &[[u8; 4]]) -> Option<(Vec<u8>, Vec<u8>)> {
+    let mut colours: std::collections::HashMap<[u8; 4], u8> = std::collections::HashMap::new();
+    let mut palette = Vec::new();
+    let mut indices = Vec::with_capacity(pixels.len());
+    let mut last: Option<([u8; 4], u8)> = None;
+    for &pixel in pixels {
+        let index = match last {
+            Some((colour, index)) if colour == pixel => index,
+            _ => {
+                let next = colours.len();
+                let index = match colours.get(&pixel) {
+                    Some(&index) => index,
+                    None => {
+                        let index = u8::try_from(next).ok()?;
+                        colours.insert(pixel, index);
+                        palette.extend_from_slice(&pixel[..3]);
+                        index
+                    }
+                };
+                last = Some((pixel, index));
+                index
+            }
+        };
+        indices.push(index);
+    }
+    Some((palette, indices))
 }
 
 fn jpeg(pixels: &[[u8; 4]], rect: Rect, quality: u8) -> Option<Vec<u8>> {
@@ -609,37 +789,50 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn a_new_desktop_is_one_fill_then_only_what_changed_is_sent() {
-        let mut fb = Framebuffer::new(100, 50, ImageOptions::default());
-        let mut out = BytesMut::new();
-        fb.flush(1, &mut out);
-        assert_eq!(opcodes(&out), ["rect", "cfill"]);
-        out.clear();
-        // A server rectangle of 100×50 where only a 3×2 area differs.
-        let mut bgrx = vec![0u8; 100 * 50 * 4];
+    fn band(width: u16, height: u16, dot: (usize, usize), colour: u8) -> Pixels {
+        let mut bgrx = vec![0u8; usize::from(width) * usize::from(height) * 4];
         for (i, px) in bgrx.chunks_exact_mut(4).enumerate() {
-            px[3] = 0;
-            if (10..13).contains(&(i % 100)) && (20..22).contains(&(i / 100)) {
-                px[0] = 200;
+            let (x, y) = (i % usize::from(width), i / usize::from(width));
+            if (dot.0..dot.0 + 3).contains(&x) && (dot.1..dot.1 + 2).contains(&y) {
+                px[0] = colour;
                 px[2] = i as u8;
             }
         }
-        fb.draw(&Pixels {
+        Pixels {
             x: 0,
             y: 0,
-            width: 100,
-            height: 50,
+            width,
+            height,
             bgrx,
-        });
+        }
+    }
+
+    #[test]
+    fn cells_of_one_colour_are_fills_and_then_only_what_changed_is_sent() {
+        let mut fb = Framebuffer::new(100, 50, ImageOptions::default());
+        let mut out = BytesMut::new();
+        // Nothing drawn yet: nothing sent (TigerVNC's first update is its size alone).
+        fb.flush(1, &mut out);
+        assert!(out.is_empty());
+        // The first cell holds a 3×2 dot: an image; the rest of the desktop is black.
+        fb.draw(&band(100, 50, (10, 20), 200));
         fb.flush(2, &mut out);
-        let all = instructions(&out);
-        assert_eq!(all[0].opcode(), "img");
-        let args: Vec<&str> = (0..6).map(|k| all[0].arg(k).unwrap()).collect();
-        assert_eq!(args, ["1", "14", "0", "image/png", "10", "20"]);
-        assert_eq!(fb.sent().pixels, 100 * 50 + 6);
+        assert_eq!(opcodes(&out), ["img", "blob", "end", "rect", "cfill"]);
         out.clear();
+        // The dot moves: only the two changed places are sent, the old one black again (a
+        // fill), the new one an image of itself.
+        fb.draw(&band(100, 50, (40, 30), 100));
         fb.flush(3, &mut out);
+        let all = instructions(&out);
+        let args = |i: &zt_guac::Instruction, n: usize| -> Vec<String> {
+            (0..n).map(|k| i.arg(k).unwrap().to_owned()).collect()
+        };
+        assert_eq!(opcodes(&out), ["rect", "cfill", "img", "blob", "end"]);
+        assert_eq!(args(&all[0], 5), ["0", "10", "20", "3", "2"]);
+        assert_eq!(args(&all[2], 6), ["2", "14", "0", "image/png", "40", "30"]);
+        assert_eq!(fb.sent().pixels, 100 * 50 + 6 + 6);
+        out.clear();
+        fb.flush(4, &mut out);
         assert!(out.is_empty());
     }
 
@@ -651,7 +844,7 @@ mod tests {
         fb.fill(0, 0, 8, 8, [0, 0, 255, 0]);
         out.clear();
         fb.copy((0, 0), (32, 32), (8, 8), 2, &mut out);
-        assert_eq!(opcodes(&out), ["rect", "cfill", "copy"]);
+        assert_eq!(opcodes(&out), ["img", "blob", "end", "copy"]);
         assert_eq!(fb.pixels()[32 * 64 + 32], [255, 0, 0, 255]);
         out.clear();
         fb.flush(3, &mut out);

@@ -242,6 +242,8 @@ pub struct Engine {
     wanted: Option<(u16, u16)>,
     inbound: Option<Inbound>,
     clipboard_stream: u64,
+    /// The cursor last sent (hotspot, size, pixels): servers repeat it.
+    cursor: Option<(u16, u16, u16, u16, Vec<u8>)>,
     notices: VecDeque<Notice>,
     frames: u64,
 }
@@ -282,6 +284,7 @@ impl Engine {
             wanted: None,
             inbound: None,
             clipboard_stream: 0,
+            cursor: None,
             notices: VecDeque::new(),
             frames: 0,
         }
@@ -389,6 +392,11 @@ impl Engine {
     }
 
     fn cursor(&mut self, hot_x: u16, hot_y: u16, width: u16, height: u16, rgba: &[u8]) {
+        let shape = (hot_x, hot_y, width, height, rgba.to_vec());
+        if self.cursor.as_ref() == Some(&shape) {
+            return;
+        }
+        self.cursor = Some(shape);
         let out = &mut self.to_client;
         let (width, height) = (width.max(1), height.max(1));
         let mut pixels: Vec<[u8; 4]> = rgba
