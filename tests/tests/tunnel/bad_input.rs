@@ -144,6 +144,29 @@ async fn malformed_oversized_and_unknown_requests_get_specific_errors() {
         // SSH is native, and its credentials are injected, never asked for.
         (400, ErrorCode::InvalidField, Some("parameters.username".into()))
     );
+    assert_eq!(
+        post(
+            &api,
+            "/v1/sessions",
+            json,
+            br#"{"transport":"quic","conversation":"connection","protocol":"vnc","target":{"host":"h","port":5900},"parameters":{"color-depth":"12"}}"#
+                .to_vec()
+        )
+        .await,
+        // VNC is native, and its parameters are checked when the session is created.
+        (400, ErrorCode::InvalidField, Some("parameters.color-depth".into()))
+    );
+    assert_eq!(
+        post(
+            &api,
+            "/v1/sessions",
+            json,
+            br#"{"transport":"quic","conversation":"connection","protocol":"vnc","target":{"host":"h","port":5900},"parameters":{"dest-host":"repeater"}}"#
+                .to_vec()
+        )
+        .await,
+        (400, ErrorCode::InvalidField, Some("parameters.dest-host".into()))
+    );
 
     // Routes and methods.
     let (status, body) = api
