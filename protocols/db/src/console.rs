@@ -355,7 +355,14 @@ where
                 Ok(_) => {
                     decoder.feed(&input);
                     input.clear();
-                    if !take_input(&mut decoder, &mut terminal, &mut download, &mut upload, &mut out) {
+                    if !decoder.drain_until_disconnect(|i| {
+                        // Acks of a download go to it, an upload to the engine, the rest to
+                        // the terminal.
+                        let acked = i.is(opcode::ACK) && download.acked(i);
+                        if !acked && !upload.take(i, &mut out) {
+                            terminal.handle_client(i);
+                        }
+                    }) {
                         break EndedBy::Client;
                     }
                 }
@@ -403,28 +410,6 @@ fn show(terminal: &mut Terminal, observer: &mut dyn Observer, bytes: &[u8]) {
     if !bytes.is_empty() {
         observer.output(bytes);
         terminal.handle_target(bytes);
-    }
-}
-
-/// Hands the client's instructions to the terminal, acks of a download to it, an upload to
-/// the engine; false when the client said `disconnect` or sent something undecodable.
-fn take_input(
-    decoder: &mut Decoder,
-    terminal: &mut Terminal,
-    download: &mut Download,
-    upload: &mut UploadRouting,
-    out: &mut BytesMut,
-) -> bool {
-    loop {
-        match decoder.poll_instruction() {
-            Ok(Some(instruction)) if instruction.is(opcode::DISCONNECT) => return false,
-            Ok(Some(instruction))
-                if instruction.is(opcode::ACK) && download.acked(&instruction) => {}
-            Ok(Some(instruction)) if upload.take(&instruction, out) => {}
-            Ok(Some(instruction)) => terminal.handle_client(&instruction),
-            Ok(None) => return true,
-            Err(_) => return false,
-        }
     }
 }
 

@@ -176,6 +176,20 @@ impl Decoder {
         }
     }
 
+    /// Hands every whole instruction fed so far to `each`, as a native engine reads its
+    /// client: false once the client said `disconnect` (not handed on) or sent something
+    /// undecodable, true when more bytes are needed.
+    pub fn drain_until_disconnect(&mut self, mut each: impl FnMut(&Instruction)) -> bool {
+        loop {
+            match self.poll_instruction() {
+                Ok(Some(instruction)) if instruction.is(crate::opcode::DISCONNECT) => return false,
+                Ok(Some(instruction)) => each(&instruction),
+                Ok(None) => return true,
+                Err(_) => return false,
+            }
+        }
+    }
+
     /// Bytes fed but not yet returned as instructions.
     pub fn buffered_len(&self) -> usize {
         self.buf.len()

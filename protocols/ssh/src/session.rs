@@ -205,7 +205,11 @@ where
                     Ok(_) => {
                         decoder.feed(&input);
                         input.clear();
-                        if !take_input(&mut decoder, &mut terminal, &mut files) {
+                        if !decoder.drain_until_disconnect(|i| {
+                            if !files.take(i) {
+                                terminal.handle_client(i);
+                            }
+                        }) {
                             break EndedBy::Client;
                         }
                     }
@@ -323,23 +327,6 @@ where
     }
     let _ = writer.shutdown().await;
     end
-}
-
-/// Hands the client's instructions to the terminal, or to the file service; false when the
-/// client said `disconnect` or sent something undecodable.
-fn take_input(decoder: &mut Decoder, terminal: &mut Terminal, files: &mut FileRouting) -> bool {
-    loop {
-        match decoder.poll_instruction() {
-            Ok(Some(instruction)) if instruction.is(opcode::DISCONNECT) => return false,
-            Ok(Some(instruction)) => {
-                if !files.take(&instruction) {
-                    terminal.handle_client(&instruction);
-                }
-            }
-            Ok(None) => return true,
-            Err(_) => return false,
-        }
-    }
 }
 
 /// Which client instructions go to the file service, and what waits for it.

@@ -216,7 +216,7 @@ where
                 Ok(_) => {
                     decoder.feed(&input);
                     input.clear();
-                    if !take_input(&mut decoder, &mut terminal) {
+                    if !decoder.drain_until_disconnect(|i| terminal.handle_client(i)) {
                         break EndedBy::Client;
                     }
                 }
@@ -294,19 +294,6 @@ where
     }
     let _ = writer.shutdown().await;
     end
-}
-
-/// Hands the client's instructions to the terminal; false when the client said `disconnect`
-/// or sent something undecodable.
-fn take_input(decoder: &mut Decoder, terminal: &mut Terminal) -> bool {
-    loop {
-        match decoder.poll_instruction() {
-            Ok(Some(instruction)) if instruction.is(opcode::DISCONNECT) => return false,
-            Ok(Some(instruction)) => terminal.handle_client(&instruction),
-            Ok(None) => return true,
-            Err(_) => return false,
-        }
-    }
 }
 
 fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
