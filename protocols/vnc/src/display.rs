@@ -703,10 +703,23 @@ fn png(pixels: &[[u8; 4]], rect: Rect) -> Vec<u8> {
     encoder.set_deflate_compression(png::DeflateCompression::Level(PNG_LEVEL));
     let data = match palette(pixels) {
         Some((colours, indices)) => {
+            // As few bits an index as the colours need, each row padded to a byte.
+            let bits: u8 = match colours.len() / 3 {
+                0..=2 => 1,
+                3..=4 => 2,
+                5..=16 => 4,
+                _ => 8,
+            };
             encoder.set_color(png::ColorType::Indexed);
+            encoder.set_depth(match bits {
+                1 => png::BitDepth::One,
+                2 => png::BitDepth::Two,
+                4 => png::BitDepth::Four,
+                _ => png::BitDepth::Eight,
+            });
             encoder.set_palette(colours);
             encoder.set_filter(png::Filter::NoFilter);
-            indices
+            pack(&indices, rect.width as usize, bits)
         }
         None => {
             encoder.set_color(png::ColorType::Rgb);
@@ -720,6 +733,26 @@ fn png(pixels: &[[u8; 4]], rect: Rect) -> Vec<u8> {
     if written.is_err() {
         // Only a size of zero or a data length that does not match: neither happens here.
         out.clear();
+    }
+    out
+}
+
+/// Indices of `bits` bits each, packed into bytes row by row (the first pixel in the high
+/// bits), each row padded to a whole byte, as PNG wants them.
+fn pack(indices: &[u8], width: usize, bits: u8) -> Vec<u8> {
+    if bits == 8 {
+        return indices.to_vec();
+    }
+    let per_byte = usize::from(8 / bits);
+    let mut out = Vec::with_capacity(indices.len() / per_byte + indices.len() / width.max(1) + 1);
+    for row in indices.chunks(width.max(1)) {
+        for group in row.chunks(per_byte) {
+            let mut byte = 0u8;
+            for (i, index) in group.iter().enumerate() {
+                byte |= index << (8 - bits * (i as u8 + 1));
+            }
+            out.push(byte);
+        }
     }
     out
 }
@@ -877,6 +910,36 @@ mod tests {
                 fb.flush(1000 + frame * 100, &mut out);
             }
             assert_eq!(fb.sent().jpeg > 0, !lossless, "{:?}", fb.sent());
+        }
+    }
+
+    #[test]
+    fn pngs_of_any_number_of_colours_decode_to_their_pixels() {
+        for colours in [1u32, 2, 3, 5, 17, 256, 300] {
+            let rect = Rect {
+                x: 0,
+                y: 0,
+                width: 13,
+                height: 7,
+            };
+            let pixels: Vec<[u8; 4]> = (0..13 * 7u32)
+                .map(|i| {
+                    let c = (i * 7) % colours;
+                    [c as u8, (c >> 8) as u8 * 40, 3, 255]
+                })
+                .collect();
+            let data = png(&pixels, rect);
+            let mut decoder = ::png::Decoder::new(std::io::Cursor::new(data));
+            decoder.set_transformations(::png::Transformations::EXPAND);
+            let mut reader = decoder.read_info().unwrap();
+            let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+            let info = reader.next_frame(&mut buf).unwrap();
+            assert_eq!(info.color_type, ::png::ColorType::Rgb, "{colours} colours");
+            let decoded: Vec<[u8; 4]> = buf[..info.buffer_size()]
+                .chunks(3)
+                .map(|p| [p[0], p[1], p[2], 255])
+                .collect();
+            assert_eq!(decoded, pixels, "{colours} colours");
         }
     }
 }

@@ -672,7 +672,7 @@ where
                 Ok(_) => {
                     decoder.feed(&input);
                     input.clear();
-                    if !take_input(&mut decoder, &mut engine) {
+                    if !decoder.drain_until_disconnect(|i| engine.handle_client(i)) {
                         break EndedBy::Client;
                     }
                 }
@@ -718,17 +718,4 @@ where
     }
     let _ = writer.shutdown().await;
     end
-}
-
-/// Hands the client's instructions to the engine; false when the client said `disconnect`
-/// or sent something undecodable.
-fn take_input(decoder: &mut Decoder, engine: &mut Engine) -> bool {
-    loop {
-        match decoder.poll_instruction() {
-            Ok(Some(instruction)) if instruction.is(opcode::DISCONNECT) => return false,
-            Ok(Some(instruction)) => engine.handle_client(&instruction),
-            Ok(None) => return true,
-            Err(_) => return false,
-        }
-    }
 }
