@@ -7,7 +7,8 @@
 //!   second (guacd 1.6.0 sent 11.2 KB for its 10 s session of the same kind of desktop in
 //!   `../shared/fixtures/guacd-1.6/vnc-tigervnc.guac`, the issue's measurement says about
 //!   14 KB);
-//! * (b) an xterm printing 200 lines (`seq`), until the screen is quiet;
+//! * (b) an xterm printing 200 lines, about 100 a second, smooth-scrolling, until the screen
+//!   is quiet;
 //! * (c) a window moved across the screen for 5 s (`xdotool windowmove`, 50 steps a second);
 //! * keystroke to frame: a key typed into the xterm (`cat`) to the first drawing of its echo.
 //!
@@ -338,11 +339,14 @@ async fn main() -> anyhow::Result<()> {
             "80x24+20+300",
             "-title",
             "zt-scroll",
+            // Smooth scrolling (no jump scroll): every line moves the window.
+            "+j",
             "-e",
             "sh",
             "-c",
             &format!(
-                "read x < '{}'; seq 1 {lines}; exec sleep 600",
+                "read x < '{}'; seq 1 {lines} | while read l; do echo \"line $l\"; sleep 0.01; done; \
+                 exec sleep 600",
                 trigger.display()
             ),
         ],

@@ -152,6 +152,43 @@ async fn open_and_point(fx: &Proxy, session: &ClientSession) -> Term {
     term
 }
 
+/// A session to `desktop` with `extra` parameters (lossless, with the password), its client
+/// connected and pointing, once its screen equals the X server's.
+async fn settled(
+    fx: &Proxy,
+    desktop: &Desktop,
+    transport: Transport,
+    extra: &[(&'static str, &str)],
+    recording: Option<zt_api::control::RecordingRequest>,
+) -> (ClientSession, String, Term) {
+    let (session, id) = fx
+        .session(
+            transport,
+            "vnc",
+            desktop.port,
+            &parameters(PASSWORD, extra),
+            recording,
+        )
+        .await;
+    let mut term = open_and_point(fx, &session).await;
+    until_screens_match(fx, &mut term, desktop, STEP).await;
+    (session, id, term)
+}
+
+/// Types `text` and Return into the desktop's xterm (the pointer over it gives it the focus
+/// under twm), and waits for its `cat` to write the line.
+async fn type_line(term: &mut Term, desktop: &Desktop, text: &str) {
+    mouse(term, 200, 120, 0).await;
+    for c in text.chars() {
+        key(term, u32::from(c)).await;
+    }
+    key(term, XK_RETURN).await;
+    receive_until(term, "the typed line", |_| {
+        desktop.typed().lines().any(|l| l == text)
+    })
+    .await;
+}
+
 async fn key(term: &mut Term, keysym: u32) {
     for pressed in ["1", "0"] {
         term.client
@@ -190,29 +227,12 @@ async fn xvnc_is_drawn_pixel_for_pixel_and_takes_keys_drags_and_resizes() {
     let desktop = Desktop::start(Server::Xvnc, DESKTOP, PASSWORD).unwrap();
     let fx = Proxy::start();
     let mut events = fx.api.events(Some(0)).await.unwrap();
-    let (session, id) = fx
-        .session(
-            Transport::Quic,
-            "vnc",
-            desktop.port,
-            &parameters(PASSWORD, &[]),
-            None,
-        )
-        .await;
-    let mut term = open_and_point(&fx, &session).await;
-    until_screens_match(&fx, &mut term, &desktop, STEP).await;
+    let (_session, id, mut term) = settled(&fx, &desktop, Transport::Quic, &[], None).await;
 
     // A key typed in the client reaches the xterm (`cat` writes it to a file), and the
-    // client's screen shows what the X server shows. The pointer gives it the focus (twm).
-    mouse(&mut term, 200, 120, 0).await;
-    for c in "zt typed".chars() {
-        key(&mut term, u32::from(c)).await;
-    }
-    key(&mut term, XK_RETURN).await;
-    receive_until(&mut term, "the typed line", |_| {
-        desktop.typed() == "zt typed\n"
-    })
-    .await;
+    // client's screen shows what the X server shows.
+    type_line(&mut term, &desktop, "zt typed").await;
+    assert_eq!(desktop.typed(), "zt typed\n");
     until_screens_match(&fx, &mut term, &desktop, STEP).await;
 
     // A drag of the xterm's title bar (twm's move) moves the window.
@@ -280,26 +300,8 @@ async fn xvnc_is_drawn_pixel_for_pixel_and_takes_keys_drags_and_resizes() {
 async fn x11vnc_on_xvfb_is_drawn_pixel_for_pixel() {
     let desktop = Desktop::start(Server::X11vnc, DESKTOP, PASSWORD).unwrap();
     let fx = Proxy::start();
-    let (session, _id) = fx
-        .session(
-            Transport::Webrtc,
-            "vnc",
-            desktop.port,
-            &parameters(PASSWORD, &[]),
-            None,
-        )
-        .await;
-    let mut term = open_and_point(&fx, &session).await;
-    until_screens_match(&fx, &mut term, &desktop, STEP).await;
-    mouse(&mut term, 200, 120, 0).await;
-    for c in "x11vnc".chars() {
-        key(&mut term, u32::from(c)).await;
-    }
-    key(&mut term, XK_RETURN).await;
-    receive_until(&mut term, "the typed line", |_| {
-        desktop.typed() == "x11vnc\n"
-    })
-    .await;
+    let (_session, _id, mut term) = settled(&fx, &desktop, Transport::Webrtc, &[], None).await;
+    type_line(&mut term, &desktop, "x11vnc").await;
     until_screens_match(&fx, &mut term, &desktop, STEP).await;
     term.screenshot("vnc-x11vnc");
 }
@@ -358,17 +360,7 @@ async fn the_clipboard_crosses_only_where_the_policy_allows() {
             ("disable-copy", disable_copy),
             ("disable-paste", disable_paste),
         ];
-        let (session, id) = fx
-            .session(
-                Transport::Quic,
-                "vnc",
-                desktop.port,
-                &parameters(PASSWORD, &extra),
-                None,
-            )
-            .await;
-        let mut term = open_and_point(&fx, &session).await;
-        until_screens_match(&fx, &mut term, &desktop, STEP).await;
+        let (_session, id, mut term) = settled(&fx, &desktop, Transport::Quic, &extra, None).await;
 
         // Server → client: the X clipboard changes; then the background does, and once the
         // client shows that, the cut text (sent before it on the same connection) has come
@@ -396,14 +388,7 @@ async fn the_clipboard_crosses_only_where_the_policy_allows() {
         // paste (sent before it) has been handled.
         let pasted = format!("from the user {paste_allowed} Ünïcode");
         paste(&mut term, &pasted).await;
-        mouse(&mut term, 200, 120, 0).await;
-        let marker = if paste_allowed { 'p' } else { 'q' };
-        key(&mut term, u32::from(marker)).await;
-        key(&mut term, XK_RETURN).await;
-        receive_until(&mut term, "the key after the paste", |_| {
-            desktop.typed().lines().any(|l| l == marker.to_string())
-        })
-        .await;
+        type_line(&mut term, &desktop, if paste_allowed { "p" } else { "q" }).await;
         if paste_allowed {
             receive_until(&mut term, "the pasted text on the X clipboard", |_| {
                 desktop.clipboard().as_deref() == Some(pasted.as_str())
@@ -469,17 +454,7 @@ fn connections_to(port: u16) -> usize {
 async fn revocation_closes_the_rfb_connection_within_a_second() {
     let desktop = Desktop::start(Server::Xvnc, DESKTOP, PASSWORD).unwrap();
     let fx = Proxy::start();
-    let (session, id) = fx
-        .session(
-            Transport::Quic,
-            "vnc",
-            desktop.port,
-            &parameters(PASSWORD, &[]),
-            None,
-        )
-        .await;
-    let mut term = open_and_point(&fx, &session).await;
-    until_screens_match(&fx, &mut term, &desktop, STEP).await;
+    let (_session, id, mut term) = settled(&fx, &desktop, Transport::Quic, &[], None).await;
     assert_eq!(connections_to(desktop.port), 1);
     let revoked = Instant::now();
     fx.api.delete_session(&id).await.unwrap();
@@ -554,17 +529,7 @@ async fn hostile_servers_end_the_session_with_a_clear_error_in_bounded_memory() 
 async fn a_client_that_stops_answering_gets_no_more_frames_then_a_fresh_one() {
     let mut desktop = Desktop::start(Server::Xvnc, DESKTOP, PASSWORD).unwrap();
     let fx = Proxy::start();
-    let (session, _id) = fx
-        .session(
-            Transport::Quic,
-            "vnc",
-            desktop.port,
-            &parameters(PASSWORD, &[]),
-            None,
-        )
-        .await;
-    let mut term = open_and_point(&fx, &session).await;
-    until_screens_match(&fx, &mut term, &desktop, STEP).await;
+    let (_session, _id, mut term) = settled(&fx, &desktop, Transport::Quic, &[], None).await;
     // A window whose text changes as fast as it can for three seconds.
     desktop
         .start_client(
@@ -670,17 +635,8 @@ async fn the_graphical_recording_ends_on_the_screen_from_its_start_and_its_last_
         typescript: false,
         ..super::typescript()
     };
-    let (session, id) = fx
-        .session(
-            Transport::Quic,
-            "vnc",
-            desktop.port,
-            &parameters(PASSWORD, &[]),
-            Some(recording),
-        )
-        .await;
-    let mut term = open_and_point(&fx, &session).await;
-    until_screens_match(&fx, &mut term, &desktop, STEP).await;
+    let (_session, id, mut term) =
+        settled(&fx, &desktop, Transport::Quic, &[], Some(recording)).await;
     // A clock that changes every second, for seven of them: the recording takes a key frame
     // after its first.
     desktop
