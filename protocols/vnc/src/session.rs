@@ -49,6 +49,8 @@ const MAX_UNANSWERED: usize = 2;
 const MAX_CLIPBOARD: usize = 256 * 1024;
 /// The most bytes waiting to go to the server (input is dropped beyond it).
 const MAX_TO_TARGET: usize = 1 << 20;
+/// Drawing waiting for the client beyond which the server is not read.
+const MAX_BACKLOG: usize = 16 << 20;
 /// The buffer the cursor is drawn in.
 const CURSOR_LAYER: i64 = -1;
 /// The first stream index of clipboard streams (images use 1–16).
@@ -520,8 +522,13 @@ impl Engine {
         if self.settings.disable_display_resize {
             return;
         }
-        let clamp = |v: u32| u16::try_from(v.clamp(1, 8192)).unwrap_or(8192);
-        let size = (clamp(width), clamp(height));
+        // Within what the client accepts from a server (rfb::Limits): a bigger desktop would
+        // end the session.
+        let limits = rfb::Limits::default();
+        let clamp = |v: u32, max: u16| u16::try_from(v.clamp(1, u32::from(max))).unwrap_or(max);
+        let side = limits.max_side;
+        let tallest = u16::try_from(limits.max_pixels / u32::from(side)).unwrap_or(side);
+        let size = (clamp(width, side), clamp(height, tallest.min(side)));
         if self.framebuffer.size() == (size.0.into(), size.1.into()) {
             return;
         }
@@ -544,6 +551,11 @@ impl Engine {
     /// Bytes for the server.
     pub fn poll_target(&mut self) -> Vec<u8> {
         self.client.output()
+    }
+
+    /// Bytes of drawing waiting for the client.
+    pub fn backlog(&self) -> usize {
+        self.to_client.len()
     }
 
     /// Instructions for the client, if any.
@@ -647,7 +659,9 @@ where
         tokio::select! {
             biased;
             () = stop.cancelled() => break EndedBy::Stopped,
-            read = target_reader.read_buf(&mut received) => match read {
+            // Updates come only when asked for; a server that sends them anyway waits while
+            // the client is behind.
+            read = target_reader.read_buf(&mut received), if engine.backlog() < MAX_BACKLOG => match read {
                 Ok(0) => break EndedBy::Target,
                 Err(error) => break EndedBy::Failed(Error::protocol(format!("nothing more: the connection failed ({:?})", error.kind()))),
                 Ok(n) => {
