@@ -30,6 +30,8 @@ pub enum Attack {
     BrokenTight,
     /// ServerCutText announcing 2 GiB, then bytes without end.
     EndlessCutText,
+    /// FramebufferUpdates nobody asked for, of new noise each, as fast as they go.
+    UnaskedUpdates,
 }
 
 /// The desktop the server announces (except for [`Attack::BillionPixels`]).
@@ -156,18 +158,34 @@ async fn serve(mut stream: TcpStream, attack: Attack) -> std::io::Result<()> {
         Attack::EndlessCutText => {
             attack_bytes.extend_from_slice(&[3, 0, 0, 0, 0x7F, 0xFF, 0xFF, 0xFF]);
         }
+        Attack::UnaskedUpdates => {}
     }
     // Let the client's SetPixelFormat, SetEncodings and first request arrive first.
     let _ =
         tokio::time::timeout(std::time::Duration::from_millis(200), stream.read(&mut buf)).await;
     stream.write_all(&attack_bytes).await?;
     let (mut reader, mut writer) = stream.into_split();
-    let endless = attack == Attack::EndlessCutText;
     let feeder = tokio::spawn(async move {
-        let chunk = vec![b'x'; 64 * 1024];
-        if endless {
+        if attack == Attack::EndlessCutText {
+            let chunk = vec![b'x'; 64 * 1024];
             while writer.write_all(&chunk).await.is_ok() {}
             return;
+        }
+        if attack == Attack::UnaskedUpdates {
+            let mut seed = 0x9E37_79B9_u32;
+            loop {
+                let mut update = vec![0, 0, 0, 1];
+                rect_header(&mut update, (0, 0, 128, 128), 0);
+                for _ in 0..128 * 128 {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 17;
+                    seed ^= seed << 5;
+                    update.extend_from_slice(&seed.to_le_bytes());
+                }
+                if writer.write_all(&update).await.is_err() {
+                    return;
+                }
+            }
         }
         // Hold the writing half open.
         std::future::pending::<()>().await;

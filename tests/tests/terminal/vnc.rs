@@ -677,3 +677,33 @@ async fn the_graphical_recording_ends_on_the_screen_from_its_start_and_its_last_
         "the last key frame and what follows it are not the client's last screen"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_flooding_a_client_that_does_not_read_costs_bounded_memory() {
+    use zt_tests::hostile_vnc::{Attack, HostileVnc};
+    let fx = Proxy::start();
+    let server = HostileVnc::start(Attack::UnaskedUpdates).await;
+    let (session, id) = fx
+        .session(Transport::Quic, "vnc", server.addr.port(), &[], None)
+        .await;
+    let mut term = open(&fx, &session).await;
+    let before = zt_tests::proc::rss_kib(fx.proxy.pid()).unwrap();
+    // The client reads nothing for three seconds while the server sends updates of noise
+    // (64 KiB of pixels each, a PNG of about as much) as fast as it can.
+    let started = Instant::now();
+    let mut peak = before;
+    while started.elapsed() < Duration::from_secs(3) {
+        peak = peak.max(zt_tests::proc::rss_kib(fx.proxy.pid()).unwrap());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        peak < before + 96 * 1024,
+        "the daemon grew from {before} KiB to {peak} KiB"
+    );
+    // It was never stuck: the client reads again and frames come.
+    receive_until(&mut term, "a frame", |term| {
+        term.received.iter().any(|i| i.is(opcode::SYNC))
+    })
+    .await;
+    fx.api.delete_session(&id).await.unwrap();
+}
