@@ -65,6 +65,8 @@ pub(crate) mod timer;
 
 #[cfg(test)]
 mod association_test;
+#[cfg(test)]
+mod ztproxy_test;
 
 /// Reasons why an association might be lost
 #[derive(Debug, Error, Clone, PartialEq)]
@@ -175,6 +177,11 @@ pub struct Association {
     /// retransmit scan entirely in the steady state, where nothing is ever
     /// marked — that scan was the single hottest function in the send profile.
     t3_retransmit_pending: bool,
+    /// ztproxy: the T3-rtx retransmissions of this send opportunity (a timer expiry or a
+    /// SACK) have gone out. Each opportunity sends at most `min(cwnd, rwnd)` of them;
+    /// without this every `poll_transmit` call sent another window, so one expiry resent the
+    /// whole in-flight queue in a single burst.
+    t3_retransmit_spent: bool,
 
     will_send_shutdown_ack: bool,
     will_send_shutdown_complete: bool,
@@ -183,6 +190,17 @@ pub struct Association {
     my_next_rsn: u32,
     reconfigs: HashMap<u32, ChunkReconfig>,
     reconfig_requests: HashMap<u32, ParamOutgoingResetRequest>,
+    /// ztproxy: incoming reset requests answered "In progress" because DATA before them had
+    /// not arrived yet, by request sequence number; completed (with this side's own reset
+    /// of the same streams) once it has.
+    reconfig_requests_awaiting_tsn: FxHashSet<u32>,
+    /// ztproxy: streams whose outgoing reset waits for the outstanding request's response.
+    streams_to_reset: Vec<u16>,
+    /// ztproxy: the highest request sequence number the peer has sent.
+    peer_last_reconfig_rsn: u32,
+    /// ztproxy: the peer answered our request "In progress" (it waits for our DATA up to
+    /// the request's last TSN); it is resent as soon as a SACK shows that DATA arrived.
+    reconfig_in_progress: bool,
 
     // Non-RFC internal data
     remote_addr: SocketAddr,
@@ -279,6 +297,7 @@ impl Default for Association {
             will_retransmit_fast: false,
             will_retransmit_reconfig: false,
             t3_retransmit_pending: false,
+            t3_retransmit_spent: false,
 
             will_send_shutdown_ack: false,
             will_send_shutdown_complete: false,
@@ -287,6 +306,10 @@ impl Default for Association {
             my_next_rsn: 0,
             reconfigs: HashMap::default(),
             reconfig_requests: HashMap::default(),
+            reconfig_requests_awaiting_tsn: FxHashSet::default(),
+            streams_to_reset: Vec::new(),
+            peer_last_reconfig_rsn: 0,
+            reconfig_in_progress: false,
 
             // Non-RFC internal data
             remote_addr: SocketAddr::from_str("0.0.0.0:0").unwrap(),
@@ -1013,7 +1036,7 @@ impl Association {
         } else if let Some(c) = chunk_any.downcast_ref::<ChunkSelectiveAck>() {
             self.handle_sack(c, now)?
         } else if let Some(c) = chunk_any.downcast_ref::<ChunkReconfig>() {
-            self.handle_reconfig(c)?
+            self.handle_reconfig(c, now)?
         } else if let Some(c) = chunk_any.downcast_ref::<ChunkForwardTsn>() {
             self.handle_forward_tsn(c)?
         } else if let Some(c) = chunk_any.downcast_ref::<ChunkShutdown>() {
@@ -1073,6 +1096,8 @@ impl Association {
         } else {
             i.initial_tsn - 1
         };
+        // RFC 6525 §5.1.1: the peer's first request sequence number is its initial TSN.
+        self.peer_last_reconfig_rsn = i.initial_tsn.wrapping_sub(1);
 
         // Adopt the peer's advertised receive window and seed ssthresh from it,
         // mirroring handle_init_ack (and Pion's shared init path). RFC 4960
@@ -1160,6 +1185,8 @@ impl Association {
         } else {
             i.initial_tsn - 1
         };
+        // RFC 6525 §5.1.1: the peer's first request sequence number is its initial TSN.
+        self.peer_last_reconfig_rsn = i.initial_tsn.wrapping_sub(1);
         if self.source_port != p.common_header.destination_port
             || self.destination_port != p.common_header.source_port
         {
@@ -1422,6 +1449,7 @@ impl Association {
         }
 
         self.stats.inc_sacks();
+        self.t3_retransmit_spent = false;
 
         if sna32gt(self.cumulative_tsn_ack_point, d.cumulative_tsn_ack) {
             // RFC 4960 sec 6.2.1.  Processing a Received SACK
@@ -1454,6 +1482,21 @@ impl Association {
             self.cumulative_tsn_ack_point = d.cumulative_tsn_ack;
             cum_tsn_ack_point_advanced = true;
             self.on_cumulative_tsn_ack_point_advanced(total_bytes_acked, now);
+
+            // ztproxy: a request the peer deferred for want of DATA is resent once it has
+            // acknowledged that DATA, instead of a retransmission timeout later.
+            if self.reconfig_in_progress
+                && self.reconfigs.values().all(|c| {
+                    c.param_a
+                        .as_ref()
+                        .and_then(|p| p.as_any().downcast_ref::<ParamOutgoingResetRequest>())
+                        .is_none_or(|p| sna32lte(p.sender_last_tsn, d.cumulative_tsn_ack))
+                })
+            {
+                self.reconfig_in_progress = false;
+                self.will_retransmit_reconfig = true;
+                self.awake_write_loop();
+            }
         }
 
         self.release_stream_buffers(&bytes_acked_per_stream);
@@ -1473,7 +1516,19 @@ impl Association {
             self.rwnd = d.advertised_receiver_window_credit - bytes_outstanding;
         }
 
-        self.process_fast_retransmission(d.cumulative_tsn_ack, htna, cum_tsn_ack_point_advanced)?;
+        // ztproxy: the highest TSN this SACK reports; TSNs above it are not "reported
+        // missing" (RFC 9260 §7.2.4).
+        let highest_reported = d
+            .gap_ack_blocks
+            .iter()
+            .map(|g| d.cumulative_tsn_ack.wrapping_add(g.end as u32))
+            .fold(d.cumulative_tsn_ack, |a, b| if sna32lt(a, b) { b } else { a });
+        self.process_fast_retransmission(
+            d.cumulative_tsn_ack,
+            htna,
+            highest_reported,
+            cum_tsn_ack_point_advanced,
+        )?;
 
         if self.use_forward_tsn {
             // RFC 3758 Sec 3.5 C1
@@ -1496,17 +1551,17 @@ impl Association {
         Ok(vec![])
     }
 
-    fn handle_reconfig(&mut self, c: &ChunkReconfig) -> Result<Vec<Packet>> {
+    fn handle_reconfig(&mut self, c: &ChunkReconfig, now: Instant) -> Result<Vec<Packet>> {
         trace!("[{}] handle_reconfig", self.side);
 
         let mut pp = vec![];
 
         if let Some(param_a) = &c.param_a {
-            self.handle_reconfig_param(param_a, &mut pp)?;
+            self.handle_reconfig_param(param_a, &mut pp, now)?;
         }
 
         if let Some(param_b) = &c.param_b {
-            self.handle_reconfig_param(param_b, &mut pp)?;
+            self.handle_reconfig_param(param_b, &mut pp, now)?;
         }
 
         Ok(pp)
@@ -1664,12 +1719,26 @@ impl Association {
         while self.payload_queue.pop(self.peer_last_tsn + 1).is_some() {
             self.peer_last_tsn += 1;
             //debug!("[{}] peer_last_tsn = {}", self.side, self.peer_last_tsn);
+        }
 
-            let rst_reqs: Vec<ParamOutgoingResetRequest> =
-                self.reconfig_requests.values().cloned().collect();
-            for rst_req in rst_reqs {
-                self.reset_streams_if_any(&rst_req, false, &mut reply)?;
-            }
+        // ztproxy: a reset request that waited for earlier DATA is completed once that DATA
+        // is in, and answered with this side's own reset of the same streams, as one that
+        // needed no wait is. It used to be completed without that reset (the peer's channel
+        // then never closed), and answered again with every DATA chunk in the meantime.
+        let ready: Vec<ParamOutgoingResetRequest> = self
+            .reconfig_requests
+            .values()
+            .filter(|p| {
+                self.reconfig_requests_awaiting_tsn
+                    .contains(&p.reconfig_request_sequence_number)
+                    && sna32lte(p.sender_last_tsn, self.peer_last_tsn)
+            })
+            .cloned()
+            .collect();
+        for rst_req in ready {
+            self.reconfig_requests_awaiting_tsn
+                .remove(&rst_req.reconfig_request_sequence_number);
+            self.reset_streams_if_any(&rst_req, true, &mut reply)?;
         }
 
         let has_packet_loss = !self.payload_queue.is_empty();
@@ -1705,16 +1774,47 @@ impl Association {
         &mut self,
         raw: &Box<dyn Param>,
         reply: &mut Vec<Packet>,
+        now: Instant,
     ) -> Result<()> {
         if let Some(p) = raw.as_any().downcast_ref::<ParamOutgoingResetRequest>() {
+            if sna32gt(p.reconfig_request_sequence_number, self.peer_last_reconfig_rsn) {
+                self.peer_last_reconfig_rsn = p.reconfig_request_sequence_number;
+            }
             self.reconfig_requests
                 .insert(p.reconfig_request_sequence_number, p.clone());
             self.reset_streams_if_any(p, true, reply)?;
             Ok(())
         } else if let Some(p) = raw.as_any().downcast_ref::<ParamReconfigResponse>() {
+            // ztproxy: "In progress" keeps the request, to be resent when the timer fires
+            // (RFC 6525 §5.2.7); any answer used to delete it, and a peer that answered "In
+            // progress" then never saw it again.
+            if p.result == ReconfigResult::InProgress
+                && self
+                    .reconfigs
+                    .contains_key(&p.reconfig_response_sequence_number)
+            {
+                self.timers.stop(Timer::Reconfig);
+                self.timers
+                    .start(Timer::Reconfig, now, self.rto_mgr.get_rto());
+                self.reconfig_in_progress = true;
+                return Ok(());
+            }
+            if !matches!(
+                p.result,
+                ReconfigResult::SuccessNop | ReconfigResult::SuccessPerformed
+            ) {
+                debug!(
+                    "[{}] RE-CONFIG request {} answered {}",
+                    self.side, p.reconfig_response_sequence_number, p.result
+                );
+            }
             self.reconfigs.remove(&p.reconfig_response_sequence_number);
+            self.reconfig_in_progress = false;
             if self.reconfigs.is_empty() {
                 self.timers.stop(Timer::Reconfig);
+                if !self.streams_to_reset.is_empty() {
+                    self.awake_write_loop();
+                }
             }
             Ok(())
         } else {
@@ -1944,6 +2044,7 @@ impl Association {
         &mut self,
         cum_tsn_ack_point: u32,
         htna: u32,
+        highest_reported: u32,
         cum_tsn_ack_point_advanced: bool,
     ) -> Result<()> {
         // HTNA algorithm - RFC 4960 Sec 7.2.4
@@ -1960,8 +2061,9 @@ impl Association {
                 // a) increment only for missing TSNs prior to the HTNA
                 htna
             } else {
-                // b) increment for all TSNs reported missing
-                cum_tsn_ack_point.wrapping_add(self.inflight_queue.len() as u32 + 1)
+                // b) increment for all TSNs reported missing. ztproxy: was every TSN up to
+                // cum + in-flight + 1, which counted TSNs the SACK never reported.
+                highest_reported
             };
 
             let mut tsn = cum_tsn_ack_point.wrapping_add(1);
@@ -1974,7 +2076,10 @@ impl Association {
                             //     destination address(es) to which the missing DATA chunks were
                             //     last sent, according to the formula described in Section 7.2.3.
                             self.in_fast_recovery = true;
-                            self.fast_recover_exit_point = htna;
+                            // ztproxy: RFC 9260 §7.2.4 2): the exit point is the highest
+                            // outstanding TSN (was the HTNA, which let a single loss window
+                            // halve cwnd again and again).
+                            self.fast_recover_exit_point = self.my_next_tsn.wrapping_sub(1);
                             self.ssthresh = std::cmp::max(self.cwnd / 2, 4 * self.mtu);
                             self.cwnd = self.ssthresh;
                             self.partial_bytes_acked = 0;
@@ -2081,6 +2186,8 @@ impl Association {
                 }
             }
 
+            self.reconfig_requests_awaiting_tsn
+                .remove(&p.reconfig_request_sequence_number);
             if draining.is_empty() {
                 self.reconfig_requests
                     .remove(&p.reconfig_request_sequence_number);
@@ -2096,29 +2203,16 @@ impl Association {
                 "[{}] resetStream(): senderLastTSN={} > peer_last_tsn={}",
                 self.side, p.sender_last_tsn, self.peer_last_tsn
             );
+            self.reconfig_requests_awaiting_tsn
+                .insert(p.reconfig_request_sequence_number);
             result = ReconfigResult::InProgress;
         }
 
-        // Answer incoming reset requests with the same reset request, but with
-        // reconfig_response_sequence_number.
+        // Answer incoming reset requests with our own reset of the same streams. ztproxy:
+        // queued, to go out when no other request of ours is outstanding.
         if !sis_to_reset.is_empty() {
-            let rsn = self.generate_next_rsn();
-            let tsn = self.my_next_tsn - 1;
-
-            let c = ChunkReconfig {
-                param_a: Some(Box::new(ParamOutgoingResetRequest {
-                    reconfig_request_sequence_number: rsn,
-                    reconfig_response_sequence_number: p.reconfig_request_sequence_number,
-                    sender_last_tsn: tsn,
-                    stream_identifiers: sis_to_reset,
-                })),
-                ..Default::default()
-            };
-
-            self.reconfigs.insert(rsn, c.clone()); // store in the map for retransmission
-
-            let p = self.create_packet(vec![Box::new(c)]);
-            reply.push(p);
+            self.streams_to_reset.extend(sis_to_reset);
+            self.awake_write_loop();
         }
 
         let packet = self.create_packet(vec![Box::new(ChunkReconfig {
@@ -2261,11 +2355,13 @@ impl Association {
                 if self.state() == AssociationState::Closed {
                     return (vec![], false);
                 }
-                raw_packets = self.gather_outbound_data_and_reconfig_packets(raw_packets, now);
+                // ztproxy: fast retransmissions go before new data. Behind a burst of new
+                // data they were the packets a small receive buffer dropped first.
+                raw_packets = self.gather_outbound_fast_retransmission_packets(raw_packets, now);
                 if self.state() == AssociationState::Closed {
                     return (vec![], false);
                 }
-                raw_packets = self.gather_outbound_fast_retransmission_packets(raw_packets, now);
+                raw_packets = self.gather_outbound_data_and_reconfig_packets(raw_packets, now);
                 if self.state() == AssociationState::Closed {
                     return (vec![], false);
                 }
@@ -2302,11 +2398,12 @@ impl Association {
     ) -> Vec<Bytes> {
         // Nothing is ever flagged for T3-rtx in the steady state, so skip the
         // full in-flight scan unless the T3-rtx timer has actually marked chunks.
-        if self.t3_retransmit_pending
-            && let Err(err) = self.get_data_packets_to_retransmit(now, &mut raw_packets)
-        {
-            self.fail_message_queue(err);
-            raw_packets.clear();
+        if self.t3_retransmit_pending && !self.t3_retransmit_spent {
+            self.t3_retransmit_spent = true;
+            if let Err(err) = self.get_data_packets_to_retransmit(now, &mut raw_packets) {
+                self.fail_message_queue(err);
+                raw_packets.clear();
+            }
         }
         raw_packets
     }
@@ -2331,64 +2428,64 @@ impl Association {
             self.bundle_data_chunks_into_packets(chunks, &mut raw_packets);
         }
 
-        if !sis_to_reset.is_empty() || self.will_retransmit_reconfig {
-            if self.will_retransmit_reconfig {
-                self.will_retransmit_reconfig = false;
-                debug!(
-                    "[{}] retransmit {} RECONFIG chunk(s)",
-                    self.side,
-                    self.reconfigs.len()
-                );
-                for c in self.reconfigs.values() {
-                    let p = self.create_packet(vec![Box::new(c.clone())]);
-                    if let Ok(raw) = p.marshal() {
-                        raw_packets.push(raw);
-                    } else {
-                        warn!(
-                            "[{}] failed to serialize a RECONFIG packet to be retransmitted",
-                            self.side,
-                        );
-                    }
-                }
-            }
-
-            if !sis_to_reset.is_empty() {
-                let rsn = self.generate_next_rsn();
-                let tsn = self.my_next_tsn - 1;
-                debug!(
-                    "[{}] sending RECONFIG: rsn={} tsn={} streams={:?}",
-                    self.side,
-                    rsn,
-                    self.my_next_tsn - 1,
-                    sis_to_reset
-                );
-
-                let c = ChunkReconfig {
-                    param_a: Some(Box::new(ParamOutgoingResetRequest {
-                        reconfig_request_sequence_number: rsn,
-                        sender_last_tsn: tsn,
-                        stream_identifiers: sis_to_reset,
-                        ..Default::default()
-                    })),
-                    ..Default::default()
-                };
-                self.reconfigs.insert(rsn, c.clone()); // store in the map for retransmission
-
-                let p = self.create_packet(vec![Box::new(c)]);
+        // ztproxy: one outgoing reset request at a time (RFC 6525 §5.1.1: a new request
+        // waits for the response to the previous one; dcsctp, Chromium's SCTP, answers a
+        // request that overtakes a deferred one with "Error - Bad Sequence Number"). Streams
+        // to reset queue up and go out together in the next request.
+        self.streams_to_reset.extend(sis_to_reset);
+        if self.will_retransmit_reconfig {
+            self.will_retransmit_reconfig = false;
+            debug!(
+                "[{}] retransmit {} RECONFIG chunk(s)",
+                self.side,
+                self.reconfigs.len()
+            );
+            for c in self.reconfigs.values() {
+                let p = self.create_packet(vec![Box::new(c.clone())]);
                 if let Ok(raw) = p.marshal() {
                     raw_packets.push(raw);
                 } else {
                     warn!(
-                        "[{}] failed to serialize a RECONFIG packet to be transmitted",
-                        self.side
+                        "[{}] failed to serialize a RECONFIG packet to be retransmitted",
+                        self.side,
                     );
                 }
             }
-
-            if !self.reconfigs.is_empty() {
-                self.timers
-                    .start(Timer::Reconfig, now, self.rto_mgr.get_rto());
+        }
+        if self.reconfigs.is_empty() && !self.streams_to_reset.is_empty() {
+            let mut streams = std::mem::take(&mut self.streams_to_reset);
+            streams.sort_unstable();
+            streams.dedup();
+            let rsn = self.generate_next_rsn();
+            let tsn = self.my_next_tsn.wrapping_sub(1);
+            debug!(
+                "[{}] sending RECONFIG: rsn={} tsn={} streams={:?}",
+                self.side, rsn, tsn, streams
+            );
+            let c = ChunkReconfig {
+                param_a: Some(Box::new(ParamOutgoingResetRequest {
+                    reconfig_request_sequence_number: rsn,
+                    // RFC 6525 §4.1: the peer's last request sequence number (an implicit
+                    // response when this answers its reset).
+                    reconfig_response_sequence_number: self.peer_last_reconfig_rsn,
+                    sender_last_tsn: tsn,
+                    stream_identifiers: streams,
+                })),
+                ..Default::default()
+            };
+            self.reconfigs.insert(rsn, c.clone()); // store in the map for retransmission
+            let p = self.create_packet(vec![Box::new(c)]);
+            if let Ok(raw) = p.marshal() {
+                raw_packets.push(raw);
+            } else {
+                warn!(
+                    "[{}] failed to serialize a RECONFIG packet to be transmitted",
+                    self.side
+                );
             }
+            self.timers.stop(Timer::Reconfig);
+            self.timers
+                .start(Timer::Reconfig, now, self.rto_mgr.get_rto());
         }
 
         raw_packets
@@ -2477,6 +2574,7 @@ impl Association {
             for chunk in &mut to_fast_retrans {
                 if let Some(c) = self.inflight_queue.get_mut(chunk.tsn) {
                     c.nsent += 1;
+                    c.fast_retransmitted = true;
                     chunk.nsent = c.nsent;
                     self.stats.inc_fast_retrans();
                     trace!(
@@ -3352,6 +3450,12 @@ impl Association {
 
                 self.ssthresh = std::cmp::max(self.cwnd / 2, 4 * self.mtu);
                 self.cwnd = self.mtu;
+                // ztproxy: a timeout ends fast recovery (as Linux's SCTP and TCP do). Left
+                // set, it kept cwnd from growing in slow start until the old exit point was
+                // acknowledged.
+                self.in_fast_recovery = false;
+                self.partial_bytes_acked = 0;
+                self.t3_retransmit_spent = false;
                 trace!(
                     "[{}] updated cwnd={} ssthresh={} inflight={} (RTO)",
                     self.side,

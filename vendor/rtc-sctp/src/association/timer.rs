@@ -34,8 +34,14 @@ impl Default for TimerConfig {
             max_t1_init_retrans: MAX_INIT_RETRANS,
             max_t1_cookie_retrans: MAX_INIT_RETRANS,
             max_t2_shutdown_retrans: NO_MAX_RETRANS,
-            max_t3_rtx_retrans: PATH_MAX_RETRANS,
-            max_reconfig_retrans: PATH_MAX_RETRANS,
+            // ztproxy: unlimited, as the field's documentation says. With a limit the T3-rtx
+            // timer stopped for good after five expiries without progress and the
+            // association stalled silently, with data outstanding (ICE liveness, not this
+            // counter, decides that a peer is gone).
+            max_t3_rtx_retrans: NO_MAX_RETRANS,
+            // ztproxy: a stream reset is resent until answered; giving up left the peer's
+            // data channel in `closing` for ever.
+            max_reconfig_retrans: NO_MAX_RETRANS,
             max_ack_retrans: PATH_MAX_RETRANS,
         }
     }
@@ -168,7 +174,10 @@ impl TimerTable {
 // RFC 9260 §16 recommends a one-second initial RTO.  This value is used by
 // both T1-init and T1-cookie before an RTT measurement is available.
 const RTO_INITIAL: u64 = 1000; // msec
-const RTO_MIN: u64 = 1000; // msec
+// ztproxy: 200 ms (Linux TCP's minimum) instead of RFC 9260's one second. RTT is measured in
+// whole milliseconds, so on a local path SRTT is 0 and the RTO is always the minimum: every
+// tail loss cost a second of silence. A path with a longer RTT still gets SRTT + 4·RTTVAR.
+const RTO_MIN: u64 = 200; // msec
 const RTO_MAX: u64 = 60000; // msec
 const RTO_ALPHA: u64 = 1;
 const RTO_BETA: u64 = 2;

@@ -169,6 +169,10 @@ pub struct ChunkPayloadData {
     pub(crate) stream_generation: u64,
     /// number of transmission made for this chunk
     pub(crate) nsent: u32,
+    /// ztproxy: this chunk was fast-retransmitted, which makes it ineligible for another
+    /// fast retransmission (RFC 9260 §7.2.4 step 3). A chunk resent by the T3-rtx timer
+    /// stays eligible.
+    pub(crate) fast_retransmitted: bool,
 
     /// This fragment belongs to an atomically abandoned message.
     pub(crate) abandoned: bool,
@@ -198,6 +202,7 @@ impl Default for ChunkPayloadData {
             reliability: MessageReliability::Reliable,
             stream_generation: 0,
             nsent: 0,
+            fast_retransmitted: false,
             abandoned: false,
             retransmit: false,
         }
@@ -283,6 +288,7 @@ impl Chunk for ChunkPayloadData {
             reliability: MessageReliability::Reliable,
             stream_generation: 0,
             nsent: 0,
+            fast_retransmitted: false,
             abandoned: false,
             retransmit: false,
         })
@@ -325,7 +331,9 @@ impl ChunkPayloadData {
     }
 
     pub(crate) fn is_fast_retransmit_candidate(&self) -> bool {
-        self.is_outstanding() && self.nsent == 1 && self.miss_indicator >= 3
+        // ztproxy: was `nsent == 1`, which barred every chunk the T3-rtx timer had resent
+        // from fast retransmission, so each further loss of it cost another (doubled) RTO.
+        self.is_outstanding() && !self.fast_retransmitted && self.miss_indicator >= 3
     }
 
     /// Record peer progress without changing payload ownership.

@@ -254,6 +254,8 @@ impl PayloadQueue {
                 continue;
             }
             c.retransmit = true;
+            // ztproxy: misses are counted from this retransmission on.
+            c.miss_indicator = 0;
         }
     }
 
