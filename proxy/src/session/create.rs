@@ -169,6 +169,7 @@ async fn answer_webrtc(
     let transport = SessionTransport::Webrtc {
         peer,
         control: None,
+        control_closed: CancellationToken::new(),
     };
     Ok((transport, Some(pc)))
 }

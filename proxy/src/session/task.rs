@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
-use webrtc::data_channel::DataChannel;
+use webrtc::data_channel::{DataChannel, DataChannelEvent};
 use zt_api::audit::AuditEvent;
 use zt_api::control::{EndReason, EndedSession, Origin};
 use zt_api::tunnel::{ChannelControl, TunnelErrorCode};
@@ -30,6 +30,11 @@ pub(super) enum SessionTransport {
     Webrtc {
         peer: Peer,
         control: Option<Arc<dyn DataChannel>>,
+        /// Cancelled when the client's control channel closes: the client closed its peer
+        /// connection (SCTP ABORT or SHUTDOWN, DTLS close_notify). webrtc-rs closes every
+        /// channel then but leaves the connection's state `connected` until ICE consent
+        /// fails, seconds later.
+        control_closed: CancellationToken,
     },
     Quic {
         events: mpsc::Receiver<QuicEvent>,
@@ -128,7 +133,7 @@ pub(super) async fn close_transport(
     reason: EndReason,
 ) {
     match transport {
-        SessionTransport::Webrtc { peer, control } => {
+        SessionTransport::Webrtc { peer, control, .. } => {
             if let Some(control) = control {
                 // Tell the client why, then close. Bounded: revocation must stay prompt.
                 let notice = ChannelControl::SessionEnded { reason }.to_text();
@@ -166,11 +171,18 @@ enum Incoming {
 
 async fn next_incoming(transport: &mut SessionTransport) -> Incoming {
     match transport {
-        SessionTransport::Webrtc { peer, .. } => match peer.events.recv().await {
-            Some(PeerEvent::Connected) => Incoming::Connected,
-            Some(PeerEvent::Disconnected) => Incoming::Disconnected,
-            Some(PeerEvent::DataChannel(dc)) => Incoming::DataChannel(dc),
-            Some(PeerEvent::Failed | PeerEvent::Closed) | None => Incoming::ClientGone,
+        SessionTransport::Webrtc {
+            peer,
+            control_closed,
+            ..
+        } => tokio::select! {
+            event = peer.events.recv() => match event {
+                Some(PeerEvent::Connected) => Incoming::Connected,
+                Some(PeerEvent::Disconnected) => Incoming::Disconnected,
+                Some(PeerEvent::DataChannel(dc)) => Incoming::DataChannel(dc),
+                Some(PeerEvent::Failed | PeerEvent::Closed) | None => Incoming::ClientGone,
+            },
+            () = control_closed.cancelled() => Incoming::ClientGone,
         },
         SessionTransport::Quic { events, conn, .. } => {
             let closed = async {
@@ -364,7 +376,12 @@ async fn control_channel(
     relays: &TaskTracker,
     relay_cancel: &CancellationToken,
 ) -> Option<Arc<dyn DataChannel>> {
-    let SessionTransport::Webrtc { peer, control } = transport else {
+    let SessionTransport::Webrtc {
+        peer,
+        control,
+        control_closed,
+    } = transport
+    else {
         return None;
     };
     peer.kick.done();
@@ -373,13 +390,21 @@ async fn control_channel(
         return Some(dc);
     }
     // Held so the channel stays registered and carries the end notice; its events are
-    // drained so its queue never fills.
+    // drained so its queue never fills. The client never closes it while it wants the
+    // session: its close is the client's goodbye.
     *control = Some(dc.clone());
     let cancel = relay_cancel.clone();
+    let closed = control_closed.clone();
     relays.spawn(async move {
         tokio::select! {
             () = cancel.cancelled() => {}
-            () = async { while dc.poll().await.is_some() {} } => {}
+            () = async {
+                while let Some(event) = dc.poll().await {
+                    if matches!(event, DataChannelEvent::OnClose) {
+                        break;
+                    }
+                }
+            } => closed.cancel(),
         }
     });
     None

@@ -12,6 +12,23 @@
 //! Events from the stack's driver ([`PeerEvent`]) are forwarded over a bounded channel to
 //! the one task that owns the session; the callbacks never wait, because they run on the
 //! driver that also keeps ICE consent and SCTP timers going.
+//!
+//! # Browsers as peers
+//!
+//! A browser is a lossy receiver: Chromium reads its UDP socket through a 128 KiB buffer,
+//! and on a fast path ztproxy's bursts overflow it (100–250 datagrams lost per 64 MiB on
+//! loopback). The SCTP under webrtc-rs recovered from that badly — it stalled for good after
+//! five retransmission timeouts, resent whole windows at once, never fast-retransmitted a
+//! chunk twice lost, and lost stream resets, leaving channels `closing` for ever. ztproxy
+//! carries it with fixes (`vendor/rtc-sctp`, written up for upstream in its `ZTPROXY.md`).
+//!
+//! When a client closes its peer connection (SCTP ABORT or SHUTDOWN, DTLS close_notify)
+//! webrtc-rs closes every data channel but keeps the connection's state `connected` until
+//! ICE consent fails; the session task therefore takes the close of the client's control
+//! channel as the client's goodbye. A client that vanishes is noticed by ICE consent
+//! ([`IceLiveness`]). Browsers offer only `.local` host candidates; ztproxy reaches them
+//! through the peer-reflexive pair their checks create, so mDNS stays off unless configured
+//! ([`PeerSettings::multicast_dns`]) and no multicast socket is opened.
 
 use std::sync::Arc;
 use std::time::Duration;
