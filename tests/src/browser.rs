@@ -289,3 +289,172 @@ impl Screenshot {
             .unwrap_or([0, 0, 0, 0])
     }
 }
+
+/// A tunnel client in a real browser page (`proxy/web/tests/tunnel-lab.js`): the page holds
+/// the `RTCPeerConnection`, ztproxy answers its offer through the control API, and the page
+/// moves bytes through tunnel channels with ztproxy's framing. Every figure comes from the
+/// page's own clock.
+pub struct TunnelLab {
+    /// The browser.
+    pub browser: Browser,
+    /// The session, once connected.
+    pub session: Option<String>,
+}
+
+/// One transfer the page made.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LabTransfer {
+    /// Bytes moved.
+    pub bytes: u64,
+    /// SHA-256 of what the page received (download) or sent (upload), hex.
+    pub sha256: String,
+    /// For an upload: the SHA-256 the target computed, hex.
+    #[serde(default)]
+    pub theirs: Option<String>,
+    /// From the channel's opening to the last byte (download: the target's eof; upload: the
+    /// target's digest), in milliseconds.
+    pub ms: f64,
+    /// Longest gap between two messages (download), in milliseconds.
+    #[serde(default)]
+    pub max_gap_ms: Option<f64>,
+    /// From the end to the channel's `close` event, in milliseconds; `None` if it did not
+    /// close within 10 s.
+    pub close_ms: Option<f64>,
+}
+
+impl LabTransfer {
+    /// Megabytes (10⁶) per second.
+    pub fn mb_per_s(&self) -> f64 {
+        self.bytes as f64 / 1e6 / (self.ms / 1e3)
+    }
+}
+
+impl TunnelLab {
+    /// Starts a browser with the lab page loaded.
+    pub async fn start() -> anyhow::Result<Self> {
+        let mut browser = Browser::start()?;
+        browser.call(json!({"op": "lab"})).await?;
+        Ok(Self {
+            browser,
+            session: None,
+        })
+    }
+
+    /// The value of `expression` in the page.
+    pub async fn eval(&mut self, expression: &str) -> anyhow::Result<Value> {
+        let answer = self
+            .browser
+            .call(json!({"op": "eval", "expression": expression}))
+            .await?;
+        Ok(answer.get("value").cloned().unwrap_or(Value::Null))
+    }
+
+    /// Creates a WebRTC tunnel session to `target` with the page's offer and waits until
+    /// the page's control channel is open. Returns the session's id.
+    pub async fn connect(
+        &mut self,
+        api: &zt_proxy::client::api::ApiClient,
+        target: std::net::SocketAddr,
+        limits: zt_api::control::LimitsRequest,
+    ) -> anyhow::Result<String> {
+        use zt_api::control::{
+            Conversation, CreateSessionRequest, SdpType, SessionDescription, Target, Transport,
+        };
+        let offer = self.eval("ztLab.offer()").await?;
+        let offer = offer.as_str().context("the page made no offer")?.to_owned();
+        let request = CreateSessionRequest {
+            transport: Transport::Webrtc,
+            conversation: Conversation::Tunnel,
+            protocol: None,
+            target: Target {
+                host: target.ip().to_string(),
+                port: target.port(),
+            },
+            offer: Some(SessionDescription {
+                kind: SdpType::Offer,
+                sdp: offer,
+            }),
+            sealed_offer: None,
+            signalling: None,
+            parameters: Default::default(),
+            limits,
+            route: None,
+            recording: None,
+            resource_id: None,
+            user: None,
+        };
+        let response = api.create_session(&request).await?;
+        let answer = response.answer.context("ztproxy sent no answer")?.sdp;
+        self.eval(&format!("ztLab.answer({})", Value::String(answer)))
+            .await?;
+        self.session = Some(response.id.clone());
+        Ok(response.id)
+    }
+
+    /// `count` downloads on parallel channels, each until the target's eof, within
+    /// `limit`.
+    pub async fn download(
+        &mut self,
+        count: usize,
+        limit: Duration,
+    ) -> anyhow::Result<Vec<LabTransfer>> {
+        let value = self
+            .eval(&format!(
+                "ztLab.receiveMany({count}, {})",
+                limit.as_millis()
+            ))
+            .await?;
+        Ok(serde_json::from_value(
+            value.get("results").cloned().unwrap_or(Value::Null),
+        )?)
+    }
+
+    /// One upload of `len` random bytes to a [`crate::servers::digest_server`].
+    pub async fn upload(&mut self, len: u64) -> anyhow::Result<LabTransfer> {
+        let value = self.eval(&format!("ztLab.send({len})")).await?;
+        Ok(serde_json::from_value(value)?)
+    }
+
+    /// Chromium against itself: `len` bytes between two peer connections in the page; MB/s.
+    pub async fn loopback(&mut self, len: u64) -> anyhow::Result<f64> {
+        let value = self.eval(&format!("ztLab.loopback({len})")).await?;
+        let ms = value
+            .get("ms")
+            .and_then(Value::as_f64)
+            .context("no time from the page")?;
+        Ok(len as f64 / 1e6 / (ms / 1e3))
+    }
+
+    /// The page's connection and control-channel states, and its log.
+    pub async fn state(&mut self) -> anyhow::Result<Value> {
+        self.eval("ztLab.state()").await
+    }
+
+    /// `pc.close()` in the page.
+    pub async fn close_peer(&mut self) -> anyhow::Result<()> {
+        self.eval("ztLab.close()").await.map(drop)
+    }
+
+    /// The browser's main process id: the driver's child process.
+    pub async fn browser_pid(&mut self) -> anyhow::Result<u32> {
+        let driver = self.browser.child.id().context("the driver has exited")?;
+        for entry in std::fs::read_dir("/proc")?.flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // `pid (comm) state ppid …`: the command may hold spaces, so read after `)`.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|ppid| ppid.parse::<u32>().ok());
+            if ppid == Some(driver) && stat.contains("(chromium") {
+                return Ok(pid);
+            }
+        }
+        bail!("no chromium process under the driver {driver}")
+    }
+}

@@ -676,6 +676,40 @@ pub async fn hash_until_eof(
     }
 }
 
+/// A server that reads each connection to its end and answers with the SHA-256 of what it
+/// read, in hex, then closes: an upload is complete when the client has that answer.
+pub async fn digest_server() -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut reader, mut writer) = stream.split();
+                if let Ok((_, digest)) = hash_until_eof(&mut reader).await {
+                    let _ = writer.write_all(hex::encode(digest).as_bytes()).await;
+                    let _ = writer.shutdown().await;
+                }
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// The SHA-256 of the first `len` bytes of `PatternStream(seed)`, in hex.
+pub fn pattern_digest(seed: u64, len: u64) -> String {
+    let mut stream = PatternStream::new(seed);
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        stream.fill(&mut buf[..n]);
+        hasher.update(&buf[..n]);
+        left -= n as u64;
+    }
+    hex::encode(hasher.finalize())
+}
+
 /// A server that streams bytes to every client until the connection breaks, and reports
 /// when each connection's socket closed (as seen from the target side).
 pub async fn streaming_server() -> anyhow::Result<(SocketAddr, mpsc::UnboundedReceiver<Instant>)> {

@@ -5,6 +5,7 @@
 // The tests assert on what the screen shows: they take screenshots and read them with
 // ztproxy's own renderer, or read the text of the page's visible status line.
 
+import { readFileSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { chromium } from "playwright-core";
 
@@ -231,6 +232,22 @@ const commands = {
     await page.dispatchEvent(selector, "dragover", { dataTransfer: transfer });
     await page.dispatchEvent(selector, "drop", { dataTransfer: transfer });
     return {};
+  },
+  async lab({ width = 400, height = 300 }) {
+    // An empty page of a secure origin (loopback) that no server serves: the driver answers
+    // its request itself. The tunnel lab (tests/tunnel-lab.js) is loaded into it.
+    const url = "http://127.0.0.1:9/lab";
+    await open({ url: "about:blank", width, height });
+    await page.route(url, (route) =>
+      route.fulfill({ status: 200, contentType: "text/html", body: "<!doctype html><title>ztproxy tunnel lab</title>" }),
+    );
+    await page.goto(url);
+    await page.addScriptTag({ content: readFileSync(new URL("./tunnel-lab.js", import.meta.url), "utf8") });
+    return {};
+  },
+  async eval({ expression }) {
+    // The value of `expression` in the page (awaited when it is a promise).
+    return { value: await page.evaluate(expression) };
   },
   async console() {
     return { lines: consoleLines.splice(0) };

@@ -13,6 +13,7 @@ mod guac;
 mod player;
 mod rdp;
 mod session;
+mod tunnel;
 
 use std::path::PathBuf;
 use std::time::Duration;
