@@ -1997,7 +1997,10 @@ impl Association {
             //      most, the lesser of 1) the total size of the previously
             //      outstanding DATA chunk(s) acknowledged, and 2) the destination's
             //      path MTU.
-            if !self.in_fast_recovery && !self.pending_queue.is_empty() {
+            // ztproxy: chunks marked for T3 retransmission are demand too; without them a
+            // lost tail (nothing new to send) recovered one MTU per SACK, for ever.
+            let demand = !self.pending_queue.is_empty() || self.t3_retransmit_pending;
+            if !self.in_fast_recovery && demand {
                 self.cwnd += std::cmp::min(total_bytes_acked as u32, self.cwnd); // TCP way
                 // self.cwnd += min32(uint32(total_bytes_acked), self.mtu) // SCTP way (slow)
                 trace!(
@@ -2029,7 +2032,8 @@ impl Association {
             //      of data outstanding (i.e., before arrival of the SACK, flight size
             //      was greater than or equal to cwnd), increase cwnd by MTU, and
             //      reset partial_bytes_acked to (partial_bytes_acked - cwnd).
-            if self.partial_bytes_acked >= self.cwnd && !self.pending_queue.is_empty() {
+            let demand = !self.pending_queue.is_empty() || self.t3_retransmit_pending;
+            if self.partial_bytes_acked >= self.cwnd && demand {
                 self.partial_bytes_acked -= self.cwnd;
                 self.cwnd += self.mtu;
                 trace!(
