@@ -697,17 +697,7 @@ pub async fn digest_server() -> anyhow::Result<SocketAddr> {
 
 /// The SHA-256 of the first `len` bytes of `PatternStream(seed)`, in hex.
 pub fn pattern_digest(seed: u64, len: u64) -> String {
-    let mut stream = PatternStream::new(seed);
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut left = len;
-    while left > 0 {
-        let n = left.min(buf.len() as u64) as usize;
-        stream.fill(&mut buf[..n]);
-        hasher.update(&buf[..n]);
-        left -= n as u64;
-    }
-    hex::encode(hasher.finalize())
+    hex::encode(PatternStream::digest(seed, len))
 }
 
 /// A server that streams bytes to every client until the connection breaks, and reports
