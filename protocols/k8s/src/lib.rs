@@ -18,12 +18,28 @@
 //! * [`status`]: the status channel's `metav1.Status` — success, an exit code, or the
 //!   server's reason — and the Status body of a refused upgrade, as words for the user.
 //!
-//! The connection (TLS with the session's client certificate or token, the WebSocket) and
-//! the terminal are the proxy's.
+//! * [`K8sSettings`]: guacd 1.6's `kubernetes` parameters (and `bearer-token`, `attach`).
+//! * [`connect`]: TLS with the session's trust and credentials, the request, the upgrade; a
+//!   refusal is an [`Error`] with the server's reason.
+//! * [`run`]: the session on a [`zt_terminal::Terminal`]: output to the screen, keys to
+//!   stdin, the client's `size` to the resize stream, and the status stream's exit status in
+//!   the [`SessionEnd`].
+//!
+//! It does not record, audit, decide policy or read configuration: the proxy does. Nothing
+//! here logs a credential or a keystroke.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod channel;
+mod connect;
+pub mod error;
 pub mod request;
+mod session;
+pub mod settings;
 pub mod status;
+
+pub use connect::{CONNECT_TIMEOUT, K8sConnection, connect};
+pub use error::Error;
+pub use session::{EndedBy, MAX_TO_TARGET, SessionEnd, run};
+pub use settings::{Credentials, K8sSettings, ServerTrust};
