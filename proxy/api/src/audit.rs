@@ -353,6 +353,45 @@ pub enum AuditEvent {
         /// Statements and meta commands run.
         statements: u64,
     },
+    /// A native Kubernetes exec or attach was accepted by the API server.
+    K8sConnected {
+        /// Session id.
+        session: String,
+        /// `exec` or `attach`.
+        call: String,
+        /// The namespace.
+        namespace: String,
+        /// The pod.
+        pod: String,
+        /// The container, when the session named one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        container: Option<String>,
+        /// The subprotocol the server chose (`v5.channel.k8s.io`, `v4.channel.k8s.io`).
+        protocol: String,
+        /// How the API server was authenticated: `ca_cert`, `public_roots`, `unverified`
+        /// (`ignore-cert`) or `none` (plain HTTP, no `use-ssl`).
+        tls: String,
+        /// What ztproxy presented: `client_certificate`, `bearer_token` or `none`.
+        credentials: String,
+    },
+    /// A native Kubernetes exec or attach ended.
+    K8sDisconnected {
+        /// Session id.
+        session: String,
+        /// `exited` (the status stream gave an exit status), `target_closed`,
+        /// `client_closed`, `stopped` (revocation, limits, shutdown) or `error`.
+        reason: String,
+        /// The process's exit status, when the server reported one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exit_status: Option<u8>,
+        /// What failed, for `error` (the API server's reason).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+        /// Bytes of terminal output the process sent.
+        bytes_from_target: u64,
+        /// Bytes of input sent to the process for the user.
+        bytes_to_target: u64,
+    },
     /// A request or connection was refused for lack of valid credentials.
     AccessDenied {
         /// What was protected: `control_api` or `quic`.
@@ -389,7 +428,9 @@ impl AuditEvent {
             | Self::VncDisconnected { session, .. }
             | Self::DbQuery { session, .. }
             | Self::DbConnected { session, .. }
-            | Self::DbDisconnected { session, .. } => Some(session),
+            | Self::DbDisconnected { session, .. }
+            | Self::K8sConnected { session, .. }
+            | Self::K8sDisconnected { session, .. } => Some(session),
             Self::AccessDenied { .. } => None,
         }
     }

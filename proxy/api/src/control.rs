@@ -162,6 +162,7 @@ pub const CONNECTION_PROTOCOLS: &[&str] = &[
     "vnc",
     "ssh",
     "telnet",
+    "kubernetes",
     "postgresql",
     "mysql",
     "sqlserver",
@@ -358,8 +359,8 @@ impl CreateSessionRequest {
                     )
                     .with_field("protocol"));
                 }
-                // ztproxy is its own SSH, Telnet, database and VNC client; RDP goes through
-                // guacd.
+                // ztproxy is its own SSH, Telnet, Kubernetes, database and VNC client; RDP
+                // goes through guacd.
                 let route = self
                     .route
                     .unwrap_or_else(|| match Protocol::from_name(&protocol) {

@@ -34,6 +34,8 @@ pub enum Protocol {
     Ssh,
     /// Telnet.
     Telnet,
+    /// A Kubernetes pod's container: exec or attach through the API server.
+    Kubernetes,
     /// A PostgreSQL console (native only).
     Postgresql,
     /// A MySQL or MariaDB console (native only).
@@ -44,18 +46,25 @@ pub enum Protocol {
 
 impl Protocol {
     /// Every protocol, in the order errors list them.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::Rdp,
         Self::Vnc,
         Self::Ssh,
         Self::Telnet,
+        Self::Kubernetes,
         Self::Postgresql,
         Self::Mysql,
         Self::Sqlserver,
     ];
 
     /// The protocols guacd 1.6 serves.
-    pub const GUACD: [Self; 4] = [Self::Rdp, Self::Vnc, Self::Ssh, Self::Telnet];
+    pub const GUACD: [Self; 5] = [
+        Self::Rdp,
+        Self::Vnc,
+        Self::Ssh,
+        Self::Telnet,
+        Self::Kubernetes,
+    ];
 
     /// The wire name (`rdp`), as guacd's `select` takes it.
     pub fn as_str(self) -> &'static str {
@@ -64,6 +73,7 @@ impl Protocol {
             Self::Vnc => "vnc",
             Self::Ssh => "ssh",
             Self::Telnet => "telnet",
+            Self::Kubernetes => "kubernetes",
             Self::Postgresql => "postgresql",
             Self::Mysql => "mysql",
             Self::Sqlserver => "sqlserver",
@@ -88,13 +98,16 @@ impl Protocol {
             Self::Vnc => VNC,
             Self::Ssh => SSH,
             Self::Telnet => TELNET,
+            Self::Kubernetes => KUBERNETES,
             Self::Postgresql | Self::Mysql | Self::Sqlserver => DATABASE,
         }
     }
 
     /// Whether the protocol has a parameter called `name`.
     pub fn has_parameter(self, name: &str) -> bool {
-        self.parameters().contains(&name) || ZTPROXY_PARAMETERS.contains(&name)
+        self.parameters().contains(&name)
+            || ZTPROXY_PARAMETERS.contains(&name)
+            || (self == Self::Kubernetes && KUBERNETES_ZTPROXY.contains(&name))
     }
 }
 
@@ -109,6 +122,11 @@ pub const ZTPROXY_PARAMETERS: &[&str] = &[
     // The most clipboard data carried per transfer (guacd's range, 256 KiB to 50 MiB).
     "clipboard-buffer-size",
 ];
+
+/// Kubernetes parameters of ztproxy's own, besides guacd's: a bearer token (sent as
+/// `Authorization: Bearer`, never to the client), and `attach` (attach to the container's
+/// main process instead of running `exec-command`).
+pub const KUBERNETES_ZTPROXY: &[&str] = &["bearer-token", "attach"];
 
 /// What a parameter's value must look like. An empty value always means "the default", as
 /// it does for guacd.
@@ -241,6 +259,7 @@ pub fn parameter_map(pairs: &[(&str, &str)]) -> BTreeMap<String, Secret<String>>
 }
 
 const BOOLEANS: &[&str] = &[
+    "attach",
     "cert-tofu",
     "disable-csv-export",
     "disable-csv-import",
@@ -286,6 +305,7 @@ const BOOLEANS: &[&str] = &[
     "sftp-disable-upload",
     "swap-red-blue",
     "typescript-write-existing",
+    "use-ssl",
     "wol-send-packet",
 ];
 
@@ -532,6 +552,38 @@ const TELNET: &[&str] = &[
     "wol-broadcast-addr",
     "wol-udp-port",
     "wol-wait-time",
+];
+
+/// guacd 1.6's `kubernetes` parameters after `hostname` and `port`, in its `args` order.
+const KUBERNETES: &[&str] = &[
+    "namespace",
+    "pod",
+    "container",
+    "exec-command",
+    "use-ssl",
+    "client-cert",
+    "client-key",
+    "ca-cert",
+    "ignore-cert",
+    "font-name",
+    "font-size",
+    "color-scheme",
+    "typescript-path",
+    "typescript-name",
+    "create-typescript-path",
+    "typescript-write-existing",
+    "recording-path",
+    "recording-name",
+    "recording-exclude-output",
+    "recording-exclude-mouse",
+    "recording-include-keys",
+    "create-recording-path",
+    "recording-write-existing",
+    "read-only",
+    "backspace",
+    "scrollback",
+    "disable-copy",
+    "disable-paste",
 ];
 
 /// The database consoles' parameters: the names Keeper's connection manager uses for its
