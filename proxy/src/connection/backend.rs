@@ -212,8 +212,8 @@ impl Backends {
     }
 }
 
-/// `"route": "native"`: ztproxy's own protocol clients (SSH, Telnet, database consoles,
-/// VNC), by protocol.
+/// `"route": "native"`: ztproxy's own protocol clients (SSH, Telnet, Kubernetes, database
+/// consoles, VNC), by protocol.
 pub struct NativeFactory;
 
 impl BackendFactory for NativeFactory {
@@ -221,6 +221,7 @@ impl BackendFactory for NativeFactory {
         match request.parameters.protocol() {
             Protocol::Ssh => super::ssh::SshFactory.make(request),
             Protocol::Telnet => super::telnet::TelnetFactory.make(request),
+            Protocol::Kubernetes => super::k8s::K8sFactory.make(request),
             Protocol::Postgresql | Protocol::Mysql | Protocol::Sqlserver => {
                 super::database::DatabaseFactory.make(request)
             }

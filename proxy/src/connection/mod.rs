@@ -27,6 +27,7 @@
 
 pub mod backend;
 pub mod database;
+pub mod k8s;
 pub mod recording;
 pub mod ssh;
 pub mod telnet;
