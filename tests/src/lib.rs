@@ -12,6 +12,7 @@ pub mod guac_client;
 pub mod guac_files;
 pub mod hostile_mysql;
 pub mod hostile_vnc;
+pub mod k8s_api;
 pub mod proc;
 pub mod servers;
 pub mod tds;

@@ -1,5 +1,6 @@
-//! The native protocols besides SSH — Telnet, the database consoles and VNC — against real
-//! servers the tests start (inetutils `telnetd` with a login program of the test's own,
+//! The native protocols besides SSH — Telnet, Kubernetes, the database consoles and VNC —
+//! against real servers the tests start (inetutils `telnetd` with a login program of the
+//! test's own, an API-server double whose exec runs a real shell on a pty,
 //! PostgreSQL from `initdb`, MariaDB from `mariadb-install-db`, TigerVNC `Xvnc`, `x11vnc` on
 //! `Xvfb`),
 //! through the daemon, over QUIC and WebRTC, with the tests' Guacamole client. What the user
@@ -9,6 +10,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod db_tls;
+mod k8s;
 mod mssql;
 mod mysql;
 mod postgres;
