@@ -445,3 +445,95 @@ async fn a_container_that_is_not_running_and_a_server_without_the_subprotocols_a
     );
     assert_eq!(status, zt_guac::Status::CLIENT_FORBIDDEN.code());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_typescript_holds_the_session_and_read_only_keeps_the_keys_from_the_pod() {
+    let server = ApiServer::start(ApiServerOptions::default()).await.unwrap();
+    let fx = Proxy::start();
+    let mut events = fx.api.events(Some(0)).await.unwrap();
+    let mut parameters = with_certificate(&server);
+    parameters.push(("recording-include-keys", "true".to_owned()));
+    let (session, id) = fx
+        .session(
+            Transport::Quic,
+            "kubernetes",
+            server.port,
+            &pairs(&parameters),
+            Some(super::typescript()),
+        )
+        .await;
+    let mut term = Term::connect_to(&session, "kubernetes").await;
+    term.wait_for_prompt().await;
+    term.run("echo zt-$((6*7))", "zt-42").await;
+    term.client
+        .send(&Instruction::new(opcode::SIZE, &["1000", "300"]))
+        .await
+        .unwrap();
+    let (rows, cols) = grid(1000, 300);
+    term.run("stty size", &format!("{rows} {cols}")).await;
+    term.type_text("exit 3\n").await;
+    term.until_closed().await;
+    let (events, files) = fx.ended_recordings(&mut events, &id).await;
+    assert_eq!(files.len(), 1, "{files:?}");
+    let cast = std::fs::read_to_string(fx.export(&files[0], "asciicast")).unwrap();
+    let of_kind = |kind: &str| -> String {
+        cast.lines()
+            .skip(1)
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|event| event[1] == kind)
+            .filter_map(|event| event[2].as_str().map(str::to_owned))
+            .collect()
+    };
+    let (typed, shown, resized) = (of_kind("i"), of_kind("o"), of_kind("r"));
+    assert!(typed.contains("echo zt-$((6*7))\r"), "{typed:?}");
+    assert!(shown.contains("\r\nzt-42\r\n"), "{shown:?}");
+    assert!(resized.contains(&format!("{cols}x{rows}")), "{resized:?}");
+    assert!(!cast.contains(&pem_body(&server.pki.client_key_pem)));
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            AuditEvent::K8sDisconnected {
+                exit_status: Some(3),
+                ..
+            }
+        )),
+        "{events:?}"
+    );
+    drop(session);
+
+    // `read-only`: the user sees the shell, and nothing typed reaches it.
+    let mut events = fx.api.events(Some(0)).await.unwrap();
+    let mut parameters = with_certificate(&server);
+    parameters.push(("read-only", "true".to_owned()));
+    let (session, id) = fx
+        .session(
+            Transport::Quic,
+            "kubernetes",
+            server.port,
+            &pairs(&parameters),
+            None,
+        )
+        .await;
+    let mut term = Term::connect_to(&session, "kubernetes").await;
+    term.wait_for_prompt().await;
+    term.type_text("echo typed\n").await;
+    term.client
+        .send(&Instruction::new(opcode::DISCONNECT, &[] as &[&str]))
+        .await
+        .unwrap();
+    term.until_closed().await;
+    assert!(
+        !term.lines().iter().any(|l| l.contains("typed")),
+        "{:?}",
+        term.lines()
+    );
+    let events = events_until_ended(&mut events, &id).await;
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            AuditEvent::K8sDisconnected { reason, bytes_to_target: 0, .. } if reason == "client_closed"
+        )),
+        "{events:?}"
+    );
+    drop(session);
+}
