@@ -86,7 +86,11 @@ fn whole(decoder: &mut Decoder, bytes: &[u8]) -> usize {
             Err(error) => panic!("malformed output: {error}"),
         }
     }
-    assert_eq!(decoder.buffered_len(), 0, "output ends inside an instruction");
+    assert_eq!(
+        decoder.buffered_len(),
+        0,
+        "output ends inside an instruction"
+    );
     count
 }
 
