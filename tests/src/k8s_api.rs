@@ -471,8 +471,7 @@ async fn serve(
         let mut message = vec![3];
         message.extend_from_slice(status.to_string().as_bytes());
         sink.send(Message::Binary(message.into())).await?;
-        sink.close().await?;
-        return Ok(());
+        return close(sink, source).await;
     }
     let _ = protocol;
     // The kubelet's first message: empty, on stdout.
@@ -532,10 +531,28 @@ async fn serve(
             let mut message = vec![3];
             message.extend_from_slice(status.to_string().as_bytes());
             sink.send(Message::Binary(message.into())).await?;
-            sink.close().await?;
-            return Ok(());
+            return close(sink, source).await;
         }
     }
+}
+
+/// The WebSocket's closing handshake: our Close, then the client's messages until its own
+/// Close (bounded), so the connection ends without a reset.
+async fn close<S>(
+    mut sink: futures::stream::SplitSink<S, Message>,
+    mut source: futures::stream::SplitStream<S>,
+) -> anyhow::Result<()>
+where
+    S: futures::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>>
+        + futures::Sink<Message, Error = tokio_tungstenite::tungstenite::Error>
+        + Unpin,
+{
+    sink.close().await?;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while let Some(Ok(_)) = source.next().await {}
+    })
+    .await;
+    Ok(())
 }
 
 /// A process on a pty of its own.

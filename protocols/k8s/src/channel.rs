@@ -170,6 +170,11 @@ impl StatusBuffer {
         Ok(())
     }
 
+    /// Whether nothing was received.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
     /// Everything received, or `None` if nothing was.
     pub fn take(&mut self) -> Option<Vec<u8>> {
         (!self.bytes.is_empty()).then(|| std::mem::take(&mut self.bytes))

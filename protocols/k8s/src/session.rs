@@ -202,6 +202,10 @@ where
                         tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
                     ),
                 )) => target_open = false,
+                // A server that closes at once after the status may reset the connection
+                // while our last messages are in flight: the status already says how it
+                // ended.
+                Some(Err(_)) if !status.is_empty() => target_open = false,
                 Some(Err(error)) => break EndedBy::Failed(Error::Io(error.to_string())),
             },
             read = reader.read_buf(&mut input) => match read {

@@ -44,6 +44,16 @@ impl Observer for Counts {
 /// A WebSocket server choosing `protocol` that sends `messages` after the upgrade, then
 /// waits for the client to go.
 async fn websocket_server(protocol: &'static str, messages: Vec<Message>) -> u16 {
+    websocket_server_then(protocol, messages, false).await
+}
+
+/// [`websocket_server`], dropping the connection at once after the messages when `abrupt`
+/// (unread input in its socket makes that a reset).
+async fn websocket_server_then(
+    protocol: &'static str,
+    messages: Vec<Message>,
+    abrupt: bool,
+) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {
@@ -62,6 +72,9 @@ async fn websocket_server(protocol: &'static str, messages: Vec<Message>) -> u16
             if sink.send(message).await.is_err() {
                 return;
             }
+        }
+        if abrupt {
+            return;
         }
         while let Some(Ok(_)) = source.next().await {}
     });

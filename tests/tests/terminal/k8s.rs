@@ -157,7 +157,7 @@ async fn a_shell_in_the_pod_runs_follows_the_size_and_reports_its_exit_status() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_bearer_token_opens_a_v4_exec_and_never_reaches_the_client() {
+async fn a_bearer_token_opens_a_v4_exec_with_ignore_cert_and_never_reaches_the_client() {
     const TOKEN: &str = "zt-token.eyJzdWIiOiJ6dC1hZG1pbiJ9.c2lnbmF0dXJl";
     let server = ApiServer::start(ApiServerOptions {
         token: Some(TOKEN.to_owned()),
@@ -172,7 +172,7 @@ async fn a_bearer_token_opens_a_v4_exec_and_never_reaches_the_client() {
     let parameters = vec![
         ("pod", "web-0".to_owned()),
         ("use-ssl", "true".to_owned()),
-        ("ca-cert", server.pki.ca_pem.clone()),
+        ("ignore-cert", "true".to_owned()),
         ("bearer-token", TOKEN.to_owned()),
         ("exec-command", " /bin/sh  -i ".to_owned()),
     ];
@@ -200,8 +200,9 @@ async fn a_bearer_token_opens_a_v4_exec_and_never_reaches_the_client() {
     assert!(
         events.iter().any(|e| matches!(
             e,
-            AuditEvent::K8sConnected { protocol, credentials, .. }
+            AuditEvent::K8sConnected { protocol, credentials, tls, .. }
                 if protocol == "v4.channel.k8s.io" && credentials == "bearer_token"
+                    && tls == "unverified"
         )),
         "{events:?}"
     );
@@ -238,10 +239,20 @@ async fn refused(
     server: &ApiServer,
     parameters: &[(&'static str, String)],
 ) -> ((String, u32), String) {
+    refused_over(Transport::Quic, fx, server, parameters).await
+}
+
+/// [`refused`] over `transport`.
+async fn refused_over(
+    transport: Transport,
+    fx: &Proxy,
+    server: &ApiServer,
+    parameters: &[(&'static str, String)],
+) -> ((String, u32), String) {
     let mut events = fx.api.events(Some(0)).await.unwrap();
     let (session, id) = fx
         .session(
-            Transport::Quic,
+            transport,
             "kubernetes",
             server.port,
             &pairs(parameters),
@@ -314,35 +325,49 @@ async fn a_wrong_ca_a_wrong_client_certificate_and_a_missing_pod_end_the_session
         parameters
     };
 
-    // A CA that did not sign the server's certificate: refused before any credential.
-    let ((message, status), detail) = refused(
-        &fx,
-        &server,
-        &with(&[("ca-cert", &server.pki.other_ca_pem)]),
-    )
-    .await;
-    assert!(
-        message.starts_with("the Kubernetes API server's certificate was refused"),
-        "{message}"
-    );
-    assert!(message.contains("UnknownIssuer"), "{message}");
-    assert_eq!(status, zt_guac::Status::UPSTREAM_ERROR.code());
-    assert!(detail.contains("certificate was refused"), "{detail}");
+    for transport in TRANSPORTS {
+        // A CA that did not sign the server's certificate: refused before any credential.
+        let ((message, status), detail) = refused_over(
+            transport,
+            &fx,
+            &server,
+            &with(&[("ca-cert", &server.pki.other_ca_pem)]),
+        )
+        .await;
+        assert!(
+            message.starts_with("the Kubernetes API server's certificate was refused"),
+            "{message}"
+        );
+        assert!(message.contains("UnknownIssuer"), "{message}");
+        assert_eq!(status, zt_guac::Status::UPSTREAM_ERROR.code());
+        assert!(detail.contains("certificate was refused"), "{detail}");
 
-    // A client certificate from a CA the server does not trust: the server's TLS alert.
-    let ((message, _), _) = refused(
-        &fx,
-        &server,
-        &with(&[
-            ("client-cert", &server.pki.stranger_cert_pem),
-            ("client-key", &server.pki.stranger_key_pem),
-        ]),
-    )
-    .await;
-    assert!(
-        message.starts_with("the Kubernetes API server refused the TLS connection"),
-        "{message}"
-    );
+        // A client certificate from a CA the server does not trust: the server's TLS alert.
+        let ((message, _), _) = refused_over(
+            transport,
+            &fx,
+            &server,
+            &with(&[
+                ("client-cert", &server.pki.stranger_cert_pem),
+                ("client-key", &server.pki.stranger_key_pem),
+            ]),
+        )
+        .await;
+        assert!(
+            message.starts_with("the Kubernetes API server refused the TLS connection"),
+            "{message}"
+        );
+
+        // A pod that does not exist: 404 with the server's reason.
+        let ((message, status), detail) =
+            refused_over(transport, &fx, &server, &with(&[("pod", "nope-0")])).await;
+        assert_eq!(
+            message,
+            "the Kubernetes API server refused (404): pods \"nope-0\" not found"
+        );
+        assert_eq!(status, zt_guac::Status::RESOURCE_NOT_FOUND.code());
+        assert!(detail.contains("pods \"nope-0\" not found"), "{detail}");
+    }
 
     // No credential at all: 401, in the server's words.
     let no_credentials: Vec<_> = base
@@ -356,15 +381,6 @@ async fn a_wrong_ca_a_wrong_client_certificate_and_a_missing_pod_end_the_session
         "the Kubernetes API server refused (401): Unauthorized"
     );
     assert_eq!(status, zt_guac::Status::CLIENT_UNAUTHORIZED.code());
-
-    // A pod that does not exist: 404 with the server's reason.
-    let ((message, status), detail) = refused(&fx, &server, &with(&[("pod", "nope-0")])).await;
-    assert_eq!(
-        message,
-        "the Kubernetes API server refused (404): pods \"nope-0\" not found"
-    );
-    assert_eq!(status, zt_guac::Status::RESOURCE_NOT_FOUND.code());
-    assert!(detail.contains("pods \"nope-0\" not found"), "{detail}");
 
     // A container the pod does not have: 400.
     let ((message, _), _) = refused(&fx, &server, &with(&[("container", "db")])).await;
