@@ -1,0 +1,34 @@
+//! Remote browser isolation: the user's client shows only pixels of a Chromium that runs
+//! next to ztproxy, which may visit only the allowed URLs.
+//!
+//! ```text
+//!  session's parameters ─▶ RbiSettings ─▶ open() ─▶ RbiConnection ─▶ run()
+//!  (Keeper's `http`        (settings.rs)   Chromium,   DevTools,       screencast → Engine → pipe
+//!   names)                                 profile     Fetch policy    pipe → Engine → Input.*
+//! ```
+//!
+//! * [`policy`]: the URL patterns and the check every request passes (sans-IO).
+//! * [`input`]: Guacamole keys and mouse as DevTools input events (sans-IO).
+//! * [`engine`]: screencast frames into a framebuffer that sends the client only what
+//!   changed, paced by the client's `sync` (sans-IO).
+//! * [`browser`]: one Chromium per session, its process group and profile removed with it.
+//! * [`open`] and [`run`]: the session, reporting navigations and refusals to an
+//!   [`Observer`] (the proxy audits them).
+//!
+//! Nothing here logs a credential, a keystroke or a page's content.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+#[cfg(feature = "browser")]
+pub mod browser;
+pub mod engine;
+pub mod input;
+pub mod policy;
+#[cfg(feature = "browser")]
+mod session;
+pub mod settings;
+
+#[cfg(feature = "browser")]
+pub use session::{EndedBy, Error, Observer, RbiConnection, SessionEnd, audited_url, open, run};
+pub use settings::RbiSettings;

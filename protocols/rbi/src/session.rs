@@ -1,0 +1,553 @@
+//! The running session: a Chromium of its own, driven through the DevTools protocol
+//! (chromiumoxide), between the connection's pipe and the web.
+//!
+//! ```text
+//!  pipe ─▶ Engine::handle_client ─▶ Command ─▶ input task ─▶ Input.dispatch* / Emulation
+//!  pipe ◀─ Engine (framebuffer diff) ◀─ Page.screencastFrame ◀─ Chromium ─▶ ack when the client keeps up
+//!          Fetch.requestPaused ─▶ UrlPolicy ─▶ continue, or fail (BlockedByClient) + Observer::refused
+//!          Page.frameNavigated (top frame) ─▶ Observer::navigated
+//! ```
+//!
+//! Every request of the page passes the Fetch domain before it leaves: top-level documents
+//! against the pages list, everything else against both lists ([`crate::policy`]); each
+//! redirect hop is a request of its own and passes again. A refused request fails with
+//! `BlockedByClient` and never reaches the network.
+//!
+//! The browser's process group and profile are removed when [`run`] returns, whatever ended
+//! it; a browser that exits or crashes ends the session with [`Error::Crashed`].
+
+use std::path::Path;
+use std::time::Instant;
+
+use base64::Engine as _;
+use bytes::{Buf, BytesMut};
+use chromiumoxide::cdp::browser_protocol::emulation::SetDeviceMetricsOverrideParams;
+use chromiumoxide::cdp::browser_protocol::fetch::{
+    self, ContinueRequestParams, EventRequestPaused, FailRequestParams, RequestPattern,
+};
+use chromiumoxide::cdp::browser_protocol::input::{
+    DispatchKeyEventParams, DispatchKeyEventType, DispatchMouseEventParams, DispatchMouseEventType,
+    MouseButton,
+};
+use chromiumoxide::cdp::browser_protocol::inspector::EventTargetCrashed;
+use chromiumoxide::cdp::browser_protocol::network::{ErrorReason, ResourceType};
+use chromiumoxide::cdp::browser_protocol::page::{
+    EventFrameNavigated, EventScreencastFrame, NavigateParams, ScreencastFrameAckParams,
+    StartScreencastFormat, StartScreencastParams,
+};
+use chromiumoxide::cdp::browser_protocol::target::CreateTargetParams;
+use chromiumoxide::handler::HandlerConfig;
+use chromiumoxide::{Browser, Page};
+use futures::StreamExt as _;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use zt_guac::{Decoder, Limits, opcode};
+
+use crate::browser::{Chromium, LaunchError};
+use crate::engine::{Command, Engine};
+use crate::input::{Button, KeyKind, MouseEvent};
+use crate::policy::{Kind, Refusal};
+use crate::settings::RbiSettings;
+
+/// Bytes read from the pipe at a time.
+const READ_CHUNK: usize = 16 * 1024;
+/// Input commands waiting for the browser; more are dropped (a flood of input).
+const MAX_COMMANDS: usize = 256;
+/// How long the last words to the client may take.
+const LAST_WORDS: std::time::Duration = std::time::Duration::from_secs(1);
+/// The longest URL put in an audit event, in characters.
+const MAX_AUDITED_URL: usize = 1024;
+
+/// Why a session could not start or ended abnormally.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Chromium could not start.
+    #[error(transparent)]
+    Launch(#[from] LaunchError),
+    /// The DevTools connection failed or a command was refused.
+    #[error("the browser's DevTools connection failed: {0}")]
+    DevTools(String),
+    /// The browser or the page's renderer exited or crashed.
+    #[error("the browser crashed or exited")]
+    Crashed,
+}
+
+impl Error {
+    /// The Guacamole status the client hears.
+    pub fn status(&self) -> zt_guac::Status {
+        match self {
+            Self::Launch(_) => zt_guac::Status::SERVER_ERROR,
+            Self::DevTools(_) | Self::Crashed => zt_guac::Status::UPSTREAM_ERROR,
+        }
+    }
+
+    /// What the user is told.
+    pub fn client_message(&self) -> &'static str {
+        match self {
+            Self::Launch(_) => "The remote browser could not start",
+            Self::DevTools(_) => "The remote browser stopped answering",
+            Self::Crashed => "The remote browser crashed",
+        }
+    }
+}
+
+fn devtools(error: impl std::fmt::Display) -> Error {
+    Error::DevTools(error.to_string())
+}
+
+/// What the session reports as it runs (the proxy audits it).
+pub trait Observer: Send {
+    /// The top frame now shows `url` (scheme, host and path: no query or fragment).
+    fn navigated(&mut self, url: &str);
+    /// A request of `kind` for `url` (likewise shortened) was refused.
+    fn refused(&mut self, kind: Kind, url: &str, reason: Refusal);
+}
+
+/// A started browser with its page, policy in force, not yet showing anything.
+pub struct RbiConnection {
+    chromium: Chromium,
+    browser: Browser,
+    handler: tokio::task::JoinHandle<()>,
+    page: Page,
+    settings: RbiSettings,
+    size: (u16, u16),
+}
+
+impl std::fmt::Debug for RbiConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RbiConnection")
+            .field("chromium", &self.chromium)
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RbiConnection {
+    /// The browser process (for tests and accounting).
+    pub fn chromium(&self) -> &Chromium {
+        &self.chromium
+    }
+}
+
+/// Starts `program` for `settings` at the client's `width` × `height`, with the URL policy
+/// in force before anything is loaded.
+pub async fn open(
+    program: &Path,
+    profiles: Option<&Path>,
+    settings: &RbiSettings,
+    width: u16,
+    height: u16,
+) -> Result<RbiConnection, Error> {
+    let (width, height) = (
+        width.clamp(1, crate::engine::MAX_SIDE),
+        height.clamp(1, crate::engine::MAX_SIDE),
+    );
+    let mut chromium = Chromium::launch(
+        program,
+        profiles,
+        width,
+        height,
+        settings.ignore_server_cert,
+    )
+    .await?;
+    match attach(&chromium, settings, width, height).await {
+        Ok((browser, handler, page)) => Ok(RbiConnection {
+            chromium,
+            browser,
+            handler,
+            page,
+            settings: settings.clone(),
+            size: (width, height),
+        }),
+        Err(error) => {
+            chromium.kill().await;
+            Err(error)
+        }
+    }
+}
+
+async fn attach(
+    chromium: &Chromium,
+    settings: &RbiSettings,
+    width: u16,
+    height: u16,
+) -> Result<(Browser, tokio::task::JoinHandle<()>, Page), Error> {
+    let config = HandlerConfig {
+        ignore_https_errors: settings.ignore_server_cert,
+        viewport: None,
+        request_intercept: true,
+        ..HandlerConfig::default()
+    };
+    let (browser, mut handler) = Browser::connect_with_config(chromium.devtools_url(), config)
+        .await
+        .map_err(devtools)?;
+    let handler = tokio::spawn(async move {
+        while let Some(event) = handler.next().await {
+            if event.is_err() {
+                break;
+            }
+        }
+    });
+    let page = browser
+        .new_page(CreateTargetParams::new("about:blank"))
+        .await
+        .map_err(devtools)?;
+    page.execute(
+        fetch::EnableParams::builder()
+            .pattern(RequestPattern::builder().url_pattern("*").build())
+            .build(),
+    )
+    .await
+    .map_err(devtools)?;
+    page.execute(SetDeviceMetricsOverrideParams::new(
+        i64::from(width),
+        i64::from(height),
+        1.0,
+        false,
+    ))
+    .await
+    .map_err(devtools)?;
+    Ok((browser, handler, page))
+}
+
+/// Why a session ended.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum EndedBy {
+    /// The client's side of the pipe closed or said `disconnect`.
+    Client,
+    /// `stop` was cancelled (revocation, limits, shutdown).
+    Stopped,
+    /// The browser failed.
+    Failed(Error),
+}
+
+/// How a session ended, with its figures.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct SessionEnd {
+    /// Why.
+    pub ended_by: EndedBy,
+    /// Frames sent to the client.
+    pub frames: u64,
+    /// Top-level navigations.
+    pub navigations: u64,
+    /// Requests refused by the URL policy.
+    pub refused: u64,
+}
+
+/// `url` as the audit log shows it: scheme, host, port and path; no credentials, query or
+/// fragment, at most [`MAX_AUDITED_URL`] characters.
+pub fn audited_url(url: &str) -> String {
+    let shown = match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.has_host() => {
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.set_query(None);
+            parsed.set_fragment(None);
+            parsed.to_string()
+        }
+        Ok(parsed) => parsed.scheme().to_owned() + ":",
+        Err(_) => "(malformed)".to_owned(),
+    };
+    shown.chars().take(MAX_AUDITED_URL).collect()
+}
+
+/// Runs the browser until the client leaves, the session stops or the browser fails.
+/// `jpeg`: the client takes JPEG images.
+pub async fn run<P>(
+    connection: RbiConnection,
+    pipe: P,
+    observer: &mut dyn Observer,
+    stop: CancellationToken,
+    jpeg: bool,
+    read_only: bool,
+) -> SessionEnd
+where
+    P: AsyncRead + AsyncWrite + Unpin,
+{
+    let RbiConnection {
+        mut chromium,
+        browser,
+        handler,
+        page,
+        settings,
+        size,
+    } = connection;
+    let mut end = SessionEnd {
+        ended_by: EndedBy::Client,
+        frames: 0,
+        navigations: 0,
+        refused: 0,
+    };
+    let (mut reader, mut writer) = tokio::io::split(pipe);
+    let mut engine = Engine::new(size.0, size.1, jpeg, read_only, Instant::now());
+    let started = start(&page, &settings, size).await;
+    let (mut paused, mut frames, mut navigated, mut crashed) = match started {
+        Ok(streams) => streams,
+        Err(error) => {
+            end.ended_by = EndedBy::Failed(error);
+            finish(&mut chromium, handler, browser).await;
+            return end;
+        }
+    };
+    // Input goes to the browser in order, from a task of its own, so a slow command never
+    // holds up frames or the policy.
+    let (commands, mut inbox) = mpsc::channel::<Command>(MAX_COMMANDS);
+    let input_page = page.clone();
+    let input = tokio::spawn(async move {
+        while let Some(command) = inbox.recv().await {
+            if dispatch(&input_page, command).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut decoder = Decoder::new(Limits::default());
+    let mut buffer = BytesMut::with_capacity(READ_CHUNK);
+    let mut out = BytesMut::new();
+    let mut unacked: Option<i64> = None;
+    let main_frame = page.target_id().as_ref().to_owned();
+    end.ended_by = loop {
+        if out.is_empty()
+            && let Some(bytes) = engine.poll_client()
+        {
+            out = bytes;
+        }
+        // The next frame is asked for once this one has left and the client keeps up.
+        if out.is_empty()
+            && engine.may_ack()
+            && let Some(session) = unacked.take()
+        {
+            let page = page.clone();
+            tokio::spawn(async move {
+                let _ = page.execute(ScreencastFrameAckParams::new(session)).await;
+            });
+        }
+        while let Some(command) = engine.poll_command() {
+            // Beyond the bound the browser is not keeping up: input is dropped.
+            let _ = commands.try_send(command);
+        }
+        tokio::select! {
+            () = stop.cancelled() => break EndedBy::Stopped,
+            _ = chromium.exited() => break EndedBy::Failed(Error::Crashed),
+            Some(_) = crashed.next() => break EndedBy::Failed(Error::Crashed),
+            event = paused.next() => {
+                let Some(event) = event else {
+                    break EndedBy::Failed(Error::DevTools("the page went away".into()));
+                };
+                let kind = if event.resource_type == ResourceType::Document
+                    && event.frame_id.as_ref() == main_frame
+                {
+                    Kind::Navigation
+                } else {
+                    Kind::Resource
+                };
+                let verdict = settings.policy.check(kind, &event.request.url);
+                let page = page.clone();
+                let id = event.request_id.clone();
+                match verdict {
+                    Ok(()) => {
+                        tokio::spawn(async move {
+                            let _ = page.execute(ContinueRequestParams::new(id)).await;
+                        });
+                    }
+                    Err(reason) => {
+                        end.refused += 1;
+                        observer.refused(kind, &audited_url(&event.request.url), reason);
+                        tokio::spawn(async move {
+                            let _ = page
+                                .execute(FailRequestParams::new(id, ErrorReason::BlockedByClient))
+                                .await;
+                        });
+                    }
+                }
+            }
+            frame = frames.next() => {
+                let Some(frame) = frame else {
+                    break EndedBy::Failed(Error::DevTools("the page went away".into()));
+                };
+                let data: &str = frame.data.as_ref();
+                if let Ok(png) = base64::engine::general_purpose::STANDARD.decode(data)
+                    && engine.frame(&png, Instant::now()).is_ok()
+                {
+                    end.frames = engine.frames();
+                }
+                unacked = Some(frame.session_id);
+            }
+            Some(event) = navigated.next() => {
+                if event.frame.parent_id.is_none() {
+                    end.navigations += 1;
+                    observer.navigated(&audited_url(&event.frame.url));
+                }
+            }
+            read = reader.read_buf(&mut buffer) => match read {
+                Ok(0) | Err(_) => break EndedBy::Client,
+                Ok(_) => {
+                    decoder.feed(&buffer);
+                    buffer.clear();
+                    let now = Instant::now();
+                    if !decoder.drain_until_disconnect(|i| engine.handle_client(i, now)) {
+                        break EndedBy::Client;
+                    }
+                }
+            },
+            written = writer.write(&out), if !out.is_empty() => match written {
+                Ok(0) | Err(_) => break EndedBy::Client,
+                Ok(n) => out.advance(n),
+            },
+        }
+    };
+    input.abort();
+    if let EndedBy::Failed(error) = &end.ended_by {
+        let mut farewell = std::mem::take(&mut out);
+        zt_guac::encode(
+            opcode::ERROR,
+            &[error.client_message(), &error.status().code().to_string()],
+            &mut farewell,
+        );
+        let _ = tokio::time::timeout(LAST_WORDS, writer.write_all(&farewell)).await;
+    }
+    finish(&mut chromium, handler, browser).await;
+    let _ = writer.shutdown().await;
+    end
+}
+
+type Streams = (
+    chromiumoxide::listeners::EventStream<EventRequestPaused>,
+    chromiumoxide::listeners::EventStream<EventScreencastFrame>,
+    chromiumoxide::listeners::EventStream<EventFrameNavigated>,
+    chromiumoxide::listeners::EventStream<EventTargetCrashed>,
+);
+
+/// Listens, starts the screencast and opens the start page.
+async fn start(page: &Page, settings: &RbiSettings, size: (u16, u16)) -> Result<Streams, Error> {
+    let paused = page
+        .event_listener::<EventRequestPaused>()
+        .await
+        .map_err(devtools)?;
+    let frames = page
+        .event_listener::<EventScreencastFrame>()
+        .await
+        .map_err(devtools)?;
+    let navigated = page
+        .event_listener::<EventFrameNavigated>()
+        .await
+        .map_err(devtools)?;
+    let crashed = page
+        .event_listener::<EventTargetCrashed>()
+        .await
+        .map_err(devtools)?;
+    page.execute(
+        StartScreencastParams::builder()
+            .format(StartScreencastFormat::Png)
+            .max_width(i64::from(size.0))
+            .max_height(i64::from(size.1))
+            .build(),
+    )
+    .await
+    .map_err(devtools)?;
+    // The navigation is answered once the page has loaded, and its requests wait for the
+    // policy in this task's loop: it must not be awaited here.
+    let page = page.clone();
+    let url = settings.start.to_string();
+    tokio::spawn(async move {
+        let _ = page.execute(NavigateParams::new(url)).await;
+    });
+    Ok((paused, frames, navigated, crashed))
+}
+
+/// One input command.
+async fn dispatch(page: &Page, command: Command) -> Result<(), Error> {
+    match command {
+        Command::Key(key) => {
+            let kind = match key.kind {
+                KeyKind::KeyDown => DispatchKeyEventType::KeyDown,
+                KeyKind::RawKeyDown => DispatchKeyEventType::RawKeyDown,
+                KeyKind::KeyUp => DispatchKeyEventType::KeyUp,
+            };
+            let mut params = DispatchKeyEventParams::builder()
+                .r#type(kind)
+                .key(key.key)
+                .windows_virtual_key_code(key.virtual_key)
+                .modifiers(key.modifiers)
+                .location(key.location);
+            if !key.code.is_empty() {
+                params = params.code(key.code);
+            }
+            if let Some(text) = key.text {
+                params = params.text(text.clone()).unmodified_text(text);
+            }
+            let params = params.build().map_err(Error::DevTools)?;
+            page.execute(params).await.map_err(devtools)?;
+        }
+        Command::Mouse(event) => {
+            let params = match event {
+                MouseEvent::Moved { x, y, buttons } => DispatchMouseEventParams::builder()
+                    .r#type(DispatchMouseEventType::MouseMoved)
+                    .x(x)
+                    .y(y)
+                    .buttons(buttons),
+                MouseEvent::Button {
+                    pressed,
+                    button,
+                    x,
+                    y,
+                    buttons,
+                    click_count,
+                } => DispatchMouseEventParams::builder()
+                    .r#type(if pressed {
+                        DispatchMouseEventType::MousePressed
+                    } else {
+                        DispatchMouseEventType::MouseReleased
+                    })
+                    .x(x)
+                    .y(y)
+                    .button(match button {
+                        Button::Left => MouseButton::Left,
+                        Button::Middle => MouseButton::Middle,
+                        Button::Right => MouseButton::Right,
+                    })
+                    .buttons(buttons)
+                    .click_count(click_count),
+                MouseEvent::Wheel { x, y, delta_y } => DispatchMouseEventParams::builder()
+                    .r#type(DispatchMouseEventType::MouseWheel)
+                    .x(x)
+                    .y(y)
+                    .delta_x(0.0)
+                    .delta_y(delta_y),
+            };
+            let params = params.build().map_err(Error::DevTools)?;
+            page.execute(params).await.map_err(devtools)?;
+        }
+        Command::Resize(width, height) => {
+            page.execute(SetDeviceMetricsOverrideParams::new(
+                i64::from(width),
+                i64::from(height),
+                1.0,
+                false,
+            ))
+            .await
+            .map_err(devtools)?;
+            // The screencast's size follows the viewport: restart it at the new bounds.
+            page.execute(
+                StartScreencastParams::builder()
+                    .format(StartScreencastFormat::Png)
+                    .max_width(i64::from(width))
+                    .max_height(i64::from(height))
+                    .build(),
+            )
+            .await
+            .map_err(devtools)?;
+        }
+    }
+    Ok(())
+}
+
+/// Ends the browser: DevTools first, then the process group and the profile.
+async fn finish(chromium: &mut Chromium, handler: tokio::task::JoinHandle<()>, browser: Browser) {
+    drop(browser);
+    handler.abort();
+    chromium.kill().await;
+}
