@@ -74,9 +74,56 @@ pub struct Config {
     /// Native SSH connections.
     #[serde(default)]
     pub ssh: SshConfig,
+    /// Remote browser isolation.
+    #[serde(default)]
+    pub rbi: RbiConfig,
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+}
+
+/// `[rbi]`: remote browser isolation (sessions with `"protocol": "http"`): one headless
+/// Chromium per session.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RbiConfig {
+    /// The Chromium to run (Debian's `chromium`).
+    #[serde(default = "default_chromium")]
+    pub chromium: PathBuf,
+    /// Where each session's fresh profile directory is made (the system's temporary
+    /// directory when unset). Each is removed with its session.
+    #[serde(default)]
+    pub profile_directory: Option<PathBuf>,
+    /// The most browsers running at once; a session beyond it is refused when created.
+    #[serde(default = "default_max_browsers")]
+    pub max_browsers: usize,
+}
+
+impl Default for RbiConfig {
+    fn default() -> Self {
+        Self {
+            chromium: default_chromium(),
+            profile_directory: None,
+            max_browsers: default_max_browsers(),
+        }
+    }
+}
+
+fn default_chromium() -> PathBuf {
+    "/usr/bin/chromium".into()
+}
+
+fn default_max_browsers() -> usize {
+    4
+}
+
+/// Validated `[rbi]`, with the count of browsers running.
+#[derive(Debug, Clone)]
+pub struct RbiSettings {
+    /// The configuration.
+    pub config: RbiConfig,
+    /// One permit per browser that may run.
+    pub browsers: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 /// `[ssh]`: native SSH connections (sessions with `"protocol": "ssh"` and no route, or
@@ -522,6 +569,8 @@ pub struct Settings {
     pub recordings: Option<std::sync::Arc<RecordingsSettings>>,
     /// Native SSH connections.
     pub ssh: SshConfig,
+    /// Remote browser isolation.
+    pub rbi: RbiSettings,
     /// Logging.
     pub log: LogConfig,
 }
@@ -652,6 +701,13 @@ impl Config {
                 format!("`{}` is not a tracing filter", self.log.level),
             ));
         }
+        if self.rbi.max_browsers > 1024 {
+            return Err(check.invalid("rbi.max_browsers", "must be at most 1024".to_owned()));
+        }
+        let rbi = RbiSettings {
+            browsers: std::sync::Arc::new(tokio::sync::Semaphore::new(self.rbi.max_browsers)),
+            config: self.rbi,
+        };
         Ok(Settings {
             control,
             webrtc,
@@ -661,6 +717,7 @@ impl Config {
             guacd,
             recordings,
             ssh: self.ssh,
+            rbi,
             log: self.log,
         })
     }

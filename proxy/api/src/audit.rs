@@ -146,14 +146,17 @@ pub enum AuditEvent {
         session: String,
         /// `to_target` or `to_client`.
         direction: String,
-        /// `paste`, `copy`, `upload`, `download`, `input`, `parameter`, `too_many_streams`.
+        /// `paste`, `copy`, `upload`, `download`, `input`, `parameter`, `too_many_streams`,
+        /// and for the remote browser `navigation` and `resource` (a request the URL policy
+        /// refused; it never left the machine).
         action: String,
         /// File or parameter name, when there is one (for SFTP, the path asked for, control
-        /// characters escaped).
+        /// characters escaped; for the remote browser, the URL without query or fragment).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
         /// Why, when the action alone does not say (SFTP: `policy`, `outside_root`,
-        /// `bad_path`, `hard_link`, `too_many_transfers`).
+        /// `bad_path`, `hard_link`, `too_many_transfers`; the remote browser:
+        /// `url_not_allowed`, `scheme_not_allowed`, `malformed_url`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
@@ -392,6 +395,37 @@ pub enum AuditEvent {
         /// Bytes of input sent to the process for the user.
         bytes_to_target: u64,
     },
+    /// A remote browser started for a session.
+    BrowserStarted {
+        /// Session id.
+        session: String,
+        /// The start URL (scheme, host and path).
+        url: String,
+    },
+    /// The remote browser's top frame now shows a page (scheme, host and path: never the
+    /// query or fragment, which may carry tokens).
+    BrowserNavigated {
+        /// Session id.
+        session: String,
+        /// The page.
+        url: String,
+    },
+    /// A remote browser ended.
+    BrowserEnded {
+        /// Session id.
+        session: String,
+        /// `client_closed`, `stopped` or `error`.
+        reason: String,
+        /// What failed, for `error`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+        /// Frames sent to the client.
+        frames: u64,
+        /// Top-level navigations.
+        navigations: u64,
+        /// Requests the URL policy refused.
+        refused: u64,
+    },
     /// A request or connection was refused for lack of valid credentials.
     AccessDenied {
         /// What was protected: `control_api` or `quic`.
@@ -430,7 +464,10 @@ impl AuditEvent {
             | Self::DbConnected { session, .. }
             | Self::DbDisconnected { session, .. }
             | Self::K8sConnected { session, .. }
-            | Self::K8sDisconnected { session, .. } => Some(session),
+            | Self::K8sDisconnected { session, .. }
+            | Self::BrowserStarted { session, .. }
+            | Self::BrowserNavigated { session, .. }
+            | Self::BrowserEnded { session, .. } => Some(session),
             Self::AccessDenied { .. } => None,
         }
     }

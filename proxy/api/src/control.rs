@@ -163,6 +163,7 @@ pub const CONNECTION_PROTOCOLS: &[&str] = &[
     "ssh",
     "telnet",
     "kubernetes",
+    "http",
     "postgresql",
     "mysql",
     "sqlserver",

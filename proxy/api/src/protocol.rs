@@ -36,6 +36,8 @@ pub enum Protocol {
     Telnet,
     /// A Kubernetes pod's container: exec or attach through the API server.
     Kubernetes,
+    /// A web application in a remote browser (Keeper's `http`, native only).
+    Http,
     /// A PostgreSQL console (native only).
     Postgresql,
     /// A MySQL or MariaDB console (native only).
@@ -46,12 +48,13 @@ pub enum Protocol {
 
 impl Protocol {
     /// Every protocol, in the order errors list them.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Rdp,
         Self::Vnc,
         Self::Ssh,
         Self::Telnet,
         Self::Kubernetes,
+        Self::Http,
         Self::Postgresql,
         Self::Mysql,
         Self::Sqlserver,
@@ -74,13 +77,15 @@ impl Protocol {
             Self::Ssh => "ssh",
             Self::Telnet => "telnet",
             Self::Kubernetes => "kubernetes",
+            Self::Http => "http",
             Self::Postgresql => "postgresql",
             Self::Mysql => "mysql",
             Self::Sqlserver => "sqlserver",
         }
     }
 
-    /// Whether guacd serves it (the database consoles are ztproxy's only).
+    /// Whether guacd serves it (the database consoles and the remote browser are ztproxy's
+    /// only).
     pub fn served_by_guacd(self) -> bool {
         Self::GUACD.contains(&self)
     }
@@ -99,6 +104,7 @@ impl Protocol {
             Self::Ssh => SSH,
             Self::Telnet => TELNET,
             Self::Kubernetes => KUBERNETES,
+            Self::Http => HTTP,
             Self::Postgresql | Self::Mysql | Self::Sqlserver => DATABASE,
         }
     }
@@ -259,6 +265,7 @@ pub fn parameter_map(pairs: &[(&str, &str)]) -> BTreeMap<String, Secret<String>>
 }
 
 const BOOLEANS: &[&str] = &[
+    "allow-url-manipulation",
     "attach",
     "cert-tofu",
     "disable-csv-export",
@@ -294,6 +301,8 @@ const BOOLEANS: &[&str] = &[
     "enable-wallpaper",
     "force-lossless",
     "ignore-cert",
+    "ignore-initial-ssl-cert",
+    "ignore-server-cert",
     "read-only",
     "recording-exclude-mouse",
     "recording-exclude-output",
@@ -584,6 +593,29 @@ const KUBERNETES: &[&str] = &[
     "scrollback",
     "disable-copy",
     "disable-paste",
+];
+
+/// The remote browser's parameters: the names Keeper's `http` protocol uses
+/// (`ignore-initial-ssl-cert` is KCM's spelling of `ignore-server-cert`), and `read-only`.
+const HTTP: &[&str] = &[
+    "url",
+    "username",
+    "password",
+    "allowed-url-patterns",
+    "allowed-resource-url-patterns",
+    "allow-url-manipulation",
+    "ignore-server-cert",
+    "ignore-initial-ssl-cert",
+    "autofill-configuration",
+    "disable-copy",
+    "disable-paste",
+    "read-only",
+    "recording-path",
+    "recording-name",
+    "recording-exclude-output",
+    "recording-exclude-mouse",
+    "recording-include-keys",
+    "create-recording-path",
 ];
 
 /// The database consoles' parameters: the names Keeper's connection manager uses for its

@@ -213,7 +213,7 @@ impl Backends {
 }
 
 /// `"route": "native"`: ztproxy's own protocol clients (SSH, Telnet, Kubernetes, database
-/// consoles, VNC), by protocol.
+/// consoles, VNC, the remote browser), by protocol.
 pub struct NativeFactory;
 
 impl BackendFactory for NativeFactory {
@@ -222,6 +222,7 @@ impl BackendFactory for NativeFactory {
             Protocol::Ssh => super::ssh::SshFactory.make(request),
             Protocol::Telnet => super::telnet::TelnetFactory.make(request),
             Protocol::Kubernetes => super::k8s::K8sFactory.make(request),
+            Protocol::Http => super::rbi::RbiFactory.make(request),
             Protocol::Postgresql | Protocol::Mysql | Protocol::Sqlserver => {
                 super::database::DatabaseFactory.make(request)
             }

@@ -28,6 +28,7 @@
 pub mod backend;
 pub mod database;
 pub mod k8s;
+pub mod rbi;
 pub mod recording;
 pub mod ssh;
 pub mod telnet;
