@@ -17,6 +17,7 @@ pub mod proc;
 pub mod servers;
 pub mod tds;
 pub mod term;
+pub mod web_site;
 pub mod x11;
 
 use std::net::{SocketAddr, TcpListener};

@@ -14,6 +14,7 @@ mod k8s;
 mod mssql;
 mod mysql;
 mod postgres;
+mod rbi;
 mod telnet;
 mod vnc;
 

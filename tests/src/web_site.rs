@@ -1,0 +1,281 @@
+//! A small web site for the remote-browser tests, on 127.0.0.1 ports of its own, with an
+//! access log: HTTP/1.1, one request per connection, pages whose content a test can find in
+//! the client's pixels (full-width colour bands).
+//!
+//! * `/` — a red band and a resource from the same origin (`/app.css`);
+//! * `/resources` — a blue band, an image from the same origin and an image and a script
+//!   from [`WebSite::other`], the second origin (which a policy refuses);
+//! * `/login` — a login form (`#username`, `#password`, `#go`) posting to `/login`; the
+//!   right credentials get a green band ("welcome"), wrong ones a black one;
+//! * `/form` — a focused text field posting to `/echo`, which answers with a yellow band;
+//! * `/redirect` → 302 `/redirect2` → 302 the other origin's `/landing`;
+//! * `/download` — a file (`Content-Disposition: attachment`).
+//!
+//! Every request on either origin is logged ([`WebSite::log`], [`WebSite::other_log`]),
+//! with its body for POSTs.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+
+/// The colours of the pages' bands (RGB).
+pub mod colour {
+    /// `/`.
+    pub const HOME: [u8; 3] = [220, 20, 20];
+    /// `/resources`.
+    pub const RESOURCES: [u8; 3] = [20, 20, 220];
+    /// A successful login.
+    pub const WELCOME: [u8; 3] = [20, 180, 20];
+    /// A refused login.
+    pub const REFUSED: [u8; 3] = [0, 0, 0];
+    /// `/echo`.
+    pub const ECHO: [u8; 3] = [230, 210, 20];
+    /// `/form`.
+    pub const FORM: [u8; 3] = [120, 20, 160];
+}
+
+/// The login the site accepts.
+pub const USER: &str = "alice";
+/// Its password.
+pub const PASSWORD: &str = "zt-S3cret-pw!";
+
+/// A request the site received.
+#[derive(Debug, Clone)]
+pub struct Hit {
+    /// `GET`, `POST`.
+    pub method: String,
+    /// Path and query.
+    pub path: String,
+    /// The body (POST).
+    pub body: String,
+}
+
+/// The running site. Its threads end with the process.
+pub struct WebSite {
+    /// The main origin's port.
+    pub port: u16,
+    /// The second origin's port.
+    pub other: u16,
+    log: Arc<Mutex<Vec<Hit>>>,
+    other_log: Arc<Mutex<Vec<Hit>>>,
+}
+
+impl WebSite {
+    /// Starts both origins.
+    pub fn start() -> anyhow::Result<Self> {
+        let main = TcpListener::bind("127.0.0.1:0")?;
+        let other = TcpListener::bind("127.0.0.1:0")?;
+        let (port, other_port) = (main.local_addr()?.port(), other.local_addr()?.port());
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let other_log = Arc::new(Mutex::new(Vec::new()));
+        serve(main, log.clone(), move |hit| page(hit, other_port));
+        serve(other, other_log.clone(), |hit| match hit.path.as_str() {
+            "/landing" => html(200, "landing", "<p>landing</p>"),
+            _ => (200, "text/plain", Vec::new(), b"other origin".to_vec()),
+        });
+        Ok(Self {
+            port,
+            other: other_port,
+            log,
+            other_log,
+        })
+    }
+
+    /// The main origin's URL for `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// The second origin's URL for `path`.
+    pub fn other_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.other)
+    }
+
+    /// The main origin's requests so far.
+    pub fn log(&self) -> Vec<Hit> {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// The second origin's requests so far.
+    pub fn other_log(&self) -> Vec<Hit> {
+        self.other_log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+}
+
+type Answer = (u16, &'static str, Vec<(String, String)>, Vec<u8>);
+
+fn html(status: u16, title: &str, body: &str) -> Answer {
+    (
+        status,
+        "text/html; charset=utf-8",
+        Vec::new(),
+        format!(
+            "<!doctype html><html><head><title>{title}</title><style>body{{margin:0;font:16px sans-serif}} .band{{height:120px}}</style></head><body>{body}</body></html>"
+        )
+        .into_bytes(),
+    )
+}
+
+fn band([r, g, b]: [u8; 3]) -> String {
+    format!("<div class=band style=\"background:rgb({r},{g},{b})\"></div>")
+}
+
+fn redirect(to: String) -> Answer {
+    (302, "text/plain", vec![("Location".into(), to)], Vec::new())
+}
+
+fn page(hit: &Hit, other: u16) -> Answer {
+    let form_value = |name: &str| {
+        hit.body.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            (k == name).then(|| v.replace('+', " "))
+        })
+    };
+    match (hit.method.as_str(), hit.path.as_str()) {
+        ("GET", "/") => html(
+            200,
+            "home",
+            &format!(
+                "{}<link rel=stylesheet href=/app.css><p>zt-rbi home</p>",
+                band(colour::HOME)
+            ),
+        ),
+        ("GET", "/app.css") => (200, "text/css", Vec::new(), b"p{color:#333}".to_vec()),
+        ("GET", "/pixel.png") => (200, "image/png", Vec::new(), Vec::new()),
+        ("GET", "/resources") => html(
+            200,
+            "resources",
+            &format!(
+                "{}<img src=/pixel.png><img src=http://127.0.0.1:{other}/tracker.png><script src=http://127.0.0.1:{other}/x.js></script>",
+                band(colour::RESOURCES)
+            ),
+        ),
+        ("GET", "/login") => html(
+            200,
+            "login",
+            "<form method=post action=/login><input id=username name=username autocomplete=username><input id=password name=password type=password><button id=go type=submit>Sign in</button></form>",
+        ),
+        ("POST", "/login") => {
+            if form_value("username").as_deref() == Some(USER)
+                && form_value("password")
+                    .map(|p| percent_decode(&p))
+                    .as_deref()
+                    == Some(PASSWORD)
+            {
+                html(200, "welcome", &band(colour::WELCOME))
+            } else {
+                html(403, "refused", &band(colour::REFUSED))
+            }
+        }
+        ("GET", "/form") => html(
+            200,
+            "form",
+            &format!(
+                "{}<form method=post action=/echo><input id=text name=text autofocus style=\"width:300px\"><button id=send type=submit>Send</button></form>",
+                band(colour::FORM)
+            ),
+        ),
+        ("POST", "/echo") => html(200, "echo", &band(colour::ECHO)),
+        ("GET", "/redirect") => redirect("/redirect2".into()),
+        ("GET", "/redirect2") => redirect(format!("http://127.0.0.1:{other}/landing")),
+        ("GET", "/download") => (
+            200,
+            "application/octet-stream",
+            vec![(
+                "Content-Disposition".into(),
+                "attachment; filename=report.bin".into(),
+            )],
+            vec![7; 4096],
+        ),
+        _ => html(404, "not found", "<p>not found</p>"),
+    }
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(b) = text
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(b);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn serve(
+    listener: TcpListener,
+    log: Arc<Mutex<Vec<Hit>>>,
+    answer: impl Fn(&Hit) -> Answer + Send + Sync + 'static,
+) {
+    let answer = Arc::new(answer);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let log = log.clone();
+            let answer = answer.clone();
+            std::thread::spawn(move || {
+                let _ = handle(stream, &log, &*answer);
+            });
+        }
+    });
+}
+
+fn handle(
+    stream: TcpStream,
+    log: &Mutex<Vec<Hit>>,
+    answer: &dyn Fn(&Hit) -> Answer,
+) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let mut parts = line.split_whitespace();
+    let (Some(method), Some(path)) = (parts.next(), parts.next()) else {
+        return Ok(());
+    };
+    let (method, path) = (method.to_owned(), path.to_owned());
+    let mut length = 0usize;
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header)? == 0 || header.trim().is_empty() {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().unwrap_or(0).min(1 << 20);
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body)?;
+    let hit = Hit {
+        method,
+        path,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    };
+    if let Ok(mut log) = log.lock() {
+        log.push(hit.clone());
+    }
+    let (status, content_type, headers, body) = answer(&hit);
+    let mut out = stream;
+    let mut head = format!(
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\nCache-Control: no-store\r\n",
+        if status == 200 { "OK" } else { "Status" },
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    out.write_all(head.as_bytes())?;
+    out.write_all(&body)?;
+    out.flush()
+}

@@ -1,0 +1,283 @@
+//! Remote browser isolation against a web site the tests start (`zt_tests::web_site`): what
+//! the client's screen shows (the display model's pixels), what the site's access logs saw,
+//! and what is left behind.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use zt_api::audit::AuditEvent;
+use zt_api::control::Transport;
+use zt_guac::{Instruction, opcode};
+use zt_tests::proc::{ProxyOptions, ZtProxy};
+use zt_tests::term::{STEP, Term};
+use zt_tests::web_site::{WebSite, colour};
+use zt_tests::ztproxy_bin;
+
+use super::{Proxy, TRANSPORTS, events_until_ended};
+
+/// A proxy whose browsers keep their profiles under `profiles`.
+fn proxy_with_profiles(profiles: &Path) -> Proxy {
+    let recordings = tempfile::tempdir().unwrap();
+    let proxy = ZtProxy::start(
+        ztproxy_bin!(),
+        &ProxyOptions {
+            extra_toml: format!(
+                "[recordings]\ndirectory = \"{}\"\n[rbi]\nprofile_directory = \"{}\"\n",
+                recordings.path().join("rec").display(),
+                profiles.display()
+            ),
+            ..ProxyOptions::default()
+        },
+    )
+    .expect("ztproxy starts");
+    let api = proxy.api();
+    Proxy {
+        proxy,
+        api,
+        recordings,
+    }
+}
+
+/// Parameters for a session starting at `path` of `site`, its origin allowed.
+fn parameters(site: &WebSite, path: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("url", site.url(path)),
+        (
+            "allowed-url-patterns",
+            format!("http://127.0.0.1:{}/*", site.port),
+        ),
+    ]
+}
+
+fn pairs<'a>(parameters: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    parameters.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// Receives until the client's screen shows `rgb` at (`x`, `y`).
+async fn until_colour(fx: &Proxy, term: &mut Term, (x, y): (u32, u32), rgb: [u8; 3], what: &str) {
+    let deadline = Instant::now() + STEP;
+    loop {
+        if let Some(p) = term.screen().pixel(x, y)
+            && p[..3] == rgb
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the screen never showed {what}: ({x}, {y}) is {:?}; errors {:?}\n{}",
+            term.screen().pixel(x, y),
+            term.errors(),
+            fx.proxy.output()
+        );
+        if term.receive(Duration::from_millis(200)).await == Some(false) {
+            panic!(
+                "the session closed before {what}: {:?}\n{}",
+                term.errors(),
+                fx.proxy.output()
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_is_shown_and_refused_sub_resources_never_leave_the_machine() {
+    let site = WebSite::start().unwrap();
+    let fx = Proxy::start();
+    for transport in TRANSPORTS {
+        let mut events = fx.api.events(Some(0)).await.unwrap();
+        let parameters = parameters(&site, "/resources");
+        let (session, id) = fx
+            .session(transport, "http", site.port, &pairs(&parameters), None)
+            .await;
+        let mut term = Term::connect_to(&session, "http").await;
+        until_colour(&fx, &mut term, (10, 10), colour::RESOURCES, "the page").await;
+        term.screenshot(&format!("rbi-{transport:?}"));
+        term.client
+            .send(&Instruction::new(opcode::DISCONNECT, &[] as &[&str]))
+            .await
+            .unwrap();
+        term.until_closed().await;
+        let events = events_until_ended(&mut events, &id).await;
+        // The image from the page's origin loaded; the other origin never heard of us.
+        assert!(
+            site.log().iter().any(|h| h.path == "/pixel.png"),
+            "{:?}",
+            site.log()
+        );
+        assert!(site.other_log().is_empty(), "{:?}", site.other_log());
+        for refused in ["/tracker.png", "/x.js"] {
+            assert!(
+                events.iter().any(|e| matches!(
+                    e,
+                    AuditEvent::PolicyRefused { action, name: Some(name), reason: Some(reason), .. }
+                        if action == "resource" && name.ends_with(refused) && reason == "url_not_allowed"
+                )),
+                "{refused}: {events:?}"
+            );
+        }
+        assert!(
+            events.iter().any(|e| matches!(
+                e,
+                AuditEvent::BrowserNavigated { url, .. } if *url == site.url("/resources")
+            )),
+            "{events:?}"
+        );
+        assert!(
+            events.iter().any(|e| matches!(
+                e,
+                AuditEvent::BrowserEnded { reason, refused, frames, .. }
+                    if reason == "client_closed" && *refused >= 2 && *frames >= 1
+            )),
+            "{events:?}"
+        );
+        drop(session);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_to_a_refused_origin_is_stopped_at_its_hop() {
+    let site = WebSite::start().unwrap();
+    let fx = Proxy::start();
+    let mut events = fx.api.events(Some(0)).await.unwrap();
+    let parameters = parameters(&site, "/redirect");
+    let (session, id) = fx
+        .session(
+            Transport::Quic,
+            "http",
+            site.port,
+            &pairs(&parameters),
+            None,
+        )
+        .await;
+    let mut term = Term::connect_to(&session, "http").await;
+    // The hop to the other origin is refused, and audited.
+    let deadline = Instant::now() + STEP;
+    while !site.log().iter().any(|h| h.path == "/redirect2") {
+        assert!(Instant::now() < deadline, "{:?}", site.log());
+        term.receive(Duration::from_millis(200)).await;
+    }
+    term.receive(Duration::from_millis(500)).await;
+    term.client
+        .send(&Instruction::new(opcode::DISCONNECT, &[] as &[&str]))
+        .await
+        .unwrap();
+    term.until_closed().await;
+    let events = events_until_ended(&mut events, &id).await;
+    assert!(site.other_log().is_empty(), "{:?}", site.other_log());
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            AuditEvent::PolicyRefused { action, name: Some(name), .. }
+                if action == "navigation" && *name == site.other_url("/landing")
+        )),
+        "{events:?}"
+    );
+    drop(session);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typing_and_clicking_in_the_client_submit_a_form() {
+    let site = WebSite::start().unwrap();
+    let fx = Proxy::start();
+    let parameters = parameters(&site, "/form");
+    let (session, _id) = fx
+        .session(
+            Transport::Webrtc,
+            "http",
+            site.port,
+            &pairs(&parameters),
+            None,
+        )
+        .await;
+    let mut term = Term::connect_to(&session, "http").await;
+    until_colour(&fx, &mut term, (10, 10), colour::FORM, "the form").await;
+    // Click into the field (below the band), type non-ASCII text, press Return.
+    for mask in ["1", "0"] {
+        term.client
+            .send(&Instruction::new(opcode::MOUSE, &["40", "130", mask]))
+            .await
+            .unwrap();
+    }
+    term.type_text("zt text").await;
+    for keysym in [0xe9u32, 0x0100_0436] {
+        term.key(keysym).await;
+    }
+    term.key(0xff0d).await;
+    until_colour(&fx, &mut term, (10, 10), colour::ECHO, "the answer page").await;
+    let posted = site
+        .log()
+        .into_iter()
+        .find(|h| h.method == "POST" && h.path == "/echo")
+        .expect("the form was posted");
+    assert_eq!(posted.body, "text=zt+text%C3%A9%D0%B6");
+    drop(session);
+}
+
+/// Chromium processes whose command line names `dir`.
+fn browsers_under(dir: &Path) -> usize {
+    let needle = dir.display().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle))
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ending_sessions_leaves_no_browser_process_and_no_profile() {
+    let site = WebSite::start().unwrap();
+    let profiles = tempfile::tempdir().unwrap();
+    let fx = proxy_with_profiles(profiles.path());
+    for round in 0..10 {
+        let parameters = parameters(&site, "/");
+        let (session, id) = fx
+            .session(
+                Transport::Quic,
+                "http",
+                site.port,
+                &pairs(&parameters),
+                None,
+            )
+            .await;
+        let mut term = Term::connect_to(&session, "http").await;
+        until_colour(&fx, &mut term, (10, 10), colour::HOME, "the home page").await;
+        assert!(browsers_under(profiles.path()) > 0, "round {round}");
+        // Ends by revocation, by the client leaving, and by the client's connection
+        // dropping, in turn.
+        match round % 3 {
+            0 => {
+                fx.api.delete_session(&id).await.unwrap();
+            }
+            1 => term
+                .client
+                .send(&Instruction::new(opcode::DISCONNECT, &[] as &[&str]))
+                .await
+                .unwrap(),
+            _ => {}
+        }
+        drop(term);
+        drop(session);
+        let deadline = Instant::now() + STEP;
+        loop {
+            let left = browsers_under(profiles.path());
+            let files = std::fs::read_dir(profiles.path()).unwrap().count();
+            if left == 0 && files == 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: {left} browser processes and {files} profiles are left"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
