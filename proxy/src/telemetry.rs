@@ -154,6 +154,14 @@ fn report_suppressed(limit: Arc<QuietRateLimit>) {
     }
 }
 
+/// Targets that log message payloads below `info`, capped at `info` at every level.
+const SECRET_TRACERS: &[&str] = &[
+    "chromiumoxide=info",
+    "tungstenite=info",
+    "tokio_tungstenite=info",
+    "async_tungstenite=info",
+];
+
 /// Installs the global subscriber, writing to stderr. `RUST_LOG`, when set, wins over the
 /// configured level. Unless the filter's global level is `debug` or `trace`, the crates in
 /// [`QUIET_CRATES`] are capped at `warn`; their warnings and errors are always rate-limited.
@@ -178,6 +186,14 @@ pub fn init(config: &LogConfig) {
         && let Ok(d) = "tiberius::client::connection=error".parse()
     {
         filter = filter.add_directive(d);
+    }
+    // These trace every message they carry: the remote browser's DevTools commands (typed
+    // keys, the autofilled password) and WebSocket frames (Kubernetes stdin). Secrets never
+    // reach a log, whatever the level asked for.
+    for cap in SECRET_TRACERS {
+        if let Ok(d) = cap.parse() {
+            filter = filter.add_directive(d);
+        }
     }
     let limit = Arc::new(QuietRateLimit::default());
     let layer = tracing_subscriber::fmt::layer()
