@@ -20,6 +20,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod autofill;
 #[cfg(feature = "browser")]
 pub mod browser;
 pub mod engine;

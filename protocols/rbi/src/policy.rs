@@ -279,6 +279,11 @@ impl Patterns {
     fn matches(&self, url: &Url) -> bool {
         self.0.iter().any(|p| p.matches(url))
     }
+
+    /// Whether `url` (http or https) matches one of the patterns.
+    pub fn allows(&self, url: &str) -> bool {
+        url.len() <= MAX_URL_LEN && Url::parse(url).is_ok_and(|u| self.matches(&u))
+    }
 }
 
 /// What a request is.

@@ -32,10 +32,11 @@ use chromiumoxide::cdp::browser_protocol::input::{
 use chromiumoxide::cdp::browser_protocol::inspector::EventTargetCrashed;
 use chromiumoxide::cdp::browser_protocol::network::{ErrorReason, ResourceType};
 use chromiumoxide::cdp::browser_protocol::page::{
-    EventFrameNavigated, EventScreencastFrame, NavigateParams, ScreencastFrameAckParams,
-    StartScreencastFormat, StartScreencastParams,
+    EventFrameNavigated, EventLoadEventFired, EventScreencastFrame, NavigateParams,
+    ScreencastFrameAckParams, StartScreencastFormat, StartScreencastParams,
 };
 use chromiumoxide::cdp::browser_protocol::target::CreateTargetParams;
+use chromiumoxide::cdp::js_protocol::runtime::EvaluateParams;
 use chromiumoxide::handler::HandlerConfig;
 use chromiumoxide::{Browser, Page};
 use futures::StreamExt as _;
@@ -103,6 +104,9 @@ pub trait Observer: Send {
     fn navigated(&mut self, url: &str);
     /// A request of `kind` for `url` (likewise shortened) was refused.
     fn refused(&mut self, kind: Kind, url: &str, reason: Refusal);
+    /// The session's credentials were filled into `fields` fields of the page at `url`
+    /// (and the form submitted when `submitted`).
+    fn autofilled(&mut self, url: &str, fields: u32, submitted: bool);
 }
 
 /// A started browser with its page, policy in force, not yet showing anything.
@@ -285,7 +289,7 @@ where
     let (mut reader, mut writer) = tokio::io::split(pipe);
     let mut engine = Engine::new(size.0, size.1, jpeg, read_only, Instant::now());
     let started = start(&page, &settings, size).await;
-    let (mut paused, mut frames, mut navigated, mut crashed) = match started {
+    let (mut paused, mut frames, mut navigated, mut crashed, mut loaded) = match started {
         Ok(streams) => streams,
         Err(error) => {
             end.ended_by = EndedBy::Failed(error);
@@ -309,6 +313,9 @@ where
     let mut out = BytesMut::new();
     let mut unacked: Option<i64> = None;
     let main_frame = page.target_id().as_ref().to_owned();
+    // The top frame's URL, for autofill.
+    let mut current = String::new();
+    let (filled_tx, mut filled_rx) = mpsc::channel::<(String, u32, bool)>(4);
     end.ended_by = loop {
         if out.is_empty()
             && let Some(bytes) = engine.poll_client()
@@ -379,8 +386,42 @@ where
             Some(event) = navigated.next() => {
                 if event.frame.parent_id.is_none() {
                     end.navigations += 1;
+                    current.clone_from(&event.frame.url);
                     observer.navigated(&audited_url(&event.frame.url));
                 }
+            }
+            Some(_) = loaded.next() => {
+                if let Some(script) = crate::autofill::script(&settings, &current) {
+                    let page = page.clone();
+                    let url = audited_url(&current);
+                    let filled = filled_tx.clone();
+                    tokio::spawn(async move {
+                        let Ok(params) = EvaluateParams::builder()
+                            .expression(script.expose_secret().clone())
+                            .return_by_value(true)
+                            .build()
+                        else {
+                            return;
+                        };
+                        if let Ok(answer) = page.execute(params).await
+                            && let Some(value) = answer.result.result.value.as_ref()
+                        {
+                            let number = |key: &str| value.get(key).and_then(serde_json::Value::as_u64);
+                            let fields = number("filled").unwrap_or(0);
+                            let submitted = value
+                                .get("submitted")
+                                .and_then(serde_json::Value::as_bool)
+                                .unwrap_or(false);
+                            if fields > 0 {
+                                let fields = u32::try_from(fields).unwrap_or(u32::MAX);
+                                let _ = filled.send((url, fields, submitted)).await;
+                            }
+                        }
+                    });
+                }
+            }
+            Some((url, fields, submitted)) = filled_rx.recv() => {
+                observer.autofilled(&url, fields, submitted);
             }
             read = reader.read_buf(&mut buffer) => match read {
                 Ok(0) | Err(_) => break EndedBy::Client,
@@ -419,6 +460,7 @@ type Streams = (
     chromiumoxide::listeners::EventStream<EventScreencastFrame>,
     chromiumoxide::listeners::EventStream<EventFrameNavigated>,
     chromiumoxide::listeners::EventStream<EventTargetCrashed>,
+    chromiumoxide::listeners::EventStream<EventLoadEventFired>,
 );
 
 /// Listens, starts the screencast and opens the start page.
@@ -439,6 +481,10 @@ async fn start(page: &Page, settings: &RbiSettings, size: (u16, u16)) -> Result<
         .event_listener::<EventTargetCrashed>()
         .await
         .map_err(devtools)?;
+    let loaded = page
+        .event_listener::<EventLoadEventFired>()
+        .await
+        .map_err(devtools)?;
     page.execute(
         StartScreencastParams::builder()
             .format(StartScreencastFormat::Png)
@@ -455,7 +501,7 @@ async fn start(page: &Page, settings: &RbiSettings, size: (u16, u16)) -> Result<
     tokio::spawn(async move {
         let _ = page.execute(NavigateParams::new(url)).await;
     });
-    Ok((paused, frames, navigated, crashed))
+    Ok((paused, frames, navigated, crashed, loaded))
 }
 
 /// One input command.

@@ -410,6 +410,17 @@ pub enum AuditEvent {
         /// The page.
         url: String,
     },
+    /// ztproxy filled the session's credentials into a page (never shown to the user).
+    BrowserAutofilled {
+        /// Session id.
+        session: String,
+        /// The page (scheme, host and path).
+        url: String,
+        /// Fields filled (username, password).
+        fields: u32,
+        /// Whether the form was submitted (the rule's `submit`).
+        submitted: bool,
+    },
     /// A remote browser ended.
     BrowserEnded {
         /// Session id.
@@ -467,6 +478,7 @@ impl AuditEvent {
             | Self::K8sDisconnected { session, .. }
             | Self::BrowserStarted { session, .. }
             | Self::BrowserNavigated { session, .. }
+            | Self::BrowserAutofilled { session, .. }
             | Self::BrowserEnded { session, .. } => Some(session),
             Self::AccessDenied { .. } => None,
         }

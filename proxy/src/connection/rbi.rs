@@ -185,6 +185,15 @@ impl zt_rbi::Observer for Audit {
         });
     }
 
+    fn autofilled(&mut self, url: &str, fields: u32, submitted: bool) {
+        self.emit(AuditEvent::BrowserAutofilled {
+            session: self.session.clone(),
+            url: url.to_owned(),
+            fields,
+            submitted,
+        });
+    }
+
     fn refused(&mut self, kind: Kind, url: &str, reason: Refusal) {
         self.emit(AuditEvent::PolicyRefused {
             session: self.session.clone(),

@@ -281,3 +281,84 @@ async fn ending_sessions_leaves_no_browser_process_and_no_profile() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autofill_logs_in_and_the_password_reaches_neither_the_client_nor_the_recording() {
+    use zt_tests::web_site::{PASSWORD, USER};
+    let site = WebSite::start().unwrap();
+    let fx = Proxy::start();
+    let mut events = fx.api.events(Some(0)).await.unwrap();
+    let mut parameters = parameters(&site, "/login");
+    parameters.extend([
+        ("username", USER.to_owned()),
+        ("password", PASSWORD.to_owned()),
+        (
+            "autofill-configuration",
+            format!(
+                r##"[{{"page": "http://127.0.0.1:{}/login", "username-field": "#username", "password-field": "#password", "submit": "#go"}}]"##,
+                site.port
+            ),
+        ),
+    ]);
+    let recording = zt_api::control::RecordingRequest {
+        graphical: true,
+        typescript: false,
+        ..super::typescript()
+    };
+    let (session, id) = fx
+        .session(
+            Transport::Quic,
+            "http",
+            site.port,
+            &pairs(&parameters),
+            Some(recording),
+        )
+        .await;
+    let mut term = Term::connect_to(&session, "http").await;
+    until_colour(
+        &fx,
+        &mut term,
+        (10, 10),
+        colour::WELCOME,
+        "the welcome page",
+    )
+    .await;
+    // The site got the credentials...
+    let login = site
+        .log()
+        .into_iter()
+        .find(|h| h.method == "POST" && h.path == "/login")
+        .expect("the form was submitted");
+    assert!(
+        login.body.contains(&format!("username={USER}")),
+        "{}",
+        login.body
+    );
+    // ...the client never did.
+    assert!(!term.received_text().contains(PASSWORD));
+    fx.api.delete_session(&id).await.unwrap();
+    term.until_closed().await;
+    let (events, files) = fx.ended_recordings(&mut events, &id).await;
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            AuditEvent::BrowserAutofilled {
+                fields: 2,
+                submitted: true,
+                ..
+            }
+        )),
+        "{events:?}"
+    );
+    assert!(!serde_json::to_string(&events).unwrap().contains(PASSWORD));
+    assert_eq!(files.len(), 1, "{files:?}");
+    let exported = std::fs::read(fx.export(&files[0], "guac")).unwrap();
+    assert!(!String::from_utf8_lossy(&exported).contains(PASSWORD));
+    // The recording shows what the client saw: the welcome page at the end.
+    let all = zt_tests::decode_recording(&exported);
+    assert_eq!(
+        zt_tests::replay_screen(&all).differing_pixels(&term.screen()),
+        0
+    );
+    drop(session);
+}
