@@ -9,7 +9,11 @@
 //!   right credentials get a green band ("welcome"), wrong ones a black one;
 //! * `/form` — a focused text field posting to `/echo`, which answers with a yellow band;
 //! * `/redirect` → 302 `/redirect2` → 302 the other origin's `/landing`;
-//! * `/download` — a file (`Content-Disposition: attachment`).
+//! * `/download` — a file (`Content-Disposition: attachment`);
+//! * hostile pages: `/memory` allocates without end, `/popups` opens thousands of windows
+//!   (then shows a purple band), `/get-big` (an orange band) goes on to `/big-download`,
+//!   an attachment that claims 10 GiB and streams zeros until the reader stops
+//!   ([`WebSite::big_download_sent`] counts them).
 //!
 //! Every request on either origin is logged ([`WebSite::log`], [`WebSite::other_log`]),
 //! with its body for POSTs.
@@ -32,6 +36,10 @@ pub mod colour {
     pub const ECHO: [u8; 3] = [230, 210, 20];
     /// `/form`.
     pub const FORM: [u8; 3] = [120, 20, 160];
+    /// `/popups`, after its loop.
+    pub const POPUPS: [u8; 3] = [160, 20, 120];
+    /// `/get-big`.
+    pub const GET_BIG: [u8; 3] = [240, 140, 20];
 }
 
 /// The login the site accepts.
@@ -58,6 +66,7 @@ pub struct WebSite {
     pub other: u16,
     log: Arc<Mutex<Vec<Hit>>>,
     other_log: Arc<Mutex<Vec<Hit>>>,
+    big_sent: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl WebSite {
@@ -68,17 +77,28 @@ impl WebSite {
         let (port, other_port) = (main.local_addr()?.port(), other.local_addr()?.port());
         let log = Arc::new(Mutex::new(Vec::new()));
         let other_log = Arc::new(Mutex::new(Vec::new()));
-        serve(main, log.clone(), move |hit| page(hit, other_port));
-        serve(other, other_log.clone(), |hit| match hit.path.as_str() {
-            "/landing" => html(200, "landing", "<p>landing</p>"),
-            _ => (200, "text/plain", Vec::new(), b"other origin".to_vec()),
+        let big_sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        serve(main, log.clone(), Some(big_sent.clone()), move |hit| {
+            page(hit, other_port)
+        });
+        serve(other, other_log.clone(), None, |hit| {
+            match hit.path.as_str() {
+                "/landing" => html(200, "landing", "<p>landing</p>"),
+                _ => (200, "text/plain", Vec::new(), b"other origin".to_vec()),
+            }
         });
         Ok(Self {
             port,
             other: other_port,
             log,
             other_log,
+            big_sent,
         })
+    }
+
+    /// Bytes of `/big-download` written so far (all requests).
+    pub fn big_download_sent(&self) -> u64 {
+        self.big_sent.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The main origin's URL for `path`.
@@ -176,6 +196,27 @@ fn page(hit: &Hit, other: u16) -> Answer {
             ),
         ),
         ("POST", "/echo") => html(200, "echo", &band(colour::ECHO)),
+        ("GET", "/memory") => html(
+            200,
+            "memory",
+            "<script>const hoard = []; setInterval(() => { for (let i = 0; i < 50; i++) hoard.push(new Array(1 << 20).fill(Math.random())); }, 5);</script>",
+        ),
+        ("GET", "/popups") => html(
+            200,
+            "popups",
+            &format!(
+                "<script>for (let i = 0; i < 5000; i++) window.open('/', '_blank');</script>{}",
+                band(colour::POPUPS)
+            ),
+        ),
+        ("GET", "/get-big") => html(
+            200,
+            "get-big",
+            &format!(
+                "{}<script>setTimeout(() => {{ location.href = '/big-download'; }}, 200);</script>",
+                band(colour::GET_BIG)
+            ),
+        ),
         ("GET", "/redirect") => redirect("/redirect2".into()),
         ("GET", "/redirect2") => redirect(format!("http://127.0.0.1:{other}/landing")),
         ("GET", "/download") => (
@@ -214,6 +255,7 @@ fn percent_decode(text: &str) -> String {
 fn serve(
     listener: TcpListener,
     log: Arc<Mutex<Vec<Hit>>>,
+    big: Option<Arc<std::sync::atomic::AtomicU64>>,
     answer: impl Fn(&Hit) -> Answer + Send + Sync + 'static,
 ) {
     let answer = Arc::new(answer);
@@ -221,16 +263,32 @@ fn serve(
         for stream in listener.incoming().flatten() {
             let log = log.clone();
             let answer = answer.clone();
+            let big = big.clone();
             std::thread::spawn(move || {
-                let _ = handle(stream, &log, &*answer);
+                let _ = handle(stream, &log, big.as_deref(), &*answer);
             });
         }
     });
 }
 
+/// `/big-download`: 10 GiB announced, zeros until the reader goes.
+fn big_download(mut out: TcpStream, sent: &std::sync::atomic::AtomicU64) -> std::io::Result<()> {
+    out.write_all(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=huge.bin\r\nContent-Length: 10737418240\r\nConnection: close\r\n\r\n",
+    )?;
+    let chunk = vec![0u8; 64 * 1024];
+    out.set_write_timeout(Some(std::time::Duration::from_secs(10)))?;
+    for _ in 0..(10u64 << 30) / chunk.len() as u64 {
+        out.write_all(&chunk)?;
+        sent.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+    Ok(())
+}
+
 fn handle(
     stream: TcpStream,
     log: &Mutex<Vec<Hit>>,
+    big: Option<&std::sync::atomic::AtomicU64>,
     answer: &dyn Fn(&Hit) -> Answer,
 ) -> std::io::Result<()> {
     stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
@@ -263,6 +321,11 @@ fn handle(
     };
     if let Ok(mut log) = log.lock() {
         log.push(hit.clone());
+    }
+    if let Some(sent) = big
+        && hit.path == "/big-download"
+    {
+        return big_download(stream, sent);
     }
     let (status, content_type, headers, body) = answer(&hit);
     let mut out = stream;

@@ -21,6 +21,9 @@ use std::time::Instant;
 
 use base64::Engine as _;
 use bytes::{Buf, BytesMut};
+use chromiumoxide::cdp::browser_protocol::browser::{
+    EventDownloadWillBegin, SetDownloadBehaviorBehavior, SetDownloadBehaviorParams,
+};
 use chromiumoxide::cdp::browser_protocol::emulation::SetDeviceMetricsOverrideParams;
 use chromiumoxide::cdp::browser_protocol::fetch::{
     self, ContinueRequestParams, EventRequestPaused, FailRequestParams, RequestPattern,
@@ -104,6 +107,9 @@ pub trait Observer: Send {
     fn navigated(&mut self, url: &str);
     /// A request of `kind` for `url` (likewise shortened) was refused.
     fn refused(&mut self, kind: Kind, url: &str, reason: Refusal);
+    /// The page started a download, which was refused (downloads are off): its URL
+    /// (shortened) and the name the page suggested.
+    fn download_refused(&mut self, url: &str, filename: &str);
     /// The session's credentials were filled into `fields` fields of the page at `url`
     /// (and the form submitted when `submitted`).
     fn autofilled(&mut self, url: &str, fields: u32, submitted: bool);
@@ -194,6 +200,18 @@ async fn attach(
             }
         }
     });
+    // Downloads are refused (the page cannot write to this machine's disk); the refusal is
+    // reported through `Browser.downloadWillBegin`.
+    browser
+        .execute(
+            SetDownloadBehaviorParams::builder()
+                .behavior(SetDownloadBehaviorBehavior::Deny)
+                .events_enabled(true)
+                .build()
+                .map_err(Error::DevTools)?,
+        )
+        .await
+        .map_err(devtools)?;
     let page = browser
         .new_page(CreateTargetParams::new("about:blank"))
         .await
@@ -293,6 +311,14 @@ where
         Ok(streams) => streams,
         Err(error) => {
             end.ended_by = EndedBy::Failed(error);
+            finish(&mut chromium, handler, browser).await;
+            return end;
+        }
+    };
+    let mut downloads = match browser.event_listener::<EventDownloadWillBegin>().await {
+        Ok(downloads) => downloads,
+        Err(error) => {
+            end.ended_by = EndedBy::Failed(devtools(error));
             finish(&mut chromium, handler, browser).await;
             return end;
         }
@@ -419,6 +445,16 @@ where
                         }
                     });
                 }
+            }
+            Some(download) = downloads.next() => {
+                end.refused += 1;
+                let name: String = download
+                    .suggested_filename
+                    .chars()
+                    .filter(|c| !c.is_control())
+                    .take(255)
+                    .collect();
+                observer.download_refused(&audited_url(&download.url), &name);
             }
             Some((url, fields, submitted)) = filled_rx.recv() => {
                 observer.autofilled(&url, fields, submitted);

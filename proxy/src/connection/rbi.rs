@@ -185,6 +185,16 @@ impl zt_rbi::Observer for Audit {
         });
     }
 
+    fn download_refused(&mut self, _url: &str, filename: &str) {
+        self.emit(AuditEvent::PolicyRefused {
+            session: self.session.clone(),
+            direction: "to_client".to_owned(),
+            action: "download".to_owned(),
+            name: Some(filename.to_owned()),
+            reason: Some("downloads_disabled".to_owned()),
+        });
+    }
+
     fn autofilled(&mut self, url: &str, fields: u32, submitted: bool) {
         self.emit(AuditEvent::BrowserAutofilled {
             session: self.session.clone(),

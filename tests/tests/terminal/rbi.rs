@@ -362,3 +362,208 @@ async fn autofill_logs_in_and_the_password_reaches_neither_the_client_nor_the_re
     );
     drop(session);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_pages_end_or_are_refused_cleanly_and_other_sessions_go_on() {
+    let site = WebSite::start().unwrap();
+    let profiles = tempfile::tempdir().unwrap();
+    let fx = proxy_with_profiles(profiles.path());
+    let mut events = fx.api.events(Some(0)).await.unwrap();
+    // A bystander, which must not notice the others.
+    let bystander_parameters = parameters(&site, "/form");
+    let (bystander, _) = fx
+        .session(
+            Transport::Quic,
+            "http",
+            site.port,
+            &pairs(&bystander_parameters),
+            None,
+        )
+        .await;
+    let mut calm = Term::connect_to(&bystander, "http").await;
+    until_colour(
+        &fx,
+        &mut calm,
+        (10, 10),
+        colour::FORM,
+        "the bystander's form",
+    )
+    .await;
+
+    // Thousands of popups: none opens; the page goes on.
+    let popups = parameters(&site, "/popups");
+    let (session, _) = fx
+        .session(Transport::Quic, "http", site.port, &pairs(&popups), None)
+        .await;
+    let mut term = Term::connect_to(&session, "http").await;
+    until_colour(
+        &fx,
+        &mut term,
+        (10, 10),
+        colour::POPUPS,
+        "the page after its popups",
+    )
+    .await;
+    assert!(
+        site.log().iter().filter(|h| h.path == "/").count() == 0,
+        "a popup loaded"
+    );
+    drop(term);
+    drop(session);
+
+    // A 10 GiB download: refused after its headers, audited; the page stays.
+    let big = parameters(&site, "/get-big");
+    let (session, id) = fx
+        .session(Transport::Quic, "http", site.port, &pairs(&big), None)
+        .await;
+    let mut term = Term::connect_to(&session, "http").await;
+    until_colour(
+        &fx,
+        &mut term,
+        (10, 10),
+        colour::GET_BIG,
+        "the page that downloads",
+    )
+    .await;
+    let deadline = Instant::now() + STEP;
+    while !site.log().iter().any(|h| h.path == "/big-download") {
+        assert!(Instant::now() < deadline, "the download never started");
+        term.receive(Duration::from_millis(100)).await;
+    }
+    term.receive(Duration::from_secs(1)).await;
+    let sent = site.big_download_sent();
+    assert!(
+        sent < 1 << 30,
+        "{sent} bytes of the 10 GiB download were taken"
+    );
+    fx.api.delete_session(&id).await.unwrap();
+    term.until_closed().await;
+    let ended = events_until_ended(&mut events, &id).await;
+    assert!(
+        ended.iter().any(|e| matches!(
+            e,
+            AuditEvent::PolicyRefused { action, name: Some(name), .. }
+                if action == "download" && name == "huge.bin"
+        )),
+        "{ended:?}"
+    );
+    drop(session);
+
+    // A page that allocates without end: its renderer dies at V8's limit, and the session
+    // ends with a clear error.
+    let mut events = fx.api.events(Some(0)).await.unwrap();
+    let memory = parameters(&site, "/memory");
+    let (session, id) = fx
+        .session(Transport::Quic, "http", site.port, &pairs(&memory), None)
+        .await;
+    let mut term = Term::connect_to(&session, "http").await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !term.closed {
+        assert!(
+            Instant::now() < deadline,
+            "the allocating page never ended its session"
+        );
+        term.receive(Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        term.errors(),
+        vec![(
+            "The remote browser crashed".to_owned(),
+            zt_guac::Status::UPSTREAM_ERROR.code()
+        )]
+    );
+    let ended = events_until_ended(&mut events, &id).await;
+    assert!(
+        ended.iter().any(|e| matches!(
+            e,
+            AuditEvent::BrowserEnded { reason, .. } if reason == "error"
+        )),
+        "{ended:?}"
+    );
+    drop(session);
+
+    // The bystander still works: a click, typing and Return submit its form.
+    for mask in ["1", "0"] {
+        calm.client
+            .send(&Instruction::new(opcode::MOUSE, &["40", "130", mask]))
+            .await
+            .unwrap();
+    }
+    calm.type_text("calm").await;
+    calm.key(0xff0d).await;
+    until_colour(
+        &fx,
+        &mut calm,
+        (10, 10),
+        colour::ECHO,
+        "the bystander's answer",
+    )
+    .await;
+    drop(calm);
+    drop(bystander);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browsers_beyond_the_configured_limit_are_refused_when_the_session_is_created() {
+    let site = WebSite::start().unwrap();
+    let recordings = tempfile::tempdir().unwrap();
+    let proxy = ZtProxy::start(
+        ztproxy_bin!(),
+        &ProxyOptions {
+            extra_toml: "[rbi]\nmax_browsers = 1\n".to_owned(),
+            ..ProxyOptions::default()
+        },
+    )
+    .expect("ztproxy starts");
+    let fx = Proxy {
+        api: proxy.api(),
+        proxy,
+        recordings,
+    };
+    let parameters = parameters(&site, "/");
+    let (first, id) = fx
+        .session(
+            Transport::Quic,
+            "http",
+            site.port,
+            &pairs(&parameters),
+            None,
+        )
+        .await;
+    let request = zt_api::control::CreateSessionRequest {
+        transport: Transport::Quic,
+        conversation: zt_api::control::Conversation::Connection,
+        protocol: Some("http".into()),
+        target: zt_api::control::Target {
+            host: "127.0.0.1".into(),
+            port: site.port,
+        },
+        offer: None,
+        sealed_offer: None,
+        signalling: None,
+        parameters: pairs(&parameters)
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), zt_api::Secret::new((*v).to_owned())))
+            .collect(),
+        limits: zt_api::control::LimitsRequest::default(),
+        route: None,
+        recording: None,
+        resource_id: Some("res-http".into()),
+        user: Some("alice".into()),
+    };
+    let refused = fx.api.create_session(&request).await.unwrap_err();
+    assert!(refused.to_string().contains("max_browsers"), "{refused}");
+    // The permit comes back with the session.
+    fx.api.delete_session(&id).await.unwrap();
+    drop(first);
+    let deadline = Instant::now() + STEP;
+    loop {
+        match fx.api.create_session(&request).await {
+            Ok(_) => break,
+            Err(error) => {
+                assert!(Instant::now() < deadline, "{error}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
