@@ -9,10 +9,18 @@
 //!   client gets fewer frames, each up to date, and nothing queues up.
 //! * The client's `key`, `mouse` and `size` become [`Command`]s for the driver, unless
 //!   `read-only`.
+//! * Clipboard: the client's `clipboard` stream (text, at most 256 KiB) is kept, and Ctrl+V
+//!   types it into the page ([`Command::InsertText`]) instead of reaching the page (whose
+//!   own clipboard is the browser's, empty). Ctrl+C and Ctrl+X reach the page, then
+//!   [`Command::ReadSelection`] asks for what is selected (never from a password field),
+//!   which goes to the client as a `clipboard` stream ([`Engine::copied`]). The connection's
+//!   filter applies `disable-copy` and `disable-paste` to those streams, and audits.
 
 use std::collections::VecDeque;
 use std::time::Instant;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use bytes::BytesMut;
 use zt_guac::{Context, Instruction, InstructionWriter, TypedInstruction, opcode};
 use zt_vnc::display::{Framebuffer, ImageOptions};
@@ -36,6 +44,22 @@ pub enum Command {
     Mouse(MouseEvent),
     /// A new viewport size (`Emulation.setDeviceMetricsOverride`).
     Resize(u16, u16),
+    /// Type this text (`Input.insertText`): a paste.
+    InsertText(String),
+    /// Read the page's selection for the client's clipboard (after Ctrl+C or Ctrl+X).
+    ReadSelection,
+}
+
+/// The most clipboard text kept or sent, in bytes.
+pub const MAX_CLIPBOARD: usize = 256 * 1024;
+/// The first stream index of clipboard streams (images use 1–16).
+const CLIPBOARD_STREAM: u64 = 64;
+
+/// A clipboard stream arriving from the client.
+#[derive(Debug)]
+struct Inbound {
+    stream: u32,
+    data: Vec<u8>,
 }
 
 /// A frame that cannot be shown.
@@ -59,6 +83,10 @@ pub struct Engine {
     last_timestamp: u64,
     commands: VecDeque<Command>,
     frames: u64,
+    /// The client's clipboard, as last pasted into ztproxy.
+    clipboard: String,
+    inbound: Option<Inbound>,
+    clipboard_stream: u64,
 }
 
 impl Engine {
@@ -82,6 +110,9 @@ impl Engine {
             last_timestamp: 0,
             commands: VecDeque::new(),
             frames: 0,
+            clipboard: String::new(),
+            inbound: None,
+            clipboard_stream: 0,
         }
     }
 
@@ -145,8 +176,43 @@ impl Engine {
             TypedInstruction::Key {
                 keysym, pressed, ..
             } if input => {
+                let ctrl = self.input.modifiers() & crate::input::modifier::CTRL != 0;
+                let letter = char::from_u32(keysym.0).map(|c| c.to_ascii_lowercase());
+                if ctrl && letter == Some('v') {
+                    // The paste is ztproxy's: the key itself never reaches the page.
+                    if pressed && !self.clipboard.is_empty() {
+                        self.commands
+                            .push_back(Command::InsertText(self.clipboard.clone()));
+                    }
+                    return;
+                }
                 if let Some(event) = self.input.key(keysym.0, pressed) {
                     self.commands.push_back(Command::Key(event));
+                }
+                if pressed && ctrl && matches!(letter, Some('c' | 'x')) {
+                    self.commands.push_back(Command::ReadSelection);
+                }
+            }
+            TypedInstruction::Clipboard { stream, mimetype } if input => {
+                self.inbound = mimetype.starts_with("text/").then(|| Inbound {
+                    stream: stream.0,
+                    data: Vec::new(),
+                });
+            }
+            TypedInstruction::Blob { stream, data } => {
+                if let Some(inbound) = &mut self.inbound
+                    && inbound.stream == stream.0
+                    && let Ok(bytes) = STANDARD.decode(data)
+                {
+                    let room = MAX_CLIPBOARD.saturating_sub(inbound.data.len());
+                    inbound
+                        .data
+                        .extend_from_slice(bytes.get(..room.min(bytes.len())).unwrap_or_default());
+                }
+            }
+            TypedInstruction::End { stream } => {
+                if let Some(inbound) = self.inbound.take_if(|i| i.stream == stream.0) {
+                    self.clipboard = String::from_utf8_lossy(&inbound.data).into_owned();
                 }
             }
             TypedInstruction::Mouse { x, y, buttons, .. } if input => {
@@ -164,6 +230,35 @@ impl Engine {
             }
             _ => {}
         }
+    }
+
+    /// Text the page had selected when the user copied: it goes to the client as a
+    /// `clipboard` stream (the connection's filter decides whether it crosses).
+    pub fn copied(&mut self, text: &str) {
+        if text.is_empty() {
+            return;
+        }
+        let mut end = text.len().min(MAX_CLIPBOARD);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let stream = CLIPBOARD_STREAM + self.clipboard_stream;
+        self.clipboard_stream = (self.clipboard_stream + 1) % 16;
+        let out = &mut self.to_client;
+        let mut w = InstructionWriter::new(out, opcode::CLIPBOARD);
+        w.arg_u64(stream).arg("text/plain");
+        w.finish();
+        let mut encoded = String::new();
+        for chunk in text.as_bytes()[..end].chunks(zt_display::BLOB_CHARS / 4 * 3) {
+            encoded.clear();
+            STANDARD.encode_string(chunk, &mut encoded);
+            let mut w = InstructionWriter::new(out, opcode::BLOB);
+            w.arg_u64(stream).arg(&encoded);
+            w.finish();
+        }
+        let mut w = InstructionWriter::new(out, opcode::END);
+        w.arg_u64(stream);
+        w.finish();
     }
 
     /// The next command for the browser.

@@ -30,7 +30,7 @@ use chromiumoxide::cdp::browser_protocol::fetch::{
 };
 use chromiumoxide::cdp::browser_protocol::input::{
     DispatchKeyEventParams, DispatchKeyEventType, DispatchMouseEventParams, DispatchMouseEventType,
-    MouseButton,
+    InsertTextParams, MouseButton,
 };
 use chromiumoxide::cdp::browser_protocol::inspector::EventTargetCrashed;
 use chromiumoxide::cdp::browser_protocol::network::{ErrorReason, ResourceType};
@@ -326,11 +326,16 @@ where
     // Input goes to the browser in order, from a task of its own, so a slow command never
     // holds up frames or the policy.
     let (commands, mut inbox) = mpsc::channel::<Command>(MAX_COMMANDS);
+    let (copied_tx, mut copied_rx) = mpsc::channel::<String>(4);
     let input_page = page.clone();
     let input = tokio::spawn(async move {
         while let Some(command) = inbox.recv().await {
-            if dispatch(&input_page, command).await.is_err() {
-                break;
+            match dispatch(&input_page, command).await {
+                Ok(Some(text)) => {
+                    let _ = copied_tx.send(text).await;
+                }
+                Ok(None) => {}
+                Err(_) => break,
             }
         }
     });
@@ -456,6 +461,7 @@ where
                     .collect();
                 observer.download_refused(&audited_url(&download.url), &name);
             }
+            Some(text) = copied_rx.recv() => engine.copied(&text),
             Some((url, fields, submitted)) = filled_rx.recv() => {
                 observer.autofilled(&url, fields, submitted);
             }
@@ -540,8 +546,19 @@ async fn start(page: &Page, settings: &RbiSettings, size: (u16, u16)) -> Result<
     Ok((paused, frames, navigated, crashed, loaded))
 }
 
-/// One input command.
-async fn dispatch(page: &Page, command: Command) -> Result<(), Error> {
+/// What is selected in the page: the focused field's selection (never a password field's),
+/// or the document's.
+const READ_SELECTION: &str = r#"(() => {
+  const e = document.activeElement;
+  if (e instanceof HTMLInputElement || e instanceof HTMLTextAreaElement) {
+    if (e.type === "password") return "";
+    return e.value.substring(e.selectionStart ?? 0, e.selectionEnd ?? 0);
+  }
+  return String(window.getSelection() ?? "");
+})()"#;
+
+/// One input command; the text copied, for [`Command::ReadSelection`].
+async fn dispatch(page: &Page, command: Command) -> Result<Option<String>, Error> {
     match command {
         Command::Key(key) => {
             let kind = match key.kind {
@@ -623,8 +640,30 @@ async fn dispatch(page: &Page, command: Command) -> Result<(), Error> {
             .await
             .map_err(devtools)?;
         }
+        Command::InsertText(text) => {
+            page.execute(InsertTextParams::new(text))
+                .await
+                .map_err(devtools)?;
+        }
+        Command::ReadSelection => {
+            let params = EvaluateParams::builder()
+                .expression(READ_SELECTION)
+                .return_by_value(true)
+                .build()
+                .map_err(Error::DevTools)?;
+            let answer = page.execute(params).await.map_err(devtools)?;
+            let text = answer
+                .result
+                .result
+                .value
+                .as_ref()
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            return Ok(Some(text));
+        }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Ends the browser: DevTools first, then the process group and the profile.

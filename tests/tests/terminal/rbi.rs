@@ -567,3 +567,138 @@ async fn browsers_beyond_the_configured_limit_are_refused_when_the_session_is_cr
         }
     }
 }
+
+/// The clipboard streams the client received, decoded.
+fn clipboards(term: &Term) -> Vec<String> {
+    use base64::Engine as _;
+    let mut texts = Vec::new();
+    let mut open: Option<(String, Vec<u8>)> = None;
+    for instruction in &term.received {
+        match instruction.opcode() {
+            opcode::CLIPBOARD => open = Some((instruction.arg(0).unwrap().to_owned(), Vec::new())),
+            opcode::BLOB => {
+                if let Some((stream, data)) = &mut open
+                    && instruction.arg(0) == Some(stream.as_str())
+                {
+                    data.extend(
+                        base64::engine::general_purpose::STANDARD
+                            .decode(instruction.arg(1).unwrap())
+                            .unwrap(),
+                    );
+                }
+            }
+            opcode::END => {
+                if let Some((_, data)) =
+                    open.take_if(|(s, _)| instruction.arg(0) == Some(s.as_str()))
+                {
+                    texts.push(String::from_utf8(data).unwrap());
+                }
+            }
+            _ => {}
+        }
+    }
+    texts
+}
+
+/// Ctrl + `letter`.
+async fn chord(term: &mut Term, letter: char) {
+    for (keysym, pressed) in [
+        (0xffe3, "1"),
+        (u32::from(letter), "1"),
+        (u32::from(letter), "0"),
+        (0xffe3, "0"),
+    ] {
+        term.client
+            .send(&Instruction::new(
+                opcode::KEY,
+                &[keysym.to_string().as_str(), pressed],
+            ))
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clipboard_crosses_only_where_the_policy_allows() {
+    use base64::Engine as _;
+    let site = WebSite::start().unwrap();
+    let fx = Proxy::start();
+    for (copy_allowed, paste_allowed) in [(true, false), (false, true)] {
+        let mut events = fx.api.events(Some(0)).await.unwrap();
+        let mut parameters = parameters(&site, "/form");
+        parameters.push(("disable-copy", (!copy_allowed).to_string()));
+        parameters.push(("disable-paste", (!paste_allowed).to_string()));
+        let (session, id) = fx
+            .session(
+                Transport::Quic,
+                "http",
+                site.port,
+                &pairs(&parameters),
+                None,
+            )
+            .await;
+        let mut term = Term::connect_to(&session, "http").await;
+        until_colour(&fx, &mut term, (10, 10), colour::FORM, "the form").await;
+        for mask in ["1", "0"] {
+            term.client
+                .send(&Instruction::new(opcode::MOUSE, &["40", "130", mask]))
+                .await
+                .unwrap();
+        }
+        // Copy: typed text, selected and copied in the page.
+        term.type_text("copied-zt").await;
+        chord(&mut term, 'a').await;
+        chord(&mut term, 'c').await;
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline && clipboards(&term).is_empty() {
+            term.receive(Duration::from_millis(100)).await;
+        }
+        if copy_allowed {
+            assert_eq!(clipboards(&term), vec!["copied-zt".to_owned()]);
+        } else {
+            assert!(clipboards(&term).is_empty(), "{:?}", clipboards(&term));
+        }
+        // Paste: the client's clipboard typed over the selection, then the form sent.
+        let data = base64::engine::general_purpose::STANDARD.encode("pasted-zt");
+        for instruction in [
+            Instruction::new(opcode::CLIPBOARD, &["7", "text/plain"]),
+            Instruction::new(opcode::BLOB, &["7", &data]),
+            Instruction::new(opcode::END, &["7"]),
+        ] {
+            term.client.send(&instruction).await.unwrap();
+        }
+        chord(&mut term, 'a').await;
+        chord(&mut term, 'v').await;
+        term.key(0xff0d).await;
+        until_colour(&fx, &mut term, (10, 10), colour::ECHO, "the answer page").await;
+        let posted = site
+            .log()
+            .into_iter()
+            .rev()
+            .find(|h| h.method == "POST" && h.path == "/echo")
+            .unwrap();
+        let want = if paste_allowed {
+            "text=pasted-zt"
+        } else {
+            "text=copied-zt"
+        };
+        assert_eq!(posted.body, want);
+        term.client
+            .send(&Instruction::new(opcode::DISCONNECT, &[] as &[&str]))
+            .await
+            .unwrap();
+        term.until_closed().await;
+        let events = events_until_ended(&mut events, &id).await;
+        let refused = |what: &str| {
+            events.iter().any(|e| {
+                matches!(
+                    e,
+                    AuditEvent::PolicyRefused { action, .. } if action == what
+                )
+            })
+        };
+        assert_eq!(refused("copy"), !copy_allowed, "{events:?}");
+        assert_eq!(refused("paste"), !paste_allowed, "{events:?}");
+        drop(session);
+    }
+}
