@@ -7,8 +7,10 @@
 //!   from [`WebSite::other`], the second origin (which a policy refuses);
 //! * `/login` — a login form (`#username`, `#password`, `#go`) posting to `/login`; the
 //!   right credentials get a green band ("welcome"), wrong ones a black one;
-//! * `/form` — a focused text field posting to `/echo`, which answers with a yellow band;
+//! * `/form` — a focused text field (its caret transparent, so only typing changes the
+//!   screen) posting to `/echo`, which answers with a yellow band;
 //! * `/redirect` → 302 `/redirect2` → 302 the other origin's `/landing`;
+//! * `/animation` — a box sliding to and fro, for ever (the benchmark's busy page);
 //! * `/download` — a file (`Content-Disposition: attachment`);
 //! * hostile pages: `/memory` allocates without end, `/popups` opens thousands of windows
 //!   (then shows a purple band), `/get-big` (an orange band) goes on to `/big-download`,
@@ -191,11 +193,16 @@ fn page(hit: &Hit, other: u16) -> Answer {
             200,
             "form",
             &format!(
-                "{}<form method=post action=/echo><input id=text name=text autofocus style=\"width:300px\"><button id=send type=submit>Send</button></form>",
+                "{}<form method=post action=/echo><input id=text name=text autofocus style=\"width:300px;caret-color:transparent\"><button id=send type=submit>Send</button></form>",
                 band(colour::FORM)
             ),
         ),
         ("POST", "/echo") => html(200, "echo", &band(colour::ECHO)),
+        ("GET", "/animation") => html(
+            200,
+            "animation",
+            "<style>@keyframes slide { from { left: 0 } to { left: 600px } } #box { position: absolute; top: 150px; width: 120px; height: 120px; background: #2a6; animation: slide 2s linear infinite alternate }</style><p>zt-rbi animation</p><div id=box></div>",
+        ),
         ("GET", "/memory") => html(
             200,
             "memory",
