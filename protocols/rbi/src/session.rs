@@ -261,7 +261,7 @@ pub struct SessionEnd {
 }
 
 /// `url` as the audit log shows it: scheme, host, port and path; no credentials, query or
-/// fragment, at most [`MAX_AUDITED_URL`] characters.
+/// fragment, at most 1024 characters.
 pub fn audited_url(url: &str) -> String {
     let shown = match url::Url::parse(url) {
         Ok(mut parsed) if parsed.has_host() => {
