@@ -9,6 +9,9 @@
 //!   right credentials get a green band ("welcome"), wrong ones a black one;
 //! * `/form` — a focused text field (its caret transparent, so only typing changes the
 //!   screen) posting to `/echo`, which answers with a yellow band;
+//! * `/sockets` — what the DevTools Fetch domain does not see: a WebSocket to the other
+//!   origin (`/ws-refused`), a shared worker (`/shared.js`) that fetches the other origin's
+//!   `/worker-refused` and then its own `/worker-allowed`, then a WebSocket to its own origin (`/ws-allowed`); a teal band;
 //! * `/redirect` → 302 `/redirect2` → 302 the other origin's `/landing`;
 //! * `/animation` — a box sliding to and fro, for ever (the benchmark's busy page);
 //! * `/download` — a file (`Content-Disposition: attachment`);
@@ -42,6 +45,8 @@ pub mod colour {
     pub const POPUPS: [u8; 3] = [160, 20, 120];
     /// `/get-big`.
     pub const GET_BIG: [u8; 3] = [240, 140, 20];
+    /// `/sockets`.
+    pub const SOCKETS: [u8; 3] = [20, 160, 160];
 }
 
 /// The login the site accepts.
@@ -223,6 +228,21 @@ fn page(hit: &Hit, other: u16) -> Answer {
                 "{}<script>setTimeout(() => {{ location.href = '/big-download'; }}, 200);</script>",
                 band(colour::GET_BIG)
             ),
+        ),
+        ("GET", "/sockets") => html(
+            200,
+            "sockets",
+            &format!(
+                "{}<script>new WebSocket('ws://127.0.0.1:{other}/ws-refused'); new SharedWorker('/shared.js'); setTimeout(() => new WebSocket('ws://' + location.host + '/ws-allowed'), 300);</script>",
+                band(colour::SOCKETS)
+            ),
+        ),
+        ("GET", "/shared.js") => (
+            200,
+            "text/javascript",
+            Vec::new(),
+            format!("fetch('http://127.0.0.1:{other}/worker-refused').catch(() => {{}}).finally(() => fetch('/worker-allowed'));")
+                .into_bytes(),
         ),
         ("GET", "/redirect") => redirect("/redirect2".into()),
         ("GET", "/redirect2") => redirect(format!("http://127.0.0.1:{other}/landing")),

@@ -1,7 +1,7 @@
 //! The remote browser's untrusted inputs: a session's parameters (URL patterns, the start
 //! URL, the autofill rules), the URLs a hostile page requests, the client's keys and mouse,
-//! and the frames the browser sends. No panic; a URL the policy allows is one the patterns
-//! name; no refused scheme ever passes.
+//! the frames the browser sends, and the SOCKS messages of its connections. No panic; a URL
+//! the policy allows is one the patterns name; no refused scheme ever passes.
 
 #![no_main]
 
@@ -13,6 +13,13 @@ use zt_rbi::policy::{Kind, Patterns, UrlPolicy};
 use zt_rbi::settings::RbiSettings;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    // The connection gate's SOCKS messages: what was read is within the message and bounds.
+    if let Ok(Some(used)) = zt_rbi::socks::greeting(data) {
+        assert!(used <= data.len() && used <= zt_rbi::socks::MAX_GREETING);
+    }
+    if let Ok(Some((_, used))) = zt_rbi::socks::request(data) {
+        assert!(used <= data.len() && used <= zt_rbi::socks::MAX_REQUEST);
+    }
     let text = String::from_utf8_lossy(data);
     let mut fields = text.split('\u{0}');
     let pages = fields.next().unwrap_or_default();
@@ -20,6 +27,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     if let (Ok(pages), Ok(resources)) = (Patterns::parse(pages), Patterns::parse(resources)) {
         let policy = UrlPolicy::new(pages, resources);
         for url in fields.clone() {
+            let _ = policy.allows_endpoint(url, 443);
             for kind in [Kind::Navigation, Kind::Resource] {
                 if policy.check(kind, url).is_ok() {
                     // As the browser parses it (WHATWG: surrounding C0 controls and spaces,

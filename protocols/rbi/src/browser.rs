@@ -8,6 +8,8 @@
 //!   so a page cannot open windows the session does not watch. Site isolation is off, so
 //!   cross-site iframes stay in the page's process and their requests pass the page's URL
 //!   policy. No background networking, sync, extensions, first-run or crash reporting.
+//! * Every connection goes through the session's [`crate::gate`] (`--proxy-server`, with
+//!   loopback's implicit bypass removed).
 //! * Bounds: V8's heap (`--js-flags=--max-old-space-size`), renderer processes, and the
 //!   process tree, which [`Chromium::kill`] (and drop) ends with SIGKILL to the group; the
 //!   profile directory is removed with it.
@@ -41,6 +43,9 @@ pub enum LaunchError {
     /// The profile directory could not be made.
     #[error("cannot make the browser's profile directory: {0}")]
     Profile(std::io::ErrorKind),
+    /// The connection gate could not listen.
+    #[error("cannot start the browser's connection gate: {0}")]
+    Gate(std::io::ErrorKind),
     /// It exited, or said nothing usable, before offering DevTools.
     #[error("the browser exited or did not offer DevTools within {0:?}")]
     NoDevTools(Duration),
@@ -64,6 +69,7 @@ impl Chromium {
         width: u16,
         height: u16,
         ignore_certificate_errors: bool,
+        gate: std::net::SocketAddr,
     ) -> Result<Self, LaunchError> {
         let profile = match parent {
             Some(parent) => tempfile::Builder::new()
@@ -105,6 +111,10 @@ impl Chromium {
             // request.
             "--dns-prefetch-disable".into(),
             "--disable-preconnect".into(),
+            // Every connection, loopback included, goes through the session's gate; names
+            // are resolved there.
+            format!("--proxy-server=socks5://{gate}"),
+            "--proxy-bypass-list=<-loopback>".into(),
         ];
         if ignore_certificate_errors {
             args.push("--ignore-certificate-errors".into());

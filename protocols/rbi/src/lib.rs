@@ -12,6 +12,8 @@
 //! * [`engine`]: screencast frames into a framebuffer that sends the client only what
 //!   changed, paced by the client's `sync` (sans-IO).
 //! * [`browser`]: one Chromium per session, its process group and profile removed with it.
+//! * [`gate`] and [`socks`]: the SOCKS 5 proxy every connection of the browser goes
+//!   through, which lets it reach only the hosts and ports the patterns name.
 //! * [`open`] and [`run`]: the session, reporting navigations and refusals to an
 //!   [`Observer`] (the proxy audits them).
 //!
@@ -24,11 +26,14 @@ pub mod autofill;
 #[cfg(feature = "browser")]
 pub mod browser;
 pub mod engine;
+#[cfg(feature = "browser")]
+pub mod gate;
 pub mod input;
 pub mod policy;
 #[cfg(feature = "browser")]
 mod session;
 pub mod settings;
+pub mod socks;
 
 #[cfg(feature = "browser")]
 pub use session::{EndedBy, Error, Observer, RbiConnection, SessionEnd, audited_url, open, run};

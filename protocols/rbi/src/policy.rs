@@ -143,6 +143,33 @@ impl Pattern {
         })
     }
 
+    /// Whether `host` (as `Url` serialises it) matches the pattern's host.
+    fn host_matches(&self, host: &str) -> bool {
+        match &self.host {
+            HostPattern::Any => true,
+            HostPattern::Exact(want) => host == want,
+            HostPattern::SubdomainsOf(domain) => host
+                .strip_suffix(domain.as_str())
+                .is_some_and(|prefix| prefix.len() > 1 && prefix.ends_with('.')),
+        }
+    }
+
+    /// Whether a connection to `host` (normalised) and `port` could carry a URL the pattern
+    /// matches: its host, and its port (a default port is 80 for `http`, 443 for `https`,
+    /// either for `*`).
+    fn allows_endpoint(&self, host: &str, port: u16) -> bool {
+        let port_ok = match self.port {
+            PortPattern::Any => true,
+            PortPattern::Exact(want) => port == want,
+            PortPattern::Default => match self.scheme {
+                Scheme::Http => port == 80,
+                Scheme::Https => port == 443,
+                Scheme::Any => port == 80 || port == 443,
+            },
+        };
+        port_ok && self.host_matches(host)
+    }
+
     /// Whether `url` (parsed) matches.
     fn matches(&self, url: &Url) -> bool {
         let secure = match url.scheme() {
@@ -158,14 +185,7 @@ impl Pattern {
         let Some(host) = url.host_str() else {
             return false;
         };
-        let host_ok = match &self.host {
-            HostPattern::Any => true,
-            HostPattern::Exact(want) => host == want,
-            HostPattern::SubdomainsOf(domain) => host
-                .strip_suffix(domain.as_str())
-                .is_some_and(|prefix| prefix.len() > 1 && prefix.ends_with('.')),
-        };
-        if !host_ok {
+        if !self.host_matches(host) {
             return false;
         }
         let port_ok = match self.port {
@@ -369,6 +389,28 @@ impl UrlPolicy {
         }
     }
 
+    /// Whether the browser may open a connection to `host`:`port` at all: some pattern of
+    /// either list names that host and port. This is the check for what the Fetch domain
+    /// does not see (WebSockets, service and shared workers' requests), made on the
+    /// connection ([`crate::gate`]), so it knows no scheme or path. `host` is a name or an
+    /// IP address; anything that is neither is refused.
+    pub fn allows_endpoint(&self, host: &str, port: u16) -> bool {
+        if host.len() > MAX_URL_LEN {
+            return false;
+        }
+        let host = match Host::parse(host) {
+            Ok(Host::Domain(name)) => name,
+            Ok(Host::Ipv4(ip)) => ip.to_string(),
+            Ok(Host::Ipv6(ip)) => format!("[{ip}]"),
+            Err(_) => return false,
+        };
+        self.pages
+            .0
+            .iter()
+            .chain(&self.resources.0)
+            .any(|p| p.allows_endpoint(&host, port))
+    }
+
     fn allows(&self, kind: Kind, url: &Url) -> bool {
         match kind {
             Kind::Navigation => self.pages.matches(url),
@@ -387,6 +429,41 @@ mod tests {
             Patterns::parse(pages).unwrap(),
             Patterns::parse(resources).unwrap(),
         )
+    }
+
+    #[test]
+    fn endpoints_are_allowed_by_host_and_port_of_either_list() {
+        let p = policy(
+            "https://app.example.com/login*|http://127.0.0.1:8080",
+            "*.cdn.example.net|https://[::1]:9443/x",
+        );
+        assert!(p.allows_endpoint("app.example.com", 443));
+        assert!(
+            p.allows_endpoint("APP.Example.com", 443),
+            "names are normalised"
+        );
+        assert!(
+            !p.allows_endpoint("app.example.com", 80),
+            "https's default port only"
+        );
+        assert!(p.allows_endpoint("127.0.0.1", 8080));
+        assert!(!p.allows_endpoint("127.0.0.1", 8081));
+        assert!(p.allows_endpoint("img.cdn.example.net", 80));
+        assert!(p.allows_endpoint("img.cdn.example.net", 443));
+        assert!(!p.allows_endpoint("img.cdn.example.net", 8443));
+        assert!(
+            !p.allows_endpoint("cdn.example.net", 443),
+            "strict subdomains"
+        );
+        assert!(!p.allows_endpoint("evilcdn.example.net", 443));
+        assert!(p.allows_endpoint("[::1]", 9443));
+        assert!(
+            !p.allows_endpoint("localhost", 8080),
+            "no resolution: names are names"
+        );
+        assert!(!p.allows_endpoint("", 443));
+        assert!(!p.allows_endpoint("a b", 443));
+        assert!(!p.allows_endpoint(&"a".repeat(10_000), 443));
     }
 
     #[test]

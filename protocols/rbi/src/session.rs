@@ -6,12 +6,15 @@
 //!  pipe ◀─ Engine (framebuffer diff) ◀─ Page.screencastFrame ◀─ Chromium ─▶ ack when the client keeps up
 //!          Fetch.requestPaused ─▶ UrlPolicy ─▶ continue, or fail (BlockedByClient) + Observer::refused
 //!          Page.frameNavigated (top frame) ─▶ Observer::navigated
+//!  Chromium's connections ─▶ gate (SOCKS 5, host and port) ─▶ the web, or Observer::connection_refused
 //! ```
 //!
 //! Every request of the page passes the Fetch domain before it leaves: top-level documents
 //! against the pages list, everything else against both lists ([`crate::policy`]); each
 //! redirect hop is a request of its own and passes again. A refused request fails with
-//! `BlockedByClient` and never reaches the network.
+//! `BlockedByClient` and never reaches the network. What Fetch does not see (WebSockets,
+//! service and shared workers) still passes the [`crate::gate`], which every connection of
+//! the browser goes through.
 //!
 //! The browser's process group and profile are removed when [`run`] returns, whatever ended
 //! it; a browser that exits or crashes ends the session with [`Error::Crashed`].
@@ -50,6 +53,7 @@ use zt_guac::{Decoder, Limits, opcode};
 
 use crate::browser::{Chromium, LaunchError};
 use crate::engine::{Command, Engine};
+use crate::gate::Gate;
 use crate::input::{Button, KeyKind, MouseEvent};
 use crate::policy::{Kind, Refusal};
 use crate::settings::RbiSettings;
@@ -110,6 +114,9 @@ pub trait Observer: Send {
     /// The page started a download, which was refused (downloads are off): its URL
     /// (shortened) and the name the page suggested.
     fn download_refused(&mut self, url: &str, filename: &str);
+    /// The browser tried to connect to `host`:`port`, which no pattern names; the gate
+    /// refused it ([`crate::gate`]).
+    fn connection_refused(&mut self, host: &str, port: u16);
     /// The session's credentials were filled into `fields` fields of the page at `url`
     /// (and the form submitted when `submitted`).
     fn autofilled(&mut self, url: &str, fields: u32, submitted: bool);
@@ -118,6 +125,7 @@ pub trait Observer: Send {
 /// A started browser with its page, policy in force, not yet showing anything.
 pub struct RbiConnection {
     chromium: Chromium,
+    gate: Gate,
     browser: Browser,
     handler: tokio::task::JoinHandle<()>,
     page: Page,
@@ -154,17 +162,22 @@ pub async fn open(
         width.clamp(1, crate::engine::MAX_SIDE),
         height.clamp(1, crate::engine::MAX_SIDE),
     );
+    let gate = Gate::start(settings.policy.clone())
+        .await
+        .map_err(|e| LaunchError::Gate(e.kind()))?;
     let mut chromium = Chromium::launch(
         program,
         profiles,
         width,
         height,
         settings.ignore_server_cert,
+        gate.address(),
     )
     .await?;
     match attach(&chromium, settings, width, height).await {
         Ok((browser, handler, page)) => Ok(RbiConnection {
             chromium,
+            gate,
             browser,
             handler,
             page,
@@ -292,6 +305,7 @@ where
 {
     let RbiConnection {
         mut chromium,
+        mut gate,
         browser,
         handler,
         page,
@@ -413,6 +427,11 @@ where
                     end.frames = engine.frames();
                 }
                 unacked = Some(frame.session_id);
+            }
+            refused = gate.refused() => {
+                end.refused += 1;
+                let host: String = refused.host.chars().filter(|c| !c.is_control()).take(255).collect();
+                observer.connection_refused(&host, refused.port);
             }
             Some(event) = navigated.next() => {
                 if event.frame.parent_id.is_none() {

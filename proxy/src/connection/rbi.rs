@@ -204,6 +204,16 @@ impl zt_rbi::Observer for Audit {
         });
     }
 
+    fn connection_refused(&mut self, host: &str, port: u16) {
+        self.emit(AuditEvent::PolicyRefused {
+            session: self.session.clone(),
+            direction: "to_target".to_owned(),
+            action: "connection".to_owned(),
+            name: Some(format!("{host}:{port}")),
+            reason: Some("endpoint_not_allowed".to_owned()),
+        });
+    }
+
     fn refused(&mut self, kind: Kind, url: &str, reason: Refusal) {
         self.emit(AuditEvent::PolicyRefused {
             session: self.session.clone(),

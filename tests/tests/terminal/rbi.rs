@@ -176,6 +176,57 @@ async fn a_redirect_to_a_refused_origin_is_stopped_at_its_hop() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_and_workers_reach_only_allowed_hosts() {
+    let site = WebSite::start().unwrap();
+    let fx = Proxy::start();
+    let mut events = fx.api.events(Some(0)).await.unwrap();
+    let parameters = parameters(&site, "/sockets");
+    let (session, id) = fx
+        .session(
+            Transport::Quic,
+            "http",
+            site.port,
+            &pairs(&parameters),
+            None,
+        )
+        .await;
+    let mut term = Term::connect_to(&session, "http").await;
+    until_colour(&fx, &mut term, (10, 10), colour::SOCKETS, "the page").await;
+    // The allowed WebSocket and the worker's allowed fetch come after the refused ones.
+    let deadline = Instant::now() + STEP;
+    while !["/ws-allowed", "/worker-allowed"]
+        .iter()
+        .all(|path| site.log().iter().any(|h| h.path == *path))
+    {
+        assert!(Instant::now() < deadline, "{:?}", site.log());
+        term.receive(Duration::from_millis(200)).await;
+    }
+    term.client
+        .send(&Instruction::new(opcode::DISCONNECT, &[] as &[&str]))
+        .await
+        .unwrap();
+    term.until_closed().await;
+    let events = events_until_ended(&mut events, &id).await;
+    assert!(site.other_log().is_empty(), "{:?}", site.other_log());
+    let other = format!("127.0.0.1:{}", site.other);
+    let refusals = events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                AuditEvent::PolicyRefused { action, name: Some(name), reason: Some(reason), .. }
+                    if action == "connection" && *name == other && reason == "endpoint_not_allowed"
+            )
+        })
+        .count();
+    assert!(
+        refusals >= 2,
+        "the WebSocket and the worker's fetch: {events:?}"
+    );
+    drop(session);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typing_and_clicking_in_the_client_submit_a_form() {
     let site = WebSite::start().unwrap();
     let fx = Proxy::start();
