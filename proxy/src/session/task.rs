@@ -81,6 +81,9 @@ pub(super) async fn run(
     .await;
 
     handle.state.store(STATE_ENDING, Ordering::Relaxed);
+    // The running connection asks the handle why it is cancelled: a deadline (idle, maximum
+    // duration) must be recorded there first, or the client hears "Session revoked".
+    handle.end(ending.reason);
     relay_cancel.cancel();
     // A running Guacamole connection tells its client why (`error`, `disconnect`) before the
     // transport goes: closing a QUIC connection discards what is still unsent.
