@@ -64,6 +64,8 @@ const READ_CHUNK: usize = 16 * 1024;
 const MAX_COMMANDS: usize = 256;
 /// How long the last words to the client may take.
 const LAST_WORDS: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long a stopped session keeps its pipe open for the proxy's farewell to the client.
+const STOPPED_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 /// The longest URL put in an audit event, in characters.
 const MAX_AUDITED_URL: usize = 1024;
 
@@ -321,22 +323,24 @@ where
     let (mut reader, mut writer) = tokio::io::split(pipe);
     let mut engine = Engine::new(size.0, size.1, jpeg, read_only, Instant::now());
     let started = start(&page, &settings, size).await;
-    let (mut paused, mut frames, mut navigated, mut crashed, mut loaded) = match started {
-        Ok(streams) => streams,
-        Err(error) => {
-            end.ended_by = EndedBy::Failed(error);
-            finish(&mut chromium, handler, browser).await;
-            return end;
-        }
+    let started = match started {
+        Ok(streams) => match browser.event_listener::<EventDownloadWillBegin>().await {
+            Ok(downloads) => Ok((streams, downloads)),
+            Err(error) => Err(devtools(error)),
+        },
+        Err(error) => Err(error),
     };
-    let mut downloads = match browser.event_listener::<EventDownloadWillBegin>().await {
-        Ok(downloads) => downloads,
-        Err(error) => {
-            end.ended_by = EndedBy::Failed(devtools(error));
-            finish(&mut chromium, handler, browser).await;
-            return end;
-        }
-    };
+    let ((mut paused, mut frames, mut navigated, mut crashed, mut loaded), mut downloads) =
+        match started {
+            Ok(started) => started,
+            Err(error) => {
+                say_error(&mut writer, BytesMut::new(), &error).await;
+                end.ended_by = EndedBy::Failed(error);
+                finish(&mut chromium, handler, browser).await;
+                let _ = writer.shutdown().await;
+                return end;
+            }
+        };
     // Input goes to the browser in order, from a task of its own, so a slow command never
     // holds up frames or the policy.
     let (commands, mut inbox) = mpsc::channel::<Command>(MAX_COMMANDS);
@@ -503,17 +507,30 @@ where
     };
     input.abort();
     if let EndedBy::Failed(error) = &end.ended_by {
-        let mut farewell = std::mem::take(&mut out);
-        zt_guac::encode(
-            opcode::ERROR,
-            &[error.client_message(), &error.status().code().to_string()],
-            &mut farewell,
-        );
-        let _ = tokio::time::timeout(LAST_WORDS, writer.write_all(&farewell)).await;
+        say_error(&mut writer, std::mem::take(&mut out), error).await;
     }
     finish(&mut chromium, handler, browser).await;
+    if let EndedBy::Stopped = end.ended_by {
+        // The proxy tells the client why the session ended (revoked, timed out); the pipe
+        // stays open until it has, so the client never hears "the browser closed" instead.
+        let _ = tokio::time::timeout(STOPPED_GRACE, async {
+            let mut sink = [0; 4096];
+            while matches!(reader.read(&mut sink).await, Ok(n) if n > 0) {}
+        })
+        .await;
+    }
     let _ = writer.shutdown().await;
     end
+}
+
+/// Sends what is left of `out` and then `error`'s `error` instruction, within [`LAST_WORDS`].
+async fn say_error<W: AsyncWrite + Unpin>(writer: &mut W, mut out: BytesMut, error: &Error) {
+    zt_guac::encode(
+        opcode::ERROR,
+        &[error.client_message(), &error.status().code().to_string()],
+        &mut out,
+    );
+    let _ = tokio::time::timeout(LAST_WORDS, writer.write_all(&out)).await;
 }
 
 type Streams = (

@@ -104,6 +104,27 @@ impl Proxy {
         parameters: &[(&str, &str)],
         recording: Option<RecordingRequest>,
     ) -> (ClientSession, String) {
+        self.session_with_limits(
+            transport,
+            protocol,
+            port,
+            parameters,
+            recording,
+            LimitsRequest::default(),
+        )
+        .await
+    }
+
+    /// [`Self::session`] with `limits`.
+    pub async fn session_with_limits(
+        &self,
+        transport: Transport,
+        protocol: &str,
+        port: u16,
+        parameters: &[(&str, &str)],
+        recording: Option<RecordingRequest>,
+        limits: LimitsRequest,
+    ) -> (ClientSession, String) {
         let request = CreateSessionRequest {
             transport,
             conversation: Conversation::Connection,
@@ -119,7 +140,7 @@ impl Proxy {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), Secret::new((*v).to_owned())))
                 .collect(),
-            limits: LimitsRequest::default(),
+            limits,
             route: None,
             recording,
             resource_id: Some(format!("res-{protocol}")),

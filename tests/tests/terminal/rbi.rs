@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use zt_api::audit::AuditEvent;
-use zt_api::control::Transport;
+use zt_api::control::{LimitsRequest, Transport};
 use zt_guac::{Instruction, opcode};
 use zt_tests::proc::{ProxyOptions, ZtProxy};
 use zt_tests::term::{STEP, Term};
@@ -290,30 +290,52 @@ async fn ending_sessions_leaves_no_browser_process_and_no_profile() {
     let fx = proxy_with_profiles(profiles.path());
     for round in 0..10 {
         let parameters = parameters(&site, "/");
+        // Ends by revocation, by the client leaving, by the client's connection dropping,
+        // and by the idle timeout (a static page sends nothing), in turn.
+        let limits = LimitsRequest {
+            idle_timeout: (round % 4 == 3).then_some(Duration::from_secs(2)),
+            ..LimitsRequest::default()
+        };
         let (session, id) = fx
-            .session(
+            .session_with_limits(
                 Transport::Quic,
                 "http",
                 site.port,
                 &pairs(&parameters),
                 None,
+                limits,
             )
             .await;
         let mut term = Term::connect_to(&session, "http").await;
         until_colour(&fx, &mut term, (10, 10), colour::HOME, "the home page").await;
         assert!(browsers_under(profiles.path()) > 0, "round {round}");
-        // Ends by revocation, by the client leaving, and by the client's connection
-        // dropping, in turn.
-        match round % 3 {
+        match round % 4 {
             0 => {
                 fx.api.delete_session(&id).await.unwrap();
+                // The client hears why, not "the browser closed".
+                term.until_closed().await;
+                assert!(
+                    term.errors().iter().any(|(m, _)| m == "Session revoked"),
+                    "round {round}: {:?}",
+                    term.errors()
+                );
             }
             1 => term
                 .client
                 .send(&Instruction::new(opcode::DISCONNECT, &[] as &[&str]))
                 .await
                 .unwrap(),
-            _ => {}
+            2 => {}
+            _ => {
+                term.until_closed().await;
+                assert!(
+                    term.errors()
+                        .iter()
+                        .any(|(m, _)| m == "Session idle for too long"),
+                    "round {round}: {:?}",
+                    term.errors()
+                );
+            }
         }
         drop(term);
         drop(session);
