@@ -20,11 +20,14 @@
 //!   an attachment that claims 10 GiB and streams zeros until the reader stops
 //!   ([`WebSite::big_download_sent`] counts them).
 //!
-//! Every request on either origin is logged ([`WebSite::log`], [`WebSite::other_log`]),
+//! A third origin, [`WebSite::secure`], answers `/` over HTTPS with a self-signed certificate
+//! (a brown band), for `ignore-server-cert`.
+//!
+//! Every request on each origin is logged ([`WebSite::log`], [`WebSite::other_log`]),
 //! with its body for POSTs.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
 /// The colours of the pages' bands (RGB).
@@ -47,6 +50,8 @@ pub mod colour {
     pub const GET_BIG: [u8; 3] = [240, 140, 20];
     /// `/sockets`.
     pub const SOCKETS: [u8; 3] = [20, 160, 160];
+    /// The HTTPS origin's `/`.
+    pub const SECURE: [u8; 3] = [90, 60, 30];
 }
 
 /// The login the site accepts.
@@ -71,7 +76,11 @@ pub struct WebSite {
     pub port: u16,
     /// The second origin's port.
     pub other: u16,
+    /// The HTTPS origin's port (a self-signed certificate).
+    pub secure: u16,
     log: Arc<Mutex<Vec<Hit>>>,
+    secure_log: Arc<Mutex<Vec<Hit>>>,
+    handshakes_failed: Arc<std::sync::atomic::AtomicU64>,
     other_log: Arc<Mutex<Vec<Hit>>>,
     big_sent: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -81,14 +90,33 @@ impl WebSite {
     pub fn start() -> anyhow::Result<Self> {
         let main = TcpListener::bind("127.0.0.1:0")?;
         let other = TcpListener::bind("127.0.0.1:0")?;
+        let secure = TcpListener::bind("127.0.0.1:0")?;
         let (port, other_port) = (main.local_addr()?.port(), other.local_addr()?.port());
+        let secure_port = secure.local_addr()?.port();
         let log = Arc::new(Mutex::new(Vec::new()));
+        let secure_log = Arc::new(Mutex::new(Vec::new()));
         let other_log = Arc::new(Mutex::new(Vec::new()));
         let big_sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        serve(main, log.clone(), Some(big_sent.clone()), move |hit| {
-            page(hit, other_port)
-        });
-        serve(other, other_log.clone(), None, |hit| {
+        serve(
+            main,
+            None,
+            log.clone(),
+            Some(big_sent.clone()),
+            move |hit| page(hit, other_port),
+        );
+        let handshakes_failed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let tls = (self_signed()?, handshakes_failed.clone());
+        serve(
+            secure,
+            Some(tls),
+            secure_log.clone(),
+            None,
+            |hit| match hit.path.as_str() {
+                "/" => html(200, "secure", &band(colour::SECURE)),
+                _ => html(404, "not found", "<p>not found</p>"),
+            },
+        );
+        serve(other, None, other_log.clone(), None, |hit| {
             match hit.path.as_str() {
                 "/landing" => html(200, "landing", "<p>landing</p>"),
                 _ => (200, "text/plain", Vec::new(), b"other origin".to_vec()),
@@ -97,7 +125,10 @@ impl WebSite {
         Ok(Self {
             port,
             other: other_port,
+            secure: secure_port,
             log,
+            secure_log,
+            handshakes_failed,
             other_log,
             big_sent,
         })
@@ -116,6 +147,25 @@ impl WebSite {
     /// The second origin's URL for `path`.
     pub fn other_url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.other)
+    }
+
+    /// The HTTPS origin's URL for `path`.
+    pub fn secure_url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.secure)
+    }
+
+    /// The HTTPS origin's requests so far (those that got past the TLS handshake).
+    pub fn secure_log(&self) -> Vec<Hit> {
+        self.secure_log
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default()
+    }
+
+    /// TLS handshakes with the HTTPS origin that failed (a client refused the certificate).
+    pub fn handshakes_failed(&self) -> u64 {
+        self.handshakes_failed
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The main origin's requests so far.
@@ -281,6 +331,7 @@ fn percent_decode(text: &str) -> String {
 
 fn serve(
     listener: TcpListener,
+    tls: Option<(Arc<rustls::ServerConfig>, Arc<std::sync::atomic::AtomicU64>)>,
     log: Arc<Mutex<Vec<Hit>>>,
     big: Option<Arc<std::sync::atomic::AtomicU64>>,
     answer: impl Fn(&Hit) -> Answer + Send + Sync + 'static,
@@ -291,20 +342,60 @@ fn serve(
             let log = log.clone();
             let answer = answer.clone();
             let big = big.clone();
+            let tls = tls.clone();
             std::thread::spawn(move || {
-                let _ = handle(stream, &log, big.as_deref(), &*answer);
+                let timeout = Some(std::time::Duration::from_secs(10));
+                if stream.set_read_timeout(timeout).is_err()
+                    || stream.set_write_timeout(timeout).is_err()
+                {
+                    return;
+                }
+                let _ = match tls {
+                    Some((config, refused)) => {
+                        let Ok(mut connection) = rustls::ServerConnection::new(config) else {
+                            return;
+                        };
+                        let mut stream = stream;
+                        while connection.is_handshaking() {
+                            if connection.complete_io(&mut stream).is_err() {
+                                refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                return;
+                            }
+                        }
+                        handle(
+                            rustls::StreamOwned::new(connection, stream),
+                            &log,
+                            big.as_deref(),
+                            &*answer,
+                        )
+                    }
+                    None => handle(stream, &log, big.as_deref(), &*answer),
+                };
             });
         }
     });
 }
 
+/// A server configuration with a fresh self-signed certificate for 127.0.0.1.
+fn self_signed() -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let rcgen::CertifiedKey { cert, signing_key } =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])?;
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(signing_key.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.der().clone()], key)?;
+    Ok(Arc::new(config))
+}
+
 /// `/big-download`: 10 GiB announced, zeros until the reader goes.
-fn big_download(mut out: TcpStream, sent: &std::sync::atomic::AtomicU64) -> std::io::Result<()> {
+fn big_download(out: &mut impl Write, sent: &std::sync::atomic::AtomicU64) -> std::io::Result<()> {
     out.write_all(
         b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=huge.bin\r\nContent-Length: 10737418240\r\nConnection: close\r\n\r\n",
     )?;
     let chunk = vec![0u8; 64 * 1024];
-    out.set_write_timeout(Some(std::time::Duration::from_secs(10)))?;
     for _ in 0..(10u64 << 30) / chunk.len() as u64 {
         out.write_all(&chunk)?;
         sent.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
@@ -312,14 +403,13 @@ fn big_download(mut out: TcpStream, sent: &std::sync::atomic::AtomicU64) -> std:
     Ok(())
 }
 
-fn handle(
-    stream: TcpStream,
+fn handle<S: Read + Write>(
+    stream: S,
     log: &Mutex<Vec<Hit>>,
     big: Option<&std::sync::atomic::AtomicU64>,
     answer: &dyn Fn(&Hit) -> Answer,
 ) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut reader = BufReader::new(stream);
     let mut line = String::new();
     reader.read_line(&mut line)?;
     let mut parts = line.split_whitespace();
@@ -349,13 +439,13 @@ fn handle(
     if let Ok(mut log) = log.lock() {
         log.push(hit.clone());
     }
+    let out = reader.get_mut();
     if let Some(sent) = big
         && hit.path == "/big-download"
     {
-        return big_download(stream, sent);
+        return big_download(out, sent);
     }
     let (status, content_type, headers, body) = answer(&hit);
-    let mut out = stream;
     let mut head = format!(
         "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\nCache-Control: no-store\r\n",
         if status == 200 { "OK" } else { "Status" },

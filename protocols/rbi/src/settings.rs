@@ -6,7 +6,8 @@
 //! * `url` is where the browser starts; without it, `http://` (or `https://` for port 443)
 //!   and the session's target.
 //! * `allowed-url-patterns` defaults to the target's origin, so a session without it can
-//!   browse its own site and nothing else. The start URL must pass it.
+//!   browse its own site and nothing else. The start URL must pass it. When `url` names the
+//!   target's host and port, its scheme is the origin's (HTTPS on a port other than 443).
 //! * `autofill-configuration` is a JSON list of rules (the flow form of KCM's YAML):
 //!   `[{"page": "https://app.example.com/login*", "username-field": "#user",
 //!   "password-field": "#pass", "submit": "button[type=submit]"}]`. Each field is a CSS
@@ -141,7 +142,14 @@ impl RbiSettings {
         let pages = match text("allowed-url-patterns")? {
             Some(list) => Patterns::parse(list)
                 .map_err(|e| SettingsError::new("allowed-url-patterns", e.0))?,
-            None => Patterns::origin_of(&target).map_err(|e| SettingsError::new("url", e.0))?,
+            // `url` on the target's host and port says the scheme (an HTTPS site on a port
+            // other than 443).
+            None => {
+                let same_endpoint = start.host_str() == target.host_str()
+                    && start.port_or_known_default() == Some(port);
+                let origin = if same_endpoint { &start } else { &target };
+                Patterns::origin_of(origin).map_err(|e| SettingsError::new("url", e.0))?
+            }
         };
         let resources = match text("allowed-resource-url-patterns")? {
             Some(list) => Patterns::parse(list)
@@ -235,6 +243,22 @@ mod tests {
         );
         assert!(!s.allow_url_manipulation && !s.ignore_server_cert);
         assert!(s.autofill.is_empty());
+    }
+
+    #[test]
+    fn a_start_url_on_the_target_says_the_default_origins_scheme() {
+        let s = parse(&[("url", "https://127.0.0.1:8080/app")]).unwrap();
+        assert_eq!(
+            s.policy.check(Kind::Navigation, "https://127.0.0.1:8080/x"),
+            Ok(())
+        );
+        assert!(
+            s.policy
+                .check(Kind::Navigation, "http://127.0.0.1:8080/x")
+                .is_err()
+        );
+        // Elsewhere, the target's origin stays the default, and the start URL fails it.
+        assert!(parse(&[("url", "https://127.0.0.1:9090/")]).is_err());
     }
 
     #[test]

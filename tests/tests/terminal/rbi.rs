@@ -227,6 +227,57 @@ async fn websockets_and_workers_reach_only_allowed_hosts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_self_signed_certificate_is_refused_unless_ignore_server_cert() {
+    let site = WebSite::start().unwrap();
+    let fx = Proxy::start();
+    let secure = |ignore: bool| {
+        let mut parameters = vec![("url", site.secure_url("/"))];
+        if ignore {
+            parameters.push(("ignore-server-cert", "true".to_owned()));
+        }
+        parameters
+    };
+    // Checked: Chromium refuses the handshake, and the page is never asked for.
+    let parameters = secure(false);
+    let (session, _) = fx
+        .session(
+            Transport::Quic,
+            "http",
+            site.secure,
+            &pairs(&parameters),
+            None,
+        )
+        .await;
+    let mut term = Term::connect_to(&session, "http").await;
+    let deadline = Instant::now() + STEP;
+    while site.handshakes_failed() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "Chromium never tried the HTTPS origin"
+        );
+        term.receive(Duration::from_millis(200)).await;
+    }
+    assert!(site.secure_log().is_empty(), "{:?}", site.secure_log());
+    drop(term);
+    drop(session);
+    // Ignored: the page is shown.
+    let parameters = secure(true);
+    let (session, _) = fx
+        .session(
+            Transport::Quic,
+            "http",
+            site.secure,
+            &pairs(&parameters),
+            None,
+        )
+        .await;
+    let mut term = Term::connect_to(&session, "http").await;
+    until_colour(&fx, &mut term, (10, 10), colour::SECURE, "the HTTPS page").await;
+    assert!(site.secure_log().iter().any(|h| h.path == "/"));
+    drop(session);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typing_and_clicking_in_the_client_submit_a_form() {
     let site = WebSite::start().unwrap();
     let fx = Proxy::start();
@@ -618,7 +669,7 @@ async fn browsers_beyond_the_configured_limit_are_refused_when_the_session_is_cr
             .iter()
             .map(|(k, v)| ((*k).to_owned(), zt_api::Secret::new((*v).to_owned())))
             .collect(),
-        limits: zt_api::control::LimitsRequest::default(),
+        limits: LimitsRequest::default(),
         route: None,
         recording: None,
         resource_id: Some("res-http".into()),
