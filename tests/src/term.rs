@@ -219,6 +219,58 @@ impl Term {
         String::from_utf8_lossy(&all).into_owned()
     }
 
+    /// The clipboard texts received so far (`clipboard` streams, each up to its `end`).
+    pub fn clipboards(&self) -> Vec<String> {
+        use base64::Engine as _;
+        let mut texts = Vec::new();
+        let mut open: Option<(String, Vec<u8>)> = None;
+        for instruction in &self.received {
+            match instruction.opcode() {
+                opcode::CLIPBOARD => {
+                    open = instruction
+                        .arg(0)
+                        .map(|stream| (stream.to_owned(), Vec::new()));
+                }
+                opcode::BLOB => {
+                    if let Some((stream, data)) = &mut open
+                        && instruction.arg(0) == Some(stream.as_str())
+                    {
+                        data.extend(
+                            base64::engine::general_purpose::STANDARD
+                                .decode(instruction.arg(1).unwrap_or_default())
+                                .expect("a clipboard blob is base64"),
+                        );
+                    }
+                }
+                opcode::END => {
+                    if let Some((_, data)) =
+                        open.take_if(|(s, _)| instruction.arg(0) == Some(s.as_str()))
+                    {
+                        texts.push(String::from_utf8(data).expect("clipboard text is UTF-8"));
+                    }
+                }
+                _ => {}
+            }
+        }
+        texts
+    }
+
+    /// Sends `text` as the client's clipboard (stream 7, `text/plain`).
+    pub async fn paste(&mut self, text: &str) {
+        use base64::Engine as _;
+        let data = base64::engine::general_purpose::STANDARD.encode(text);
+        for instruction in [
+            Instruction::new(opcode::CLIPBOARD, &["7", "text/plain"]),
+            Instruction::new(opcode::BLOB, &["7", &data]),
+            Instruction::new(opcode::END, &["7"]),
+        ] {
+            self.client
+                .send(&instruction)
+                .await
+                .expect("the client sends");
+        }
+    }
+
     /// The `error` instructions received: (message, status).
     pub fn errors(&self) -> Vec<(String, u32)> {
         self.received

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use zt_api::audit::AuditEvent;
 use zt_api::control::{LimitsRequest, Transport};
 use zt_guac::{Instruction, opcode};
+use zt_proxy::client::api::EventStream;
+use zt_proxy::client::session::ClientSession;
 use zt_tests::proc::{ProxyOptions, ZtProxy};
 use zt_tests::term::{STEP, Term};
 use zt_tests::web_site::{WebSite, colour};
@@ -53,6 +55,30 @@ fn pairs<'a>(parameters: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a
     parameters.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
 
+/// A browser session to `port` with `parameters` over `transport`, its client connected.
+async fn browse(
+    fx: &Proxy,
+    transport: Transport,
+    port: u16,
+    parameters: &[(&'static str, String)],
+) -> (ClientSession, String, Term) {
+    let (session, id) = fx
+        .session(transport, "http", port, &pairs(parameters), None)
+        .await;
+    let term = Term::connect_to(&session, "http").await;
+    (session, id, term)
+}
+
+/// The client leaves; the session's audit events up to its end.
+async fn leave(term: &mut Term, events: &mut EventStream, id: &str) -> Vec<AuditEvent> {
+    term.client
+        .send(&Instruction::new(opcode::DISCONNECT, &[] as &[&str]))
+        .await
+        .unwrap();
+    term.until_closed().await;
+    events_until_ended(events, id).await
+}
+
 /// Receives until the client's screen shows `rgb` at (`x`, `y`).
 async fn until_colour(fx: &Proxy, term: &mut Term, (x, y): (u32, u32), rgb: [u8; 3], what: &str) {
     let deadline = Instant::now() + STEP;
@@ -86,18 +112,10 @@ async fn the_page_is_shown_and_refused_sub_resources_never_leave_the_machine() {
     for transport in TRANSPORTS {
         let mut events = fx.api.events(Some(0)).await.unwrap();
         let parameters = parameters(&site, "/resources");
-        let (session, id) = fx
-            .session(transport, "http", site.port, &pairs(&parameters), None)
-            .await;
-        let mut term = Term::connect_to(&session, "http").await;
+        let (session, id, mut term) = browse(&fx, transport, site.port, &parameters).await;
         until_colour(&fx, &mut term, (10, 10), colour::RESOURCES, "the page").await;
         term.screenshot(&format!("rbi-{transport:?}"));
-        term.client
-            .send(&Instruction::new(opcode::DISCONNECT, &[] as &[&str]))
-            .await
-            .unwrap();
-        term.until_closed().await;
-        let events = events_until_ended(&mut events, &id).await;
+        let events = leave(&mut term, &mut events, &id).await;
         // The image from the page's origin loaded; the other origin never heard of us.
         assert!(
             site.log().iter().any(|h| h.path == "/pixel.png"),
@@ -140,16 +158,7 @@ async fn a_redirect_to_a_refused_origin_is_stopped_at_its_hop() {
     let fx = Proxy::start();
     let mut events = fx.api.events(Some(0)).await.unwrap();
     let parameters = parameters(&site, "/redirect");
-    let (session, id) = fx
-        .session(
-            Transport::Quic,
-            "http",
-            site.port,
-            &pairs(&parameters),
-            None,
-        )
-        .await;
-    let mut term = Term::connect_to(&session, "http").await;
+    let (session, id, mut term) = browse(&fx, Transport::Quic, site.port, &parameters).await;
     // The hop to the other origin is refused, and audited.
     let deadline = Instant::now() + STEP;
     while !site.log().iter().any(|h| h.path == "/redirect2") {
@@ -157,12 +166,7 @@ async fn a_redirect_to_a_refused_origin_is_stopped_at_its_hop() {
         term.receive(Duration::from_millis(200)).await;
     }
     term.receive(Duration::from_millis(500)).await;
-    term.client
-        .send(&Instruction::new(opcode::DISCONNECT, &[] as &[&str]))
-        .await
-        .unwrap();
-    term.until_closed().await;
-    let events = events_until_ended(&mut events, &id).await;
+    let events = leave(&mut term, &mut events, &id).await;
     assert!(site.other_log().is_empty(), "{:?}", site.other_log());
     assert!(
         events.iter().any(|e| matches!(
@@ -181,16 +185,7 @@ async fn websockets_and_workers_reach_only_allowed_hosts() {
     let fx = Proxy::start();
     let mut events = fx.api.events(Some(0)).await.unwrap();
     let parameters = parameters(&site, "/sockets");
-    let (session, id) = fx
-        .session(
-            Transport::Quic,
-            "http",
-            site.port,
-            &pairs(&parameters),
-            None,
-        )
-        .await;
-    let mut term = Term::connect_to(&session, "http").await;
+    let (session, id, mut term) = browse(&fx, Transport::Quic, site.port, &parameters).await;
     until_colour(&fx, &mut term, (10, 10), colour::SOCKETS, "the page").await;
     // The allowed WebSocket and the worker's allowed fetch come after the refused ones.
     let deadline = Instant::now() + STEP;
@@ -201,12 +196,7 @@ async fn websockets_and_workers_reach_only_allowed_hosts() {
         assert!(Instant::now() < deadline, "{:?}", site.log());
         term.receive(Duration::from_millis(200)).await;
     }
-    term.client
-        .send(&Instruction::new(opcode::DISCONNECT, &[] as &[&str]))
-        .await
-        .unwrap();
-    term.until_closed().await;
-    let events = events_until_ended(&mut events, &id).await;
+    let events = leave(&mut term, &mut events, &id).await;
     assert!(site.other_log().is_empty(), "{:?}", site.other_log());
     let other = format!("127.0.0.1:{}", site.other);
     let refusals = events
@@ -239,16 +229,7 @@ async fn a_self_signed_certificate_is_refused_unless_ignore_server_cert() {
     };
     // Checked: Chromium refuses the handshake, and the page is never asked for.
     let parameters = secure(false);
-    let (session, _) = fx
-        .session(
-            Transport::Quic,
-            "http",
-            site.secure,
-            &pairs(&parameters),
-            None,
-        )
-        .await;
-    let mut term = Term::connect_to(&session, "http").await;
+    let (session, _, mut term) = browse(&fx, Transport::Quic, site.secure, &parameters).await;
     let deadline = Instant::now() + STEP;
     while site.handshakes_failed() == 0 {
         assert!(
@@ -262,16 +243,7 @@ async fn a_self_signed_certificate_is_refused_unless_ignore_server_cert() {
     drop(session);
     // Ignored: the page is shown.
     let parameters = secure(true);
-    let (session, _) = fx
-        .session(
-            Transport::Quic,
-            "http",
-            site.secure,
-            &pairs(&parameters),
-            None,
-        )
-        .await;
-    let mut term = Term::connect_to(&session, "http").await;
+    let (session, _, mut term) = browse(&fx, Transport::Quic, site.secure, &parameters).await;
     until_colour(&fx, &mut term, (10, 10), colour::SECURE, "the HTTPS page").await;
     assert!(site.secure_log().iter().any(|h| h.path == "/"));
     drop(session);
@@ -282,16 +254,7 @@ async fn typing_and_clicking_in_the_client_submit_a_form() {
     let site = WebSite::start().unwrap();
     let fx = Proxy::start();
     let parameters = parameters(&site, "/form");
-    let (session, _id) = fx
-        .session(
-            Transport::Webrtc,
-            "http",
-            site.port,
-            &pairs(&parameters),
-            None,
-        )
-        .await;
-    let mut term = Term::connect_to(&session, "http").await;
+    let (session, _id, mut term) = browse(&fx, Transport::Webrtc, site.port, &parameters).await;
     until_colour(&fx, &mut term, (10, 10), colour::FORM, "the form").await;
     // Click into the field (below the band), type non-ASCII text, press Return.
     for mask in ["1", "0"] {
@@ -495,16 +458,8 @@ async fn hostile_pages_end_or_are_refused_cleanly_and_other_sessions_go_on() {
     let mut events = fx.api.events(Some(0)).await.unwrap();
     // A bystander, which must not notice the others.
     let bystander_parameters = parameters(&site, "/form");
-    let (bystander, _) = fx
-        .session(
-            Transport::Quic,
-            "http",
-            site.port,
-            &pairs(&bystander_parameters),
-            None,
-        )
-        .await;
-    let mut calm = Term::connect_to(&bystander, "http").await;
+    let (bystander, _, mut calm) =
+        browse(&fx, Transport::Quic, site.port, &bystander_parameters).await;
     until_colour(
         &fx,
         &mut calm,
@@ -516,10 +471,7 @@ async fn hostile_pages_end_or_are_refused_cleanly_and_other_sessions_go_on() {
 
     // Thousands of popups: none opens; the page goes on.
     let popups = parameters(&site, "/popups");
-    let (session, _) = fx
-        .session(Transport::Quic, "http", site.port, &pairs(&popups), None)
-        .await;
-    let mut term = Term::connect_to(&session, "http").await;
+    let (session, _, mut term) = browse(&fx, Transport::Quic, site.port, &popups).await;
     until_colour(
         &fx,
         &mut term,
@@ -537,10 +489,7 @@ async fn hostile_pages_end_or_are_refused_cleanly_and_other_sessions_go_on() {
 
     // A 10 GiB download: refused after its headers, audited; the page stays.
     let big = parameters(&site, "/get-big");
-    let (session, id) = fx
-        .session(Transport::Quic, "http", site.port, &pairs(&big), None)
-        .await;
-    let mut term = Term::connect_to(&session, "http").await;
+    let (session, id, mut term) = browse(&fx, Transport::Quic, site.port, &big).await;
     until_colour(
         &fx,
         &mut term,
@@ -577,10 +526,7 @@ async fn hostile_pages_end_or_are_refused_cleanly_and_other_sessions_go_on() {
     // ends with a clear error.
     let mut events = fx.api.events(Some(0)).await.unwrap();
     let memory = parameters(&site, "/memory");
-    let (session, id) = fx
-        .session(Transport::Quic, "http", site.port, &pairs(&memory), None)
-        .await;
-    let mut term = Term::connect_to(&session, "http").await;
+    let (session, id, mut term) = browse(&fx, Transport::Quic, site.port, &memory).await;
     let deadline = Instant::now() + Duration::from_secs(90);
     while !term.closed {
         assert!(
@@ -692,38 +638,6 @@ async fn browsers_beyond_the_configured_limit_are_refused_when_the_session_is_cr
     }
 }
 
-/// The clipboard streams the client received, decoded.
-fn clipboards(term: &Term) -> Vec<String> {
-    use base64::Engine as _;
-    let mut texts = Vec::new();
-    let mut open: Option<(String, Vec<u8>)> = None;
-    for instruction in &term.received {
-        match instruction.opcode() {
-            opcode::CLIPBOARD => open = Some((instruction.arg(0).unwrap().to_owned(), Vec::new())),
-            opcode::BLOB => {
-                if let Some((stream, data)) = &mut open
-                    && instruction.arg(0) == Some(stream.as_str())
-                {
-                    data.extend(
-                        base64::engine::general_purpose::STANDARD
-                            .decode(instruction.arg(1).unwrap())
-                            .unwrap(),
-                    );
-                }
-            }
-            opcode::END => {
-                if let Some((_, data)) =
-                    open.take_if(|(s, _)| instruction.arg(0) == Some(s.as_str()))
-                {
-                    texts.push(String::from_utf8(data).unwrap());
-                }
-            }
-            _ => {}
-        }
-    }
-    texts
-}
-
 /// Ctrl + `letter`.
 async fn chord(term: &mut Term, letter: char) {
     for (keysym, pressed) in [
@@ -744,7 +658,6 @@ async fn chord(term: &mut Term, letter: char) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_clipboard_crosses_only_where_the_policy_allows() {
-    use base64::Engine as _;
     let site = WebSite::start().unwrap();
     let fx = Proxy::start();
     for (copy_allowed, paste_allowed) in [(true, false), (false, true)] {
@@ -752,16 +665,7 @@ async fn the_clipboard_crosses_only_where_the_policy_allows() {
         let mut parameters = parameters(&site, "/form");
         parameters.push(("disable-copy", (!copy_allowed).to_string()));
         parameters.push(("disable-paste", (!paste_allowed).to_string()));
-        let (session, id) = fx
-            .session(
-                Transport::Quic,
-                "http",
-                site.port,
-                &pairs(&parameters),
-                None,
-            )
-            .await;
-        let mut term = Term::connect_to(&session, "http").await;
+        let (session, id, mut term) = browse(&fx, Transport::Quic, site.port, &parameters).await;
         until_colour(&fx, &mut term, (10, 10), colour::FORM, "the form").await;
         for mask in ["1", "0"] {
             term.client
@@ -774,23 +678,16 @@ async fn the_clipboard_crosses_only_where_the_policy_allows() {
         chord(&mut term, 'a').await;
         chord(&mut term, 'c').await;
         let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline && clipboards(&term).is_empty() {
+        while Instant::now() < deadline && term.clipboards().is_empty() {
             term.receive(Duration::from_millis(100)).await;
         }
         if copy_allowed {
-            assert_eq!(clipboards(&term), vec!["copied-zt".to_owned()]);
+            assert_eq!(term.clipboards(), vec!["copied-zt".to_owned()]);
         } else {
-            assert!(clipboards(&term).is_empty(), "{:?}", clipboards(&term));
+            assert!(term.clipboards().is_empty(), "{:?}", term.clipboards());
         }
         // Paste: the client's clipboard typed over the selection, then the form sent.
-        let data = base64::engine::general_purpose::STANDARD.encode("pasted-zt");
-        for instruction in [
-            Instruction::new(opcode::CLIPBOARD, &["7", "text/plain"]),
-            Instruction::new(opcode::BLOB, &["7", &data]),
-            Instruction::new(opcode::END, &["7"]),
-        ] {
-            term.client.send(&instruction).await.unwrap();
-        }
+        term.paste("pasted-zt").await;
         chord(&mut term, 'a').await;
         chord(&mut term, 'v').await;
         term.key(0xff0d).await;
@@ -807,12 +704,7 @@ async fn the_clipboard_crosses_only_where_the_policy_allows() {
             "text=copied-zt"
         };
         assert_eq!(posted.body, want);
-        term.client
-            .send(&Instruction::new(opcode::DISCONNECT, &[] as &[&str]))
-            .await
-            .unwrap();
-        term.until_closed().await;
-        let events = events_until_ended(&mut events, &id).await;
+        let events = leave(&mut term, &mut events, &id).await;
         let refused = |what: &str| {
             events.iter().any(|e| {
                 matches!(

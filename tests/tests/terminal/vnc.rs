@@ -5,7 +5,6 @@
 
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use zt_api::audit::AuditEvent;
 use zt_api::control::Transport;
 use zt_guac::{Instruction, opcode};
@@ -306,48 +305,6 @@ async fn x11vnc_on_xvfb_is_drawn_pixel_for_pixel() {
     term.screenshot("vnc-x11vnc");
 }
 
-/// The clipboard streams the client received, decoded.
-fn clipboards(term: &Term) -> Vec<String> {
-    let mut texts = Vec::new();
-    let mut open: Option<(String, Vec<u8>)> = None;
-    for instruction in &term.received {
-        match instruction.opcode() {
-            opcode::CLIPBOARD => open = Some((instruction.arg(0).unwrap().to_owned(), Vec::new())),
-            opcode::BLOB => {
-                if let Some((stream, data)) = &mut open
-                    && instruction.arg(0) == Some(stream.as_str())
-                {
-                    data.extend(
-                        base64::engine::general_purpose::STANDARD
-                            .decode(instruction.arg(1).unwrap())
-                            .unwrap(),
-                    );
-                }
-            }
-            opcode::END => {
-                if let Some((_, data)) =
-                    open.take_if(|(s, _)| instruction.arg(0) == Some(s.as_str()))
-                {
-                    texts.push(String::from_utf8(data).unwrap());
-                }
-            }
-            _ => {}
-        }
-    }
-    texts
-}
-
-async fn paste(term: &mut Term, text: &str) {
-    let data = base64::engine::general_purpose::STANDARD.encode(text);
-    for instruction in [
-        Instruction::new(opcode::CLIPBOARD, &["7", "text/plain"]),
-        Instruction::new(opcode::BLOB, &["7", &data]),
-        Instruction::new(opcode::END, &["7"]),
-    ] {
-        term.client.send(&instruction).await.unwrap();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_clipboard_crosses_only_where_the_policy_allows() {
     let mut desktop = Desktop::start(Server::Xvnc, DESKTOP, PASSWORD).unwrap();
@@ -373,7 +330,7 @@ async fn the_clipboard_crosses_only_where_the_policy_allows() {
         let expected = [(rgb >> 16) as u8, (rgb >> 8) as u8, rgb as u8, 255];
         if copy {
             receive_until(&mut term, "the copied text", |term| {
-                clipboards(term).contains(&copied)
+                term.clipboards().contains(&copied)
             })
             .await;
         } else {
@@ -381,13 +338,13 @@ async fn the_clipboard_crosses_only_where_the_policy_allows() {
                 term.screen().pixel(2, 2) == Some(expected)
             })
             .await;
-            assert!(clipboards(&term).is_empty(), "{:?}", clipboards(&term));
+            assert!(term.clipboards().is_empty(), "{:?}", term.clipboards());
         }
 
         // Client → server: a paste, then a key into the xterm; once the key has arrived, the
         // paste (sent before it) has been handled.
         let pasted = format!("from the user {paste_allowed} Ünïcode");
-        paste(&mut term, &pasted).await;
+        term.paste(&pasted).await;
         type_line(&mut term, &desktop, if paste_allowed { "p" } else { "q" }).await;
         if paste_allowed {
             receive_until(&mut term, "the pasted text on the X clipboard", |_| {
