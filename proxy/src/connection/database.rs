@@ -10,7 +10,6 @@
 //!
 //! PostgreSQL, MySQL/MariaDB and SQL Server.
 
-use tracing::Instrument;
 use zt_api::audit::AuditEvent;
 use zt_api::control::{ApiError, ErrorCode, Target};
 use zt_api::protocol::Protocol;
@@ -22,10 +21,8 @@ use super::backend::{
     Backend, BackendError, BackendFactory, BackendRequest, BackendStream, OpenContext,
 };
 use super::recording::RecordingSummary;
-use super::terminal::{SessionObserver, for_display, start_typescript};
+use super::terminal::{SessionObserver, for_display, start_engine};
 
-/// Bytes the pipe between the connection and the engine holds each way.
-const PIPE: usize = 64 * 1024;
 
 /// Makes [`DatabaseBackend`]s.
 pub struct DatabaseFactory;
@@ -156,44 +153,30 @@ impl Backend for DatabaseBackend {
             certificate_fingerprint: certificate,
             certificate_pinned: pinned,
         });
-        let typescript = match &context.typescript {
-            Some((request, settings)) => {
-                start_typescript(context, request, settings, geometry.cols, geometry.rows).await?
-            }
-            None => None,
-        };
-        let observer = QueryObserver {
-            inner: SessionObserver::new(context, typescript),
-        };
-        let (ours, engine_end) = tokio::io::duplex(PIPE);
-        let console = Console {
-            terminal,
-            pipe: engine_end,
-            password: self.settings.password.clone(),
-            observer,
-            stop: context.cancel.clone(),
-        };
-        let finished = tokio::spawn(
-            async move {
+        let password = self.settings.password.clone();
+        start_engine(
+            context,
+            (geometry.cols, geometry.rows),
+            format!(
+                "{} {}:{}",
+                self.protocol, self.target.host, self.target.port
+            ),
+            move |pipe, observer, stop| async move {
+                let console = Console {
+                    terminal,
+                    pipe,
+                    password,
+                    observer: QueryObserver { inner: observer },
+                    stop,
+                };
                 match engine {
                     Connected::Postgres(engine) => console.run(*engine, Dialect::Postgres).await,
                     Connected::Mysql(engine) => console.run(*engine, Dialect::Mysql).await,
                     Connected::Mssql(engine) => console.run(*engine, Dialect::Tsql).await,
                 }
-            }
-            .instrument(tracing::Span::current()),
-        );
-        let (reader, writer) = tokio::io::split(ours);
-        Ok(BackendStream {
-            reader: Box::new(reader),
-            writer: Box::new(writer),
-            leftover: bytes::Bytes::new(),
-            id: format!(
-                "{} {}:{}",
-                self.protocol, self.target.host, self.target.port
-            ),
-            finished: Some(finished),
-        })
+            },
+        )
+        .await
     }
 }
 

@@ -18,7 +18,6 @@
 //!    client leaves or the session ends; then `k8s_disconnected` with the exit status the
 //!    status stream reported and the byte counts, and the typescript is finalised.
 
-use tracing::Instrument;
 use zt_api::audit::AuditEvent;
 use zt_api::control::{ApiError, Target};
 use zt_guacd::ClientInfo;
@@ -30,10 +29,7 @@ use super::backend::{
     Backend, BackendError, BackendFactory, BackendRequest, BackendStream, OpenContext,
 };
 use super::recording::RecordingSummary;
-use super::terminal::{SessionObserver, for_display, start_typescript};
-
-/// Bytes the pipe between the connection and the engine holds each way.
-const PIPE: usize = 64 * 1024;
+use super::terminal::{SessionObserver, for_display, start_engine};
 
 /// Makes [`K8sBackend`]s.
 pub struct K8sFactory;
@@ -107,35 +103,16 @@ impl Backend for K8sBackend {
             tls: connection.tls().to_owned(),
             credentials: self.settings.credentials.kind().to_owned(),
         });
-        let typescript = match &context.typescript {
-            Some((request, settings)) => {
-                start_typescript(context, request, settings, geometry.cols, geometry.rows).await?
-            }
-            None => None,
-        };
-        let observer = SessionObserver::new(context, typescript);
-        let (ours, engine) = tokio::io::duplex(PIPE);
-        let finished = tokio::spawn(
-            drive(
-                connection,
-                terminal,
-                engine,
-                observer,
-                context.cancel.clone(),
-            )
-            .instrument(tracing::Span::current()),
-        );
-        let (reader, writer) = tokio::io::split(ours);
-        Ok(BackendStream {
-            reader: Box::new(reader),
-            writer: Box::new(writer),
-            leftover: bytes::Bytes::new(),
-            id: format!(
+        start_engine(
+            context,
+            (geometry.cols, geometry.rows),
+            format!(
                 "kubernetes {}:{} {}/{}",
                 self.target.host, self.target.port, pod.namespace, pod.pod
             ),
-            finished: Some(finished),
-        })
+            move |pipe, observer, stop| drive(connection, terminal, pipe, observer, stop),
+        )
+        .await
     }
 }
 

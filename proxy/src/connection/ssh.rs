@@ -16,7 +16,6 @@
 //!    from the target); then reports `ssh_disconnected` with the byte counts and finalises
 //!    the typescript.
 
-use tracing::Instrument;
 use zt_api::audit::AuditEvent;
 use zt_api::control::{ApiError, Target};
 use zt_guacd::ClientInfo;
@@ -28,11 +27,8 @@ use super::backend::{
     Backend, BackendError, BackendFactory, BackendRequest, BackendStream, OpenContext,
 };
 use super::recording::RecordingSummary;
-use super::terminal::{SessionObserver, for_display, start_typescript};
+use super::terminal::{SessionObserver, for_display, start_engine};
 use crate::audit::AuditLog;
-
-/// Bytes the pipe between the connection and the engine holds each way.
-const PIPE: usize = 64 * 1024;
 
 /// Makes [`SshBackend`]s.
 pub struct SshFactory;
@@ -131,33 +127,13 @@ impl Backend for SshBackend {
             host_key_pinned: info.pinned,
             auth_method: info.method.as_str().to_owned(),
         });
-        let typescript = match &context.typescript {
-            Some((request, settings)) => {
-                start_typescript(context, request, settings, geometry.cols, geometry.rows).await?
-            }
-            None => None,
-        };
-        let observer = SessionObserver::new(context, typescript);
-        let (ours, engine) = tokio::io::duplex(PIPE);
-        let id = format!("ssh {}", info.fingerprint);
-        let finished = tokio::spawn(
-            drive(
-                connection,
-                terminal,
-                engine,
-                observer,
-                context.cancel.clone(),
-            )
-            .instrument(tracing::Span::current()),
-        );
-        let (reader, writer) = tokio::io::split(ours);
-        Ok(BackendStream {
-            reader: Box::new(reader),
-            writer: Box::new(writer),
-            leftover: bytes::Bytes::new(),
-            id,
-            finished: Some(finished),
-        })
+        start_engine(
+            context,
+            (geometry.cols, geometry.rows),
+            format!("ssh {}", info.fingerprint),
+            move |pipe, observer, stop| drive(connection, terminal, pipe, observer, stop),
+        )
+        .await
     }
 }
 

@@ -18,7 +18,6 @@
 //! Telnet has no encryption and no server authentication: it is for legacy devices on a
 //! network the gateway trusts, as with guacd.
 
-use tracing::Instrument;
 use zt_api::audit::AuditEvent;
 use zt_api::control::{ApiError, Target};
 use zt_guacd::ClientInfo;
@@ -29,10 +28,7 @@ use super::backend::{
     Backend, BackendError, BackendFactory, BackendRequest, BackendStream, OpenContext,
 };
 use super::recording::RecordingSummary;
-use super::terminal::{SessionObserver, for_display, start_typescript};
-
-/// Bytes the pipe between the connection and the engine holds each way.
-const PIPE: usize = 64 * 1024;
+use super::terminal::{SessionObserver, for_display, start_engine};
 
 /// Makes [`TelnetBackend`]s.
 pub struct TelnetFactory;
@@ -90,32 +86,13 @@ impl Backend for TelnetBackend {
                 }
             };
         tracing::info!("connected to the telnet target");
-        let typescript = match &context.typescript {
-            Some((request, settings)) => {
-                start_typescript(context, request, settings, geometry.cols, geometry.rows).await?
-            }
-            None => None,
-        };
-        let observer = SessionObserver::new(context, typescript);
-        let (ours, engine) = tokio::io::duplex(PIPE);
-        let finished = tokio::spawn(
-            drive(
-                connection,
-                terminal,
-                engine,
-                observer,
-                context.cancel.clone(),
-            )
-            .instrument(tracing::Span::current()),
-        );
-        let (reader, writer) = tokio::io::split(ours);
-        Ok(BackendStream {
-            reader: Box::new(reader),
-            writer: Box::new(writer),
-            leftover: bytes::Bytes::new(),
-            id: format!("telnet {}:{}", self.target.host, self.target.port),
-            finished: Some(finished),
-        })
+        start_engine(
+            context,
+            (geometry.cols, geometry.rows),
+            format!("telnet {}:{}", self.target.host, self.target.port),
+            move |pipe, observer, stop| drive(connection, terminal, pipe, observer, stop),
+        )
+        .await
     }
 }
 

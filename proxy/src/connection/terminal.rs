@@ -1,7 +1,9 @@
-//! What the terminal backends (native SSH, Telnet) share: the running session's observer —
-//! its typescript recording, its graphical recording's notes and the audit log — and the
-//! start of the typescript.
+//! What the terminal backends (native SSH, Telnet, Kubernetes, the database consoles) share:
+//! the running session's observer — its typescript recording, its graphical recording's
+//! notes and the audit log — and its start ([`start_engine`]: the typescript, the pipe, the
+//! engine's task).
 
+use std::future::Future;
 use std::sync::Arc;
 
 use zt_api::audit::AuditEvent;
@@ -9,7 +11,10 @@ use zt_api::control::{EndReason, RecordingRequest};
 use zt_guacd::ClientInfo;
 use zt_terminal::Terminal;
 
-use super::backend::{BackendError, OpenContext};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::backend::{BackendError, BackendStream, OpenContext};
 use super::recording::{NoteSink, RecordingPlan, RecordingSummary, TypescriptRecording};
 use crate::audit::AuditLog;
 use crate::config::RecordingsSettings;
@@ -102,6 +107,43 @@ impl zt_terminal::Observer for SessionObserver {
             reason: None,
         });
     }
+}
+
+/// Bytes the pipe between the connection and a terminal engine holds each way.
+const PIPE: usize = 64 * 1024;
+
+/// Starts a connected terminal session: the typescript the session asked for (`cols` ×
+/// `rows`), its observer, and `drive` in a task of its own at the far end of a pipe. The
+/// near end is the connection's backend stream, named `id`.
+pub(super) async fn start_engine<F, Fut>(
+    context: &OpenContext,
+    (cols, rows): (u16, u16),
+    id: String,
+    drive: F,
+) -> Result<BackendStream, BackendError>
+where
+    F: FnOnce(tokio::io::DuplexStream, SessionObserver, CancellationToken) -> Fut,
+    Fut: Future<Output = Vec<RecordingSummary>> + Send + 'static,
+{
+    let typescript = match &context.typescript {
+        Some((request, settings)) => {
+            start_typescript(context, request, settings, cols, rows).await?
+        }
+        None => None,
+    };
+    let observer = SessionObserver::new(context, typescript);
+    let (ours, engine) = tokio::io::duplex(PIPE);
+    let finished = tokio::spawn(
+        drive(engine, observer, context.cancel.clone()).instrument(tracing::Span::current()),
+    );
+    let (reader, writer) = tokio::io::split(ours);
+    Ok(BackendStream {
+        reader: Box::new(reader),
+        writer: Box::new(writer),
+        leftover: bytes::Bytes::new(),
+        id,
+        finished: Some(finished),
+    })
 }
 
 /// Starts the session's typescript; `None` when it cannot start and the policy lets the
