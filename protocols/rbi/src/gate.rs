@@ -5,7 +5,7 @@
 //! handshakes or the requests of service and shared workers. The gate sees every
 //! connection, and lets one through only to a host and port that a pattern of either list
 //! names ([`UrlPolicy::allows_endpoint`]). A refused connection is answered "not allowed by
-//! ruleset" and never leaves the machine, and is reported ([`Gate::refusals`]).
+//! ruleset" and never leaves the machine, and is reported ([`Gate::refused`]).
 //!
 //! The gate knows host and port only: a WebSocket to an allowed host passes whatever its
 //! path. Names are resolved here, not by the browser.
