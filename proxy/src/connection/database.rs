@@ -23,7 +23,6 @@ use super::backend::{
 use super::recording::RecordingSummary;
 use super::terminal::{SessionObserver, for_display, start_engine};
 
-
 /// Makes [`DatabaseBackend`]s.
 pub struct DatabaseFactory;
 
