@@ -2182,12 +2182,8 @@ impl Association {
                 if draining.contains(id) {
                     continue;
                 }
-                if let Some(stream) = self.streams.get(id) {
-                    // ztproxy: a stream whose outgoing side this side has already reset
-                    // (it closed first, and this is the peer's answer) is not reset again. A
-                    // second request would go out after the stream id was freed, and reset
-                    // whatever channel the peer has opened on that id by the time it arrives.
-                    if respond && !stream.outgoing_reset_requested() {
+                if self.streams.contains_key(id) {
+                    if respond {
                         sis_to_reset.push(*id);
                     }
                     self.unregister_stream(*id, AssociationError::Reset);

@@ -488,12 +488,6 @@ impl StreamState {
         }
     }
 
-    /// Whether this side has asked to reset the stream's outgoing direction ([`Stream::stop`]
-    /// clears the "readable" bit when it queues the request). ztproxy.
-    pub(crate) fn outgoing_reset_requested(&self) -> bool {
-        (self.state as u8) & (RecvSendState::Readable as u8) == 0
-    }
-
     pub(crate) fn handle_data(&mut self, pd: &ChunkPayloadData) -> bool {
         self.reassembly_queue.push(pd.clone())
     }
