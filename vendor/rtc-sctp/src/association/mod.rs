@@ -201,6 +201,10 @@ pub struct Association {
     /// ztproxy: the peer answered our request "In progress" (it waits for our DATA up to
     /// the request's last TSN); it is resent as soon as a SACK shows that DATA arrived.
     reconfig_in_progress: bool,
+    /// ztproxy: stream ids with one direction reset and the other not yet: `true` when our
+    /// outgoing reset is acknowledged, `false` when the peer's has been performed. The id is
+    /// released ([`StreamEvent::Released`]) when both are.
+    streams_half_reset: FxHashMap<StreamId, bool>,
 
     // Non-RFC internal data
     remote_addr: SocketAddr,
@@ -308,6 +312,7 @@ impl Default for Association {
             reconfig_requests: HashMap::default(),
             reconfig_requests_awaiting_tsn: FxHashSet::default(),
             streams_to_reset: Vec::new(),
+            streams_half_reset: FxHashMap::default(),
             peer_last_reconfig_rsn: 0,
             reconfig_in_progress: false,
 
@@ -865,6 +870,24 @@ impl Association {
                 id: stream_identifier,
             });
             s.state = RecvSendState::Closed;
+        }
+    }
+
+    /// ztproxy: one direction of stream `id` has been reset: ours (`outgoing`, the peer
+    /// acknowledged our request) or the peer's (we performed its request). When both have,
+    /// the id is released: a channel opened on it now cannot meet a reset meant for the old
+    /// one, in either direction (RFC 8831 §6.7 closes a channel by resetting both).
+    fn stream_direction_reset(&mut self, id: StreamId, outgoing: bool) {
+        match self.streams_half_reset.get(&id) {
+            Some(&done) if done != outgoing => {
+                self.streams_half_reset.remove(&id);
+                debug!("[{}] stream {} released", self.side, id);
+                self.events
+                    .push_back(Event::Stream(StreamEvent::Released { id }));
+            }
+            _ => {
+                self.streams_half_reset.insert(id, outgoing);
+            }
         }
     }
 
@@ -1808,7 +1831,20 @@ impl Association {
                     self.side, p.reconfig_response_sequence_number, p.result
                 );
             }
-            self.reconfigs.remove(&p.reconfig_response_sequence_number);
+            // ztproxy: the streams this request reset are done in our direction (a refusal
+            // too: the request is not resent, and holding the ids would leak them).
+            if let Some(request) = self.reconfigs.remove(&p.reconfig_response_sequence_number)
+            {
+                let streams = request
+                    .param_a
+                    .as_ref()
+                    .and_then(|a| a.as_any().downcast_ref::<ParamOutgoingResetRequest>())
+                    .map(|r| r.stream_identifiers.clone())
+                    .unwrap_or_default();
+                for id in streams {
+                    self.stream_direction_reset(id, true);
+                }
+            }
             self.reconfig_in_progress = false;
             if self.reconfigs.is_empty() {
                 self.timers.stop(Timer::Reconfig);
@@ -2182,11 +2218,16 @@ impl Association {
                 if draining.contains(id) {
                     continue;
                 }
-                if self.streams.contains_key(id) {
-                    if respond {
+                if let Some(stream) = self.streams.get(id) {
+                    // ztproxy: a stream whose outgoing side this side has already reset
+                    // (it closed first, and this is the peer's answer) is not reset again. A
+                    // second request would go out after the stream id was freed, and reset
+                    // whatever channel the peer has opened on that id by the time it arrives.
+                    if respond && !stream.outgoing_reset_requested() {
                         sis_to_reset.push(*id);
                     }
                     self.unregister_stream(*id, AssociationError::Reset);
+                    self.stream_direction_reset(*id, false);
                 }
             }
 

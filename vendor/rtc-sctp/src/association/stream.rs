@@ -61,6 +61,13 @@ pub enum StreamEvent {
         /// Which stream is now readable
         id: StreamId,
     },
+    /// ztproxy: both directions of the stream have been reset, ours acknowledged by the peer
+    /// and the peer's performed here, so its id may carry a new stream. Until then a stream
+    /// opened on the id could be reset by a request meant for the old one.
+    Released {
+        /// The stream id that is free again
+        id: StreamId,
+    },
     /// Outgoing buffered data was released (acknowledged OR abandoned), carrying
     /// the exact number of user payload bytes freed for this stream. Unlike the
     /// edge-triggered [`StreamEvent::BufferedAmountLow`], this fires on every
@@ -486,6 +493,12 @@ impl StreamState {
             buffered_amount_low: 0,
             buffered_amount_high: u32::MAX as usize,
         }
+    }
+
+    /// Whether this side has asked to reset the stream's outgoing direction ([`Stream::stop`]
+    /// clears the "readable" bit when it queues the request). ztproxy.
+    pub(crate) fn outgoing_reset_requested(&self) -> bool {
+        (self.state as u8) & (RecvSendState::Readable as u8) == 0
     }
 
     pub(crate) fn handle_data(&mut self, pd: &ChunkPayloadData) -> bool {

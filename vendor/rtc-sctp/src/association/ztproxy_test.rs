@@ -253,3 +253,60 @@ fn one_reset_request_is_outstanding_at_a_time_and_in_progress_keeps_it() -> Resu
     assert_ne!(second[0].0, first[0].0);
     Ok(())
 }
+
+/// The stream ids the association has released (`StreamEvent::Released`) since last asked.
+fn released(a: &mut Association) -> Vec<u16> {
+    let mut ids = Vec::new();
+    while let Some(event) = a.events.pop_front() {
+        if let Event::Stream(StreamEvent::Released { id }) = event {
+            ids.push(id);
+        }
+    }
+    ids
+}
+
+#[test]
+fn a_peer_reset_answering_ours_is_not_answered_with_another() -> Result<()> {
+    let mut a = established();
+    let now = Instant::now();
+    a.open_stream(1, PPI)?;
+    a.stream(1)?.close(now)?;
+    let ours = reset_requests(&flush(&mut a, now));
+    assert_eq!(ours.len(), 1, "{ours:?}");
+    assert_eq!(ours[0].1, vec![1]);
+    response(&mut a, ours[0].0, ReconfigResult::SuccessPerformed, now)?;
+    assert!(released(&mut a).is_empty(), "the peer's direction is open");
+    // The peer resets its side of the stream: the stream is gone, and its id free.
+    peer_reset(&mut a, 100, 1, now)?;
+    assert!(a.stream(1).is_err());
+    assert_eq!(released(&mut a), vec![1]);
+    assert!(
+        reset_requests(&flush(&mut a, now)).is_empty(),
+        "the outgoing side was reset already"
+    );
+    // A new stream on the id carries data that no stale reset of ours overtakes.
+    let tsns = send(&mut a, 1, now, 1, 100)?;
+    assert_eq!(tsns.len(), 1);
+    assert!(reset_requests(&flush(&mut a, now)).is_empty());
+    Ok(())
+}
+
+#[test]
+fn a_stream_the_peer_reset_is_released_only_when_our_answer_is_acknowledged() -> Result<()> {
+    let mut a = established();
+    let now = Instant::now();
+    a.open_stream(2, PPI)?;
+    peer_reset(&mut a, 100, 2, now)?;
+    assert!(a.stream(2).is_err(), "the stream is closed at once");
+    assert!(
+        released(&mut a).is_empty(),
+        "our direction is not reset yet: a stream opened on the id now would be reset by \
+         the answer below"
+    );
+    let ours = reset_requests(&flush(&mut a, now));
+    assert_eq!(ours.len(), 1, "{ours:?}");
+    assert_eq!(ours[0].1, vec![2]);
+    response(&mut a, ours[0].0, ReconfigResult::SuccessPerformed, now)?;
+    assert_eq!(released(&mut a), vec![2]);
+    Ok(())
+}
