@@ -4,7 +4,7 @@ use crate::peer_connection::transport::dtls::role::RTCDtlsRole;
 use crate::peer_connection::transport::sctp::SCTP_MAX_CHANNELS;
 use sctp::StreamId;
 use shared::error::{Error, Result};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Every data channel on a peer connection, indexed by both of its identifiers.
 ///
@@ -30,6 +30,12 @@ pub(crate) struct DataChannelRegistry {
     /// peer), so a generated id cannot collide with one the peer opened first.
     by_stream: HashMap<StreamId, RTCDataChannelId>,
 
+    /// ztproxy: stream ids whose channel has gone but whose SCTP stream is still being reset
+    /// in one direction or the other. They stay taken until the association reports both
+    /// resets done ([`Self::release_stream`]): a channel opened on such an id sent its DCEP
+    /// open into a stream the peer was about to reset, and the reset killed the new channel.
+    closing: HashSet<StreamId>,
+
     /// Monotonic handle counter. Never decremented, never reused.
     next_handle: RTCDataChannelId,
 }
@@ -39,6 +45,7 @@ impl DataChannelRegistry {
         Self {
             channels: HashMap::new(),
             by_stream: HashMap::new(),
+            closing: HashSet::new(),
             next_handle: 0,
         }
     }
@@ -101,18 +108,27 @@ impl DataChannelRegistry {
         self.channels.get_mut(&handle)
     }
 
-    /// Removes the channel occupying `stream_id`, freeing that id for reuse.
+    /// Removes the channel occupying `stream_id`. ztproxy: the id is not free yet; it stays
+    /// taken until [`Self::release_stream`] (it used to be free at once, at the local close).
     pub(crate) fn remove_by_stream(
         &mut self,
         stream_id: &StreamId,
     ) -> Option<RTCDataChannelInternal> {
         let handle = self.by_stream.remove(stream_id)?;
+        self.closing.insert(*stream_id);
         self.channels.remove(&handle)
     }
 
-    /// Whether `stream_id` is already claimed, by a channel of any origin.
+    /// ztproxy: both directions of `stream_id`'s SCTP stream have been reset; a new channel
+    /// may take the id.
+    pub(crate) fn release_stream(&mut self, stream_id: &StreamId) {
+        self.closing.remove(stream_id);
+    }
+
+    /// Whether `stream_id` is already claimed, by a channel of any origin, or still being
+    /// reset after its channel closed.
     pub(crate) fn stream_id_in_use(&self, stream_id: &StreamId) -> bool {
-        self.by_stream.contains_key(stream_id)
+        self.by_stream.contains_key(stream_id) || self.closing.contains(stream_id)
     }
 
     /// Handles of channels still awaiting a stream id, in creation order.
@@ -218,8 +234,51 @@ impl DataChannelRegistry {
     /// Removes every channel, in handle order, freeing all stream ids.
     pub(crate) fn drain(&mut self) -> Vec<RTCDataChannelInternal> {
         self.by_stream.clear();
+        self.closing.clear();
         let mut channels: Vec<_> = self.channels.drain().map(|(_, channel)| channel).collect();
         channels.sort_by_key(|channel| channel.id);
         channels
+    }
+}
+
+/// ztproxy's change (ZTPROXY.md): a closed channel's stream id stays taken until released.
+#[cfg(test)]
+mod ztproxy_test {
+    use super::*;
+
+    fn pending(registry: &mut DataChannelRegistry) -> RTCDataChannelId {
+        registry.insert(RTCDataChannelInternal::default())
+    }
+
+    fn stream_of(registry: &DataChannelRegistry, handle: RTCDataChannelId) -> Option<StreamId> {
+        registry.get(&handle).and_then(|dc| dc.stream_id)
+    }
+
+    #[test]
+    fn a_closed_channels_stream_id_is_reused_only_once_released() {
+        let mut registry = DataChannelRegistry::new();
+        let first = pending(&mut registry);
+        registry
+            .assign_stream_ids(RTCDtlsRole::Client, None)
+            .unwrap();
+        assert_eq!(stream_of(&registry, first), Some(0));
+
+        assert!(registry.remove_by_stream(&0).is_some());
+        let second = pending(&mut registry);
+        registry
+            .assign_stream_ids(RTCDtlsRole::Client, None)
+            .unwrap();
+        assert_eq!(
+            stream_of(&registry, second),
+            Some(2),
+            "stream 0 is still being reset"
+        );
+
+        registry.release_stream(&0);
+        let third = pending(&mut registry);
+        registry
+            .assign_stream_ids(RTCDtlsRole::Client, None)
+            .unwrap();
+        assert_eq!(stream_of(&registry, third), Some(0));
     }
 }

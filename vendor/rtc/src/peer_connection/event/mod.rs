@@ -584,6 +584,14 @@ pub(crate) enum RTCEventInternal {
     /// - Stream ID
     SCTPStreamClosed(usize /*AssociationHandle*/, u16 /*StreamID*/),
 
+    /// ztproxy: both directions of an SCTP stream have been reset, so its id may carry a new
+    /// channel
+    ///
+    /// Parameters:
+    /// - Association handle
+    /// - Stream ID
+    SCTPStreamReleased(usize /*AssociationHandle*/, u16 /*StreamID*/),
+
     /// SCTP released outgoing buffered bytes (acknowledged or abandoned) for a
     /// stream, used to decrement the per-channel send back-pressure counter.
     ///

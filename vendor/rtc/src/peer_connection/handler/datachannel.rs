@@ -458,6 +458,10 @@ impl<'a>
                 }
             }
 
+            RTCEventInternal::SCTPStreamReleased(_association_handle, stream_id) => {
+                self.data_channels.release_stream(&stream_id);
+            }
+
             // The peer closed the DTLS transport, and with it the SCTP transport every channel
             // runs over: every channel is closed now (rtc#255).
             RTCEventInternal::DTLSClosed => {

@@ -450,6 +450,12 @@ impl<'a>
                                     event: RTCEventInternal::SCTPBufferedAmountHigh(ch.0, id),
                                 });
                             }
+                            Event::Stream(StreamEvent::Released { id }) => {
+                                self.ctx.event_outs.push_back(TaggedRTCEventInternal {
+                                    now,
+                                    event: RTCEventInternal::SCTPStreamReleased(ch.0, id),
+                                });
+                            }
                             Event::Stream(StreamEvent::BufferedAmountReleased { id, n_bytes }) => {
                                 // Forward the exact released byte count so the data
                                 // channel handler can decrement its synchronous
