@@ -265,6 +265,8 @@ pub fn parameter_map(pairs: &[(&str, &str)]) -> BTreeMap<String, Secret<String>>
 }
 
 const BOOLEANS: &[&str] = &[
+    "allow-download",
+    "allow-upload",
     "allow-url-manipulation",
     "attach",
     "cert-tofu",
@@ -330,6 +332,7 @@ const NUMBERS: &[&str] = &[
     "gateway-port",
     "height",
     "listen-timeout",
+    "max-file-size",
     "preconnection-id",
     "quality-level",
     "scrollback",
@@ -596,9 +599,13 @@ const KUBERNETES: &[&str] = &[
 ];
 
 /// The remote browser's parameters: the names Keeper's `http` protocol uses
-/// (`ignore-initial-ssl-cert` is KCM's spelling of `ignore-server-cert`), and `read-only`.
+/// (`ignore-initial-ssl-cert` is KCM's spelling of `ignore-server-cert`), `read-only`, and
+/// ztproxy's file transfer switches (`allow-download`, `allow-upload`, `max-file-size`).
 const HTTP: &[&str] = &[
     "url",
+    "allow-download",
+    "allow-upload",
+    "max-file-size",
     "username",
     "password",
     "allowed-url-patterns",

@@ -140,6 +140,10 @@ pub trait Backend: Send {
     fn audits_file_transfers(&self) -> bool {
         false
     }
+
+    /// Tightens the connection's policy with what only the backend knows (the remote browser
+    /// transfers files only when `allow-download` / `allow-upload` say so).
+    fn restrict_policy(&self, _policy: &mut zt_connection::policy::ConnectionPolicy) {}
 }
 
 /// What a [`BackendFactory`] gets to decide on a session.

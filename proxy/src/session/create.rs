@@ -241,8 +241,9 @@ fn connection_setup(shared: &Shared, spec: &SessionSpec) -> Result<ConnectionSet
             settings: &shared.settings,
         },
     )?;
-    let policy = zt_connection::policy::ConnectionPolicy::from_parameters(parameters.values())
+    let mut policy = zt_connection::policy::ConnectionPolicy::from_parameters(parameters.values())
         .map_err(|e| ApiError::invalid_field(format!("parameters.{}", e.name), e.problem))?;
+    backend.restrict_policy(&mut policy);
     let mut settings = zt_connection::Settings::new(String::new(), policy);
     settings.backend_audits_files = backend.audits_file_transfers();
     if let Some(guacd) = &shared.settings.guacd {
