@@ -12,6 +12,8 @@
 //! * [`engine`]: screencast frames into a framebuffer that sends the client only what
 //!   changed, paced by the client's `sync` (sans-IO).
 //! * [`browser`]: one Chromium per session, its process group and profile removed with it.
+//! * [`files`]: downloads to the client and uploads for the page's file inputs, when
+//!   allowed (sans-IO but for small reads and writes of the files).
 //! * [`gate`] and [`socks`]: the SOCKS 5 proxy every connection of the browser goes
 //!   through, which lets it reach only the hosts and ports the patterns name.
 //! * [`open`] and [`run`]: the session, reporting navigations and refusals to an
@@ -26,6 +28,7 @@ pub mod autofill;
 #[cfg(feature = "browser")]
 pub mod browser;
 pub mod engine;
+pub mod files;
 #[cfg(feature = "browser")]
 pub mod gate;
 pub mod input;

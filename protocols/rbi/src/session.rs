@@ -25,8 +25,10 @@ use std::time::Instant;
 use base64::Engine as _;
 use bytes::{Buf, BytesMut};
 use chromiumoxide::cdp::browser_protocol::browser::{
-    EventDownloadWillBegin, SetDownloadBehaviorBehavior, SetDownloadBehaviorParams,
+    CancelDownloadParams, DownloadProgressState, EventDownloadProgress, EventDownloadWillBegin,
+    SetDownloadBehaviorBehavior, SetDownloadBehaviorParams,
 };
+use chromiumoxide::cdp::browser_protocol::dom::{BackendNodeId, SetFileInputFilesParams};
 use chromiumoxide::cdp::browser_protocol::emulation::SetDeviceMetricsOverrideParams;
 use chromiumoxide::cdp::browser_protocol::fetch::{
     self, ContinueRequestParams, EventRequestPaused, FailRequestParams, RequestPattern,
@@ -38,8 +40,9 @@ use chromiumoxide::cdp::browser_protocol::input::{
 use chromiumoxide::cdp::browser_protocol::inspector::EventTargetCrashed;
 use chromiumoxide::cdp::browser_protocol::network::{ErrorReason, ResourceType};
 use chromiumoxide::cdp::browser_protocol::page::{
-    EventFrameNavigated, EventLoadEventFired, EventScreencastFrame, NavigateParams,
-    ScreencastFrameAckParams, StartScreencastFormat, StartScreencastParams,
+    EventFileChooserOpened, EventFrameNavigated, EventLoadEventFired, EventScreencastFrame,
+    FileChooserOpenedMode, NavigateParams, ScreencastFrameAckParams,
+    SetInterceptFileChooserDialogParams, StartScreencastFormat, StartScreencastParams,
 };
 use chromiumoxide::cdp::browser_protocol::target::CreateTargetParams;
 use chromiumoxide::cdp::js_protocol::runtime::EvaluateParams;
@@ -53,6 +56,7 @@ use zt_guac::{Decoder, Limits, opcode};
 
 use crate::browser::{Chromium, LaunchError};
 use crate::engine::{Command, Engine};
+use crate::files::{DownloadRefusal, Progress, ProgressAction, Transfers};
 use crate::gate::Gate;
 use crate::input::{Button, KeyKind, MouseEvent};
 use crate::policy::{Kind, Refusal};
@@ -68,6 +72,9 @@ const LAST_WORDS: std::time::Duration = std::time::Duration::from_secs(1);
 const STOPPED_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 /// The longest URL put in an audit event, in characters.
 const MAX_AUDITED_URL: usize = 1024;
+/// The profile's directories for downloads and uploads.
+const DOWNLOADS: &str = "zt-downloads";
+const UPLOADS: &str = "zt-uploads";
 
 /// Why a session could not start or ended abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -113,9 +120,10 @@ pub trait Observer: Send {
     fn navigated(&mut self, url: &str);
     /// A request of `kind` for `url` (likewise shortened) was refused.
     fn refused(&mut self, kind: Kind, url: &str, reason: Refusal);
-    /// The page started a download, which was refused (downloads are off): its URL
-    /// (shortened) and the name the page suggested.
-    fn download_refused(&mut self, url: &str, filename: &str);
+    /// The page started a download, which was refused or cancelled for `reason`: its URL
+    /// (shortened; empty when only the name is known) and the name the page suggested.
+    /// Allowed downloads are audited by the connection, as file streams.
+    fn download_refused(&mut self, url: &str, filename: &str, reason: DownloadRefusal);
     /// The browser tried to connect to `host`:`port`, which no pattern names; the gate
     /// refused it ([`crate::gate`]).
     fn connection_refused(&mut self, host: &str, port: u16);
@@ -215,12 +223,25 @@ async fn attach(
             }
         }
     });
-    // Downloads are refused (the page cannot write to this machine's disk); the refusal is
-    // reported through `Browser.downloadWillBegin`.
+    // Downloads are refused unless allowed (then saved in the profile, by download id, and
+    // sent to the client when complete); either way `Browser.downloadWillBegin` reports them.
+    let downloads = match (settings.allow_download, chromium.profile()) {
+        (true, Some(profile)) => {
+            Some(crate::files::make_dir(&profile, DOWNLOADS).map_err(|e| {
+                Error::DevTools(format!("cannot make the downloads directory: {e}"))
+            })?)
+        }
+        _ => None,
+    };
+    let behavior = match &downloads {
+        Some(dir) => SetDownloadBehaviorParams::builder()
+            .behavior(SetDownloadBehaviorBehavior::AllowAndName)
+            .download_path(dir.display().to_string()),
+        None => SetDownloadBehaviorParams::builder().behavior(SetDownloadBehaviorBehavior::Deny),
+    };
     browser
         .execute(
-            SetDownloadBehaviorParams::builder()
-                .behavior(SetDownloadBehaviorBehavior::Deny)
+            behavior
                 .events_enabled(true)
                 .build()
                 .map_err(Error::DevTools)?,
@@ -246,6 +267,11 @@ async fn attach(
     ))
     .await
     .map_err(devtools)?;
+    // A file input never opens a dialog: its chooser is answered with the client's uploads,
+    // or not at all.
+    page.execute(SetInterceptFileChooserDialogParams::new(true))
+        .await
+        .map_err(devtools)?;
     Ok((browser, handler, page))
 }
 
@@ -324,23 +350,24 @@ where
     let mut engine = Engine::new(size.0, size.1, jpeg, read_only, Instant::now());
     let started = start(&page, &settings, size).await;
     let started = match started {
-        Ok(streams) => match browser.event_listener::<EventDownloadWillBegin>().await {
-            Ok(downloads) => Ok((streams, downloads)),
-            Err(error) => Err(devtools(error)),
-        },
+        Ok(streams) => listen_for_files(&browser, &page)
+            .await
+            .map(|files| (streams, files)),
         Err(error) => Err(error),
     };
-    let ((mut paused, mut frames, mut navigated, mut crashed, mut loaded), mut downloads) =
-        match started {
-            Ok(started) => started,
-            Err(error) => {
-                say_error(&mut writer, BytesMut::new(), &error).await;
-                end.ended_by = EndedBy::Failed(error);
-                finish(&mut chromium, handler, browser).await;
-                let _ = writer.shutdown().await;
-                return end;
-            }
-        };
+    let (
+        (mut paused, mut frames, mut navigated, mut crashed, mut loaded),
+        (mut downloads, mut progress, mut choosers),
+    ) = match started {
+        Ok(started) => started,
+        Err(error) => {
+            say_error(&mut writer, BytesMut::new(), &error).await;
+            end.ended_by = EndedBy::Failed(error);
+            finish(&mut chromium, handler, browser).await;
+            let _ = writer.shutdown().await;
+            return end;
+        }
+    };
     // Input goes to the browser in order, from a task of its own, so a slow command never
     // holds up frames or the policy.
     let (commands, mut inbox) = mpsc::channel::<Command>(MAX_COMMANDS);
@@ -357,6 +384,16 @@ where
             }
         }
     });
+    let profile = chromium.profile();
+    let downloads_dir = profile
+        .as_ref()
+        .filter(|_| settings.allow_download)
+        .map(|p| p.join(DOWNLOADS));
+    let uploads_dir = profile
+        .as_ref()
+        .filter(|_| settings.allow_upload && !read_only)
+        .and_then(|p| crate::files::make_dir(p, UPLOADS).ok());
+    let mut transfers = Transfers::new(downloads_dir, uploads_dir, settings.max_file_size);
     let mut decoder = Decoder::new(Limits::default());
     let mut buffer = BytesMut::with_capacity(READ_CHUNK);
     let mut out = BytesMut::new();
@@ -366,10 +403,24 @@ where
     let mut current = String::new();
     let (filled_tx, mut filled_rx) = mpsc::channel::<(String, u32, bool)>(4);
     end.ended_by = loop {
-        if out.is_empty()
-            && let Some(bytes) = engine.poll_client()
-        {
-            out = bytes;
+        if out.is_empty() {
+            if let Some(bytes) = engine.poll_client() {
+                out = bytes;
+            }
+            transfers.poll_client(&mut out);
+        }
+        if let Some((node, files)) = transfers.poll_chooser() {
+            let page = page.clone();
+            tokio::spawn(async move {
+                let files = files.iter().map(|f| f.display().to_string());
+                if let Ok(params) = SetFileInputFilesParams::builder()
+                    .files(files)
+                    .backend_node_id(BackendNodeId::new(node))
+                    .build()
+                {
+                    let _ = page.execute(params).await;
+                }
+            });
         }
         // The next frame is asked for once this one has left and the client keeps up.
         if out.is_empty()
@@ -475,14 +526,34 @@ where
                 }
             }
             Some(download) = downloads.next() => {
-                end.refused += 1;
-                let name: String = download
-                    .suggested_filename
-                    .chars()
-                    .filter(|c| !c.is_control())
-                    .take(255)
-                    .collect();
-                observer.download_refused(&audited_url(&download.url), &name);
+                let name = crate::files::file_name(&download.suggested_filename);
+                if let Err(reason) = transfers.begin(&download.guid, &name) {
+                    end.refused += 1;
+                    observer.download_refused(&audited_url(&download.url), &name, reason);
+                    if transfers.downloads_allowed() {
+                        cancel_download(&browser, download.guid.clone()).await;
+                    }
+                }
+            }
+            Some(event) = progress.next() => {
+                let state = match event.state {
+                    DownloadProgressState::InProgress => Progress::InProgress,
+                    DownloadProgressState::Completed => Progress::Completed,
+                    DownloadProgressState::Canceled => Progress::Canceled,
+                };
+                let action =
+                    transfers.progress(&event.guid, event.total_bytes, event.received_bytes, state);
+                if let ProgressAction::Cancel { name } = action {
+                    end.refused += 1;
+                    observer.download_refused("", &name, DownloadRefusal::TooLarge);
+                    cancel_download(&browser, event.guid.clone()).await;
+                }
+            }
+            Some(chooser) = choosers.next() => {
+                if let Some(node) = chooser.backend_node_id {
+                    let multiple = chooser.mode == FileChooserOpenedMode::SelectMultiple;
+                    transfers.chooser_opened(*node.inner(), multiple);
+                }
             }
             Some(text) = copied_rx.recv() => engine.copied(&text),
             Some((url, fields, submitted)) = filled_rx.recv() => {
@@ -494,7 +565,12 @@ where
                     decoder.feed(&buffer);
                     buffer.clear();
                     let now = Instant::now();
-                    if !decoder.drain_until_disconnect(|i| engine.handle_client(i, now)) {
+                    let client = |i: &zt_guac::Instruction| {
+                        if !transfers.handle_client(i) {
+                            engine.handle_client(i, now);
+                        }
+                    };
+                    if !decoder.drain_until_disconnect(client) {
                         break EndedBy::Client;
                     }
                 }
@@ -531,6 +607,36 @@ async fn say_error<W: AsyncWrite + Unpin>(writer: &mut W, mut out: BytesMut, err
         &mut out,
     );
     let _ = tokio::time::timeout(LAST_WORDS, writer.write_all(&out)).await;
+}
+
+type FileStreams = (
+    chromiumoxide::listeners::EventStream<EventDownloadWillBegin>,
+    chromiumoxide::listeners::EventStream<EventDownloadProgress>,
+    chromiumoxide::listeners::EventStream<EventFileChooserOpened>,
+);
+
+async fn listen_for_files(browser: &Browser, page: &Page) -> Result<FileStreams, Error> {
+    Ok((
+        browser
+            .event_listener::<EventDownloadWillBegin>()
+            .await
+            .map_err(devtools)?,
+        browser
+            .event_listener::<EventDownloadProgress>()
+            .await
+            .map_err(devtools)?,
+        page.event_listener::<EventFileChooserOpened>()
+            .await
+            .map_err(devtools)?,
+    ))
+}
+
+/// `Browser.cancelDownload` (rare: a download refused or over the limit), within
+/// [`LAST_WORDS`]: the DevTools handler runs in a task of its own, so the answer does not
+/// wait for the session's loop.
+async fn cancel_download(browser: &Browser, guid: String) {
+    let _ =
+        tokio::time::timeout(LAST_WORDS, browser.execute(CancelDownloadParams::new(guid))).await;
 }
 
 type Streams = (

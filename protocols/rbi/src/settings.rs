@@ -14,6 +14,10 @@
 //!   selector; `submit` is clicked after filling only when given. Without rules, a page
 //!   the pages policy allows is filled with the defaults below, never submitted.
 //!
+//! * `allow-download` and `allow-upload` (ztproxy's; both off by default) let files cross
+//!   as Guacamole file streams ([`crate::files`]); `max-file-size` (bytes, default 100 MiB)
+//!   bounds each file either way.
+//!
 //! Errors name the parameter, never its value; the credentials stay [`Secret`]s.
 
 use serde::Deserialize;
@@ -32,6 +36,11 @@ pub const DEFAULT_PASSWORD_FIELD: &str = "input[type=password]";
 const MAX_RULES: usize = 64;
 /// The longest text parameter, in bytes.
 const MAX_TEXT: usize = 64 * 1024;
+/// The default `max-file-size`, in bytes.
+pub const DEFAULT_MAX_FILE_SIZE: u64 = 100 << 20;
+/// The largest `max-file-size` accepted, in bytes (4 GiB less one: a 32-bit number, as every
+/// numeric parameter).
+pub const MAX_FILE_SIZE: u64 = u32::MAX as u64;
 
 /// A parameter that cannot be used: its name and why (never its value).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -96,6 +105,12 @@ pub struct RbiSettings {
     pub disable_copy: bool,
     /// `disable-paste`: the client's clipboard is not pasted into the page.
     pub disable_paste: bool,
+    /// `allow-download`: files the page downloads go to the client (off: refused).
+    pub allow_download: bool,
+    /// `allow-upload`: files the client sends may be chosen in the page's file inputs.
+    pub allow_upload: bool,
+    /// `max-file-size`: the largest file either way, in bytes.
+    pub max_file_size: u64,
 }
 
 impl RbiSettings {
@@ -212,6 +227,21 @@ impl RbiSettings {
             autofill,
             disable_copy: flag("disable-copy")?,
             disable_paste: flag("disable-paste")?,
+            allow_download: flag("allow-download")?,
+            allow_upload: flag("allow-upload")?,
+            max_file_size: match value("max-file-size") {
+                None => DEFAULT_MAX_FILE_SIZE,
+                Some(v) => v
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| (1..=MAX_FILE_SIZE).contains(n))
+                    .ok_or_else(|| {
+                        SettingsError::new(
+                            "max-file-size",
+                            "must be a size in bytes, 1 to 4294967295",
+                        )
+                    })?,
+            },
         })
     }
 }
@@ -243,6 +273,11 @@ mod tests {
         );
         assert!(!s.allow_url_manipulation && !s.ignore_server_cert);
         assert!(s.autofill.is_empty());
+        assert!(
+            !s.allow_download && !s.allow_upload,
+            "files cross only when allowed"
+        );
+        assert_eq!(s.max_file_size, DEFAULT_MAX_FILE_SIZE);
     }
 
     #[test]
@@ -308,6 +343,10 @@ mod tests {
                 "autofill-configuration",
             ),
             (vec![("disable-copy", "evil")], "disable-copy"),
+            (vec![("allow-download", "evil")], "allow-download"),
+            (vec![("max-file-size", "evil")], "max-file-size"),
+            (vec![("max-file-size", "0")], "max-file-size"),
+            (vec![("max-file-size", "99999999999999")], "max-file-size"),
         ] {
             let error = parse(&pairs).unwrap_err();
             assert_eq!(error.name, name, "{pairs:?}");

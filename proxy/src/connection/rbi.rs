@@ -21,6 +21,7 @@ use tracing::Instrument;
 use zt_api::audit::AuditEvent;
 use zt_api::control::{ApiError, ErrorCode};
 use zt_guacd::ClientInfo;
+use zt_rbi::files::DownloadRefusal;
 use zt_rbi::policy::{Kind, Refusal};
 use zt_rbi::{EndedBy, RbiSettings};
 
@@ -81,6 +82,13 @@ impl Backend for RbiBackend {
 
     fn protocol_metric(&self) -> &'static str {
         "http_protocol"
+    }
+
+    /// Files cross only where `allow-download` / `allow-upload` allow (both off by default):
+    /// the filter refuses and audits the rest, and audits allowed ones with their SHA-256.
+    fn restrict_policy(&self, policy: &mut zt_connection::policy::ConnectionPolicy) {
+        policy.disable_download |= !self.settings.allow_download;
+        policy.disable_upload |= !self.settings.allow_upload || self.read_only;
     }
 
     async fn open(
@@ -185,13 +193,13 @@ impl zt_rbi::Observer for Audit {
         });
     }
 
-    fn download_refused(&mut self, _url: &str, filename: &str) {
+    fn download_refused(&mut self, _url: &str, filename: &str, reason: DownloadRefusal) {
         self.emit(AuditEvent::PolicyRefused {
             session: self.session.clone(),
             direction: "to_client".to_owned(),
             action: "download".to_owned(),
             name: Some(filename.to_owned()),
-            reason: Some("downloads_disabled".to_owned()),
+            reason: Some(reason.as_str().to_owned()),
         });
     }
 
