@@ -121,12 +121,41 @@ impl<'a> Files<'a> {
             .map(|(_, moved)| moved))
     }
 
+    /// Waits up to `patience` for a `file` stream from the server (a download it starts
+    /// itself, as the remote browser does), accepts it and hands its bytes to `sink`: the
+    /// file's name and what it carried. `Ok(None)` when none came.
+    pub async fn receive_file(
+        &mut self,
+        patience: Duration,
+        sink: impl FnMut(&[u8]),
+    ) -> anyhow::Result<Option<(String, Moved)>> {
+        let deadline = tokio::time::Instant::now() + patience;
+        let (stream, name) = loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let instruction = match self.client.next(left).await {
+                Ok(Some(instruction)) => instruction,
+                Ok(None) => bail!("the channel closed"),
+                Err(_) if tokio::time::Instant::now() >= deadline => return Ok(None),
+                Err(error) => return Err(error),
+            };
+            if instruction.is(opcode::FILE) {
+                break (
+                    instruction.arg(0).unwrap_or_default().to_owned(),
+                    instruction.arg(2).unwrap_or_default().to_owned(),
+                );
+            }
+            (self.other)(&instruction);
+        };
+        let moved = self.accept(&stream, sink).await?;
+        Ok(Some((name, moved)))
+    }
+
     /// `get` on object 0: the body's mimetype and what it carried.
     async fn get(
         &mut self,
         path: &str,
         patience: Duration,
-        mut sink: impl FnMut(&[u8]),
+        sink: impl FnMut(&[u8]),
     ) -> anyhow::Result<Option<(String, Moved)>> {
         self.client
             .send(&Instruction::new(opcode::GET, &["0", path]))
@@ -148,26 +177,29 @@ impl<'a> Files<'a> {
             }
             (self.other)(&instruction);
         };
+        let moved = self.accept(&stream, sink).await?;
+        Ok(Some((mimetype, moved)))
+    }
+
+    /// Accepts server stream `stream` and acknowledges its blobs until its `end`.
+    async fn accept(&mut self, stream: &str, mut sink: impl FnMut(&[u8])) -> anyhow::Result<Moved> {
         self.client
-            .send(&Instruction::new(
-                opcode::ACK,
-                &[stream.as_str(), "OK", "0"],
-            ))
+            .send(&Instruction::new(opcode::ACK, &[stream, "OK", "0"]))
             .await?;
         let mut hasher = Sha256::new();
         let mut size = 0u64;
         let mut acks = BytesMut::new();
         let mut instruction = self.next().await?;
         loop {
-            if instruction.arg(0) == Some(stream.as_str()) && instruction.is(opcode::BLOB) {
+            if instruction.arg(0) == Some(stream) && instruction.is(opcode::BLOB) {
                 let data = base64::engine::general_purpose::STANDARD
                     .decode(instruction.arg(1).unwrap_or_default())
                     .context("a blob is base64")?;
                 hasher.update(&data);
                 size += data.len() as u64;
                 sink(&data);
-                zt_guac::encode(opcode::ACK, &[stream.as_str(), "OK", "0"], &mut acks);
-            } else if instruction.arg(0) == Some(stream.as_str()) && instruction.is(opcode::END) {
+                zt_guac::encode(opcode::ACK, &[stream, "OK", "0"], &mut acks);
+            } else if instruction.arg(0) == Some(stream) && instruction.is(opcode::END) {
                 break;
             } else {
                 (self.other)(&instruction);
@@ -186,13 +218,10 @@ impl<'a> Files<'a> {
         if !acks.is_empty() {
             self.client.send_raw(acks.split().freeze()).await?;
         }
-        Ok(Some((
-            mimetype,
-            Moved {
-                size,
-                sha256: hasher.finalize().into(),
-            },
-        )))
+        Ok(Moved {
+            size,
+            sha256: hasher.finalize().into(),
+        })
     }
 
     /// Uploads what `source` produces (it fills the buffer and returns how much it wrote; 0

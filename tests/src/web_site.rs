@@ -14,7 +14,10 @@
 //!   `/worker-refused` and then its own `/worker-allowed`, then a WebSocket to its own origin (`/ws-allowed`); a teal band;
 //! * `/redirect` → 302 `/redirect2` → 302 the other origin's `/landing`;
 //! * `/animation` — a box sliding to and fro, for ever (the benchmark's busy page);
-//! * `/download` — a file (`Content-Disposition: attachment`);
+//! * `/get-report` (a grey band) goes on to `/download`, a file of [`REPORT_LEN`] bytes of
+//!   [`report`] (`Content-Disposition: attachment; filename=report.bin`);
+//! * `/upload` — a file input filling the top band; the file chosen is posted to `/uploaded`
+//!   as text, and the band turns teal-green;
 //! * hostile pages: `/memory` allocates without end, `/popups` opens thousands of windows
 //!   (then shows a purple band), `/get-big` (an orange band) goes on to `/big-download`,
 //!   an attachment that claims 10 GiB and streams zeros until the reader stops
@@ -29,6 +32,14 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
+
+/// The length of `/download`.
+pub const REPORT_LEN: usize = 300_000;
+
+/// The bytes of `/download`.
+pub fn report() -> Vec<u8> {
+    (0..REPORT_LEN).map(|i| (i * 31 % 251) as u8).collect()
+}
 
 /// The colours of the pages' bands (RGB).
 pub mod colour {
@@ -48,6 +59,10 @@ pub mod colour {
     pub const POPUPS: [u8; 3] = [160, 20, 120];
     /// `/get-big`.
     pub const GET_BIG: [u8; 3] = [240, 140, 20];
+    /// `/get-report`.
+    pub const GET_REPORT: [u8; 3] = [128, 128, 128];
+    /// `/upload`, once a file was chosen and posted.
+    pub const UPLOADED: [u8; 3] = [40, 200, 140];
     /// `/sockets`.
     pub const SOCKETS: [u8; 3] = [20, 160, 160];
     /// The HTTPS origin's `/`.
@@ -303,8 +318,25 @@ fn page(hit: &Hit, other: u16) -> Answer {
                 "Content-Disposition".into(),
                 "attachment; filename=report.bin".into(),
             )],
-            vec![7; 4096],
+            report(),
         ),
+        ("GET", "/get-report") => html(
+            200,
+            "get-report",
+            &format!(
+                "{}<script>setTimeout(() => {{ location.href = '/download'; }}, 200);</script>",
+                band(colour::GET_REPORT)
+            ),
+        ),
+        ("GET", "/upload") => html(
+            200,
+            "upload",
+            &format!(
+                "<div id=band class=band style=\"position:relative;background:rgb(250,250,250)\"><input id=file type=file style=\"position:absolute;inset:0;width:100%;height:100%;opacity:0\"></div><script>document.getElementById('file').addEventListener('change', async (e) => {{ const f = e.target.files[0]; if (!f) return; await fetch('/uploaded', {{ method: 'POST', body: f.name + ':' + await f.text() }}); const [r, g, b] = [{}, {}, {}]; document.getElementById('band').style.background = `rgb(${{r}},${{g}},${{b}})`; e.target.value = ''; }});</script>",
+                colour::UPLOADED[0], colour::UPLOADED[1], colour::UPLOADED[2]
+            ),
+        ),
+        ("POST", "/uploaded") => (200, "text/plain", Vec::new(), b"ok".to_vec()),
         _ => html(404, "not found", "<p>not found</p>"),
     }
 }

@@ -718,3 +718,193 @@ async fn the_clipboard_crosses_only_where_the_policy_allows() {
         drop(session);
     }
 }
+
+/// Mouse button 1 pressed and released at (`x`, `y`).
+async fn click(term: &mut Term, x: u32, y: u32) {
+    for mask in ["1", "0"] {
+        term.client
+            .send(&Instruction::new(
+                opcode::MOUSE,
+                &[x.to_string().as_str(), y.to_string().as_str(), mask],
+            ))
+            .await
+            .unwrap();
+    }
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_allowed_download_reaches_the_client_as_a_file_and_an_oversized_one_is_cancelled() {
+    use zt_tests::guac_files::Files;
+    let site = WebSite::start().unwrap();
+    let fx = Proxy::start();
+    let mut events = fx.api.events(Some(0)).await.unwrap();
+    let mut allowed = parameters(&site, "/get-report");
+    allowed.push(("allow-download", "true".into()));
+    let (session, id, mut term) = browse(&fx, Transport::Quic, site.port, &allowed).await;
+    let mut data = Vec::new();
+    let (name, moved) = Files::new(&mut term.client)
+        .receive_file(STEP, |bytes| data.extend_from_slice(bytes))
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("no file reached the client\n{}", fx.proxy.output()));
+    assert_eq!(name, "report.bin");
+    assert_eq!(moved.size, zt_tests::web_site::REPORT_LEN as u64);
+    assert!(
+        data == zt_tests::web_site::report(),
+        "the file's bytes differ"
+    );
+    let ended = leave(&mut term, &mut events, &id).await;
+    let digest = sha256_hex(&zt_tests::web_site::report());
+    assert!(
+        ended.iter().any(|e| matches!(
+            e,
+            AuditEvent::Transfer { direction, kind, name: Some(name), size, sha256, .. }
+                if direction == "to_client" && kind == "file" && name == "report.bin"
+                    && *size == zt_tests::web_site::REPORT_LEN as u64 && *sha256 == digest
+        )),
+        "{ended:?}"
+    );
+    drop(session);
+
+    // 10 GiB announced against a limit of 1 MiB: cancelled at once, audited, and the page
+    // stays.
+    let mut events = fx.api.events(Some(0)).await.unwrap();
+    let mut big = parameters(&site, "/get-big");
+    big.push(("allow-download", "true".into()));
+    big.push(("max-file-size", (1 << 20).to_string()));
+    let (session, id, mut term) = browse(&fx, Transport::Quic, site.port, &big).await;
+    until_colour(
+        &fx,
+        &mut term,
+        (10, 10),
+        colour::GET_BIG,
+        "the page that downloads",
+    )
+    .await;
+    let deadline = Instant::now() + STEP;
+    while !site.log().iter().any(|h| h.path == "/big-download") {
+        assert!(Instant::now() < deadline, "the download never started");
+        term.receive(Duration::from_millis(100)).await;
+    }
+    term.receive(Duration::from_secs(1)).await;
+    let sent = site.big_download_sent();
+    assert!(
+        sent < 1 << 30,
+        "{sent} bytes of the 10 GiB download were taken"
+    );
+    let ended = leave(&mut term, &mut events, &id).await;
+    assert!(
+        ended.iter().any(|e| matches!(
+            e,
+            AuditEvent::PolicyRefused { action, name: Some(name), reason: Some(reason), .. }
+                if action == "download" && name == "huge.bin" && reason == "too_large"
+        )),
+        "{ended:?}"
+    );
+    assert!(
+        !ended
+            .iter()
+            .any(|e| matches!(e, AuditEvent::Transfer { .. })),
+        "{ended:?}"
+    );
+    drop(session);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_reach_the_pages_file_input_only_when_allowed() {
+    use zt_tests::guac_files::Files;
+    let site = WebSite::start().unwrap();
+    let fx = Proxy::start();
+    let uploaded = |body: &str| {
+        site.log()
+            .iter()
+            .any(|h| h.method == "POST" && h.path == "/uploaded" && h.body == body)
+    };
+    let from = |text: &'static [u8]| {
+        let mut left = text;
+        move |buffer: &mut [u8]| {
+            let n = left.len().min(buffer.len());
+            buffer[..n].copy_from_slice(&left[..n]);
+            left = &left[n..];
+            n
+        }
+    };
+    let mut events = fx.api.events(Some(0)).await.unwrap();
+    let mut allowed = parameters(&site, "/upload");
+    allowed.push(("allow-upload", "true".into()));
+    let (session, id, mut term) = browse(&fx, Transport::Quic, site.port, &allowed).await;
+    until_colour(&fx, &mut term, (10, 10), [250, 250, 250], "the upload page").await;
+
+    // Dropped first, then chosen in the page.
+    let moved = Files::new(&mut term.client)
+        .upload(5, "notes.txt", 64 * 1024, from(b"zt upload one"))
+        .await
+        .unwrap()
+        .expect("the upload is taken");
+    assert_eq!(moved.size, 13);
+    click(&mut term, 10, 10).await;
+    until_colour(
+        &fx,
+        &mut term,
+        (10, 10),
+        colour::UPLOADED,
+        "the page's answer",
+    )
+    .await;
+    assert!(uploaded("notes.txt:zt upload one"), "{:?}", site.log());
+
+    // Chosen first: the chooser waits for the next upload.
+    click(&mut term, 10, 10).await;
+    Files::new(&mut term.client)
+        .upload(6, "../second.txt", 64 * 1024, from(b"zt upload two"))
+        .await
+        .unwrap()
+        .expect("the upload is taken");
+    let deadline = Instant::now() + STEP;
+    while !uploaded("second.txt:zt upload two") {
+        assert!(Instant::now() < deadline, "{:?}", site.log());
+        term.receive(Duration::from_millis(100)).await;
+    }
+    let ended = leave(&mut term, &mut events, &id).await;
+    for (name, text) in [
+        ("notes.txt", "zt upload one"),
+        ("../second.txt", "zt upload two"),
+    ] {
+        let digest = sha256_hex(text.as_bytes());
+        assert!(
+            ended.iter().any(|e| matches!(
+                e,
+                AuditEvent::Transfer { direction, name: Some(n), sha256, .. }
+                    if direction == "to_target" && n == name && *sha256 == digest
+            )),
+            "{name}: {ended:?}"
+        );
+    }
+    drop(session);
+
+    // Without allow-upload the client is refused, and the refusal audited.
+    let mut events = fx.api.events(Some(0)).await.unwrap();
+    let off = parameters(&site, "/upload");
+    let (session, id, mut term) = browse(&fx, Transport::Quic, site.port, &off).await;
+    let refused = Files::new(&mut term.client)
+        .upload(5, "notes.txt", 64 * 1024, from(b"zt upload three"))
+        .await
+        .unwrap()
+        .expect_err("uploads are off by default");
+    assert_eq!(refused.status, zt_guac::Status::CLIENT_FORBIDDEN.code());
+    let ended = leave(&mut term, &mut events, &id).await;
+    assert!(
+        ended.iter().any(|e| matches!(
+            e,
+            AuditEvent::PolicyRefused { action, .. } if action == "upload"
+        )),
+        "{ended:?}"
+    );
+    assert!(!site.log().iter().any(|h| h.body.contains("three")));
+    drop(session);
+}
