@@ -15,6 +15,10 @@
 //!   [`Command::ReadSelection`] asks for what is selected (never from a password field),
 //!   which goes to the client as a `clipboard` stream ([`Engine::copied`]). The connection's
 //!   filter applies `disable-copy` and `disable-paste` to those streams, and audits.
+//! * Address bar: every top-level URL goes to the client as a `pipe` stream named `url`
+//!   ([`Engine::url_changed`]). A client's `url` pipe (at most [`MAX_URL`] bytes) becomes
+//!   [`Command::Navigate`] when `allow-url-manipulation` is on (the driver checks it against
+//!   the pages policy first), and is refused with `CLIENT_FORBIDDEN` otherwise.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -48,12 +52,20 @@ pub enum Command {
     InsertText(String),
     /// Read the page's selection for the client's clipboard (after Ctrl+C or Ctrl+X).
     ReadSelection,
+    /// Go to this URL (typed in the client's address bar; not yet checked).
+    Navigate(String),
 }
 
 /// The most clipboard text kept or sent, in bytes.
 pub const MAX_CLIPBOARD: usize = 256 * 1024;
 /// The first stream index of clipboard streams (images use 1–16).
 const CLIPBOARD_STREAM: u64 = 64;
+/// The first stream index of `url` pipes to the client.
+const URL_STREAM: u64 = 80;
+/// The longest URL taken from or sent to the client, in bytes.
+pub const MAX_URL: usize = 8 * 1024;
+/// The name of the address bar's pipe streams.
+pub const URL_PIPE: &str = "url";
 
 /// A clipboard stream arriving from the client.
 #[derive(Debug)]
@@ -87,6 +99,11 @@ pub struct Engine {
     clipboard: String,
     inbound: Option<Inbound>,
     clipboard_stream: u64,
+    /// `allow-url-manipulation`.
+    address_bar: bool,
+    /// A URL arriving from the client.
+    typed_url: Option<Inbound>,
+    url_stream: u64,
 }
 
 impl Engine {
@@ -113,7 +130,45 @@ impl Engine {
             clipboard: String::new(),
             inbound: None,
             clipboard_stream: 0,
+            address_bar: false,
+            typed_url: None,
+            url_stream: 0,
         }
+    }
+
+    /// Whether the client may type URLs (`allow-url-manipulation`; off by default).
+    pub fn with_address_bar(mut self, allowed: bool) -> Self {
+        self.address_bar = allowed;
+        self
+    }
+
+    /// The top frame now shows `url`: the client's address bar is told.
+    pub fn url_changed(&mut self, url: &str) {
+        let mut end = url.len().min(MAX_URL);
+        while !url.is_char_boundary(end) {
+            end -= 1;
+        }
+        let stream = URL_STREAM + self.url_stream;
+        self.url_stream = (self.url_stream + 1) % 16;
+        let out = &mut self.to_client;
+        let mut w = InstructionWriter::new(out, opcode::PIPE);
+        w.arg_u64(stream).arg("text/plain").arg(URL_PIPE);
+        w.finish();
+        let mut w = InstructionWriter::new(out, opcode::BLOB);
+        w.arg_u64(stream)
+            .arg(&STANDARD.encode(&url.as_bytes()[..end]));
+        w.finish();
+        let mut w = InstructionWriter::new(out, opcode::END);
+        w.arg_u64(stream);
+        w.finish();
+    }
+
+    fn ack(&mut self, stream: u32, message: &str, status: zt_guac::Status) {
+        let mut w = InstructionWriter::new(&mut self.to_client, opcode::ACK);
+        w.arg_u64(u64::from(stream))
+            .arg(message)
+            .arg_u64(u64::from(status.code()));
+        w.finish();
     }
 
     /// The screen as the browser last drew it (RGBA) and its size.
@@ -198,6 +253,50 @@ impl Engine {
                     stream: stream.0,
                     data: Vec::new(),
                 });
+            }
+            TypedInstruction::Pipe { stream, name, .. } if name == URL_PIPE => {
+                if input && self.address_bar {
+                    self.typed_url = Some(Inbound {
+                        stream: stream.0,
+                        data: Vec::new(),
+                    });
+                    self.ack(stream.0, "OK", zt_guac::Status::SUCCESS);
+                } else {
+                    self.ack(
+                        stream.0,
+                        "Typing a URL is not allowed",
+                        zt_guac::Status::CLIENT_FORBIDDEN,
+                    );
+                }
+            }
+            TypedInstruction::Blob { stream, data }
+                if self
+                    .typed_url
+                    .as_ref()
+                    .is_some_and(|t| t.stream == stream.0) =>
+            {
+                if let Some(typed) = &mut self.typed_url
+                    && let Ok(bytes) = STANDARD.decode(data)
+                {
+                    let room = MAX_URL.saturating_sub(typed.data.len());
+                    typed
+                        .data
+                        .extend_from_slice(bytes.get(..room.min(bytes.len())).unwrap_or_default());
+                }
+                self.ack(stream.0, "OK", zt_guac::Status::SUCCESS);
+            }
+            TypedInstruction::End { stream }
+                if self
+                    .typed_url
+                    .as_ref()
+                    .is_some_and(|t| t.stream == stream.0) =>
+            {
+                if let Some(typed) = self.typed_url.take() {
+                    let url = String::from_utf8_lossy(&typed.data).trim().to_owned();
+                    if !url.is_empty() {
+                        self.commands.push_back(Command::Navigate(url));
+                    }
+                }
             }
             TypedInstruction::Blob { stream, data } => {
                 if let Some(inbound) = &mut self.inbound

@@ -347,7 +347,8 @@ where
         refused: 0,
     };
     let (mut reader, mut writer) = tokio::io::split(pipe);
-    let mut engine = Engine::new(size.0, size.1, jpeg, read_only, Instant::now());
+    let mut engine = Engine::new(size.0, size.1, jpeg, read_only, Instant::now())
+        .with_address_bar(settings.allow_url_manipulation);
     let started = start(&page, &settings, size).await;
     let started = match started {
         Ok(streams) => listen_for_files(&browser, &page)
@@ -433,6 +434,15 @@ where
             });
         }
         while let Some(command) = engine.poll_command() {
+            // A typed URL passes the pages policy here, before anything is asked of the
+            // browser (a `javascript:` URL would run in the page without a request).
+            if let Command::Navigate(url) = &command
+                && let Err(reason) = settings.policy.check(Kind::Navigation, url)
+            {
+                end.refused += 1;
+                observer.refused(Kind::Navigation, &audited_url(url), reason);
+                continue;
+            }
             // Beyond the bound the browser is not keeping up: input is dropped.
             let _ = commands.try_send(command);
         }
@@ -493,6 +503,7 @@ where
                     end.navigations += 1;
                     current.clone_from(&event.frame.url);
                     observer.navigated(&audited_url(&event.frame.url));
+                    engine.url_changed(&event.frame.url);
                 }
             }
             Some(_) = loaded.next() => {
@@ -781,6 +792,14 @@ async fn dispatch(page: &Page, command: Command) -> Result<Option<String>, Error
             )
             .await
             .map_err(devtools)?;
+        }
+        Command::Navigate(url) => {
+            // Answered when the page has loaded; its requests wait for the policy in the
+            // session's loop, so it is not awaited here.
+            let page = page.clone();
+            tokio::spawn(async move {
+                let _ = page.execute(NavigateParams::new(url)).await;
+            });
         }
         Command::InsertText(text) => {
             page.execute(InsertTextParams::new(text))
