@@ -23,6 +23,8 @@ type PageState = "connecting" | "connected" | "ended";
 
 const statusElement = element("status");
 const displayHost = element("display");
+const addressForm = element("address") as HTMLFormElement;
+const addressInput = element("url") as HTMLInputElement;
 const panel = new FilePanel(element("files"));
 let state: PageState = "connecting";
 
@@ -50,11 +52,17 @@ function imageTypes(): string[] {
   return types;
 }
 
+/** The display's size in CSS pixels: the window, less the address bar when there is one. */
+function viewport(): { width: number; height: number } {
+  return { width: displayHost.clientWidth || window.innerWidth, height: displayHost.clientHeight || window.innerHeight };
+}
+
 function handshake(user: string): Handshake {
   const density = window.devicePixelRatio || 1;
+  const { width, height } = viewport();
   return {
-    width: Math.max(1, Math.floor(window.innerWidth * density)),
-    height: Math.max(1, Math.floor(window.innerHeight * density)),
+    width: Math.max(1, Math.floor(width * density)),
+    height: Math.max(1, Math.floor(height * density)),
     dpi: Math.round(96 * density),
     image: imageTypes(),
     audio: Guacamole.AudioPlayer.getSupportedTypes(),
@@ -103,7 +111,8 @@ function attachInput(client: Guacamole.Client, settings: SessionConfig): void {
 
   const keyboard = new Guacamole.Keyboard(document);
   keyboard.onkeydown = (keysym: number) => {
-    if (state !== "connected") return true;
+    // Keys typed into the address bar are the page's own.
+    if (state !== "connected" || document.activeElement === addressInput) return true;
     if (settings.paste && isPasteChord(keysym, pressed)) queue.push(() => sendClipboard(client, lastClipboard));
     pressed.add(keysym);
     queue.push(() => client.sendKeyEvent(1, keysym));
@@ -111,7 +120,7 @@ function attachInput(client: Guacamole.Client, settings: SessionConfig): void {
   };
   keyboard.onkeyup = (keysym: number) => {
     pressed.delete(keysym);
-    if (state !== "connected") return;
+    if (state !== "connected" || document.activeElement === addressInput) return;
     queue.push(() => client.sendKeyEvent(0, keysym));
   };
   window.addEventListener("blur", () => keyboard.reset());
@@ -162,7 +171,8 @@ function attachDisplay(client: Guacamole.Client): void {
     const width = display.getWidth();
     const height = display.getHeight();
     if (width > 0 && height > 0) {
-      display.scale(Math.min(window.innerWidth / width, window.innerHeight / height));
+      const room = viewport();
+      display.scale(Math.min(room.width / width, room.height / height));
     }
   };
   display.onresize = fit;
@@ -173,8 +183,52 @@ function attachDisplay(client: Guacamole.Client): void {
     timer = window.setTimeout(() => {
       if (state !== "connected") return;
       const density = window.devicePixelRatio || 1;
-      client.sendSize(Math.floor(window.innerWidth * density), Math.floor(window.innerHeight * density));
+      const room = viewport();
+      client.sendSize(Math.floor(room.width * density), Math.floor(room.height * density));
     }, RESIZE_DEBOUNCE_MS);
+  });
+}
+
+/**
+ * The remote browser's address bar: it shows each page's URL (ztproxy's `url` pipe), and a
+ * URL typed into it goes to ztproxy as a `url` pipe, which refuses it unless the session has
+ * `allow-url-manipulation` (and the URL passes the session's URL policy).
+ */
+function attachAddressBar(client: Guacamole.Client): void {
+  document.body.classList.add("browser");
+  addressForm.hidden = false;
+  client.onpipe = (stream: Guacamole.InputStream, mimetype: string, name: string) => {
+    if (name !== "url" || !mimetype.startsWith("text/")) {
+      stream.sendAck("Ignored", Guacamole.Status.Code.CLIENT_BAD_TYPE);
+      return;
+    }
+    const reader = new Guacamole.StringReader(stream);
+    let url = "";
+    reader.ontext = (chunk: string) => {
+      url += chunk;
+    };
+    reader.onend = () => {
+      // What the user is typing stays.
+      if (document.activeElement !== addressInput) addressInput.value = url;
+      addressForm.classList.remove("refused");
+      addressForm.title = "";
+    };
+  };
+  addressForm.addEventListener("submit", (event: SubmitEvent) => {
+    event.preventDefault();
+    const url = addressInput.value.trim();
+    if (!url) return;
+    const stream = client.createPipeStream("text/plain", "url");
+    stream.onack = (status: Guacamole.Status) => {
+      if (status.isError()) {
+        addressForm.classList.add("refused");
+        addressForm.title = status.message || "Refused";
+      }
+    };
+    const writer = new Guacamole.StringWriter(stream);
+    writer.sendText(url);
+    writer.sendEnd();
+    addressInput.blur();
   });
 }
 
@@ -212,11 +266,17 @@ async function main(): Promise<void> {
     }
   };
 
+  const browser = settings.protocol === "http";
+  if (browser) {
+    document.body.classList.add("browser");
+    addressForm.hidden = false;
+  }
   const tunnel = new DataChannelTunnel(channel, handshake(settings.user));
   const client = new Guacamole.Client(tunnel);
   attachDisplay(client);
   attachInput(client, settings);
   attachClipboard(client, settings);
+  if (browser) attachAddressBar(client);
   client.onfile = (stream: Guacamole.InputStream, mimetype: string, name: string) => {
     if (settings.download) download(panel, stream, mimetype, name);
     else stream.sendAck("Downloads are not allowed", Guacamole.Status.Code.CLIENT_FORBIDDEN);

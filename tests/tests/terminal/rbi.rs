@@ -908,3 +908,115 @@ async fn uploads_reach_the_pages_file_input_only_when_allowed() {
     assert!(!site.log().iter().any(|h| h.body.contains("three")));
     drop(session);
 }
+
+/// The URLs the client's address bar was sent (`url` pipes), in order.
+fn urls_shown(term: &Term) -> Vec<String> {
+    use base64::Engine as _;
+    let mut streams = Vec::new();
+    let mut urls = Vec::new();
+    for i in &term.received {
+        if i.is(opcode::PIPE) && i.arg(2) == Some("url") {
+            streams.push(i.arg(0).unwrap_or_default().to_owned());
+        } else if i.is(opcode::BLOB) && streams.iter().any(|s| Some(s.as_str()) == i.arg(0)) {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(i.arg(1).unwrap_or_default())
+                .unwrap();
+            urls.push(String::from_utf8(bytes).unwrap());
+        } else if i.is(opcode::END) {
+            streams.retain(|s| Some(s.as_str()) != i.arg(0));
+        }
+    }
+    urls
+}
+
+/// Types `url` into the address bar: a `url` pipe on `stream`.
+async fn type_url(term: &mut Term, stream: &str, url: &str) {
+    use base64::Engine as _;
+    let data = base64::engine::general_purpose::STANDARD.encode(url);
+    for i in [
+        Instruction::new(opcode::PIPE, &[stream, "text/plain", "url"]),
+        Instruction::new(opcode::BLOB, &[stream, data.as_str()]),
+        Instruction::new(opcode::END, &[stream]),
+    ] {
+        term.client.send(&i).await.unwrap();
+    }
+}
+
+/// Receives until the client got an `ack` of `stream`: its status.
+async fn ack_of(term: &mut Term, stream: &str) -> u32 {
+    let deadline = Instant::now() + STEP;
+    loop {
+        if let Some(ack) = term
+            .received
+            .iter()
+            .find(|i| i.is(opcode::ACK) && i.arg(0) == Some(stream))
+        {
+            return ack.arg(2).and_then(|s| s.parse().ok()).unwrap();
+        }
+        assert!(Instant::now() < deadline, "no ack of stream {stream}");
+        term.receive(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_address_bar_shows_each_page_and_takes_typed_urls_only_when_allowed() {
+    let site = WebSite::start().unwrap();
+    let fx = Proxy::start();
+    let mut events = fx.api.events(Some(0)).await.unwrap();
+    let mut allowed = parameters(&site, "/");
+    allowed.push(("allow-url-manipulation", "true".into()));
+    let (session, id, mut term) = browse(&fx, Transport::Quic, site.port, &allowed).await;
+    until_colour(&fx, &mut term, (10, 10), colour::HOME, "the home page").await;
+    assert_eq!(urls_shown(&term).last(), Some(&site.url("/")));
+
+    type_url(&mut term, "9", &site.url("/form")).await;
+    assert_eq!(ack_of(&mut term, "9").await, 0);
+    until_colour(&fx, &mut term, (10, 10), colour::FORM, "the typed page").await;
+    let deadline = Instant::now() + STEP;
+    while urls_shown(&term).last() != Some(&site.url("/form")) {
+        assert!(Instant::now() < deadline, "{:?}", urls_shown(&term));
+        term.receive(Duration::from_millis(100)).await;
+    }
+
+    // Another origin, and a script: refused before the browser is asked, and audited.
+    type_url(&mut term, "10", &site.other_url("/typed")).await;
+    type_url(
+        &mut term,
+        "11",
+        "javascript:document.body.style.background='black'",
+    )
+    .await;
+    type_url(&mut term, "12", &site.url("/echo-typed")).await;
+    let deadline = Instant::now() + STEP;
+    while !site.log().iter().any(|h| h.path == "/echo-typed") {
+        assert!(Instant::now() < deadline, "the last typed URL never loaded");
+        term.receive(Duration::from_millis(100)).await;
+    }
+    let ended = leave(&mut term, &mut events, &id).await;
+    assert!(site.other_log().is_empty(), "{:?}", site.other_log());
+    for refused in [site.other_url("/typed"), "javascript:".to_owned()] {
+        assert!(
+            ended.iter().any(|e| matches!(
+                e,
+                AuditEvent::PolicyRefused { action, name: Some(name), .. }
+                    if action == "navigation" && name.starts_with(&refused)
+            )),
+            "{refused}: {ended:?}"
+        );
+    }
+    drop(session);
+
+    // Off by default: the typed URL is refused and nothing loads.
+    let plain = parameters(&site, "/");
+    let (session, _, mut term) = browse(&fx, Transport::Quic, site.port, &plain).await;
+    until_colour(&fx, &mut term, (10, 10), colour::HOME, "the home page").await;
+    type_url(&mut term, "9", &site.url("/resources")).await;
+    assert_eq!(
+        ack_of(&mut term, "9").await,
+        zt_guac::Status::CLIENT_FORBIDDEN.code()
+    );
+    term.receive(Duration::from_secs(1)).await;
+    assert!(!site.log().iter().any(|h| h.path == "/resources"));
+    drop(term);
+    drop(session);
+}

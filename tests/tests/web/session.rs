@@ -220,3 +220,73 @@ async fn sealed_signalling_works_from_the_page_and_its_absence_is_refused_in_wor
     );
     browser.close().await;
 }
+
+/// A remote browser session in the page: its address bar shows the page and takes a typed
+/// URL, which ztproxy's browser then shows (checked in the window's pixels).
+#[tokio::test]
+async fn the_remote_browsers_address_bar_takes_a_typed_url() {
+    use zt_tests::web_site::{WebSite, colour};
+    let site = WebSite::start().unwrap();
+    let proxy = zt_tests::proc::ZtProxy::start(
+        zt_tests::ztproxy_bin!(),
+        &zt_tests::proc::ProxyOptions::default(),
+    )
+    .expect("ztproxy starts");
+    let dir = tempfile::tempdir().unwrap();
+    let parameters = dir.path().join("parameters.json");
+    std::fs::write(
+        &parameters,
+        serde_json::json!({
+            "url": site.url("/"),
+            "allowed-url-patterns": format!("http://127.0.0.1:{}/*", site.port),
+            "allow-url-manipulation": "true",
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let api = proxy.api_arg();
+    let target = format!("127.0.0.1:{}", site.port);
+    let helper = zt_tests::proc::Helper::start(
+        zt_tests::ztproxy_bin!(),
+        &[
+            "connect",
+            "web",
+            "--api",
+            &api,
+            "--target",
+            &target,
+            "--protocol",
+            "http",
+            "--parameters-file",
+            parameters.to_str().unwrap(),
+        ],
+    )
+    .expect("the client command starts");
+    let mut browser = Browser::start().unwrap();
+    open_session(&mut browser, &helper.field("url"), false).await;
+    // The page's top-left corner, below the 34-pixel address bar.
+    let until = async |browser: &mut Browser, rgb: [u8; 3], what: &str| {
+        let deadline = Instant::now() + STEP;
+        loop {
+            let shot = browser.screenshot().await.unwrap();
+            if shot.pixel(10, 44)[..3] == rgb {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the window never showed {what}: {:?}\n{}",
+                shot.pixel(10, 44),
+                browser.console().await
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    until(&mut browser, colour::HOME, "the start page").await;
+    browser.mouse("click", 400.0, 17.0).await.unwrap();
+    browser.press("Control+A").await.unwrap();
+    browser.type_text(&site.url("/form")).await.unwrap();
+    browser.press("Enter").await.unwrap();
+    until(&mut browser, colour::FORM, "the typed page").await;
+    assert!(site.log().iter().any(|h| h.path == "/form"));
+    browser.close().await;
+}
