@@ -68,24 +68,41 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         );
     }
 
-    // The client's input and a frame from the browser.
+    // The client's input and a frame from the browser; the address bar and file streams
+    // too (no disk: both file directions off, so every transfer is refused).
     let now = Instant::now();
-    let mut engine = Engine::new(64, 48, true, false, now);
+    let mut engine = Engine::new(64, 48, true, false, now).with_address_bar(data.first() == Some(&1));
+    let mut transfers = zt_rbi::files::Transfers::new(None, None, 4096);
     for chunk in data.chunks(9) {
         let n = |i: usize| chunk.get(i).copied().unwrap_or(0);
         let a = u32::from_le_bytes([n(1), n(2), n(3), n(4)]).to_string();
         let b = u32::from_le_bytes([n(5), n(6), n(7), n(8)]).to_string();
-        let instruction = match n(0) % 4 {
+        let instruction = match n(0) % 9 {
             0 => Instruction::new(
                 opcode::KEY,
                 &[a.as_str(), if n(5) & 1 == 0 { "0" } else { "1" }],
             ),
             1 => Instruction::new(opcode::MOUSE, &[a.as_str(), b.as_str(), &n(8).to_string()]),
             2 => Instruction::new(opcode::SIZE, &[a.as_str(), b.as_str()]),
-            _ => Instruction::new(opcode::SYNC, &[a.as_str()]),
+            3 => Instruction::new(opcode::SYNC, &[a.as_str()]),
+            4 => Instruction::new(opcode::PIPE, &[a.as_str(), "text/plain", "url"]),
+            5 => Instruction::new(opcode::BLOB, &[a.as_str(), b.as_str()]),
+            6 => Instruction::new(opcode::END, &[a.as_str()]),
+            7 => Instruction::new(opcode::FILE, &[a.as_str(), "text/plain", b.as_str()]),
+            _ => Instruction::new(opcode::ACK, &[a.as_str(), "OK", b.as_str()]),
         };
-        engine.handle_client(&instruction, now);
+        if !transfers.handle_client(&instruction) {
+            engine.handle_client(&instruction, now);
+        }
     }
-    while engine.poll_command().is_some() {}
+    while let Some(command) = engine.poll_command() {
+        if let zt_rbi::engine::Command::Navigate(url) = command {
+            assert!(url.len() <= zt_rbi::engine::MAX_URL);
+        }
+    }
+    let mut out = bytes::BytesMut::new();
+    transfers.poll_client(&mut out);
+    assert!(transfers.poll_chooser().is_none(), "no upload can have been taken");
+    engine.url_changed(&text);
     let _ = engine.frame(data, now);
 });
