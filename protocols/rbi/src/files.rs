@@ -500,7 +500,7 @@ fn guid_file(guid: &str) -> String {
 }
 
 /// `name` as a file name: its last path component, without control characters, at most
-/// [`MAX_NAME`] characters; `file` when nothing usable is left.
+/// 200 characters; `file` when nothing usable is left.
 pub fn file_name(name: &str) -> String {
     let last = name.rsplit(['/', '\\']).next().unwrap_or_default();
     let clean: String = last
