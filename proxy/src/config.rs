@@ -97,6 +97,23 @@ pub struct RbiConfig {
     /// The most browsers running at once; a session beyond it is refused when created.
     #[serde(default = "default_max_browsers")]
     pub max_browsers: usize,
+    /// Memory one browser may use, in MiB, enforced by a control group of its own where the
+    /// platform allows (0: no group).
+    #[serde(default = "default_browser_memory_mib")]
+    pub memory_limit_mib: u64,
+    /// Processes and threads one browser may run, likewise.
+    #[serde(default = "default_browser_processes")]
+    pub max_processes: u32,
+}
+
+impl RbiConfig {
+    /// The caps for each browser's control group; `None` when `memory_limit_mib` is 0.
+    pub fn caps(&self) -> Option<zt_rbi::cgroup::Caps> {
+        (self.memory_limit_mib > 0).then(|| zt_rbi::cgroup::Caps {
+            memory: self.memory_limit_mib.saturating_mul(1 << 20),
+            processes: self.max_processes.max(16),
+        })
+    }
 }
 
 impl Default for RbiConfig {
@@ -105,8 +122,18 @@ impl Default for RbiConfig {
             chromium: default_chromium(),
             profile_directory: None,
             max_browsers: default_max_browsers(),
+            memory_limit_mib: default_browser_memory_mib(),
+            max_processes: default_browser_processes(),
         }
     }
+}
+
+fn default_browser_memory_mib() -> u64 {
+    2048
+}
+
+fn default_browser_processes() -> u32 {
+    512
 }
 
 fn default_chromium() -> PathBuf {

@@ -18,7 +18,8 @@
 //!   [`report`] (`Content-Disposition: attachment; filename=report.bin`);
 //! * `/upload` — a file input filling the top band; the file chosen is posted to `/uploaded`
 //!   as text, and the band turns teal-green;
-//! * hostile pages: `/memory` allocates without end, `/popups` opens thousands of windows
+//! * hostile pages: `/memory` allocates without end (JavaScript objects), `/buffers` too
+//!   (array buffers, which V8's heap limit does not bound), `/popups` opens thousands of windows
 //!   (then shows a purple band), `/get-big` (an orange band) goes on to `/big-download`,
 //!   an attachment that claims 10 GiB and streams zeros until the reader stops
 //!   ([`WebSite::big_download_sent`] counts them).
@@ -277,6 +278,11 @@ fn page(hit: &Hit, other: u16) -> Answer {
             200,
             "memory",
             "<script>const hoard = []; setInterval(() => { for (let i = 0; i < 50; i++) hoard.push(new Array(1 << 20).fill(Math.random())); }, 5);</script>",
+        ),
+        ("GET", "/buffers") => html(
+            200,
+            "buffers",
+            "<script>const hoard = []; setInterval(() => { hoard.push(new Uint8Array(32 << 20).fill(1)); }, 5);</script>",
         ),
         ("GET", "/popups") => html(
             200,

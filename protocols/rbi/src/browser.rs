@@ -12,7 +12,8 @@
 //!   loopback's implicit bypass removed).
 //! * Bounds: V8's heap (`--js-flags=--max-old-space-size`), renderer processes, and the
 //!   process tree, which [`Chromium::kill`] (and drop) ends with SIGKILL to the group; the
-//!   profile directory is removed with it.
+//!   profile directory is removed with it. Where the platform allows, a control group of
+//!   its own caps the browser's memory and processes ([`crate::cgroup`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -20,6 +21,13 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
+
+use crate::cgroup::{Caps, Group};
+
+/// Where control groups are mounted.
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+/// Whether "no control group" was said already (it is said once per process).
+static NO_GROUP_SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// How long Chromium may take to offer DevTools.
 pub const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -58,11 +66,13 @@ pub struct Chromium {
     group: Option<i32>,
     profile: Option<tempfile::TempDir>,
     devtools: String,
+    cgroup: Option<Group>,
 }
 
 impl Chromium {
     /// Starts `program` with a fresh profile under `parent` (the system's temporary
-    /// directory when `None`), at `width` × `height`.
+    /// directory when `None`), at `width` × `height`, in a control group with `caps` when
+    /// given and the platform allows.
     pub async fn launch(
         program: &Path,
         parent: Option<&Path>,
@@ -70,6 +80,7 @@ impl Chromium {
         height: u16,
         ignore_certificate_errors: bool,
         gate: std::net::SocketAddr,
+        caps: Option<Caps>,
     ) -> Result<Self, LaunchError> {
         let profile = match parent {
             Some(parent) => tempfile::Builder::new()
@@ -126,7 +137,36 @@ impl Chromium {
             args.push("--no-sandbox".into());
         }
         args.push("about:blank".into());
-        let mut child = Command::new(program)
+        let cgroup = caps.and_then(|caps| match Group::create(Path::new(CGROUP_ROOT), caps) {
+            Ok(group) => Some(group),
+            Err(error) => {
+                if !NO_GROUP_SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::warn!(
+                        %error,
+                        "remote browsers run without a control group: their memory and \
+                         processes are bounded only by V8's heap limit and the renderer count"
+                    );
+                }
+                None
+            }
+        });
+        // In a group, a shell joins it and then becomes the browser, so no process of the
+        // browser ever runs outside.
+        let mut command = match &cgroup {
+            Some(group) => {
+                let mut command = Command::new("/bin/sh");
+                command
+                    .arg("-c")
+                    .arg(crate::cgroup::LAUNCHER)
+                    .arg("zt-rbi-launcher")
+                    .args(group.procs())
+                    .arg("--")
+                    .arg(program);
+                command
+            }
+            None => Command::new(program),
+        };
+        let spawned = command
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -137,7 +177,16 @@ impl Chromium {
             .map_err(|e| LaunchError::Spawn {
                 program: program.display().to_string(),
                 error: e.kind(),
-            })?;
+            });
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(error) => {
+                if let Some(group) = cgroup {
+                    group.remove().await;
+                }
+                return Err(error);
+            }
+        };
         let group = child.id().and_then(|id| i32::try_from(id).ok());
         let stderr = child.stderr.take();
         let mut chromium = Self {
@@ -145,6 +194,7 @@ impl Chromium {
             group,
             profile: Some(profile),
             devtools: String::new(),
+            cgroup,
         };
         let Some(stderr) = stderr else {
             chromium.kill().await;
@@ -231,6 +281,9 @@ impl Chromium {
             }
             let _ = profile.close();
         }
+        if let Some(group) = self.cgroup.take() {
+            group.remove().await;
+        }
     }
 
     fn signal_group(&self) {
@@ -245,5 +298,9 @@ impl Drop for Chromium {
         // A session task that was aborted never called kill(): the group goes now, and the
         // profile with the TempDir.
         self.signal_group();
+        if let Some(group) = self.cgroup.take() {
+            // Its processes are dying: the group is removed once they are gone.
+            std::thread::spawn(move || group.remove_blocking());
+        }
     }
 }

@@ -11,7 +11,8 @@
 //! * [`input`]: Guacamole keys and mouse as DevTools input events (sans-IO).
 //! * [`engine`]: screencast frames into a framebuffer that sends the client only what
 //!   changed, paced by the client's `sync` (sans-IO).
-//! * [`browser`]: one Chromium per session, its process group and profile removed with it.
+//! * [`browser`]: one Chromium per session, its process group and profile removed with it;
+//!   [`cgroup`]: its memory and processes capped, where the platform allows.
 //! * [`files`]: downloads to the client and uploads for the page's file inputs, when
 //!   allowed (sans-IO but for small reads and writes of the files).
 //! * [`gate`] and [`socks`]: the SOCKS 5 proxy every connection of the browser goes
@@ -27,6 +28,8 @@
 pub mod autofill;
 #[cfg(feature = "browser")]
 pub mod browser;
+#[cfg(feature = "browser")]
+pub mod cgroup;
 pub mod engine;
 pub mod files;
 #[cfg(feature = "browser")]

@@ -160,10 +160,11 @@ impl RbiConnection {
 }
 
 /// Starts `program` for `settings` at the client's `width` × `height`, with the URL policy
-/// in force before anything is loaded.
+/// in force before anything is loaded, in a control group with `caps` where possible.
 pub async fn open(
     program: &Path,
     profiles: Option<&Path>,
+    caps: Option<crate::cgroup::Caps>,
     settings: &RbiSettings,
     width: u16,
     height: u16,
@@ -182,6 +183,7 @@ pub async fn open(
         height,
         settings.ignore_server_cert,
         gate.address(),
+        caps,
     )
     .await?;
     match attach(&chromium, settings, width, height).await {

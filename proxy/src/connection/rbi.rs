@@ -101,6 +101,7 @@ impl Backend for RbiBackend {
         let connection = zt_rbi::open(
             &self.config.chromium,
             self.config.profile_directory.as_deref(),
+            self.config.caps(),
             &self.settings,
             width,
             height,

@@ -1034,3 +1034,131 @@ async fn the_address_bar_shows_each_page_and_takes_typed_urls_only_when_allowed(
     drop(term);
     drop(session);
 }
+
+/// The remote browsers' control groups under `root` (`zt-rbi-*` directories, at any depth
+/// up to 6).
+fn browser_groups(root: &Path) -> Vec<std::path::PathBuf> {
+    fn walk(dir: &Path, depth: u32, found: &mut Vec<std::path::PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            if entry.file_name().to_string_lossy().starts_with("zt-rbi-") {
+                found.push(path);
+            } else if depth > 0 {
+                walk(&path, depth - 1, found);
+            }
+        }
+    }
+    let mut found = Vec::new();
+    walk(root, 6, &mut found);
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_filling_memory_outside_v8_is_stopped_by_the_browsers_control_group() {
+    // The machines this runs on let root make cgroups (v1 here; v2 with delegation): the
+    // cap is checked in force before the page may allocate.
+    let root = Path::new("/sys/fs/cgroup/memory");
+    let site = WebSite::start().unwrap();
+    let proxy = ZtProxy::start(
+        ztproxy_bin!(),
+        &ProxyOptions {
+            extra_toml: "[rbi]\nmemory_limit_mib = 768\nmax_processes = 400\n".into(),
+            ..ProxyOptions::default()
+        },
+    )
+    .expect("ztproxy starts");
+    let api = proxy.api();
+    let fx = Proxy {
+        proxy,
+        api,
+        recordings: tempfile::tempdir().unwrap(),
+    };
+    // This proxy's groups (other tests' proxies make theirs at the same time).
+    let prefix = format!("zt-rbi-{}-", fx.proxy.pid());
+    let ours = |root: &Path| {
+        browser_groups(root)
+            .into_iter()
+            .filter(|g| {
+                g.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut events = fx.api.events(Some(0)).await.unwrap();
+    let home = parameters(&site, "/");
+    let (session, _, mut term) = browse(&fx, Transport::Quic, site.port, &home).await;
+    until_colour(&fx, &mut term, (10, 10), colour::HOME, "the home page").await;
+    let groups = ours(root);
+    assert_eq!(
+        groups.len(),
+        1,
+        "one group for the browser: {groups:?}\n{}",
+        fx.proxy.output()
+    );
+    let limit = std::fs::read_to_string(groups[0].join("memory.limit_in_bytes")).unwrap();
+    assert_eq!(limit.trim(), (768u64 << 20).to_string());
+    let procs = std::fs::read_to_string(groups[0].join("cgroup.procs")).unwrap();
+    assert!(
+        procs.lines().count() >= 2,
+        "the browser's processes: {procs:?}"
+    );
+    drop(term);
+    drop(session);
+
+    // 32 MiB array buffers every 5 ms: the kernel ends the renderer at the group's limit,
+    // and the session ends with a clear error; the group goes with the browser.
+    let buffers = parameters(&site, "/buffers");
+    let (session, id, mut term) = browse(&fx, Transport::Quic, site.port, &buffers).await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    // The group's peak use, read while the browser runs: it is the group's limit that
+    // stopped the page, not anything else.
+    let mut peak = 0u64;
+    while !term.closed {
+        assert!(
+            Instant::now() < deadline,
+            "the page filling memory never ended its session"
+        );
+        for group in ours(root) {
+            if let Ok(used) = std::fs::read_to_string(group.join("memory.max_usage_in_bytes")) {
+                peak = peak.max(used.trim().parse().unwrap_or(0));
+            }
+        }
+        term.receive(Duration::from_millis(50)).await;
+    }
+    assert!(
+        peak >= 700 << 20,
+        "the browser's group peaked at {} MiB of its 768",
+        peak >> 20
+    );
+    assert_eq!(
+        term.errors(),
+        vec![(
+            "The remote browser crashed".to_owned(),
+            zt_guac::Status::UPSTREAM_ERROR.code()
+        )]
+    );
+    let ended = events_until_ended(&mut events, &id).await;
+    assert!(
+        ended.iter().any(|e| matches!(
+            e,
+            AuditEvent::BrowserEnded { reason, .. } if reason == "error"
+        )),
+        "{ended:?}"
+    );
+    drop(session);
+    let deadline = Instant::now() + STEP;
+    loop {
+        let left = ours(root);
+        if left.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "groups left behind: {left:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
