@@ -65,6 +65,11 @@ impl Group {
     pub fn create(root: &Path, caps: Caps) -> Result<Self, GroupError> {
         let own =
             std::fs::read_to_string("/proc/self/cgroup").map_err(|_| GroupError::Unavailable)?;
+        Self::create_for(root, &own, caps)
+    }
+
+    /// [`Self::create`] for a process whose `/proc/<pid>/cgroup` reads `own`.
+    fn create_for(root: &Path, own: &str, caps: Caps) -> Result<Self, GroupError> {
         let name = format!(
             "zt-rbi-{}-{}",
             std::process::id(),
@@ -197,3 +202,68 @@ impl Group {
 /// `cgroup.procs` files, up to `--`, then the program and its arguments.
 pub const LAUNCHER: &str =
     r#"while [ "$1" != "--" ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@""#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CAPS: Caps = Caps {
+        memory: 768 << 20,
+        processes: 400,
+    };
+
+    fn read(path: PathBuf) -> String {
+        std::fs::read_to_string(path).unwrap().trim().to_owned()
+    }
+
+    #[test]
+    fn v2_needs_both_controllers_delegated_and_writes_both_limits() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("cgroup.controllers"), "cpu memory pids").unwrap();
+        let own = root.path().join("system.slice/ztproxy.service");
+        std::fs::create_dir_all(&own).unwrap();
+        let cgroup = "0::/system.slice/ztproxy.service\n";
+        std::fs::write(own.join("cgroup.subtree_control"), "memory").unwrap();
+        assert!(matches!(
+            Group::create_for(root.path(), cgroup, CAPS),
+            Err(GroupError::Unavailable)
+        ));
+        std::fs::write(own.join("cgroup.subtree_control"), "cpu memory pids").unwrap();
+        let group = Group::create_for(root.path(), cgroup, CAPS).unwrap();
+        assert_eq!(group.dirs.len(), 1);
+        assert!(group.dirs[0].starts_with(&own));
+        assert_eq!(read(group.dirs[0].join("memory.max")), "805306368");
+        assert_eq!(read(group.dirs[0].join("pids.max")), "400");
+        assert_eq!(group.procs(), vec![group.dirs[0].join("cgroup.procs")]);
+    }
+
+    #[test]
+    fn v1_uses_the_memory_and_pids_hierarchies_and_leaves_nothing_when_it_fails() {
+        let root = tempfile::tempdir().unwrap();
+        let memory = root.path().join("memory/process_api/abc");
+        let pids = root.path().join("pids");
+        for dir in [&memory, &pids] {
+            std::fs::create_dir_all(dir).unwrap();
+            std::fs::write(dir.join("cgroup.procs"), "").unwrap();
+        }
+        let cgroup = "9:name=systemd:/\n8:pids:/\n4:memory:/process_api/abc\n0::/\n";
+        let group = Group::create_for(root.path(), cgroup, CAPS).unwrap();
+        assert_eq!(
+            read(group.dirs[0].join("memory.limit_in_bytes")),
+            "805306368"
+        );
+        assert_eq!(read(group.dirs[1].join("pids.max")), "400");
+        assert!(group.dirs[0].starts_with(&memory) && group.dirs[1].starts_with(&pids));
+        // Without a pids hierarchy for the process, there is no group.
+        let no_pids = "4:memory:/process_api/abc\n";
+        assert!(matches!(
+            Group::create_for(root.path(), no_pids, CAPS),
+            Err(GroupError::Unavailable)
+        ));
+        // A pids cgroup that is not there: no group, and nothing left in the memory one.
+        let missing = "8:pids:/gone\n4:memory:/process_api/abc\n";
+        let before = std::fs::read_dir(&memory).unwrap().count();
+        assert!(Group::create_for(root.path(), missing, CAPS).is_err());
+        assert_eq!(std::fs::read_dir(&memory).unwrap().count(), before);
+    }
+}
