@@ -67,6 +67,26 @@ pub const MAX_URL: usize = 8 * 1024;
 /// The name of the address bar's pipe streams.
 pub const URL_PIPE: &str = "url";
 
+/// The body of an opened stream: at most `max` bytes of `text` (cut at a character), in
+/// `blob`s within guacd's element size, then `end`.
+fn text_stream(out: &mut BytesMut, stream: u64, text: &str, max: usize) {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut encoded = String::new();
+    for chunk in text.as_bytes()[..end].chunks(zt_display::BLOB_CHARS / 4 * 3) {
+        encoded.clear();
+        STANDARD.encode_string(chunk, &mut encoded);
+        let mut w = InstructionWriter::new(out, opcode::BLOB);
+        w.arg_u64(stream).arg(&encoded);
+        w.finish();
+    }
+    let mut w = InstructionWriter::new(out, opcode::END);
+    w.arg_u64(stream);
+    w.finish();
+}
+
 /// A clipboard stream arriving from the client.
 #[derive(Debug)]
 struct Inbound {
@@ -144,23 +164,12 @@ impl Engine {
 
     /// The top frame now shows `url`: the client's address bar is told.
     pub fn url_changed(&mut self, url: &str) {
-        let mut end = url.len().min(MAX_URL);
-        while !url.is_char_boundary(end) {
-            end -= 1;
-        }
         let stream = URL_STREAM + self.url_stream;
         self.url_stream = (self.url_stream + 1) % 16;
-        let out = &mut self.to_client;
-        let mut w = InstructionWriter::new(out, opcode::PIPE);
+        let mut w = InstructionWriter::new(&mut self.to_client, opcode::PIPE);
         w.arg_u64(stream).arg("text/plain").arg(URL_PIPE);
         w.finish();
-        let mut w = InstructionWriter::new(out, opcode::BLOB);
-        w.arg_u64(stream)
-            .arg(&STANDARD.encode(&url.as_bytes()[..end]));
-        w.finish();
-        let mut w = InstructionWriter::new(out, opcode::END);
-        w.arg_u64(stream);
-        w.finish();
+        text_stream(&mut self.to_client, stream, url, MAX_URL);
     }
 
     fn ack(&mut self, stream: u32, message: &str, status: zt_guac::Status) {
@@ -337,27 +346,12 @@ impl Engine {
         if text.is_empty() {
             return;
         }
-        let mut end = text.len().min(MAX_CLIPBOARD);
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
         let stream = CLIPBOARD_STREAM + self.clipboard_stream;
         self.clipboard_stream = (self.clipboard_stream + 1) % 16;
-        let out = &mut self.to_client;
-        let mut w = InstructionWriter::new(out, opcode::CLIPBOARD);
+        let mut w = InstructionWriter::new(&mut self.to_client, opcode::CLIPBOARD);
         w.arg_u64(stream).arg("text/plain");
         w.finish();
-        let mut encoded = String::new();
-        for chunk in text.as_bytes()[..end].chunks(zt_display::BLOB_CHARS / 4 * 3) {
-            encoded.clear();
-            STANDARD.encode_string(chunk, &mut encoded);
-            let mut w = InstructionWriter::new(out, opcode::BLOB);
-            w.arg_u64(stream).arg(&encoded);
-            w.finish();
-        }
-        let mut w = InstructionWriter::new(out, opcode::END);
-        w.arg_u64(stream);
-        w.finish();
+        text_stream(&mut self.to_client, stream, text, MAX_CLIPBOARD);
     }
 
     /// The next command for the browser.
@@ -432,6 +426,34 @@ mod tests {
         writer.write_image_data(&data).unwrap();
         writer.finish().unwrap();
         out
+    }
+
+    #[test]
+    fn a_long_url_reaches_the_client_whole_in_blobs_within_the_element_size() {
+        let t = Instant::now();
+        let mut engine = Engine::new(64, 32, true, false, t);
+        let _ = engine.poll_client();
+        let url = format!("http://example.com/{}", "é".repeat(MAX_URL));
+        engine.url_changed(&url);
+        let mut decoder = zt_guac::Decoder::new(zt_guac::Limits::default());
+        decoder.feed(&engine.poll_client().unwrap());
+        let mut sent = Vec::new();
+        let mut blobs = 0;
+        while let Ok(Some(i)) = decoder.poll_instruction() {
+            if i.is(opcode::BLOB) {
+                let data = i.arg(1).unwrap();
+                assert!(data.len() <= zt_display::BLOB_CHARS);
+                sent.extend(STANDARD.decode(data).unwrap());
+                blobs += 1;
+            }
+        }
+        assert!(blobs > 1);
+        let sent = String::from_utf8(sent).expect("cut at a character");
+        assert!(
+            sent.len() <= MAX_URL && url.starts_with(&sent),
+            "{}",
+            sent.len()
+        );
     }
 
     #[test]
