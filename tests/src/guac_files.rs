@@ -129,22 +129,13 @@ impl<'a> Files<'a> {
         patience: Duration,
         sink: impl FnMut(&[u8]),
     ) -> anyhow::Result<Option<(String, Moved)>> {
-        let deadline = tokio::time::Instant::now() + patience;
-        let (stream, name) = loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let instruction = match self.client.next(left).await {
-                Ok(Some(instruction)) => instruction,
-                Ok(None) => bail!("the channel closed"),
-                Err(_) if tokio::time::Instant::now() >= deadline => return Ok(None),
-                Err(error) => return Err(error),
-            };
-            if instruction.is(opcode::FILE) {
-                break (
-                    instruction.arg(0).unwrap_or_default().to_owned(),
-                    instruction.arg(2).unwrap_or_default().to_owned(),
-                );
-            }
-            (self.other)(&instruction);
+        let Some((stream, name)) = self
+            .opened(patience, |i| {
+                i.is(opcode::FILE).then(|| (i.arg(0), i.arg(2)))
+            })
+            .await?
+        else {
+            return Ok(None);
         };
         let moved = self.accept(&stream, sink).await?;
         Ok(Some((name, moved)))
@@ -160,8 +151,27 @@ impl<'a> Files<'a> {
         self.client
             .send(&Instruction::new(opcode::GET, &["0", path]))
             .await?;
+        let Some((stream, mimetype)) = self
+            .opened(patience, |i| {
+                (i.is(opcode::BODY) && i.arg(3) == Some(path)).then(|| (i.arg(1), i.arg(2)))
+            })
+            .await?
+        else {
+            return Ok(None);
+        };
+        let moved = self.accept(&stream, sink).await?;
+        Ok(Some((mimetype, moved)))
+    }
+
+    /// Waits up to `patience` for the instruction that opens a stream (`pick` gives its
+    /// stream index and one more argument); `Ok(None)` when none came.
+    async fn opened(
+        &mut self,
+        patience: Duration,
+        pick: impl for<'i> Fn(&'i Instruction) -> Option<(Option<&'i str>, Option<&'i str>)>,
+    ) -> anyhow::Result<Option<(String, String)>> {
         let deadline = tokio::time::Instant::now() + patience;
-        let (stream, mimetype) = loop {
+        loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let instruction = match self.client.next(left).await {
                 Ok(Some(instruction)) => instruction,
@@ -169,16 +179,14 @@ impl<'a> Files<'a> {
                 Err(_) if tokio::time::Instant::now() >= deadline => return Ok(None),
                 Err(error) => return Err(error),
             };
-            if instruction.is(opcode::BODY) && instruction.arg(3) == Some(path) {
-                break (
-                    instruction.arg(1).unwrap_or_default().to_owned(),
-                    instruction.arg(2).unwrap_or_default().to_owned(),
-                );
+            if let Some((a, b)) = pick(&instruction) {
+                return Ok(Some((
+                    a.unwrap_or_default().to_owned(),
+                    b.unwrap_or_default().to_owned(),
+                )));
             }
             (self.other)(&instruction);
-        };
-        let moved = self.accept(&stream, sink).await?;
-        Ok(Some((mimetype, moved)))
+        }
     }
 
     /// Accepts server stream `stream` and acknowledges its blobs until its `end`.
