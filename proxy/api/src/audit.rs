@@ -437,6 +437,41 @@ pub enum AuditEvent {
         /// Requests the URL policy refused.
         refused: u64,
     },
+    /// A viewer's client joined a running connection session: from now on it sees the
+    /// owner's screen.
+    ViewerJoined {
+        /// The session watched.
+        session: String,
+        /// The viewer's id.
+        viewer: String,
+        /// Who watches.
+        user: String,
+        /// Whether the viewer's input reaches the target.
+        input: bool,
+        /// Whether the viewer receives the clipboard.
+        clipboard: bool,
+    },
+    /// A viewer left (or was removed, or the session ended).
+    ViewerLeft {
+        /// The session watched.
+        session: String,
+        /// The viewer's id.
+        viewer: String,
+        /// Who watched.
+        user: String,
+        /// Why: `revoked` (removed, or the session was revoked), `client_closed`, the
+        /// session's own end reason, or `error` (a viewer too slow to keep up).
+        reason: EndReason,
+        /// A short, secret-free detail.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+        /// Bytes sent to the viewer.
+        bytes_to_client: u64,
+        /// Input events of the viewer's that reached the target.
+        inputs_forwarded: u64,
+        /// Input events of the viewer's that were dropped (a read-only viewer's).
+        inputs_dropped: u64,
+    },
     /// A request or connection was refused for lack of valid credentials.
     AccessDenied {
         /// What was protected: `control_api` or `quic`.
@@ -453,6 +488,8 @@ impl AuditEvent {
             Self::SessionCreated { session, .. }
             | Self::SessionConnected { session }
             | Self::SessionEnded { session, .. }
+            | Self::ViewerJoined { session, .. }
+            | Self::ViewerLeft { session, .. }
             | Self::ConnectionOpened { session, .. }
             | Self::ConnectionClosed { session, .. }
             | Self::ConnectionRefused { session, .. }

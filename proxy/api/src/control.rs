@@ -444,36 +444,13 @@ impl CreateSessionRequest {
             }
         }
 
-        let (offer_sdp, answer_key) = match self.transport {
-            Transport::Quic => {
-                if self.offer.is_some() || self.sealed_offer.is_some() {
-                    return Err(ApiError::new(
-                        ErrorCode::InvalidField,
-                        "a QUIC session takes no SDP offer",
-                    )
-                    .with_field("offer"));
-                }
-                if self.signalling.is_some() {
-                    return Err(ApiError::new(
-                        ErrorCode::InvalidField,
-                        "a QUIC session takes no signalling keys",
-                    )
-                    .with_field("signalling"));
-                }
-                (None, None)
-            }
-            Transport::Webrtc => {
-                let (sdp, key) = open_offer(self.offer, self.sealed_offer, self.signalling)?;
-                if policy.require_sealed_signalling && key.is_none() {
-                    return Err(ApiError::new(
-                        ErrorCode::SealedSignallingRequired,
-                        "this proxy only accepts sealed offers",
-                    )
-                    .with_field("offer"));
-                }
-                (Some(sdp), key)
-            }
-        };
+        let (offer_sdp, answer_key) = transport_offer(
+            self.transport,
+            self.offer,
+            self.sealed_offer,
+            self.signalling,
+            policy,
+        )?;
 
         Ok(SessionSpec {
             transport: self.transport,
@@ -490,6 +467,47 @@ impl CreateSessionRequest {
             resource_id: self.resource_id,
             user: self.user,
         })
+    }
+}
+
+/// The offer of a request for `transport`: none for QUIC, an opened (and, as `policy` may
+/// demand, sealed) SDP offer for WebRTC.
+fn transport_offer(
+    transport: Transport,
+    offer: Option<SessionDescription>,
+    sealed_offer: Option<String>,
+    signalling: Option<SignallingRequest>,
+    policy: ValidationPolicy,
+) -> Result<(Option<String>, Option<SealKey>), ApiError> {
+    match transport {
+        Transport::Quic => {
+            if offer.is_some() || sealed_offer.is_some() {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidField,
+                    "a QUIC session takes no SDP offer",
+                )
+                .with_field("offer"));
+            }
+            if signalling.is_some() {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidField,
+                    "a QUIC session takes no signalling keys",
+                )
+                .with_field("signalling"));
+            }
+            Ok((None, None))
+        }
+        Transport::Webrtc => {
+            let (sdp, key) = open_offer(offer, sealed_offer, signalling)?;
+            if policy.require_sealed_signalling && key.is_none() {
+                return Err(ApiError::new(
+                    ErrorCode::SealedSignallingRequired,
+                    "this proxy only accepts sealed offers",
+                )
+                .with_field("offer"));
+            }
+            Ok((Some(sdp), key))
+        }
     }
 }
 
@@ -650,6 +668,116 @@ fn validate_parameters(parameters: &BTreeMap<String, Secret<String>>) -> Result<
         }
     }
     Ok(())
+}
+
+/// Body of `POST /v1/sessions/{id}/viewers`: a second user joins a running connection
+/// session, on a transport of the viewer's own.
+///
+/// A viewer sees what the session's owner sees: first the current screen, then the live
+/// output. It is read-only unless the gateway sets `input` (its keys and mouse then reach
+/// the target as the owner's do); it receives the clipboard only with `clipboard`. Its
+/// `size` never reaches the target: the owner's display size wins.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateViewerRequest {
+    /// WebRTC or QUIC.
+    pub transport: Transport,
+    /// The viewer's SDP offer (WebRTC, unsealed signalling).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offer: Option<SessionDescription>,
+    /// The viewer's sealed SDP offer (WebRTC, sealed signalling).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_offer: Option<String>,
+    /// The keys sealing the offer and the answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signalling: Option<SignallingRequest>,
+    /// Who watches (audit, and the recording's notes).
+    pub user: String,
+    /// Whether the viewer's keys and mouse reach the target (default: read-only).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub input: bool,
+    /// Whether the viewer receives the clipboard the target sets (default: no).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub clipboard: bool,
+}
+
+/// A validated [`CreateViewerRequest`].
+#[derive(Debug)]
+pub struct ViewerSpec {
+    /// WebRTC or QUIC.
+    pub transport: Transport,
+    /// The SDP offer, unsealed (WebRTC only).
+    pub offer_sdp: Option<String>,
+    /// The key to seal the answer with, when the offer was sealed.
+    pub answer_key: Option<SealKey>,
+    /// Who watches.
+    pub user: String,
+    /// Whether the viewer's input reaches the target.
+    pub input: bool,
+    /// Whether the viewer receives the clipboard.
+    pub clipboard: bool,
+}
+
+impl CreateViewerRequest {
+    /// Checks the request and opens a sealed offer.
+    pub fn validate(self, policy: ValidationPolicy) -> Result<ViewerSpec, ApiError> {
+        validate_label("user", &self.user)?;
+        let (offer_sdp, answer_key) = transport_offer(
+            self.transport,
+            self.offer,
+            self.sealed_offer,
+            self.signalling,
+            policy,
+        )?;
+        Ok(ViewerSpec {
+            transport: self.transport,
+            offer_sdp,
+            answer_key,
+            user: self.user,
+            input: self.input,
+            clipboard: self.clipboard,
+        })
+    }
+}
+
+/// Parses the body of `POST /v1/sessions/{id}/viewers`.
+pub fn parse_create_viewer(body: &[u8]) -> Result<CreateViewerRequest, ApiError> {
+    parse_body(body)
+}
+
+/// One viewer of a session, as `GET /v1/sessions/{id}/viewers` reports it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ViewerInfo {
+    /// The viewer's id (its own transport's session id).
+    pub id: String,
+    /// The session it watches.
+    pub session: String,
+    /// Who watches.
+    pub user: String,
+    /// Whether its input reaches the target.
+    pub input: bool,
+    /// Whether it receives the clipboard.
+    pub clipboard: bool,
+    /// Pending until the viewer's client connects.
+    pub state: SessionState,
+    /// Transport.
+    pub transport: Transport,
+    /// Creation time (RFC 3339, UTC).
+    pub created_at: String,
+    /// When the viewer's client connected (RFC 3339, UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connected_at: Option<String>,
+    /// Bytes sent to the viewer.
+    pub bytes_to_client: u64,
+}
+
+/// Response to `GET /v1/sessions/{id}/viewers`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ViewerList {
+    /// The session's viewers, oldest first.
+    pub viewers: Vec<ViewerInfo>,
 }
 
 /// Parses the body of `POST /v1/sessions`.

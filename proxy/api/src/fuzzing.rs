@@ -5,12 +5,16 @@ use crate::control::{self, ValidationPolicy};
 use crate::seal::{SealKey, SignallingDirection};
 use crate::tunnel::{self, ChannelControl, StreamStatus};
 
-/// `POST /v1/sessions` and `POST /v1/sessions/{id}/candidates` bodies.
+/// `POST /v1/sessions`, `POST /v1/sessions/{id}/candidates` and
+/// `POST /v1/sessions/{id}/viewers` bodies.
 pub fn control_request(data: &[u8]) {
     if let Ok(request) = control::parse_create_session(data) {
         let _ = request.validate(ValidationPolicy::default());
     }
     let _ = control::parse_candidates(data);
+    if let Ok(request) = control::parse_create_viewer(data) {
+        let _ = request.validate(ValidationPolicy::default());
+    }
 }
 
 /// Data-channel control messages; what parses must survive a round trip.
