@@ -290,6 +290,43 @@ impl Connection {
         self.end(ConnectionEnd::new(reason, None, None));
     }
 
+    /// Input of a viewer allowed to type (live sharing): whole `key` and `mouse`
+    /// instructions. They pass the policy filter as the owner's do (a read-only session
+    /// drops them) and are recorded with `recording-include-keys`; anything else is ignored.
+    /// A viewer never resizes the display, answers `sync`s or opens streams.
+    pub fn handle_shared_input(&mut self, now: Instant, bytes: &[u8]) {
+        if self.phase != Phase::Relay {
+            return;
+        }
+        let include_input = self.recording == Some(true);
+        if include_input {
+            self.flush_output();
+        }
+        let mut decoder = Decoder::new(self.settings.limits);
+        decoder.feed(bytes);
+        let mut forward = BytesMut::new();
+        while let Ok(Some(instruction)) = decoder.poll_instruction() {
+            if !(instruction.is(opcode::KEY) || instruction.is(opcode::MOUSE)) {
+                continue;
+            }
+            if matches!(
+                self.filter.from_client(&instruction),
+                Verdict::Forward | Verdict::ForwardUnrecorded
+            ) {
+                forward.extend_from_slice(instruction.raw());
+            }
+        }
+        if forward.is_empty() {
+            return;
+        }
+        self.counts.to_target += forward.len() as u64;
+        self.to_backend.extend_from_slice(&forward);
+        self.sync.sent_to_guacd(now);
+        if include_input {
+            self.records.push_back(Record::Input(forward.freeze()));
+        }
+    }
+
     /// Handles the timers due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         match self.phase {
