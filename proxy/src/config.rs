@@ -461,11 +461,21 @@ pub struct SessionsConfig {
     /// How long a created session waits for its client.
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// Whether connection sessions can be watched (live sharing). Each connection session
+    /// then keeps a display model of its screen on a thread of its own, for viewers to join
+    /// with.
+    #[serde(default = "default_sharing")]
+    pub sharing: bool,
+}
+
+fn default_sharing() -> bool {
+    true
 }
 
 impl Default for SessionsConfig {
     fn default() -> Self {
         Self {
+            sharing: default_sharing(),
             max_sessions: default_max_sessions(),
             max_connections_per_session: default_max_connections(),
             idle_timeout: default_idle_timeout(),

@@ -30,6 +30,7 @@ pub mod database;
 pub mod k8s;
 pub mod rbi;
 pub mod recording;
+pub mod share;
 pub mod ssh;
 pub mod telnet;
 mod terminal;
@@ -114,6 +115,8 @@ pub struct ConnectionContext {
     pub cancel: CancellationToken,
     /// Ends the whole session for a reason (given to native backends).
     pub end_session: Arc<dyn Fn(EndReason) + Send + Sync>,
+    /// The session's live sharing, when viewers may join ([`share`]).
+    pub share: Option<Arc<share::Share>>,
 }
 
 /// How a connection ended.
@@ -142,8 +145,10 @@ pub async fn run(
     ctx.settings.backend_metric = backend.protocol_metric();
     let core = Connection::new(ctx.settings.clone(), Instant::now());
     let (to_client, client_writer) = spawn_client_writer(writer);
+    let shared_input = ctx.share.as_ref().and_then(|share| share.take_input());
     let mut driver = Driver {
         core,
+        shared_input,
         ctx,
         recording: None,
         fail_closed: true,
@@ -161,6 +166,8 @@ pub async fn run(
 
 struct Driver {
     core: Connection,
+    /// Input of the viewers allowed to type.
+    shared_input: Option<mpsc::Receiver<Bytes>>,
     ctx: ConnectionContext,
     recording: Option<GraphicalRecording>,
     fail_closed: bool,
@@ -183,6 +190,7 @@ enum Wake<P> {
     Permit(Option<P>),
     BackendRead(bool),
     Client(Option<Bytes>),
+    SharedInput(Option<Bytes>),
     Timer,
 }
 
@@ -254,6 +262,7 @@ impl Driver {
                 permit = self.to_client.reserve(), if has_transmit => Wake::Permit(permit.ok()),
                 open = read_backend => Wake::BackendRead(open),
                 message = reader.recv() => Wake::Client(message.ok().flatten()),
+                input = recv_shared(&mut self.shared_input) => Wake::SharedInput(input),
                 () = sleep_until(timeout) => Wake::Timer,
             }
         };
@@ -281,6 +290,11 @@ impl Driver {
                 self.core.handle_client(now, &bytes);
                 self.ctx.services.stats.touch();
             }
+            Wake::SharedInput(Some(bytes)) => {
+                self.core.handle_shared_input(now, &bytes);
+                self.ctx.services.stats.touch();
+            }
+            Wake::SharedInput(None) => self.shared_input = None,
             Wake::Timer => self.core.handle_timeout(now),
         }
     }
@@ -294,6 +308,13 @@ impl Driver {
     ) {
         if let Err(end) = self.start_recording(&display).await {
             return self.core.abort(end);
+        }
+        if let Some(share) = &self.ctx.share {
+            if self.recording.is_none() {
+                // The share is fed what the recording would be.
+                self.core.start_recording(false);
+            }
+            share.set_notes(self.recording.as_ref().and_then(GraphicalRecording::notes));
         }
         let context = self.open_context();
         let opened = tokio::select! {
@@ -418,6 +439,9 @@ impl Driver {
     }
 
     async fn record(&mut self, record: Record) {
+        if let (Some(share), Record::Output { instructions, .. }) = (&self.ctx.share, &record) {
+            share.output(instructions.clone()).await;
+        }
         let Some(recording) = &mut self.recording else {
             return;
         };
@@ -532,6 +556,9 @@ impl Driver {
         })
         .await;
         drop(to_client);
+        if let Some(share) = &self.ctx.share {
+            share.close().await;
+        }
         let mut recordings = Vec::new();
         if let Some(link) = self.backend {
             drop(link.to_backend);
@@ -586,6 +613,14 @@ fn spawn_client_writer(
         writer
     });
     (to_client, task)
+}
+
+/// The next input of a viewer allowed to type; pending without any.
+async fn recv_shared(input: &mut Option<mpsc::Receiver<Bytes>>) -> Option<Bytes> {
+    match input {
+        Some(input) => input.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -191,6 +191,14 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/sessions", post(create_session).get(list_sessions))
         .route("/v1/sessions/{id}", get(get_session).delete(delete_session))
         .route("/v1/sessions/{id}/candidates", post(add_candidates))
+        .route(
+            "/v1/sessions/{id}/viewers",
+            post(create_viewer).get(list_viewers),
+        )
+        .route(
+            "/v1/sessions/{id}/viewers/{viewer}",
+            axum::routing::delete(delete_viewer),
+        )
         .route("/v1/events", get(events))
         .route("/v1/health", get(health))
         .route("/metrics", get(metrics))
@@ -377,6 +385,62 @@ async fn create_session(
     let spec = request.validate(policy)?;
     let response = session::create(&shared, spec).await?;
     Ok((StatusCode::CREATED, axum::Json(response)).into_response())
+}
+
+async fn create_viewer(
+    State(shared): State<Arc<Shared>>,
+    UrlPath(id): UrlPath<String>,
+    deadline: Option<Extension<BodyDeadline>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Failure> {
+    let body = read_json_body(&headers, body, deadline.map(|d| d.0)).await?;
+    let request = control::parse_create_viewer(&body)?;
+    let policy = ValidationPolicy {
+        require_sealed_signalling: shared.webrtc.is_some()
+            && shared
+                .settings
+                .webrtc
+                .as_ref()
+                .is_some_and(|w| w.require_sealed_signalling),
+    };
+    let spec = request.validate(policy)?;
+    let owner = find(&shared, &id)?;
+    let response = session::create_viewer(&shared, &owner, spec).await?;
+    Ok((StatusCode::CREATED, axum::Json(response)).into_response())
+}
+
+async fn list_viewers(
+    State(shared): State<Arc<Shared>>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Response, Failure> {
+    let owner = find(&shared, &id)?;
+    let viewers = owner
+        .viewers()
+        .iter()
+        .filter_map(|v| v.viewer_info())
+        .collect();
+    Ok(axum::Json(control::ViewerList { viewers }).into_response())
+}
+
+async fn delete_viewer(
+    State(shared): State<Arc<Shared>>,
+    UrlPath((id, viewer)): UrlPath<(String, String)>,
+) -> Result<Response, Failure> {
+    let owner = find(&shared, &id)?;
+    let Some(handle) = owner.viewers().into_iter().find(|v| v.id == viewer) else {
+        return Err(ApiError::new(ErrorCode::NotFound, "no such viewer").into());
+    };
+    tracing::info!(session = %id, %viewer, "removing viewer");
+    handle.end(control::EndReason::Revoked);
+    match tokio::time::timeout(REVOKE_WAIT, handle.wait_ended()).await {
+        Ok(Some(summary)) => Ok(axum::Json(summary).into_response()),
+        _ => Err(ApiError::new(
+            ErrorCode::Internal,
+            "the viewer is leaving but did not finish in time",
+        )
+        .into()),
+    }
 }
 
 async fn list_sessions(State(shared): State<Arc<Shared>>) -> axum::Json<SessionList> {

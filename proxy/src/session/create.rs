@@ -9,7 +9,7 @@ use tracing::Instrument;
 use zt_api::audit::AuditEvent;
 use zt_api::control::{
     ApiError, Conversation, CreateSessionResponse, EndReason, ErrorCode, Origin, SdpType,
-    SessionDescription, SessionSpec, Transport,
+    SessionDescription, SessionSpec, Transport, ViewerSpec,
 };
 
 use crate::server::Shared;
@@ -29,14 +29,26 @@ pub(super) struct ConnectionSetup {
     )>,
 }
 
+/// What a viewer session needs once its Guacamole channel arrives.
+pub(super) struct ViewerSetup {
+    pub(super) share: Arc<crate::connection::share::Share>,
+}
+
+/// What a session's task carries: tunnels, a connection, or a viewer of one.
+pub(super) enum Work {
+    Tunnel,
+    Connection(Box<ConnectionSetup>),
+    Viewer(ViewerSetup),
+}
+
 /// Creates a session from a validated request.
 pub async fn create(
     shared: &Arc<Shared>,
     mut spec: SessionSpec,
 ) -> Result<CreateSessionResponse, ApiError> {
-    let connection = match spec.conversation {
-        Conversation::Tunnel => None,
-        Conversation::Connection => Some(connection_setup(shared, &spec)?),
+    let work = match spec.conversation {
+        Conversation::Tunnel => Work::Tunnel,
+        Conversation::Connection => Work::Connection(Box::new(connection_setup(shared, &spec)?)),
     };
     if !shared.registry.has_room() {
         return Err(too_many_sessions(shared));
@@ -59,6 +71,12 @@ pub async fn create(
         }
         Transport::Quic => issue_quic_token(shared, &id, &mut response)?,
     };
+    let share = match &work {
+        Work::Connection(_) if shared.settings.sessions.sharing => {
+            crate::connection::share::Share::start()
+        }
+        _ => None,
+    };
     let meta = session_meta(&shared.settings.sessions, spec);
     let (ended_tx, ended) = watch::channel(None);
     let handle = Arc::new(SessionHandle {
@@ -74,12 +92,115 @@ pub async fn create(
         ended,
         peer,
         recordings: Arc::default(),
+        share,
+        viewer: None,
+        viewers: Mutex::default(),
     });
     if !shared.registry.insert(handle.clone()) {
         close_transport(shared, transport, EndReason::Error).await;
         return Err(too_many_sessions(shared));
     }
-    start(shared, handle, transport, connection, ended_tx);
+    start(shared, handle, transport, work, ended_tx);
+    Ok(response)
+}
+
+/// Creates a viewer of the running connection session `owner`, on a transport of its own.
+pub async fn create_viewer(
+    shared: &Arc<Shared>,
+    owner: &Arc<SessionHandle>,
+    mut spec: ViewerSpec,
+) -> Result<CreateSessionResponse, ApiError> {
+    let conflict = |message: &str| ApiError::new(ErrorCode::Conflict, message.to_owned());
+    if owner.viewer.is_some() {
+        return Err(conflict(
+            "a viewer cannot be watched; join the session it watches",
+        ));
+    }
+    let Some(share) = owner.share.clone() else {
+        return Err(match owner.meta.conversation {
+            Conversation::Tunnel => conflict("only a connection session can be watched"),
+            Conversation::Connection => ApiError::new(
+                ErrorCode::Unsupported,
+                "live sharing is off on this proxy ([sessions] sharing)",
+            ),
+        });
+    };
+    if owner.end.is_cancelled() || share.is_closed() {
+        return Err(conflict("the session is ending"));
+    }
+    if owner.viewers().len() >= crate::connection::share::MAX_VIEWERS {
+        return Err(conflict(&format!(
+            "the session has {} viewers, as many as it may",
+            crate::connection::share::MAX_VIEWERS
+        )));
+    }
+    if !shared.registry.has_room() {
+        return Err(too_many_sessions(shared));
+    }
+    let id = hex::encode(
+        crate::util::random_bytes::<16>()
+            .map_err(|_| ApiError::new(ErrorCode::Internal, "no randomness available"))?,
+    );
+    let mut response = CreateSessionResponse {
+        id: id.clone(),
+        transport: spec.transport,
+        answer: None,
+        sealed_answer: None,
+        quic: None,
+    };
+    let (transport, peer) = match spec.transport {
+        Transport::Webrtc => {
+            let offer = spec.offer_sdp.take().unwrap_or_default();
+            answer_webrtc(shared, offer, spec.answer_key.take(), &mut response).await?
+        }
+        Transport::Quic => issue_quic_token(shared, &id, &mut response)?,
+    };
+    let mut meta = owner.meta.clone();
+    meta.transport = spec.transport;
+    meta.user = Some(spec.user.clone());
+    meta.created_at = crate::util::now_rfc3339();
+    meta.max_connections = 1;
+    let (ended_tx, ended) = watch::channel(None);
+    let handle = Arc::new(SessionHandle {
+        id,
+        meta,
+        stats: Arc::new(SessionStats::new()),
+        state: AtomicU8::new(STATE_PENDING),
+        connected_at: OnceLock::new(),
+        end: CancellationToken::new(),
+        end_reason: Mutex::new(None),
+        ended,
+        peer,
+        recordings: Arc::default(),
+        share: None,
+        viewer: Some(ViewerOf {
+            session: owner.id.clone(),
+            user: spec.user,
+            input: spec.input,
+            clipboard: spec.clipboard,
+        }),
+        viewers: Mutex::default(),
+    });
+    if !shared.registry.insert(handle.clone()) {
+        close_transport(shared, transport, EndReason::Error).await;
+        return Err(too_many_sessions(shared));
+    }
+    owner
+        .viewers
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(handle.clone());
+    // The owner may have ended meanwhile, after ending the viewers it had.
+    if owner.end.is_cancelled() {
+        handle.end(owner.reason());
+    }
+    start(
+        shared,
+        handle,
+        transport,
+        Work::Viewer(ViewerSetup { share }),
+        ended_tx,
+    );
     Ok(response)
 }
 
@@ -198,9 +319,21 @@ fn start(
     shared: &Arc<Shared>,
     handle: Arc<SessionHandle>,
     transport: SessionTransport,
-    connection: Option<ConnectionSetup>,
+    work: Work,
     ended_tx: watch::Sender<Option<zt_api::control::EndedSession>>,
 ) {
+    if let Some(of) = &handle.viewer {
+        let span = tracing::info_span!(
+            "viewer",
+            id = %handle.id,
+            of = %of.session,
+            transport = handle.meta.transport.as_str()
+        );
+        shared
+            .tasks
+            .spawn(run(shared.clone(), handle, transport, work, ended_tx).instrument(span));
+        return;
+    }
     shared
         .metrics
         .session_created(handle.meta.transport, handle.meta.conversation);
@@ -222,7 +355,7 @@ fn start(
     );
     shared
         .tasks
-        .spawn(run(shared.clone(), handle, transport, connection, ended_tx).instrument(span));
+        .spawn(run(shared.clone(), handle, transport, work, ended_tx).instrument(span));
 }
 
 /// Checks that this proxy can serve a connection session, and prepares it.

@@ -36,8 +36,8 @@ mod task;
 
 use std::time::Duration;
 
-pub use create::create;
-pub use registry::{Registry, SessionHandle, SessionMeta, SessionStats};
+pub use create::{create, create_viewer};
+pub use registry::{Registry, SessionHandle, SessionMeta, SessionStats, ViewerOf};
 
 /// How long teardown waits for relays to finish after cancelling them.
 pub const RELAY_GRACE: Duration = Duration::from_secs(2);

@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use webrtc::peer_connection::PeerConnection;
 use zt_api::control::{
-    Conversation, EndReason, EndedSession, SessionInfo, SessionState, Target, Transport,
+    Conversation, EndReason, EndedSession, SessionInfo, SessionState, Target, Transport, ViewerInfo,
 };
 
 /// Live counters of one session, shared with its relays.
@@ -114,6 +114,25 @@ pub struct SessionHandle {
     pub(super) ended: watch::Receiver<Option<EndedSession>>,
     pub(super) peer: Option<Arc<dyn PeerConnection>>,
     pub(super) recordings: Arc<Mutex<Vec<String>>>,
+    /// A connection session's live sharing (viewers join it).
+    pub(super) share: Option<Arc<crate::connection::share::Share>>,
+    /// What a viewer watches; `None` for the sessions the gateway created.
+    pub(super) viewer: Option<ViewerOf>,
+    /// A connection session's viewers.
+    pub(super) viewers: Mutex<Vec<Arc<Self>>>,
+}
+
+/// What a viewer session watches, and may do.
+#[derive(Debug, Clone)]
+pub struct ViewerOf {
+    /// The session watched.
+    pub session: String,
+    /// Who watches.
+    pub user: String,
+    /// Whether its input reaches the target.
+    pub input: bool,
+    /// Whether it receives the clipboard.
+    pub clipboard: bool,
 }
 
 impl std::fmt::Debug for SessionHandle {
@@ -184,6 +203,41 @@ impl SessionHandle {
         }
     }
 
+    /// What this session watches, when it is a viewer.
+    pub fn viewer_of(&self) -> Option<&ViewerOf> {
+        self.viewer.as_ref()
+    }
+
+    /// The session's viewers, oldest first.
+    pub fn viewers(&self) -> Vec<Arc<Self>> {
+        self.viewers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The API view of a viewer session (`None` for other sessions).
+    pub fn viewer_info(&self) -> Option<ViewerInfo> {
+        let of = self.viewer.as_ref()?;
+        let state = match self.state.load(Ordering::Relaxed) {
+            STATE_PENDING => SessionState::Pending,
+            STATE_CONNECTED => SessionState::Connected,
+            _ => SessionState::Ending,
+        };
+        Some(ViewerInfo {
+            id: self.id.clone(),
+            session: of.session.clone(),
+            user: of.user.clone(),
+            input: of.input,
+            clipboard: of.clipboard,
+            state,
+            transport: self.meta.transport,
+            created_at: self.meta.created_at.clone(),
+            connected_at: self.connected_at.get().cloned(),
+            bytes_to_client: self.stats.bytes_to_client.load(Ordering::Relaxed),
+        })
+    }
+
     pub(super) fn reason(&self) -> EndReason {
         self.end_reason
             .lock()
@@ -232,9 +286,14 @@ impl Registry {
         self.lock().get(id).cloned()
     }
 
-    /// Every live session, oldest first.
+    /// Every live session the gateway created (not viewers), oldest first.
     pub fn list(&self) -> Vec<Arc<SessionHandle>> {
-        let mut all: Vec<_> = self.lock().values().cloned().collect();
+        let mut all: Vec<_> = self
+            .lock()
+            .values()
+            .filter(|h| h.viewer.is_none())
+            .cloned()
+            .collect();
         all.sort_by_key(|h| h.stats.started);
         all
     }
@@ -255,7 +314,8 @@ impl Registry {
 
     /// Ends every session (shutdown).
     pub fn end_all(&self, reason: EndReason) {
-        for handle in self.list() {
+        let all: Vec<_> = self.lock().values().cloned().collect();
+        for handle in all {
             handle.end(reason);
         }
     }

@@ -21,7 +21,7 @@ use crate::transport::webrtc::{CONTROL_CHANNEL_LABEL, Peer, PeerEvent};
 use crate::tunnel::{self};
 
 use super::admission::{Slot, admit, opened, refused, relay_tunnel};
-use super::create::ConnectionSetup;
+use super::create::{ConnectionSetup, ViewerSetup, Work};
 use super::registry::*;
 use super::*;
 
@@ -63,13 +63,13 @@ pub(super) async fn run(
     shared: Arc<Shared>,
     handle: Arc<SessionHandle>,
     mut transport: SessionTransport,
-    connection: Option<ConnectionSetup>,
+    work: Work,
     ended_tx: watch::Sender<Option<EndedSession>>,
 ) {
     tracing::info!(target = %handle.meta.target, "session created");
     let relays = TaskTracker::new();
     let relay_cancel = CancellationToken::new();
-    let mut connection = ConnectionSlot::new(connection);
+    let mut connection = ConnectionSlot::new(work);
     let ending = drive(
         &shared,
         &handle,
@@ -84,6 +84,10 @@ pub(super) async fn run(
     // The running connection asks the handle why it is cancelled: a deadline (idle, maximum
     // duration) must be recorded there first, or the client hears "Session revoked".
     handle.end(ending.reason);
+    // Viewers end with the session they watch (and hear why), at once.
+    for viewer in handle.viewers() {
+        viewer.end(ending.reason);
+    }
     relay_cancel.cancel();
     // A running Guacamole connection tells its client why (`error`, `disconnect`) before the
     // transport goes: closing a QUIC connection discards what is still unsent.
@@ -99,10 +103,29 @@ pub(super) async fn run(
         tracing::warn!("relays did not finish within the grace period");
     }
     shared.registry.remove(&handle.id);
+    let stats = &handle.stats;
+    if let Some(of) = &handle.viewer {
+        // A viewer's join and departure are audited by its connection.
+        if let Some(owner) = shared.registry.get(&of.session) {
+            owner
+                .viewers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|v| v.id != handle.id);
+        }
+        let _ = ended_tx.send(Some(EndedSession {
+            id: handle.id.clone(),
+            reason: ending.reason,
+            bytes_to_target: stats.bytes_to_target.load(Ordering::Relaxed),
+            bytes_to_client: stats.bytes_to_client.load(Ordering::Relaxed),
+            duration_ms: crate::util::millis(stats.started.elapsed()),
+        }));
+        tracing::info!(reason = ending.reason.as_str(), "viewer ended");
+        return;
+    }
     shared.metrics.sessions_active.dec();
     shared.metrics.session_ended(ending.reason);
 
-    let stats = &handle.stats;
     let summary = EndedSession {
         id: handle.id.clone(),
         reason: ending.reason,
@@ -217,6 +240,8 @@ enum ConnectionSlot {
     None,
     /// Waiting for the client's Guacamole channel.
     Waiting(Box<ConnectionSetup>),
+    /// A viewer waiting for its client's Guacamole channel.
+    Viewer(ViewerSetup),
     /// Running; its end arrives here.
     Running(tokio::sync::oneshot::Receiver<crate::connection::ConnectionEnd>),
     /// It ended (its end was taken).
@@ -224,10 +249,11 @@ enum ConnectionSlot {
 }
 
 impl ConnectionSlot {
-    fn new(setup: Option<ConnectionSetup>) -> Self {
-        match setup {
-            Some(setup) => Self::Waiting(Box::new(setup)),
-            None => Self::None,
+    fn new(work: Work) -> Self {
+        match work {
+            Work::Connection(setup) => Self::Waiting(setup),
+            Work::Viewer(setup) => Self::Viewer(setup),
+            Work::Tunnel => Self::None,
         }
     }
 
@@ -239,9 +265,10 @@ impl ConnectionSlot {
     fn start(
         &mut self,
         done: tokio::sync::oneshot::Receiver<crate::connection::ConnectionEnd>,
-    ) -> Option<ConnectionSetup> {
+    ) -> Option<Work> {
         match std::mem::replace(self, Self::Running(done)) {
-            Self::Waiting(setup) => Some(*setup),
+            Self::Waiting(setup) => Some(Work::Connection(setup)),
+            Self::Viewer(setup) => Some(Work::Viewer(setup)),
             other => {
                 *self = other;
                 None
@@ -462,7 +489,7 @@ fn start_connection(
 ) {
     let (reader, mut writer) = stream.split();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    let Some(setup) = connection.start(done_rx) else {
+    let Some(work) = connection.start(done_rx) else {
         refused(
             shared,
             handle,
@@ -471,6 +498,21 @@ fn start_connection(
         );
         tokio::spawn(async move { writer.close().await });
         return;
+    };
+    let setup = match work {
+        Work::Connection(setup) => *setup,
+        Work::Viewer(setup) => {
+            return start_viewer(
+                shared,
+                handle,
+                relays,
+                relay_cancel,
+                setup,
+                (reader, writer),
+                done_tx,
+            );
+        }
+        Work::Tunnel => return,
     };
     let Some(conn_no) = admit(shared, handle) else {
         return;
@@ -494,6 +536,7 @@ fn start_connection(
             let handle = handle.clone();
             Arc::new(move |reason| handle.end(reason))
         },
+        share: handle.share.clone(),
     };
     let backend = setup.backend;
     let shared = shared.clone();
@@ -536,11 +579,60 @@ fn start_connection(
     );
 }
 
+/// Runs a viewer's Guacamole connection on its session's first channel.
+fn start_viewer(
+    shared: &Arc<Shared>,
+    handle: &Arc<SessionHandle>,
+    relays: &TaskTracker,
+    relay_cancel: &CancellationToken,
+    setup: ViewerSetup,
+    (reader, writer): (
+        crate::transport::stream::StreamReader,
+        crate::transport::stream::StreamWriter,
+    ),
+    done_tx: tokio::sync::oneshot::Sender<crate::connection::ConnectionEnd>,
+) {
+    let Some(of) = handle.viewer.clone() else {
+        return;
+    };
+    let context = crate::connection::share::ViewerContext {
+        session: of.session,
+        viewer: handle.id.clone(),
+        user: of.user,
+        input: of.input,
+        clipboard: of.clipboard,
+        share: setup.share,
+        audit: shared.audit.clone(),
+        metrics: shared.metrics.clone(),
+        stats: handle.stats.clone(),
+        cancel: relay_cancel.clone(),
+    };
+    let reason_of = handle.clone();
+    relays.spawn(
+        async move {
+            let end = crate::connection::share::run_viewer(context, reader, writer, move || {
+                reason_of.reason()
+            })
+            .await;
+            let _ = done_tx.send(crate::connection::ConnectionEnd {
+                reason: end.reason,
+                origin: end.origin,
+                detail: end.detail,
+                recordings: Vec::new(),
+            });
+        }
+        .instrument(tracing::debug_span!("guacamole")),
+    );
+}
+
 fn mark_connected(shared: &Shared, handle: &SessionHandle) {
     handle.state.store(STATE_CONNECTED, Ordering::Relaxed);
     let _ = handle.connected_at.set(crate::util::now_rfc3339());
     handle.stats.touch();
     tracing::info!("client connected");
+    if handle.viewer.is_some() {
+        return;
+    }
     shared.audit.emit(AuditEvent::SessionConnected {
         session: handle.id.clone(),
     });
