@@ -91,6 +91,9 @@ enum ConnectCommand {
     /// Serve the browser client on loopback: each page load becomes a connection session
     /// (WebRTC) to the target, with the credentials given here, never the page's.
     Web(WebArgs),
+    /// Serve the browser client on loopback for a viewer of a running connection session:
+    /// each page load joins it (WebRTC) and shows its screen, read-only unless --input.
+    View(ViewArgs),
     /// Listen as guacd does: each TCP connection becomes a connection session to the target,
     /// so any Guacamole client works with ztproxy.
     Guac(GuacArgs),
@@ -148,6 +151,30 @@ struct ConnectionArgs {
     /// Ask for this maximum duration ("8h").
     #[arg(long, value_parser = humantime::parse_duration)]
     max_duration: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+struct ViewArgs {
+    #[command(flatten)]
+    access: AccessArgs,
+    /// The id of the connection session to watch.
+    #[arg(long)]
+    session: String,
+    /// Who watches (audit, and the owner's recording).
+    #[arg(long)]
+    user: String,
+    /// Let the viewer's keys and mouse reach the target (default: read-only).
+    #[arg(long)]
+    input: bool,
+    /// Give the viewer the clipboard the target sets.
+    #[arg(long)]
+    clipboard: bool,
+    /// Local address to serve the page on (loopback only).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Open the page in the system browser.
+    #[arg(long)]
+    open: bool,
 }
 
 #[derive(Debug, Args)]
@@ -275,6 +302,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Connect(command) => match *command {
             ConnectCommand::Tunnel(args) => connect_tunnel(args).await,
             ConnectCommand::Web(args) => connect_web(args).await,
+            ConnectCommand::View(args) => connect_view(args).await,
             ConnectCommand::Guac(args) => connect_guac(args).await,
         },
         Command::Recording(RecordingCommand::Play(args)) => recording_play(args).await,
@@ -610,6 +638,55 @@ async fn connect_web(args: WebArgs) -> ExitCode {
         serde_json::json!({ "event": "listening", "url": url, "listen": listener.address().to_string() })
     );
     eprintln!("ztproxy: open {url} in a browser on this machine; Ctrl-C to stop");
+    if args.open {
+        open_browser(&url);
+    }
+    let cancel = CancellationToken::new();
+    tokio::spawn(signal_shutdown(cancel.clone()));
+    match crate::client::web::serve(listener, app, cancel).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => fail(error.to_string()),
+    }
+}
+
+async fn connect_view(args: ViewArgs) -> ExitCode {
+    crate::telemetry::init(&LogConfig {
+        level: "warn".into(),
+        ..LogConfig::default()
+    });
+    let fail = |message: String| {
+        eprintln!("ztproxy connect view: {message}");
+        ExitCode::from(EXIT_FAILED)
+    };
+    let (token, signalling) = match read_credentials(&args.access) {
+        Ok(read) => read,
+        Err(message) => return fail(message),
+    };
+    let listener = match LocalListener::bind(args.listen).await {
+        Ok(listener) => listener,
+        Err(error) => return fail(error.to_string()),
+    };
+    let api = ApiClient::new(args.access.api.clone(), token);
+    let request = zt_api::control::CreateViewerRequest {
+        transport: Transport::Webrtc,
+        offer: None,
+        sealed_offer: None,
+        signalling: None,
+        user: args.user,
+        input: args.input,
+        clipboard: args.clipboard,
+    };
+    let app =
+        match crate::client::web::WebApp::viewer(api, &args.session, request, signalling).await {
+            Ok(app) => std::sync::Arc::new(app),
+            Err(error) => return fail(format!("session {}: {error}", args.session)),
+        };
+    let url = listener.url("");
+    println!(
+        "{}",
+        serde_json::json!({ "event": "listening", "url": url, "listen": listener.address().to_string() })
+    );
+    eprintln!("ztproxy: open {url} in a browser on this machine to watch; Ctrl-C to stop");
     if args.open {
         open_browser(&url);
     }

@@ -14,8 +14,9 @@ use hyper_util::rt::TokioIo;
 use zt_api::Secret;
 use zt_api::audit::AuditRecord;
 use zt_api::control::{
-    CandidatesRequest, CreateSessionRequest, CreateSessionResponse, EndedSession, ErrorBody,
-    ErrorDetail, Health, IceCandidate, SessionInfo, SessionList,
+    CandidatesRequest, CreateSessionRequest, CreateSessionResponse, CreateViewerRequest,
+    EndedSession, ErrorBody, ErrorDetail, Health, IceCandidate, SessionInfo, SessionList,
+    ViewerInfo, ViewerList,
 };
 
 /// Largest response body the client reads (the events stream is read line by line).
@@ -152,6 +153,46 @@ impl ApiClient {
         self.json(
             Method::DELETE,
             &format!("/v1/sessions/{id}"),
+            None,
+            StatusCode::OK,
+        )
+        .await
+    }
+
+    /// `POST /v1/sessions/{id}/viewers`: a viewer of the running session `id`.
+    pub async fn create_viewer(
+        &self,
+        id: &str,
+        request: &CreateViewerRequest,
+    ) -> Result<CreateSessionResponse, ClientError> {
+        let body = serde_json::to_vec(request).map_err(|e| ClientError::Decode(e.to_string()))?;
+        self.json(
+            Method::POST,
+            &format!("/v1/sessions/{id}/viewers"),
+            Some(body),
+            StatusCode::CREATED,
+        )
+        .await
+    }
+
+    /// `GET /v1/sessions/{id}/viewers`.
+    pub async fn list_viewers(&self, id: &str) -> Result<Vec<ViewerInfo>, ClientError> {
+        let list: ViewerList = self
+            .json(
+                Method::GET,
+                &format!("/v1/sessions/{id}/viewers"),
+                None,
+                StatusCode::OK,
+            )
+            .await?;
+        Ok(list.viewers)
+    }
+
+    /// `DELETE /v1/sessions/{id}/viewers/{viewer}`.
+    pub async fn delete_viewer(&self, id: &str, viewer: &str) -> Result<EndedSession, ClientError> {
+        self.json(
+            Method::DELETE,
+            &format!("/v1/sessions/{id}/viewers/{viewer}"),
             None,
             StatusCode::OK,
         )

@@ -15,8 +15,8 @@ use tokio_util::task::TaskTracker;
 use webrtc::data_channel::{DataChannel, DataChannelEvent, RTCDataChannelInit};
 use zt_api::Secret;
 use zt_api::control::{
-    Conversation, CreateSessionRequest, EndReason, LimitsRequest, SdpType, SessionDescription,
-    SignallingRequest, Target, Transport,
+    Conversation, CreateSessionRequest, CreateSessionResponse, CreateViewerRequest, EndReason,
+    LimitsRequest, SdpType, SessionDescription, SignallingRequest, Target, Transport,
 };
 use zt_api::seal::{self, SealKey, SignallingDirection};
 use zt_api::tunnel::{ChannelControl, DATA_CHANNEL_PROTOCOL};
@@ -133,18 +133,42 @@ impl ClientSession {
         request: CreateSessionRequest,
         options: &TunnelOptions,
     ) -> Result<(Self, String), TunnelError> {
-        match request.transport {
-            Transport::Quic => Self::connect_quic(api, request, options).await,
-            Transport::Webrtc => Self::connect_webrtc(api, request, options).await,
+        Self::create(api, Creation::Session(Box::new(request)), options).await
+    }
+
+    /// Joins the running connection session `session` as a viewer described by `request`
+    /// (its transport decides how to connect; the offer is filled in here), with `options`'
+    /// peer settings, signalling keys and timeout. Returns the viewer's id.
+    pub async fn join(
+        api: &ApiClient,
+        session: &str,
+        request: CreateViewerRequest,
+        options: &TunnelOptions,
+    ) -> Result<(Self, String), TunnelError> {
+        let creation = Creation::Viewer {
+            session: session.to_owned(),
+            request: Box::new(request),
+        };
+        Self::create(api, creation, options).await
+    }
+
+    async fn create(
+        api: &ApiClient,
+        creation: Creation,
+        options: &TunnelOptions,
+    ) -> Result<(Self, String), TunnelError> {
+        match creation.transport() {
+            Transport::Quic => Self::connect_quic(api, creation, options).await,
+            Transport::Webrtc => Self::connect_webrtc(api, creation, options).await,
         }
     }
 
     async fn connect_quic(
         api: &ApiClient,
-        request: CreateSessionRequest,
+        request: Creation,
         options: &TunnelOptions,
     ) -> Result<(Self, String), TunnelError> {
-        let response = api.create_session(&request).await?;
+        let response = request.send(api).await?;
         let info = response
             .quic
             .ok_or_else(|| TunnelError::Seal("no QUIC endpoint in the answer".into()))?;
@@ -171,7 +195,7 @@ impl ClientSession {
 
     async fn connect_webrtc(
         api: &ApiClient,
-        mut request: CreateSessionRequest,
+        mut request: Creation,
         options: &TunnelOptions,
     ) -> Result<(Self, String), TunnelError> {
         let mut peer = Peer::build(&options.peer)
@@ -186,8 +210,13 @@ impl ClientSession {
             .offer(options.peer.gather_timeout)
             .await
             .map_err(|e| TunnelError::Webrtc(e.to_string()))?;
-        let answer_key = put_offer(&mut request, offer_sdp, options.signalling.as_ref())?;
-        let response = match api.create_session(&request).await {
+        let (offer, sealed_offer, signalling) = request.offer_fields();
+        let answer_key = put_offer_into(
+            (offer, sealed_offer, signalling),
+            offer_sdp,
+            options.signalling.as_ref(),
+        )?;
+        let response = match request.send(api).await {
             Ok(response) => response,
             Err(e) => {
                 let _ = peer.pc.close().await;
@@ -296,10 +325,84 @@ impl ClientSession {
     }
 }
 
+/// What a client asks ztproxy to create: a session, or a viewer of a running one.
+enum Creation {
+    Session(Box<CreateSessionRequest>),
+    Viewer {
+        session: String,
+        request: Box<CreateViewerRequest>,
+    },
+}
+
+/// A request's offer, sealed offer and signalling keys.
+type OfferFields<'a> = (
+    &'a mut Option<SessionDescription>,
+    &'a mut Option<String>,
+    &'a mut Option<SignallingRequest>,
+);
+
+impl Creation {
+    fn transport(&self) -> Transport {
+        match self {
+            Self::Session(request) => request.transport,
+            Self::Viewer { request, .. } => request.transport,
+        }
+    }
+
+    fn offer_fields(&mut self) -> OfferFields<'_> {
+        match self {
+            Self::Session(r) => (&mut r.offer, &mut r.sealed_offer, &mut r.signalling),
+            Self::Viewer { request: r, .. } => {
+                (&mut r.offer, &mut r.sealed_offer, &mut r.signalling)
+            }
+        }
+    }
+
+    async fn send(&self, api: &ApiClient) -> Result<CreateSessionResponse, ClientError> {
+        match self {
+            Self::Session(request) => api.create_session(request).await,
+            Self::Viewer { session, request } => api.create_viewer(session, request).await,
+        }
+    }
+}
+
 /// Puts the offer into the request, sealed when `signalling` says so; returns the key the
 /// answer will be sealed under.
 pub(crate) fn put_offer(
     request: &mut CreateSessionRequest,
+    offer_sdp: String,
+    signalling: Option<&(String, Secret<String>)>,
+) -> Result<Option<SealKey>, TunnelError> {
+    put_offer_into(
+        (
+            &mut request.offer,
+            &mut request.sealed_offer,
+            &mut request.signalling,
+        ),
+        offer_sdp,
+        signalling,
+    )
+}
+
+/// [`put_offer`] for a viewer's request.
+pub(crate) fn put_viewer_offer(
+    request: &mut CreateViewerRequest,
+    offer_sdp: String,
+    signalling: Option<&(String, Secret<String>)>,
+) -> Result<Option<SealKey>, TunnelError> {
+    put_offer_into(
+        (
+            &mut request.offer,
+            &mut request.sealed_offer,
+            &mut request.signalling,
+        ),
+        offer_sdp,
+        signalling,
+    )
+}
+
+fn put_offer_into(
+    (offer_slot, sealed_slot, signalling_slot): OfferFields<'_>,
     offer_sdp: String,
     signalling: Option<&(String, Secret<String>)>,
 ) -> Result<Option<SealKey>, TunnelError> {
@@ -308,15 +411,15 @@ pub(crate) fn put_offer(
         sdp: offer_sdp,
     };
     let Some((resource_id, secret)) = signalling else {
-        request.offer = Some(offer);
+        *offer_slot = Some(offer);
         return Ok(None);
     };
     let seal_error = |e: &dyn std::fmt::Display| TunnelError::Seal(e.to_string());
     let secret = seal::decode_traffic_secret(secret.expose_secret()).map_err(|e| seal_error(&e))?;
     let offer_key = SealKey::derive(&secret, resource_id, SignallingDirection::Offer);
     let json = serde_json::to_vec(&offer).map_err(|e| seal_error(&e))?;
-    request.sealed_offer = Some(offer_key.seal(&json).map_err(|e| seal_error(&e))?);
-    request.signalling = Some(SignallingRequest {
+    *sealed_slot = Some(offer_key.seal(&json).map_err(|e| seal_error(&e))?);
+    *signalling_slot = Some(SignallingRequest {
         resource_id: resource_id.clone(),
         traffic_secret: secret_b64(&secret),
     });

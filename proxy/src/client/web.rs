@@ -11,11 +11,13 @@ use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
 use zt_api::Secret;
-use zt_api::control::{CreateSessionRequest, IceCandidate, Transport};
+use zt_api::control::{
+    CreateSessionRequest, CreateViewerRequest, IceCandidate, SessionInfo, Transport,
+};
 
 use super::api::{ApiClient, ClientError};
 use super::local::{self, App};
-use super::session::{TunnelError, open_answer, put_offer};
+use super::session::{TunnelError, open_answer, put_offer, put_viewer_offer};
 
 pub use super::local_checks::MAX_OFFER;
 /// The most sessions one run of the helper creates (each page load makes one).
@@ -41,6 +43,8 @@ pub struct PageConfig {
     pub download: bool,
     /// Input is dropped.
     pub read_only: bool,
+    /// The page watches another user's session (live sharing).
+    pub viewer: bool,
 }
 
 impl PageConfig {
@@ -61,14 +65,42 @@ impl PageConfig {
             upload: !flag("disable-upload") && !flag("sftp-disable-upload") && !flag("read-only"),
             download: !flag("disable-download") && !flag("sftp-disable-download"),
             read_only: flag("read-only"),
+            viewer: false,
         }
     }
+
+    /// The page's view of a viewer of `session` (its protocol and target, as the control
+    /// API reports them): no transfers; typing and the clipboard as the gateway allowed.
+    pub fn viewer(session: &SessionInfo, viewer: &CreateViewerRequest) -> Self {
+        Self {
+            protocol: session.protocol.clone(),
+            target: format!("{}:{}", session.target.host, session.target.port),
+            user: viewer.user.clone(),
+            copy: viewer.clipboard,
+            paste: false,
+            upload: false,
+            download: false,
+            read_only: !viewer.input,
+            viewer: true,
+        }
+    }
+}
+
+/// What each page load becomes.
+enum Mode {
+    /// A connection session like this one (its offer is the page's).
+    Session(Box<CreateSessionRequest>),
+    /// A viewer of the running session `session`.
+    Viewer {
+        session: String,
+        request: Box<CreateViewerRequest>,
+    },
 }
 
 /// The helper's state.
 pub struct WebApp {
     api: ApiClient,
-    template: CreateSessionRequest,
+    mode: Mode,
     signalling: Option<(String, Secret<String>)>,
     config: PageConfig,
     sessions: Mutex<Vec<String>>,
@@ -101,11 +133,36 @@ impl WebApp {
         let config = PageConfig::of(&template);
         Self {
             api,
-            template,
+            mode: Mode::Session(Box::new(template)),
             signalling,
             config,
             sessions: Mutex::new(Vec::new()),
         }
+    }
+
+    /// A helper joining the running session `session` as the viewer `request` describes,
+    /// once per page load; the page is told what the control API says of the session.
+    pub async fn viewer(
+        api: ApiClient,
+        session: &str,
+        mut request: CreateViewerRequest,
+        signalling: Option<(String, Secret<String>)>,
+    ) -> Result<Self, ClientError> {
+        let info = api.get_session(session).await?;
+        request.transport = Transport::Webrtc;
+        request.offer = None;
+        request.sealed_offer = None;
+        let config = PageConfig::viewer(&info, &request);
+        Ok(Self {
+            api,
+            mode: Mode::Viewer {
+                session: session.to_owned(),
+                request: Box::new(request),
+            },
+            signalling,
+            config,
+            sessions: Mutex::new(Vec::new()),
+        })
     }
 
     /// The sessions created so far.
@@ -119,7 +176,11 @@ impl WebApp {
     /// Ends every session this helper created (when it stops).
     pub async fn end_sessions(&self) {
         for id in self.sessions() {
-            match self.api.delete_session(&id).await {
+            let ended = match &self.mode {
+                Mode::Session(_) => self.api.delete_session(&id).await,
+                Mode::Viewer { session, .. } => self.api.delete_viewer(session, &id).await,
+            };
+            match ended {
                 Ok(_) | Err(ClientError::Api { status: 404, .. }) => {}
                 Err(error) => tracing::warn!(%error, session = %id, "cannot end the session"),
             }
@@ -154,8 +215,19 @@ impl WebApp {
                 );
             }
         }
-        let mut request = self.template.clone();
-        let answer_key = match put_offer(&mut request, offer.sdp, self.signalling.as_ref()) {
+        let answer_key = match &self.mode {
+            Mode::Session(template) => {
+                let mut request = (**template).clone();
+                put_offer(&mut request, offer.sdp, self.signalling.as_ref())
+                    .map(|key| (key, Creation::Session(request)))
+            }
+            Mode::Viewer { session, request } => {
+                let mut request = (**request).clone();
+                put_viewer_offer(&mut request, offer.sdp, self.signalling.as_ref())
+                    .map(|key| (key, Creation::Viewer(session, request)))
+            }
+        };
+        let (answer_key, request) = match answer_key {
             Ok(key) => key,
             Err(error) => {
                 return local::error(
@@ -165,7 +237,11 @@ impl WebApp {
                 );
             }
         };
-        let response = match self.api.create_session(&request).await {
+        let created = match &request {
+            Creation::Session(request) => self.api.create_session(request).await,
+            Creation::Viewer(session, request) => self.api.create_viewer(session, request).await,
+        };
+        let response = match created {
             Ok(response) => response,
             Err(ClientError::Api { status, error }) => {
                 let status = if status == 400 {
@@ -201,6 +277,12 @@ impl WebApp {
             Err(error) => local::error(StatusCode::BAD_GATEWAY, "answer", &error.to_string()),
         }
     }
+}
+
+/// One page load's request to ztproxy.
+enum Creation<'a> {
+    Session(CreateSessionRequest),
+    Viewer(&'a str, CreateViewerRequest),
 }
 
 impl WebApp {

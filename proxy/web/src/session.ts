@@ -271,10 +271,19 @@ async function main(): Promise<void> {
     document.body.classList.add("browser");
     addressForm.hidden = false;
   }
+  if (settings.viewer) {
+    // A viewer watches another user's session: marked as such, and read-only unless the
+    // gateway let it type (ztproxy drops a read-only viewer's input whatever the page does).
+    document.body.classList.add("viewer");
+    const badge = document.getElementById("badge") as HTMLElement;
+    badge.textContent = settings.readOnly ? "Viewing — read-only" : "Viewing — input shared";
+    badge.hidden = false;
+    document.title = `Viewing ${settings.target} (${settings.protocol})`;
+  }
   const tunnel = new DataChannelTunnel(channel, handshake(settings.user));
   const client = new Guacamole.Client(tunnel);
   attachDisplay(client);
-  attachInput(client, settings);
+  if (!(settings.viewer && settings.readOnly)) attachInput(client, settings);
   attachClipboard(client, settings);
   if (browser) attachAddressBar(client);
   client.onfile = (stream: Guacamole.InputStream, mimetype: string, name: string) => {

@@ -16,6 +16,8 @@ export interface SessionConfig {
   upload: boolean;
   download: boolean;
   readOnly: boolean;
+  /** The page watches another user's session (live sharing). */
+  viewer: boolean;
 }
 
 /** An error the helper or ztproxy reported, in words. */
