@@ -198,6 +198,44 @@ impl Term {
         .await
     }
 
+    /// Receives until this screen's pixels are `pixels` at the end of a frame (`sync`), or
+    /// fails after `timeout` saving both screens (with `ZT_SCREENSHOTS`).
+    pub async fn wait_for_pixels(
+        &mut self,
+        what: &str,
+        pixels: &zt_display::Screen,
+        timeout: Duration,
+    ) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.screen().pixels() == pixels.pixels() {
+                return;
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let before = self.received.len();
+            if left.is_zero() || self.receive(left).await != Some(true) {
+                self.screenshot(&format!("{what}-seen"));
+                panic!("the screen never became {what}: {:?}", self.lines());
+            }
+            // Only a whole frame counts: read on to its `sync`.
+            while !self.received[before..].iter().any(|i| i.is(opcode::SYNC)) {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                if left.is_zero() || self.receive(left).await != Some(true) {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Receives until ztproxy says goodbye (`disconnect`), or the channel closes.
+    pub async fn until_disconnect(&mut self) {
+        let deadline = tokio::time::Instant::now() + STEP;
+        while !self.closed && !self.received.iter().any(|i| i.is(opcode::DISCONNECT)) {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            assert!(self.receive(left).await.is_some(), "no disconnect arrived");
+        }
+    }
+
     /// Receives until the channel closes.
     pub async fn until_closed(&mut self) {
         let deadline = tokio::time::Instant::now() + STEP;

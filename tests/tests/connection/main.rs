@@ -11,6 +11,7 @@ mod hostile;
 mod lifecycle;
 mod policy;
 mod recording;
+mod sharing;
 mod template;
 
 use std::path::PathBuf;

@@ -10,6 +10,7 @@ mod login;
 mod policy;
 mod recording;
 mod sftp;
+mod sharing;
 mod terminal;
 
 use zt_api::Secret;

@@ -290,3 +290,65 @@ async fn the_remote_browsers_address_bar_takes_a_typed_url() {
     assert!(site.log().iter().any(|h| h.path == "/form"));
     browser.close().await;
 }
+
+#[tokio::test]
+async fn a_viewer_page_shows_the_owners_terminal_marked_read_only() {
+    let fixture = Fixture::start();
+    let helper = fixture.web(&[], &[]);
+    let mut owner = Browser::start().unwrap();
+    open_session(&mut owner, &helper.field("url"), false).await;
+    wait_prompt(&mut owner).await;
+    run(&mut owner, "echo owner-$((6*7))", "owner-42").await;
+
+    // The gateway's view: the owner's session, joined by a viewer page.
+    let api = fixture.proxy.api();
+    let sessions = api.list_sessions().await.unwrap();
+    assert_eq!(sessions.len(), 1);
+    let api_arg = fixture.proxy.api_arg();
+    let view = zt_tests::proc::Helper::start(
+        zt_tests::ztproxy_bin!(),
+        &[
+            "connect",
+            "view",
+            "--api",
+            &api_arg,
+            "--session",
+            &sessions[0].id,
+            "--user",
+            "bob",
+        ],
+    )
+    .expect("connect view starts");
+    let mut viewer = Browser::start().unwrap();
+    open_session(&mut viewer, &view.field("url"), false).await;
+    wait_screen(&mut viewer, "the owner's terminal", STEP, |lines| {
+        lines.iter().any(|l| l.trim_end() == "owner-42")
+    })
+    .await;
+    // The page says it is a read-only view, on screen: a red badge at the top right.
+    let badge = viewer
+        .call(serde_json::json!({"op": "text", "selector": "#badge"}))
+        .await
+        .unwrap();
+    assert_eq!(badge["text"], "Viewing — read-only");
+    let shot = viewer.screenshot().await.unwrap();
+    let [r, g, b, _] = shot.pixel(WINDOW.0 - 12, 10);
+    assert!(r > 140 && g < 80 && b < 80, "no badge: {:?}", (r, g, b));
+
+    // The viewer's keys never reach the target; the owner's output reaches the viewer.
+    viewer.type_text("echo viewer-typed\n").await.unwrap();
+    run(&mut owner, "echo owner-again-$((7*7))", "owner-again-49").await;
+    let (lines, _) = wait_screen(&mut viewer, "the owner's new output", STEP, |lines| {
+        lines.iter().any(|l| l.trim_end() == "owner-again-49")
+    })
+    .await;
+    assert!(
+        !lines.iter().any(|l| l.contains("viewer-typed")),
+        "{}",
+        lines.join("\n")
+    );
+    let (owner_lines, _) = wait_screen(&mut owner, "the owner's screen", STEP, |_| true).await;
+    assert!(!owner_lines.iter().any(|l| l.contains("viewer-typed")));
+    viewer.close().await;
+    owner.close().await;
+}
