@@ -70,6 +70,14 @@ struct Args {
     /// Guacamole processing) to the peer.
     #[arg(long)]
     diagnose: bool,
+    /// Also measure live sharing: ztproxy QUIC with a viewer that stops reading after its
+    /// handshake, and with a viewer that reads everything (the owner's throughput).
+    #[arg(long)]
+    viewers: bool,
+    /// Run ztproxy with live sharing off (`[sessions] sharing = false`): no display model
+    /// of the screen besides the recording's. For the cost of sharing, against a run without.
+    #[arg(long, conflicts_with = "viewers")]
+    sharing_off: bool,
     /// Measure only the plain relay and the paths whose name contains this text (for
     /// profiling one path).
     #[arg(long)]
@@ -112,9 +120,20 @@ enum Path {
         transport: Transport,
         recording: bool,
         policy: bool,
+        viewer: Viewer,
     },
     /// A ztproxy tunnel session to the peer (the client speaks to guacd through it).
     Tunnel(Transport),
+}
+
+/// A viewer of the owner's session, on its own QUIC connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Viewer {
+    None,
+    /// Completes its handshake, then never reads again.
+    Stalled,
+    /// Reads and decodes everything.
+    Reading,
 }
 
 impl Path {
@@ -122,9 +141,18 @@ impl Path {
         match self {
             Self::Plain => PLAIN.into(),
             Self::Connection {
+                viewer: Viewer::Stalled,
+                ..
+            } => format!("{QUIC}, a stalled viewer"),
+            Self::Connection {
+                viewer: Viewer::Reading,
+                ..
+            } => format!("{QUIC}, a viewer reading"),
+            Self::Connection {
                 transport,
                 recording,
                 policy,
+                ..
             } => {
                 let base = if transport == Transport::Quic {
                     QUIC
@@ -224,6 +252,7 @@ async fn main() -> anyhow::Result<()> {
         "ztproxy_policy".into(),
         "disable-copy, disable-upload; graphical recording".into(),
     );
+    config.insert("sharing".into(), (!args.sharing_off).into());
     config.insert(
         "cpus".into(),
         std::thread::available_parallelism()
@@ -239,9 +268,11 @@ async fn main() -> anyhow::Result<()> {
         &ProxyOptions {
             log_level: "warn".into(),
             extra_toml: format!(
-                "[guacd]\naddress = \"{}\"\n\n[recordings]\ndirectory = \"{}\"\n",
+                "[guacd]\naddress = \"{}\"\n\n[recordings]\ndirectory = \"{}\"\n\n\
+                 [sessions]\nsharing = {}\n",
                 peer.addr(),
-                recordings.path().display()
+                recordings.path().display(),
+                !args.sharing_off,
             ),
             ..ProxyOptions::default()
         },
@@ -254,6 +285,7 @@ async fn main() -> anyhow::Result<()> {
         transport,
         recording,
         policy,
+        viewer: Viewer::None,
     };
     let mut paths = vec![Path::Plain, connection(Transport::Quic, true, true)];
     if args.webrtc {
@@ -263,6 +295,16 @@ async fn main() -> anyhow::Result<()> {
         paths.push(connection(Transport::Quic, false, true));
         paths.push(connection(Transport::Quic, false, false));
         paths.push(Path::Tunnel(Transport::Quic));
+    }
+    if args.viewers {
+        for viewer in [Viewer::Stalled, Viewer::Reading] {
+            paths.push(Path::Connection {
+                transport: Transport::Quic,
+                recording: true,
+                policy: true,
+                viewer,
+            });
+        }
     }
     if let Some(only) = &args.only {
         paths.retain(|p| matches!(p, Path::Plain) || p.name().contains(only.as_str()));
@@ -282,9 +324,11 @@ async fn main() -> anyhow::Result<()> {
                     transport,
                     recording,
                     policy,
+                    viewer,
                 } => {
                     let secret = recording.then_some(secret.as_str());
-                    measure_proxy(&peer, &api, transport, secret, policy, args.bytes).await
+                    let how = (transport, secret, policy, viewer);
+                    measure_proxy(&peer, &api, how, args.bytes).await
                 }
                 Path::Tunnel(transport) => measure_tunnel(&peer, &api, transport, args.bytes).await,
             };
@@ -386,9 +430,7 @@ async fn measure_plain(peer: &GuacdPeer, relay: SocketAddr, bytes: u64) -> anyho
 async fn measure_proxy(
     peer: &GuacdPeer,
     api: &ApiClient,
-    transport: Transport,
-    secret: Option<&str>,
-    policy: bool,
+    (transport, secret, policy, viewer): (Transport, Option<&str>, bool, Viewer),
     bytes: u64,
 ) -> anyhow::Result<Run> {
     let target = Target {
@@ -452,14 +494,59 @@ async fn measure_proxy(
         .next_connection(STEP)
         .await
         .context("ztproxy did not connect to the guacd peer")?;
+    let watching = match viewer {
+        Viewer::None => None,
+        Viewer::Stalled | Viewer::Reading => Some(join(api, &id, &options, viewer).await?),
+    };
     let run = tokio::time::timeout(RUN_TIMEOUT, client.measure(bytes))
         .await
         .context("the transfer took too long")??;
     finish_peer(&conn).await?;
     drop(client);
+    if let Some((viewer_session, reader)) = watching {
+        reader.abort();
+        viewer_session.close().await;
+    }
     session.close().await;
     let _ = api.delete_session(&id).await;
     Ok(run)
+}
+
+/// Joins session `id` as a viewer over QUIC, through its handshake; a reading viewer then
+/// reads and decodes everything in a task of its own, a stalled one never reads again.
+async fn join(
+    api: &ApiClient,
+    id: &str,
+    options: &TunnelOptions,
+    viewer: Viewer,
+) -> anyhow::Result<(ClientSession, tokio::task::JoinHandle<()>)> {
+    let request = zt_api::control::CreateViewerRequest {
+        transport: Transport::Quic,
+        offer: None,
+        sealed_offer: None,
+        signalling: None,
+        user: "bench-viewer".into(),
+        input: false,
+        clipboard: false,
+    };
+    let (session, _) = ClientSession::join(api, id, request, options)
+        .await
+        .context("joining as a viewer")?;
+    let stream = session.open().await.context("the viewer's channel")?;
+    let mut client = BenchClient::new(Wire::proxy(stream));
+    client.handshake(&BTreeMap::new()).await?;
+    let task = tokio::spawn(async move {
+        if viewer == Viewer::Reading {
+            while let Ok(Some(bytes)) = client.wire.recv().await {
+                client.decoder.feed(&bytes);
+                while let Ok(Some(_)) = client.decoder.poll_instruction() {}
+            }
+        } else {
+            // Holds the stream open without reading it.
+            std::future::pending::<()>().await;
+        }
+    });
+    Ok((session, task))
 }
 
 /// A tunnel session to the peer: ztproxy relays bytes without looking at them, and the

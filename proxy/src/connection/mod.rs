@@ -557,7 +557,7 @@ impl Driver {
         .await;
         drop(to_client);
         if let Some(share) = &self.ctx.share {
-            share.close().await;
+            share.close(end.reason, end.origin).await;
         }
         let mut recordings = Vec::new();
         if let Some(link) = self.backend {

@@ -74,6 +74,10 @@ pub struct Share {
     input_rx: Mutex<Option<mpsc::Receiver<Bytes>>>,
     notes: Mutex<Option<NoteSink>>,
     closed: CancellationToken,
+    /// Viewers whose joining has been noted and whose leaving has not yet.
+    present: tokio::sync::watch::Sender<usize>,
+    /// Why the owner's connection ended, once it has.
+    ended: Mutex<Option<(EndReason, Option<Origin>)>>,
 }
 
 impl std::fmt::Debug for Share {
@@ -162,6 +166,8 @@ impl Share {
             input_rx: Mutex::new(Some(input_rx)),
             notes: Mutex::new(None),
             closed: CancellationToken::new(),
+            present: tokio::sync::watch::Sender::new(0),
+            ended: Mutex::new(None),
         }))
     }
 
@@ -186,14 +192,26 @@ impl Share {
     }
 
     /// The owner's connection is over: its viewers' queues close, the worker stops.
-    pub(super) async fn close(&self) {
+    /// The viewers still present hear it and leave; their departures are noted before this
+    /// returns (bounded), so the owner's recording holds them.
+    pub(super) async fn close(&self, reason: EndReason, origin: Option<Origin>) {
+        *self.ended.lock().unwrap_or_else(|e| e.into_inner()) = Some((reason, origin));
         self.closed.cancel();
         let _ = self.jobs.send(Job::Close).await;
+        let mut present = self.present.subscribe();
+        let _ = tokio::time::timeout(FAREWELL_GRACE, present.wait_for(|n| *n == 0)).await;
     }
 
     /// Whether the owner's connection is over.
     pub fn is_closed(&self) -> bool {
         self.closed.is_cancelled() || self.jobs.is_closed()
+    }
+
+    /// A viewer's end when the owner's connection ended: the owner's reason.
+    fn end(&self) -> ViewerEnd {
+        let ended = *self.ended.lock().unwrap_or_else(|e| e.into_inner());
+        let (reason, origin) = ended.unwrap_or((EndReason::TargetClosed, Some(Origin::Target)));
+        ViewerEnd::new(reason, origin, "the session's connection ended".to_owned())
     }
 
     fn note(&self, event: &AuditEvent) {
@@ -507,6 +525,7 @@ pub async fn run_viewer(
         clipboard: ctx.clipboard,
     };
     ctx.share.note(&joined);
+    ctx.share.present.send_modify(|n| *n += 1);
     ctx.audit.emit(joined);
     tracing::info!(viewer = %ctx.viewer, input = ctx.input, "viewer joined");
 
@@ -524,6 +543,7 @@ pub async fn run_viewer(
     let end = loop {
         tokio::select! {
             () = ctx.cancel.cancelled() => break ViewerEnd::new(end_reason(), None, None),
+            () = ctx.share.closed.cancelled() => break ctx.share.end(),
             () = ticket.dropped.cancelled() => {
                 ctx.metrics.error(Origin::Client, "viewer_too_slow");
                 break ViewerEnd {
@@ -537,7 +557,7 @@ pub async fn run_viewer(
             }
             _ = &mut sender => {
                 break if ctx.share.is_closed() {
-                    ViewerEnd::new(EndReason::TargetClosed, Some(Origin::Target), None)
+                    ctx.share.end()
                 } else {
                     ViewerEnd::new(EndReason::ClientClosed, Some(Origin::Client), None)
                 };
@@ -571,6 +591,7 @@ pub async fn run_viewer(
         inputs_dropped: counts.dropped.load(Ordering::Relaxed),
     };
     ctx.share.note(&left);
+    ctx.share.present.send_modify(|n| *n = n.saturating_sub(1));
     ctx.audit.emit(left);
     tracing::info!(viewer = %ctx.viewer, reason = end.reason.as_str(), "viewer left");
     match tokio::time::timeout(FAREWELL_GRACE, sender).await {

@@ -113,7 +113,9 @@ async fn a_viewer_draws_the_owners_frames_and_types_only_when_allowed() {
     })
     .await;
     let mut events = fx.api.events(Some(0)).await.unwrap();
-    let (_session, id, client, conn) = fx.connected(&SessionSpec::rdp(Transport::Webrtc)).await;
+    let (_session, id, client, conn) = fx
+        .connected(&SessionSpec::rdp(Transport::Webrtc).recorded())
+        .await;
     let mut owner = Term::new(client);
     // A few frames in: the session is under way.
     let mut syncs = 0;
@@ -220,4 +222,38 @@ async fn a_viewer_draws_the_owners_frames_and_types_only_when_allowed() {
     }
     users.sort();
     assert_eq!(users, ["auditor", "helper"]);
+
+    // The recording notes who watched, and when.
+    let (recording, status) = super::recording::recording_ended(&mut events, &id).await;
+    assert_eq!(status, "finalised");
+    let secret = fx.recordings.path().join("secret");
+    std::fs::write(&secret, super::RESOURCE_SECRET).unwrap();
+    let key = zt_recorder_cli::KeyArgs {
+        secret_file: Some(secret),
+        secret_env: None,
+        x25519_key: None,
+    };
+    let file = fx.recordings.path().join("rec").join(recording);
+    let mut reader = zt_recorder_cli::open_unlocked(&file, &key).unwrap();
+    let mut notes = Vec::new();
+    for event in reader.events(zt_recorder::EventRange::all()).unwrap() {
+        if let zt_recorder::Event::Note(json) = event.unwrap().event {
+            let note: serde_json::Value = serde_json::from_slice(&json).unwrap();
+            notes.push(format!(
+                "{} {}",
+                note["event"].as_str().unwrap(),
+                note["user"].as_str().unwrap()
+            ));
+        }
+    }
+    notes.sort();
+    assert_eq!(
+        notes,
+        [
+            "viewer_joined auditor",
+            "viewer_joined helper",
+            "viewer_left auditor",
+            "viewer_left helper"
+        ]
+    );
 }
