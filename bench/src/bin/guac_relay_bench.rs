@@ -268,12 +268,11 @@ async fn main() -> anyhow::Result<()> {
         &ProxyOptions {
             log_level: "warn".into(),
             extra_toml: format!(
-                "[guacd]\naddress = \"{}\"\n\n[recordings]\ndirectory = \"{}\"\n\n\
-                 [sessions]\nsharing = {}\n",
+                "[guacd]\naddress = \"{}\"\n\n[recordings]\ndirectory = \"{}\"\n",
                 peer.addr(),
                 recordings.path().display(),
-                !args.sharing_off,
             ),
+            sessions: vec![format!("sharing = {}", !args.sharing_off)],
             ..ProxyOptions::default()
         },
     )?;

@@ -18,6 +18,9 @@
 //! 4. the core's recording batches go to the recording's worker (waiting while it is behind,
 //!    so the session runs at the speed it can be recorded), its filter events to the audit
 //!    log, its byte counts to the session's counters.
+//! 5. the same batches go to the session's [`share`] (live sharing), whose worker keeps the
+//!    screen for viewers joining and forwards the output to those watching; the input of
+//!    viewers allowed to type comes back from it into the core.
 //!
 //! The connection ends when either side disconnects or closes, when the backend reports an
 //! `error` (its status goes to the client and into the audit event; the origin is the

@@ -7,11 +7,12 @@
 //! owner's relay never decodes an image or encodes a screen) feeds a display model
 //! ([`zt_display::DeferredDisplay`]) and forwards each batch to every attached viewer.
 //!
-//! A viewer joins in order with the output: once the worker has handled everything the
-//! owner received before the join (and no image is half-streamed), it encodes the model's
-//! key frame — the screen of that instant — and queues it for the viewer, then the live
-//! output from there. So a viewer draws what the owner draws, one batch (at most 20 ms of
-//! output) later.
+//! A viewer joins in order with the output: at the end of the first frame (`sync`) the
+//! worker handles after the join, with no image half-streamed, it snapshots the model — the
+//! screen the owner saw at that `sync` — and attaches the viewer. The snapshot's key frame
+//! is encoded on a blocking thread (the worker goes on meanwhile) and reaches the viewer
+//! ahead of the live output from that point. So a viewer draws what the owner draws, one
+//! batch (at most 20 ms of output) later.
 //!
 //! What reaches a viewer, and what does not:
 //!
@@ -97,9 +98,11 @@ enum Job {
     Close,
 }
 
-/// A viewer waiting for its key frame.
+/// A viewer waiting to be attached.
 struct Joining {
     queue: ViewerQueue,
+    /// Where its key frame goes (ahead of the queue).
+    frame: tokio::sync::oneshot::Sender<Vec<Bytes>>,
     clipboard: bool,
 }
 
@@ -110,20 +113,14 @@ struct ViewerQueue {
     queued: Arc<AtomicUsize>,
     /// Cancelled when the viewer is dropped for not keeping up.
     dropped: CancellationToken,
-    /// Bytes queued beyond [`VIEWER_QUEUE_BYTES`] that are not the viewer's fault: its key
-    /// frame.
-    allowance: usize,
 }
 
 impl ViewerQueue {
-    /// Queues `messages`; `false` when the viewer is gone or, for output that `counts`,
-    /// has fallen too far behind (it is then dropped: `dropped` tells it why its queue
-    /// closed).
-    fn deliver(&mut self, messages: Vec<Bytes>, counts: bool) -> bool {
+    /// Queues `messages`; `false` when the viewer is gone or has fallen too far behind (it
+    /// is then dropped: `dropped` tells it why its queue closed).
+    fn deliver(&self, messages: Vec<Bytes>) -> bool {
         let len: usize = messages.iter().map(Bytes::len).sum();
-        if !counts {
-            self.allowance += len;
-        } else if self.queued.load(Ordering::Relaxed) + len > VIEWER_QUEUE_BYTES + self.allowance {
+        if self.queued.load(Ordering::Relaxed) + len > VIEWER_QUEUE_BYTES {
             self.dropped.cancel();
             return false;
         }
@@ -134,19 +131,23 @@ impl ViewerQueue {
     }
 }
 
-/// What a joined viewer receives: its queue, and why it closed.
+/// What a joined viewer receives: its key frame, then its queue, and why it closed.
 pub struct Ticket {
+    frame: tokio::sync::oneshot::Receiver<Vec<Bytes>>,
     queue: mpsc::UnboundedReceiver<Bytes>,
     queued: Arc<AtomicUsize>,
     dropped: CancellationToken,
 }
 
 impl Share {
-    /// A share with its worker running; `None` when no thread can be started.
+    /// A share with its worker running; `None` when no thread can be started. Called within
+    /// the daemon's runtime (key frames are encoded on its blocking pool).
     pub fn start() -> Option<Arc<Self>> {
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
         let (jobs, rx) = mpsc::channel(OUTPUT_QUEUE);
         let (input, input_rx) = mpsc::channel(INPUT_QUEUE);
         let worker = Worker {
+            runtime,
             display: Some(zt_display::DeferredDisplay::new(
                 zt_display::Display::new(zt_display::DisplayLimits::default()),
                 zt_display::DEFAULT_BUDGET,
@@ -229,15 +230,20 @@ impl Share {
             tx,
             queued: Arc::default(),
             dropped: CancellationToken::new(),
-            allowance: 0,
         };
+        let (frame, frame_rx) = tokio::sync::oneshot::channel();
         let ticket = Ticket {
+            frame: frame_rx,
             queue: rx,
             queued: queue.queued.clone(),
             dropped: queue.dropped.clone(),
         };
         self.jobs
-            .send(Job::Join(Joining { queue, clipboard }))
+            .send(Job::Join(Joining {
+                queue,
+                frame,
+                clipboard,
+            }))
             .await
             .ok()?;
         Some(ticket)
@@ -246,6 +252,8 @@ impl Share {
 
 /// The share's thread.
 struct Worker {
+    /// Where key frames are encoded (its blocking pool).
+    runtime: tokio::runtime::Handle,
     display: Option<zt_display::DeferredDisplay>,
     viewers: Vec<Attached>,
     joining: Vec<Joining>,
@@ -309,7 +317,7 @@ impl Worker {
                     .filter(|i| viewer.filter.pass(i))
                     .map(Instruction::raw),
             );
-            viewer.queue.deliver(messages, true)
+            viewer.queue.deliver(messages)
         });
         if let Some(display) = &mut self.display {
             for instruction in instructions {
@@ -336,20 +344,27 @@ impl Worker {
             self.display = None;
             return self.admit();
         }
-        let frame = if model.key_frame_ready() && model.size() != (0, 0) {
-            key_frame_messages(&model.snapshot().encode())
-        } else {
-            Vec::new()
-        };
-        for mut joining in self.joining.drain(..) {
-            // The key frame is bounded by the screen: it does not count against the queue.
-            if joining.queue.deliver(frame.clone(), false) {
-                self.viewers.push(Attached {
-                    queue: joining.queue,
-                    filter: ViewerFilter::new(joining.clipboard),
-                });
-            }
+        // Taking the snapshot is cheap; encoding it is not, and happens on a blocking
+        // thread while the output goes on: what follows reaches the viewers' queues meanwhile,
+        // and their key frames go ahead of it.
+        let snapshot =
+            (model.key_frame_ready() && model.size() != (0, 0)).then(|| model.snapshot());
+        let mut frames = Vec::new();
+        for joining in self.joining.drain(..) {
+            frames.push(joining.frame);
+            self.viewers.push(Attached {
+                queue: joining.queue,
+                filter: ViewerFilter::new(joining.clipboard),
+            });
         }
+        let encode = move || {
+            let frame = snapshot.map_or_else(Vec::new, |s| key_frame_messages(&s.encode()));
+            for to in frames {
+                let _ = to.send(frame.clone());
+            }
+        };
+        // Dropped unfinished only when the runtime shuts down: the viewers end then anyway.
+        drop(self.runtime.spawn_blocking(encode));
     }
 }
 
@@ -533,7 +548,7 @@ pub async fn run_viewer(
     let stop = CancellationToken::new();
     let mut sender = tokio::spawn(send_output(
         writer,
-        (ticket.queue, ticket.queued.clone()),
+        (ticket.frame, ticket.queue, ticket.queued.clone()),
         stop.clone(),
         counts.clone(),
         ctx.stats.clone(),
@@ -695,12 +710,36 @@ fn viewer_input(
 /// ended, or the viewer was dropped), the client's channel fails, or `stop`.
 async fn send_output(
     mut writer: StreamWriter,
-    (mut queue, queued): (mpsc::UnboundedReceiver<Bytes>, Arc<AtomicUsize>),
+    (frame, mut queue, queued): (
+        tokio::sync::oneshot::Receiver<Vec<Bytes>>,
+        mpsc::UnboundedReceiver<Bytes>,
+        Arc<AtomicUsize>,
+    ),
     stop: CancellationToken,
     counts: Arc<ViewerCounts>,
     stats: Arc<SessionStats>,
     metrics: Arc<Metrics>,
 ) -> StreamWriter {
+    // The screen of the moment the viewer joined, first.
+    let frame = tokio::select! {
+        () = stop.cancelled() => return writer,
+        frame = frame => frame,
+    };
+    let Ok(frame) = frame else {
+        return writer;
+    };
+    for message in frame {
+        let n = message.len() as u64;
+        let sent = tokio::select! {
+            () = stop.cancelled() => return writer,
+            sent = writer.send(message) => sent,
+        };
+        if sent.is_err() {
+            return writer;
+        }
+        counts.bytes.fetch_add(n, Ordering::Relaxed);
+        stats.count_to_client(&metrics, n);
+    }
     loop {
         let message = tokio::select! {
             () = stop.cancelled() => return writer,
@@ -810,19 +849,16 @@ mod tests {
     #[test]
     fn a_viewer_that_stops_reading_is_dropped_and_told_why() {
         let (tx, _rx) = mpsc::unbounded_channel();
-        let mut queue = ViewerQueue {
+        let queue = ViewerQueue {
             tx,
             queued: Arc::default(),
             dropped: CancellationToken::new(),
-            allowance: 0,
         };
-        let big = || vec![Bytes::from(vec![0; VIEWER_QUEUE_BYTES / 2])];
-        // A key frame does not count against the bound; output does.
-        assert!(queue.deliver(big(), false));
-        assert!(queue.deliver(big(), true));
-        assert!(queue.deliver(big(), true));
+        let half = || vec![Bytes::from(vec![0; VIEWER_QUEUE_BYTES / 2])];
+        assert!(queue.deliver(half()));
+        assert!(queue.deliver(half()));
         assert!(!queue.dropped.is_cancelled());
-        assert!(!queue.deliver(vec![Bytes::from_static(b"1")], true));
+        assert!(!queue.deliver(vec![Bytes::from_static(b"1")]));
         assert!(queue.dropped.is_cancelled());
     }
 }
