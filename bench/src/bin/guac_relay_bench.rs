@@ -205,6 +205,9 @@ struct Run {
     /// CPU time this process (client, guacd peer and, for the plain path, the relay) used
     /// per byte delivered, in ns.
     bench_cpu_ns_per_byte: f64,
+    /// With a viewer: the bytes it received, and whether ztproxy dropped it as too slow.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    viewer: Option<(u64, bool)>,
 }
 
 #[tokio::main]
@@ -497,19 +500,29 @@ async fn measure_proxy(
         Viewer::None => None,
         Viewer::Stalled | Viewer::Reading => Some(join(api, &id, &options, viewer).await?),
     };
-    let run = tokio::time::timeout(RUN_TIMEOUT, client.measure(bytes))
+    let mut run = tokio::time::timeout(RUN_TIMEOUT, client.measure(bytes))
         .await
         .context("the transfer took too long")??;
     finish_peer(&conn).await?;
     drop(client);
-    if let Some((viewer_session, reader)) = watching {
+    if let Some((viewer_session, (received, dropped), reader)) = watching {
         reader.abort();
+        let dropped = dropped.load(std::sync::atomic::Ordering::Relaxed);
+        let received = received.load(std::sync::atomic::Ordering::Relaxed);
+        eprintln!("  the viewer received {received} bytes; dropped as too slow: {dropped}");
+        run.viewer = Some((received, dropped));
         viewer_session.close().await;
     }
     session.close().await;
     let _ = api.delete_session(&id).await;
     Ok(run)
 }
+
+/// What a viewer saw: bytes received, and whether it was told it was too slow.
+type Seen = (
+    std::sync::Arc<std::sync::atomic::AtomicU64>,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+);
 
 /// Joins session `id` as a viewer over QUIC, through its handshake; a reading viewer then
 /// reads and decodes everything in a task of its own, a stalled one never reads again.
@@ -518,7 +531,7 @@ async fn join(
     id: &str,
     options: &TunnelOptions,
     viewer: Viewer,
-) -> anyhow::Result<(ClientSession, tokio::task::JoinHandle<()>)> {
+) -> anyhow::Result<(ClientSession, Seen, tokio::task::JoinHandle<()>)> {
     let request = zt_api::control::CreateViewerRequest {
         transport: Transport::Quic,
         offer: None,
@@ -534,18 +547,26 @@ async fn join(
     let stream = session.open().await.context("the viewer's channel")?;
     let mut client = BenchClient::new(Wire::proxy(stream));
     client.handshake(&BTreeMap::new()).await?;
+    let seen: Seen = Default::default();
+    let (received, dropped) = seen.clone();
     let task = tokio::spawn(async move {
+        use std::sync::atomic::Ordering::Relaxed;
         if viewer == Viewer::Reading {
             while let Ok(Some(bytes)) = client.wire.recv().await {
+                received.fetch_add(bytes.len() as u64, Relaxed);
                 client.decoder.feed(&bytes);
-                while let Ok(Some(_)) = client.decoder.poll_instruction() {}
+                while let Ok(Some(instruction)) = client.decoder.poll_instruction() {
+                    if instruction.is(opcode::ERROR) {
+                        dropped.store(instruction.arg(0) == Some("Viewer too slow"), Relaxed);
+                    }
+                }
             }
         } else {
             // Holds the stream open without reading it.
             std::future::pending::<()>().await;
         }
     });
-    Ok((session, task))
+    Ok((session, seen, task))
 }
 
 /// A tunnel session to the peer: ztproxy relays bytes without looking at them, and the
@@ -755,6 +776,7 @@ impl BenchClient {
                             instructions_per_sec: instructions as f64 / seconds,
                             ztproxy_cpu_ns_per_byte: 0.0,
                             bench_cpu_ns_per_byte: 0.0,
+                            viewer: None,
                         });
                     }
                 } else if instruction.is(opcode::ERROR) || instruction.is(opcode::DISCONNECT) {

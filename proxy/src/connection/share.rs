@@ -28,8 +28,9 @@
 //! owner's window size wins and the owner's client keeps the target's pace.
 //!
 //! Back-pressure: a viewer never slows the owner. Each viewer has a queue bounded in bytes
-//! ([`VIEWER_QUEUE_BYTES`], besides the key frame it joined with); a viewer whose queue
-//! would overflow when output arrives has stopped keeping up and is dropped (it hears why).
+//! ([`VIEWER_QUEUE_BYTES`] beyond the key frame it joined with and what piled up while that
+//! was encoded, at most [`PENDING_QUEUE_BYTES`]); a viewer whose queue would overflow when
+//! output arrives has stopped keeping up and is dropped (it hears why).
 //! Its transport holds some more (a QUIC stream's window and send buffer, a data channel's
 //! buffered amount), so a stalled viewer costs at most those plus the queue. The worker itself is fed like the recording's:
 //! when it falls behind, the owner's relay waits for room, so the session runs at the speed
@@ -56,8 +57,11 @@ use crate::transport::stream::{StreamReader, StreamWriter};
 
 /// Batches of the owner's output queued for the share's worker.
 pub const OUTPUT_QUEUE: usize = 32;
-/// Output queued for one viewer, in bytes: a viewer that lets more pile up is dropped.
+/// Output queued for one viewer, in bytes, beyond what piled up while its key frame was
+/// encoded: a viewer that lets more pile up is dropped.
 pub const VIEWER_QUEUE_BYTES: usize = 4 * 1024 * 1024;
+/// Output queued for a viewer while its key frame is encoded (it cannot take any yet).
+pub const PENDING_QUEUE_BYTES: usize = 16 * 1024 * 1024;
 /// Input messages of viewers queued for the owner's connection.
 pub const INPUT_QUEUE: usize = 64;
 /// Viewers a session may have at once.
@@ -113,6 +117,9 @@ struct ViewerQueue {
     queued: Arc<AtomicUsize>,
     /// Cancelled when the viewer is dropped for not keeping up.
     dropped: CancellationToken,
+    /// The bound beyond [`VIEWER_QUEUE_BYTES`]: [`PENDING_QUEUE_BYTES`] until the viewer's
+    /// end has its key frame, then what had piled up by then.
+    allowance: Arc<AtomicUsize>,
 }
 
 impl ViewerQueue {
@@ -120,7 +127,8 @@ impl ViewerQueue {
     /// is then dropped: `dropped` tells it why its queue closed).
     fn deliver(&self, messages: Vec<Bytes>) -> bool {
         let len: usize = messages.iter().map(Bytes::len).sum();
-        if self.queued.load(Ordering::Relaxed) + len > VIEWER_QUEUE_BYTES {
+        let bound = VIEWER_QUEUE_BYTES + self.allowance.load(Ordering::Relaxed);
+        if self.queued.load(Ordering::Relaxed) + len > bound {
             self.dropped.cancel();
             return false;
         }
@@ -136,6 +144,7 @@ pub struct Ticket {
     frame: tokio::sync::oneshot::Receiver<Vec<Bytes>>,
     queue: mpsc::UnboundedReceiver<Bytes>,
     queued: Arc<AtomicUsize>,
+    allowance: Arc<AtomicUsize>,
     dropped: CancellationToken,
 }
 
@@ -230,12 +239,14 @@ impl Share {
             tx,
             queued: Arc::default(),
             dropped: CancellationToken::new(),
+            allowance: Arc::new(AtomicUsize::new(PENDING_QUEUE_BYTES)),
         };
         let (frame, frame_rx) = tokio::sync::oneshot::channel();
         let ticket = Ticket {
             frame: frame_rx,
             queue: rx,
             queued: queue.queued.clone(),
+            allowance: queue.allowance.clone(),
             dropped: queue.dropped.clone(),
         };
         self.jobs
@@ -548,7 +559,7 @@ pub async fn run_viewer(
     let stop = CancellationToken::new();
     let mut sender = tokio::spawn(send_output(
         writer,
-        (ticket.frame, ticket.queue, ticket.queued.clone()),
+        (ticket.frame, ticket.queue, ticket.queued, ticket.allowance),
         stop.clone(),
         counts.clone(),
         ctx.stats.clone(),
@@ -710,9 +721,10 @@ fn viewer_input(
 /// ended, or the viewer was dropped), the client's channel fails, or `stop`.
 async fn send_output(
     mut writer: StreamWriter,
-    (frame, mut queue, queued): (
+    (frame, mut queue, queued, allowance): (
         tokio::sync::oneshot::Receiver<Vec<Bytes>>,
         mpsc::UnboundedReceiver<Bytes>,
+        Arc<AtomicUsize>,
         Arc<AtomicUsize>,
     ),
     stop: CancellationToken,
@@ -728,6 +740,8 @@ async fn send_output(
     let Ok(frame) = frame else {
         return writer;
     };
+    // What piled up while the key frame was encoded is not the viewer's fault.
+    allowance.store(queued.load(Ordering::Relaxed), Ordering::Relaxed);
     for message in frame {
         let n = message.len() as u64;
         let sent = tokio::select! {
@@ -853,7 +867,15 @@ mod tests {
             tx,
             queued: Arc::default(),
             dropped: CancellationToken::new(),
+            allowance: Arc::new(AtomicUsize::new(PENDING_QUEUE_BYTES)),
         };
+        // While the key frame is encoded, up to 16 MiB more may pile up.
+        let big = || vec![Bytes::from(vec![0; PENDING_QUEUE_BYTES])];
+        assert!(queue.deliver(big()));
+        // The viewer's end took its key frame with 16 MiB waiting: 4 MiB more, no further.
+        queue
+            .allowance
+            .store(PENDING_QUEUE_BYTES, Ordering::Relaxed);
         let half = || vec![Bytes::from(vec![0; VIEWER_QUEUE_BYTES / 2])];
         assert!(queue.deliver(half()));
         assert!(queue.deliver(half()));
