@@ -75,6 +75,8 @@ pub struct OpenContext {
     pub end_session: Arc<dyn Fn(EndReason) + Send + Sync>,
     /// Facts for the session's graphical recording, when it has one.
     pub notes: Option<super::recording::NoteSink>,
+    /// The session's live sharing: a typescript registers there to note who watched.
+    pub share: Option<Arc<super::share::Share>>,
 }
 
 /// Why a backend could not be opened. Secret-free: it reaches the audit log.

@@ -317,7 +317,9 @@ impl Driver {
                 // The share is fed what the recording would be.
                 self.core.start_recording(false);
             }
-            share.set_notes(self.recording.as_ref().and_then(GraphicalRecording::notes));
+            if let Some(notes) = self.recording.as_ref().and_then(GraphicalRecording::notes) {
+                share.add_notes(share::Notes::Graphical(notes));
+            }
         }
         let context = self.open_context();
         let opened = tokio::select! {
@@ -360,6 +362,7 @@ impl Driver {
             cancel: ctx.cancel.clone(),
             end_session: ctx.end_session.clone(),
             notes: self.recording.as_ref().and_then(GraphicalRecording::notes),
+            share: ctx.share.clone(),
         }
     }
 

@@ -372,7 +372,8 @@ impl Worker {
 /// recorded as a gap, so a stalled disk never stalls the session. A failing writer calls the
 /// `on_failure` given to [`TypescriptRecording::start`] once.
 pub struct TypescriptRecording {
-    writer: RecordingWriter,
+    /// Shared only with [`TypescriptNotes`], which hold it weakly.
+    writer: Arc<RecordingWriter>,
     file_name: String,
     include_input: bool,
     dropped: u64,
@@ -389,7 +390,7 @@ impl TypescriptRecording {
         let file_name = format!("{}.typescript.ztrec", plan.session);
         let writer = create_writer(plan.settings, &file_name, config).await?;
         Ok(Self {
-            writer,
+            writer: Arc::new(writer),
             file_name,
             include_input: plan.include_input,
             dropped: 0,
@@ -434,9 +435,41 @@ impl TypescriptRecording {
         }
     }
 
+    /// Where facts are noted from outside the engine that writes the typescript (a viewer
+    /// joining the session).
+    pub fn notes(&self) -> TypescriptNotes {
+        TypescriptNotes(Arc::downgrade(&self.writer))
+    }
+
     /// Finalises the recording (blocking work runs on a blocking thread).
     pub async fn finish(self) -> RecordingSummary {
-        finish_writer(self.file_name, self.writer, self.dropped).await
+        // A note being appended holds the writer for that append only (it never blocks).
+        let mut writer = self.writer;
+        let writer = loop {
+            match Arc::try_unwrap(writer) {
+                Ok(writer) => break writer,
+                Err(shared) => {
+                    writer = shared;
+                    tokio::task::yield_now().await;
+                }
+            }
+        };
+        finish_writer(self.file_name, writer, self.dropped).await
+    }
+}
+
+/// Where facts are noted into a typescript from outside its engine. It never blocks and
+/// never keeps the recording open: a note that finds the recording finished (or its queue
+/// full) is dropped.
+#[derive(Clone)]
+pub struct TypescriptNotes(std::sync::Weak<RecordingWriter>);
+
+impl TypescriptNotes {
+    /// Notes `event`.
+    pub fn note(&self, event: &AuditEvent) {
+        if let (Some(writer), Ok(json)) = (self.0.upgrade(), serde_json::to_vec(event)) {
+            let _ = writer.append(Event::Note(json.into()));
+        }
     }
 }
 

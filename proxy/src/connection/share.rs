@@ -37,7 +37,7 @@
 //! its screen can be modelled.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -49,7 +49,7 @@ use zt_api::control::{EndReason, Origin};
 use zt_connection::handshake::{ClientHandshake, Step};
 use zt_guac::{Decoder, Instruction, Limits, opcode};
 
-use super::recording::NoteSink;
+use super::recording::{NoteSink, TypescriptNotes};
 use crate::audit::AuditLog;
 use crate::metrics::Metrics;
 use crate::session::SessionStats;
@@ -68,6 +68,8 @@ pub const INPUT_QUEUE: usize = 64;
 pub const MAX_VIEWERS: usize = 16;
 /// How long a viewer's client may take to complete its handshake.
 pub const VIEWER_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Keys a viewer may hold down at once (released on the target when it leaves).
+const MAX_PRESSED: usize = 64;
 /// How long a viewer that ends gets to hear why.
 const FAREWELL_GRACE: Duration = Duration::from_millis(500);
 
@@ -77,12 +79,14 @@ pub struct Share {
     jobs: mpsc::Sender<Job>,
     input: mpsc::Sender<Bytes>,
     input_rx: Mutex<Option<mpsc::Receiver<Bytes>>>,
-    notes: Mutex<Option<NoteSink>>,
+    notes: Mutex<Vec<Notes>>,
     closed: CancellationToken,
     /// Viewers whose joining has been noted and whose leaving has not yet.
     present: tokio::sync::watch::Sender<usize>,
     /// Why the owner's connection ended, once it has.
     ended: Mutex<Option<(EndReason, Option<Origin>)>>,
+    /// Set when the display model failed: no viewer can be shown the screen any more.
+    unshareable: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Share {
@@ -91,6 +95,15 @@ impl std::fmt::Debug for Share {
             .field("closed", &self.closed.is_cancelled())
             .finish_non_exhaustive()
     }
+}
+
+/// A recording of the owner's session that notes who watched.
+#[derive(Clone)]
+pub enum Notes {
+    /// The graphical recording.
+    Graphical(NoteSink),
+    /// A native terminal's typescript.
+    Typescript(TypescriptNotes),
 }
 
 enum Job {
@@ -153,10 +166,12 @@ impl Share {
     /// the daemon's runtime (key frames are encoded on its blocking pool).
     pub fn start() -> Option<Arc<Self>> {
         let runtime = tokio::runtime::Handle::try_current().ok()?;
+        let unshareable = Arc::new(AtomicBool::new(false));
         let (jobs, rx) = mpsc::channel(OUTPUT_QUEUE);
         let (input, input_rx) = mpsc::channel(INPUT_QUEUE);
         let worker = Worker {
             runtime,
+            unshareable: unshareable.clone(),
             display: Some(zt_display::DeferredDisplay::new(
                 zt_display::Display::new(zt_display::DisplayLimits::default()),
                 zt_display::DEFAULT_BUDGET,
@@ -174,10 +189,11 @@ impl Share {
             jobs,
             input,
             input_rx: Mutex::new(Some(input_rx)),
-            notes: Mutex::new(None),
+            notes: Mutex::new(Vec::new()),
             closed: CancellationToken::new(),
             present: tokio::sync::watch::Sender::new(0),
             ended: Mutex::new(None),
+            unshareable,
         }))
     }
 
@@ -196,20 +212,38 @@ impl Share {
             .take()
     }
 
-    /// Where viewers' joins and departures are noted: the owner's graphical recording.
-    pub(super) fn set_notes(&self, notes: Option<NoteSink>) {
-        *self.notes.lock().unwrap_or_else(|e| e.into_inner()) = notes;
+    /// Where viewers' joins and departures are noted: the owner's recordings.
+    pub(super) fn add_notes(&self, notes: Notes) {
+        self.notes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(notes);
     }
 
     /// The owner's connection is over: its viewers' queues close, the worker stops.
     /// The viewers still present hear it and leave; their departures are noted before this
     /// returns (bounded), so the owner's recording holds them.
-    pub(super) async fn close(&self, reason: EndReason, origin: Option<Origin>) {
-        *self.ended.lock().unwrap_or_else(|e| e.into_inner()) = Some((reason, origin));
+    pub async fn close(&self, reason: EndReason, origin: Option<Origin>) {
+        self.ended
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert((reason, origin));
         self.closed.cancel();
         let _ = self.jobs.send(Job::Close).await;
+        self.viewers_left().await;
+    }
+
+    /// Waits (at most half a second) until every viewer that joined has noted its
+    /// departure: a session that ends its viewers waits for this before its connection and
+    /// recordings end.
+    pub async fn viewers_left(&self) {
         let mut present = self.present.subscribe();
         let _ = tokio::time::timeout(FAREWELL_GRACE, present.wait_for(|n| *n == 0)).await;
+    }
+
+    /// Whether viewers can still be shown the screen.
+    pub fn is_shareable(&self) -> bool {
+        !self.unshareable.load(Ordering::Relaxed)
     }
 
     /// Whether the owner's connection is over.
@@ -225,8 +259,11 @@ impl Share {
     }
 
     fn note(&self, event: &AuditEvent) {
-        if let Some(notes) = &*self.notes.lock().unwrap_or_else(|e| e.into_inner()) {
-            notes.note(event);
+        for notes in &*self.notes.lock().unwrap_or_else(|e| e.into_inner()) {
+            match notes {
+                Notes::Graphical(sink) => sink.note(event),
+                Notes::Typescript(sink) => sink.note(event),
+            }
         }
     }
 
@@ -265,6 +302,8 @@ impl Share {
 struct Worker {
     /// Where key frames are encoded (its blocking pool).
     runtime: tokio::runtime::Handle,
+    /// Set when the model fails.
+    unshareable: Arc<AtomicBool>,
     display: Option<zt_display::DeferredDisplay>,
     viewers: Vec<Attached>,
     joining: Vec<Joining>,
@@ -341,7 +380,7 @@ impl Worker {
     /// image is being streamed (its blobs would reach them without its start).
     fn admit(&mut self) {
         let Some(display) = &mut self.display else {
-            // The model degraded: nobody can be shown the screen.
+            // The model degraded: nobody can be shown the screen (the joining hear why).
             self.joining.clear();
             return;
         };
@@ -351,15 +390,21 @@ impl Worker {
         display.flush();
         let model = display.display();
         if model.is_degraded() {
+            // As the recording's model: once its pixels cannot be trusted, no key frame is.
             tracing::warn!("the shared display model degraded; no more viewers can join");
+            self.unshareable.store(true, Ordering::Relaxed);
             self.display = None;
             return self.admit();
+        }
+        if !model.key_frame_ready() && model.size() != (0, 0) {
+            // Not at a point a key frame can be taken: the next frame's end.
+            return;
         }
         // Taking the snapshot is cheap; encoding it is not, and happens on a blocking
         // thread while the output goes on: what follows reaches the viewers' queues meanwhile,
         // and their key frames go ahead of it.
-        let snapshot =
-            (model.key_frame_ready() && model.size() != (0, 0)).then(|| model.snapshot());
+        // Nothing drawn yet: the viewer starts from an empty screen, as the owner did.
+        let snapshot = (model.size() != (0, 0)).then(|| model.snapshot());
         let mut frames = Vec::new();
         for joining in self.joining.drain(..) {
             frames.push(joining.frame);
@@ -566,6 +611,9 @@ pub async fn run_viewer(
         ctx.metrics.clone(),
     ));
     let mut decoder = Decoder::new(Limits::default());
+    let mut pressed = HashSet::new();
+    // The output task's writer, once it has finished (it is awaited only once).
+    let mut finished: Option<Option<StreamWriter>> = None;
     let end = loop {
         tokio::select! {
             () = ctx.cancel.cancelled() => break ViewerEnd::new(end_reason(), None, None),
@@ -581,9 +629,17 @@ pub async fn run_viewer(
                     )
                 };
             }
-            _ = &mut sender => {
+            done = &mut sender => {
+                finished = Some(done.ok());
                 break if ctx.share.is_closed() {
                     ctx.share.end()
+                } else if ctx.share.unshareable.load(Ordering::Relaxed) {
+                    ViewerEnd::new(
+                        EndReason::Error,
+                        Some(Origin::Local),
+                        "the session's screen cannot be shown (its display model failed)"
+                            .to_owned(),
+                    )
                 } else {
                     ViewerEnd::new(EndReason::ClientClosed, Some(Origin::Client), None)
                 };
@@ -593,19 +649,32 @@ pub async fn run_viewer(
                     break ViewerEnd::new(EndReason::ClientClosed, Some(Origin::Client), None);
                 };
                 ctx.stats.touch();
-                match viewer_input(&mut decoder, &bytes, &ctx, &counts) {
+                match viewer_input(&mut decoder, &bytes, &ctx, &counts, &mut pressed) {
                     Ok(None) => {}
-                    Ok(Some(input)) => {
-                        if ctx.share.input.send(input).await.is_err() {
-                            break ViewerEnd::new(EndReason::TargetClosed, Some(Origin::Target), None);
+                    // The owner's connection takes it, unless it is over or the viewer ends.
+                    Ok(Some(input)) => tokio::select! {
+                        sent = ctx.share.input.send(input) => if sent.is_err() {
+                            break ctx.share.end();
+                        },
+                        () = ctx.cancel.cancelled() => {
+                            break ViewerEnd::new(end_reason(), None, None);
                         }
-                    }
+                        () = ctx.share.closed.cancelled() => break ctx.share.end(),
+                    },
                     Err(end) => break end,
                 }
             }
         }
     };
     stop.cancel();
+    // Keys the viewer still holds are released on the target.
+    if !pressed.is_empty() {
+        let mut release = BytesMut::new();
+        for keysym in &pressed {
+            zt_guac::encode(opcode::KEY, &[keysym.as_str(), "0"], &mut release);
+        }
+        let _ = ctx.share.input.try_send(release.freeze());
+    }
     let left = AuditEvent::ViewerLeft {
         session: ctx.session.clone(),
         viewer: ctx.viewer.clone(),
@@ -620,9 +689,17 @@ pub async fn run_viewer(
     ctx.share.present.send_modify(|n| *n = n.saturating_sub(1));
     ctx.audit.emit(left);
     tracing::info!(viewer = %ctx.viewer, reason = end.reason.as_str(), "viewer left");
-    match tokio::time::timeout(FAREWELL_GRACE, sender).await {
-        Ok(Ok(writer)) => farewell(writer, end).await,
-        _ => end,
+    let writer = match finished {
+        Some(writer) => writer,
+        None => tokio::time::timeout(FAREWELL_GRACE, sender)
+            .await
+            .ok()
+            .and_then(Result::ok),
+    };
+    match writer {
+        Some(writer) => farewell(writer, end).await,
+        // Its channel is stuck: nothing more reaches the client.
+        None => end,
     }
 }
 
@@ -682,6 +759,7 @@ fn viewer_input(
     bytes: &[u8],
     ctx: &ViewerContext,
     counts: &ViewerCounts,
+    pressed: &mut HashSet<String>,
 ) -> Result<Option<Bytes>, ViewerEnd> {
     decoder.feed(bytes);
     let mut forward = BytesMut::new();
@@ -709,6 +787,16 @@ fn viewer_input(
             if ctx.input {
                 counts.forwarded.fetch_add(1, Ordering::Relaxed);
                 forward.extend_from_slice(instruction.raw());
+                if let (true, Some(keysym)) = (instruction.is(opcode::KEY), instruction.arg(0)) {
+                    if instruction.arg(1) == Some("1") {
+                        // Bounded: a client pressing ever more keys is a protocol error.
+                        if pressed.len() < MAX_PRESSED {
+                            pressed.insert(keysym.to_owned());
+                        }
+                    } else {
+                        pressed.remove(keysym);
+                    }
+                }
             } else {
                 counts.dropped.fetch_add(1, Ordering::Relaxed);
             }
@@ -742,13 +830,14 @@ async fn send_output(
     };
     // What piled up while the key frame was encoded is not the viewer's fault.
     allowance.store(queued.load(Ordering::Relaxed), Ordering::Relaxed);
+    // A write is never interrupted (a QUIC write cut short would leave half an instruction
+    // before the farewell): `stop` is looked at between messages.
     for message in frame {
+        if stop.is_cancelled() {
+            return writer;
+        }
         let n = message.len() as u64;
-        let sent = tokio::select! {
-            () = stop.cancelled() => return writer,
-            sent = writer.send(message) => sent,
-        };
-        if sent.is_err() {
+        if writer.send(message).await.is_err() {
             return writer;
         }
         counts.bytes.fetch_add(n, Ordering::Relaxed);
@@ -762,13 +851,13 @@ async fn send_output(
         let Some(message) = message else {
             return writer;
         };
-        queued.fetch_sub(message.len(), Ordering::Relaxed);
+        let now = queued
+            .fetch_sub(message.len(), Ordering::Relaxed)
+            .saturating_sub(message.len());
+        // The backlog of the key frame's encoding drains: the bound tightens with it.
+        allowance.fetch_min(now, Ordering::Relaxed);
         let n = message.len() as u64;
-        let sent = tokio::select! {
-            () = stop.cancelled() => return writer,
-            sent = writer.send(message) => sent,
-        };
-        if sent.is_err() {
+        if writer.send(message).await.is_err() {
             return writer;
         }
         counts.bytes.fetch_add(n, Ordering::Relaxed);

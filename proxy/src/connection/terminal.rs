@@ -177,6 +177,9 @@ pub(super) async fn start_typescript(
     match started {
         Ok(typescript) => {
             services.recording_started(&context.session, typescript.file_name(), "typescript");
+            if let Some(share) = &context.share {
+                share.add_notes(super::share::Notes::Typescript(typescript.notes()));
+            }
             Ok(Some(typescript))
         }
         Err(error) => {

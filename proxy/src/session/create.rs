@@ -128,6 +128,11 @@ pub async fn create_viewer(
     if owner.end.is_cancelled() || share.is_closed() {
         return Err(conflict("the session is ending"));
     }
+    if !share.is_shareable() {
+        return Err(conflict(
+            "the session's screen cannot be shared (its display model failed)",
+        ));
+    }
     if owner.viewers().len() >= crate::connection::share::MAX_VIEWERS {
         return Err(conflict(&format!(
             "the session has {} viewers, as many as it may",
@@ -185,11 +190,23 @@ pub async fn create_viewer(
         close_transport(shared, transport, EndReason::Error).await;
         return Err(too_many_sessions(shared));
     }
-    owner
-        .viewers
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(handle.clone());
+    // Checked again where it counts: concurrent requests passed the check above.
+    let admitted = {
+        let mut viewers = owner.viewers.lock().unwrap_or_else(|e| e.into_inner());
+        let room = viewers.len() < crate::connection::share::MAX_VIEWERS;
+        if room {
+            viewers.push(handle.clone());
+        }
+        room
+    };
+    if !admitted {
+        shared.registry.remove(&handle.id);
+        close_transport(shared, transport, EndReason::Error).await;
+        return Err(conflict(&format!(
+            "the session has {} viewers, as many as it may",
+            crate::connection::share::MAX_VIEWERS
+        )));
+    }
     // The owner may have ended meanwhile, after ending the viewers it had.
     if owner.end.is_cancelled() {
         handle.end(owner.reason());

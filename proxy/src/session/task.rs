@@ -88,11 +88,19 @@ pub(super) async fn run(
     for viewer in handle.viewers() {
         viewer.end(ending.reason);
     }
+    // Their departures are noted in the recordings, which end with the connection.
+    if let Some(share) = &handle.share {
+        share.viewers_left().await;
+    }
     relay_cancel.cancel();
     // A running Guacamole connection tells its client why (`error`, `disconnect`) before the
     // transport goes: closing a QUIC connection discards what is still unsent.
     if let ConnectionSlot::Running(_) = &connection {
         let _ = tokio::time::timeout(CONNECTION_END_GRACE, connection.ended()).await;
+    }
+    // A connection that never started never closed its share: its viewers leave now.
+    if let Some(share) = &handle.share {
+        share.close(ending.reason, ending.origin).await;
     }
     close_transport(&shared, transport, ending.reason).await;
     relays.close();

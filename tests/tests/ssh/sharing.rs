@@ -37,7 +37,15 @@ async fn join(
 async fn viewers_see_the_owners_screen_and_type_only_when_allowed() {
     let fx = Fixture::start().await;
     let mut events = fx.api.events(Some(0)).await.unwrap();
-    let (mut owner, id, _owner_session) = fx.terminal(Transport::Quic, &fx.password_login()).await;
+    // The owner's session writes a typescript: it notes who watched.
+    let (owner_session, id) = fx
+        .session(
+            Transport::Quic,
+            &fx.password_login(),
+            Some(super::recording(false, true)),
+        )
+        .await;
+    let mut owner = Term::connect(&owner_session).await;
     owner.wait_for_prompt().await;
     owner
         .run("echo before-the-viewers", "before-the-viewers")
@@ -172,6 +180,45 @@ async fn viewers_see_the_owners_screen_and_type_only_when_allowed() {
             other => panic!("an unknown viewer {other}"),
         }
     }
+
+    // The typescript notes who watched, and when.
+    let AuditEvent::RecordingEnded { recording, .. } = wait_event(&mut events, &id, STEP, |e| {
+        matches!(e, AuditEvent::RecordingEnded { .. })
+    })
+    .await
+    else {
+        unreachable!()
+    };
+    let secret = fx.recordings.path().join("secret");
+    std::fs::write(&secret, super::RESOURCE_SECRET).unwrap();
+    let key = zt_recorder_cli::KeyArgs {
+        secret_file: Some(secret),
+        secret_env: None,
+        x25519_key: None,
+    };
+    let file = fx.recordings.path().join("rec").join(recording);
+    let mut reader = zt_recorder_cli::open_unlocked(&file, &key).unwrap();
+    let mut notes = Vec::new();
+    for event in reader.events(zt_recorder::EventRange::all()).unwrap() {
+        if let zt_recorder::Event::Note(json) = event.unwrap().event {
+            let note: serde_json::Value = serde_json::from_slice(&json).unwrap();
+            notes.push(format!(
+                "{} {}",
+                note["event"].as_str().unwrap(),
+                note["user"].as_str().unwrap()
+            ));
+        }
+    }
+    notes.sort();
+    assert_eq!(
+        notes,
+        [
+            "viewer_joined bob",
+            "viewer_joined carol",
+            "viewer_left bob",
+            "viewer_left carol"
+        ]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
