@@ -295,3 +295,28 @@ impl PatternStream {
 
 /// The guacd double, a crate of its own (`tests/guacd-peer`) that the benchmarks use too.
 pub use zt_guacd_peer as guacd_peer;
+
+/// Every note of a recording as its event and user, sorted (`viewer_joined bob`; `-` for a
+/// note naming no user). `secret` is the resource secret (base64) the recording is wrapped
+/// under.
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+pub fn recording_notes(file: &Path, secret: &str) -> Vec<String> {
+    let secret_file = tempfile::NamedTempFile::new().expect("a temporary file");
+    std::fs::write(secret_file.path(), secret).unwrap();
+    let key = zt_recorder_cli::KeyArgs {
+        secret_file: Some(secret_file.path().to_owned()),
+        secret_env: None,
+        x25519_key: None,
+    };
+    let mut reader = zt_recorder_cli::open_unlocked(file, &key).expect("the recording opens");
+    let mut notes = Vec::new();
+    for event in reader.events(zt_recorder::EventRange::all()).unwrap() {
+        if let zt_recorder::Event::Note(json) = event.unwrap().event {
+            let note: serde_json::Value = serde_json::from_slice(&json).unwrap();
+            let event = note["event"].as_str().unwrap_or("-");
+            notes.push(format!("{event} {}", note["user"].as_str().unwrap_or("-")));
+        }
+    }
+    notes.sort();
+    notes
+}

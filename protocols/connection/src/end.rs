@@ -17,13 +17,15 @@ pub struct ConnectionEnd {
     /// The error counter this end adds to (`guacamole_protocol`, `guacd_protocol`, …), with
     /// [`origin`](Self::origin).
     pub metric: Option<&'static str>,
-    /// The backend's status, when the backend reported the error (the client hears it).
+    /// The status the client hears, when not the farewell's default: the backend's, when
+    /// it reported the error, or the client's fault in particular (a viewer too slow).
     pub status: Option<Status>,
     /// The client already heard why (the backend's own `error` or `disconnect` was
     /// relayed), or its channel is gone.
     pub told_client: bool,
     /// What the client is told in words, when the backend said (a native backend's "SSH
-    /// authentication failed"); the farewell's default otherwise.
+    /// authentication failed") or the client's fault has a name ("Viewer too slow"); the
+    /// farewell's default otherwise.
     pub message: Option<String>,
 }
 
@@ -84,7 +86,10 @@ pub fn farewell(end: &ConnectionEnd) -> Bytes {
         (EndReason::Shutdown, _) => ("ztproxy is shutting down", Status::SERVER_BUSY),
         (EndReason::RecordingFailed, _) => ("Recording failed", Status::SERVER_ERROR),
         (EndReason::ClientClosed | EndReason::TargetClosed, _) => ("Disconnected", Status::SUCCESS),
-        (_, Some(Origin::Client)) => ("Protocol error", Status::CLIENT_BAD_REQUEST),
+        (_, Some(Origin::Client)) => (
+            end.message.as_deref().unwrap_or("Protocol error"),
+            end.status.unwrap_or(Status::CLIENT_BAD_REQUEST),
+        ),
         (_, Some(Origin::Target)) => (
             end.message
                 .as_deref()
@@ -115,4 +120,24 @@ pub fn status_text(status: Status) -> String {
 
 pub(crate) fn disconnect_bytes() -> Bytes {
     Bytes::from_static(b"10.disconnect;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_clients_fault_is_told_in_its_own_words_when_it_has_them() {
+        let plain = ConnectionEnd::new(EndReason::Error, Some(Origin::Client), None);
+        assert_eq!(
+            &farewell(&plain)[..],
+            b"5.error,14.Protocol error,3.768;10.disconnect;"
+        );
+        let mut slow = plain.with_message(Some("Viewer too slow".to_owned()));
+        slow.status = Some(Status::CLIENT_TIMEOUT);
+        assert_eq!(
+            &farewell(&slow)[..],
+            b"5.error,15.Viewer too slow,3.776;10.disconnect;"
+        );
+    }
 }

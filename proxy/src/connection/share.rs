@@ -868,23 +868,12 @@ async fn send_output(
 
 /// Tells the viewer's client why it ends (bounded), and closes its channel.
 async fn farewell(mut writer: StreamWriter, end: ViewerEnd) -> ViewerEnd {
-    let bytes = match end.told {
-        Some((message, status)) => {
-            let mut out = BytesMut::new();
-            zt_guac::encode(
-                opcode::ERROR,
-                &[message, &status.code().to_string()],
-                &mut out,
-            );
-            zt_guac::encode(opcode::DISCONNECT, &[] as &[&str], &mut out);
-            out.freeze()
-        }
-        None => zt_connection::farewell(&zt_connection::ConnectionEnd::new(
-            end.reason,
-            end.origin,
-            end.detail.clone(),
-        )),
-    };
+    let mut told = zt_connection::ConnectionEnd::new(end.reason, end.origin, end.detail.clone());
+    if let Some((message, status)) = end.told {
+        told.status = Some(status);
+        told = told.with_message(Some(message.to_owned()));
+    }
+    let bytes = zt_connection::farewell(&told);
     let _ = tokio::time::timeout(FAREWELL_GRACE, async {
         let _ = writer.send(bytes).await;
         writer.close().await;

@@ -366,6 +366,18 @@ async fn read_json_body(
     }
 }
 
+/// What this proxy requires of every request that creates a transport.
+fn validation_policy(shared: &Shared) -> ValidationPolicy {
+    ValidationPolicy {
+        require_sealed_signalling: shared.webrtc.is_some()
+            && shared
+                .settings
+                .webrtc
+                .as_ref()
+                .is_some_and(|w| w.require_sealed_signalling),
+    }
+}
+
 async fn create_session(
     State(shared): State<Arc<Shared>>,
     deadline: Option<Extension<BodyDeadline>>,
@@ -374,14 +386,7 @@ async fn create_session(
 ) -> Result<Response, Failure> {
     let body = read_json_body(&headers, body, deadline.map(|d| d.0)).await?;
     let request = control::parse_create_session(&body)?;
-    let policy = ValidationPolicy {
-        require_sealed_signalling: shared.webrtc.is_some()
-            && shared
-                .settings
-                .webrtc
-                .as_ref()
-                .is_some_and(|w| w.require_sealed_signalling),
-    };
+    let policy = validation_policy(&shared);
     let spec = request.validate(policy)?;
     let response = session::create(&shared, spec).await?;
     Ok((StatusCode::CREATED, axum::Json(response)).into_response())
@@ -396,14 +401,7 @@ async fn create_viewer(
 ) -> Result<Response, Failure> {
     let body = read_json_body(&headers, body, deadline.map(|d| d.0)).await?;
     let request = control::parse_create_viewer(&body)?;
-    let policy = ValidationPolicy {
-        require_sealed_signalling: shared.webrtc.is_some()
-            && shared
-                .settings
-                .webrtc
-                .as_ref()
-                .is_some_and(|w| w.require_sealed_signalling),
-    };
+    let policy = validation_policy(&shared);
     let spec = request.validate(policy)?;
     let owner = find(&shared, &id)?;
     let response = session::create_viewer(&shared, &owner, spec).await?;
@@ -432,12 +430,18 @@ async fn delete_viewer(
         return Err(ApiError::new(ErrorCode::NotFound, "no such viewer").into());
     };
     tracing::info!(session = %id, %viewer, "removing viewer");
+    revoke(&handle, "viewer").await
+}
+
+/// Revokes `handle` and answers, once it is gone, with its summary (`what`: `session` or
+/// `viewer`, for the error when it takes too long).
+async fn revoke(handle: &session::SessionHandle, what: &str) -> Result<Response, Failure> {
     handle.end(control::EndReason::Revoked);
     match tokio::time::timeout(REVOKE_WAIT, handle.wait_ended()).await {
         Ok(Some(summary)) => Ok(axum::Json(summary).into_response()),
         _ => Err(ApiError::new(
             ErrorCode::Internal,
-            "the viewer is leaving but did not finish in time",
+            format!("the {what} is ending but did not finish in time"),
         )
         .into()),
     }
@@ -470,15 +474,7 @@ async fn delete_session(
 ) -> Result<Response, Failure> {
     let handle = find(&shared, &id)?;
     tracing::info!(session = %id, "revoking session");
-    handle.end(control::EndReason::Revoked);
-    match tokio::time::timeout(REVOKE_WAIT, handle.wait_ended()).await {
-        Ok(Some(summary)) => Ok(axum::Json(summary).into_response()),
-        _ => Err(ApiError::new(
-            ErrorCode::Internal,
-            "the session is ending but did not finish in time",
-        )
-        .into()),
-    }
+    revoke(&handle, "session").await
 }
 
 async fn add_candidates(

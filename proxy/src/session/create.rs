@@ -53,24 +53,8 @@ pub async fn create(
     if !shared.registry.has_room() {
         return Err(too_many_sessions(shared));
     }
-    let id = hex::encode(
-        crate::util::random_bytes::<16>()
-            .map_err(|_| ApiError::new(ErrorCode::Internal, "no randomness available"))?,
-    );
-    let mut response = CreateSessionResponse {
-        id: id.clone(),
-        transport: spec.transport,
-        answer: None,
-        sealed_answer: None,
-        quic: None,
-    };
-    let (transport, peer) = match spec.transport {
-        Transport::Webrtc => {
-            let offer = spec.offer_sdp.take().unwrap_or_default();
-            answer_webrtc(shared, offer, spec.answer_key.take(), &mut response).await?
-        }
-        Transport::Quic => issue_quic_token(shared, &id, &mut response)?,
-    };
+    let offer = (spec.offer_sdp.take(), spec.answer_key.take());
+    let (response, transport, peer) = new_transport(shared, spec.transport, offer).await?;
     let share = match &work {
         Work::Connection(_) if shared.settings.sessions.sharing => {
             crate::connection::share::Share::start()
@@ -78,24 +62,7 @@ pub async fn create(
         _ => None,
     };
     let meta = session_meta(&shared.settings.sessions, spec);
-    let (ended_tx, ended) = watch::channel(None);
-    let handle = Arc::new(SessionHandle {
-        id,
-        meta,
-        stats: Arc::new(SessionStats::new()),
-        state: AtomicU8::new(STATE_PENDING),
-        connected_at: OnceLock::new(),
-        // Not a child of the shutdown token: shutdown ends sessions through `end_all`, so
-        // each records `shutdown` as its reason.
-        end: CancellationToken::new(),
-        end_reason: Mutex::new(None),
-        ended,
-        peer,
-        recordings: Arc::default(),
-        share,
-        viewer: None,
-        viewers: Mutex::default(),
-    });
+    let (handle, ended_tx) = new_handle(response.id.clone(), meta, peer, share, None);
     if !shared.registry.insert(handle.clone()) {
         close_transport(shared, transport, EndReason::Error).await;
         return Err(too_many_sessions(shared));
@@ -111,6 +78,12 @@ pub async fn create_viewer(
     mut spec: ViewerSpec,
 ) -> Result<CreateSessionResponse, ApiError> {
     let conflict = |message: &str| ApiError::new(ErrorCode::Conflict, message.to_owned());
+    let too_many_viewers = || {
+        conflict(&format!(
+            "the session has {} viewers, as many as it may",
+            crate::connection::share::MAX_VIEWERS
+        ))
+    };
     if owner.viewer.is_some() {
         return Err(conflict(
             "a viewer cannot be watched; join the session it watches",
@@ -134,58 +107,25 @@ pub async fn create_viewer(
         ));
     }
     if owner.viewers().len() >= crate::connection::share::MAX_VIEWERS {
-        return Err(conflict(&format!(
-            "the session has {} viewers, as many as it may",
-            crate::connection::share::MAX_VIEWERS
-        )));
+        return Err(too_many_viewers());
     }
     if !shared.registry.has_room() {
         return Err(too_many_sessions(shared));
     }
-    let id = hex::encode(
-        crate::util::random_bytes::<16>()
-            .map_err(|_| ApiError::new(ErrorCode::Internal, "no randomness available"))?,
-    );
-    let mut response = CreateSessionResponse {
-        id: id.clone(),
-        transport: spec.transport,
-        answer: None,
-        sealed_answer: None,
-        quic: None,
-    };
-    let (transport, peer) = match spec.transport {
-        Transport::Webrtc => {
-            let offer = spec.offer_sdp.take().unwrap_or_default();
-            answer_webrtc(shared, offer, spec.answer_key.take(), &mut response).await?
-        }
-        Transport::Quic => issue_quic_token(shared, &id, &mut response)?,
-    };
+    let offer = (spec.offer_sdp.take(), spec.answer_key.take());
+    let (response, transport, peer) = new_transport(shared, spec.transport, offer).await?;
     let mut meta = owner.meta.clone();
     meta.transport = spec.transport;
     meta.user = Some(spec.user.clone());
     meta.created_at = crate::util::now_rfc3339();
     meta.max_connections = 1;
-    let (ended_tx, ended) = watch::channel(None);
-    let handle = Arc::new(SessionHandle {
-        id,
-        meta,
-        stats: Arc::new(SessionStats::new()),
-        state: AtomicU8::new(STATE_PENDING),
-        connected_at: OnceLock::new(),
-        end: CancellationToken::new(),
-        end_reason: Mutex::new(None),
-        ended,
-        peer,
-        recordings: Arc::default(),
-        share: None,
-        viewer: Some(ViewerOf {
-            session: owner.id.clone(),
-            user: spec.user,
-            input: spec.input,
-            clipboard: spec.clipboard,
-        }),
-        viewers: Mutex::default(),
-    });
+    let viewer = ViewerOf {
+        session: owner.id.clone(),
+        user: spec.user,
+        input: spec.input,
+        clipboard: spec.clipboard,
+    };
+    let (handle, ended_tx) = new_handle(response.id.clone(), meta, peer, None, Some(viewer));
     if !shared.registry.insert(handle.clone()) {
         close_transport(shared, transport, EndReason::Error).await;
         return Err(too_many_sessions(shared));
@@ -202,10 +142,7 @@ pub async fn create_viewer(
     if !admitted {
         shared.registry.remove(&handle.id);
         close_transport(shared, transport, EndReason::Error).await;
-        return Err(conflict(&format!(
-            "the session has {} viewers, as many as it may",
-            crate::connection::share::MAX_VIEWERS
-        )));
+        return Err(too_many_viewers());
     }
     // The owner may have ended meanwhile, after ending the viewers it had.
     if owner.end.is_cancelled() {
@@ -219,6 +156,66 @@ pub async fn create_viewer(
         ended_tx,
     );
     Ok(response)
+}
+
+/// A new session's id, its transport set up (answering the WebRTC `offer`, sealed with its
+/// key when it was sealed, or issuing a QUIC token), and the response that names both.
+async fn new_transport(
+    shared: &Shared,
+    transport: Transport,
+    (offer, answer_key): (Option<String>, Option<zt_api::seal::SealKey>),
+) -> Result<(CreateSessionResponse, SessionTransport, NewPeer), ApiError> {
+    let id = hex::encode(
+        crate::util::random_bytes::<16>()
+            .map_err(|_| ApiError::new(ErrorCode::Internal, "no randomness available"))?,
+    );
+    let mut response = CreateSessionResponse {
+        id: id.clone(),
+        transport,
+        answer: None,
+        sealed_answer: None,
+        quic: None,
+    };
+    let (transport, peer) = match transport {
+        Transport::Webrtc => {
+            let offer = offer.unwrap_or_default();
+            answer_webrtc(shared, offer, answer_key, &mut response).await?
+        }
+        Transport::Quic => issue_quic_token(shared, &id, &mut response)?,
+    };
+    Ok((response, transport, peer))
+}
+
+/// The handle of a new session (pending), and the sender of its end.
+fn new_handle(
+    id: String,
+    meta: SessionMeta,
+    peer: NewPeer,
+    share: Option<Arc<crate::connection::share::Share>>,
+    viewer: Option<ViewerOf>,
+) -> (
+    Arc<SessionHandle>,
+    watch::Sender<Option<zt_api::control::EndedSession>>,
+) {
+    let (ended_tx, ended) = watch::channel(None);
+    let handle = Arc::new(SessionHandle {
+        id,
+        meta,
+        stats: Arc::new(SessionStats::new()),
+        state: AtomicU8::new(STATE_PENDING),
+        connected_at: OnceLock::new(),
+        // Not a child of the shutdown token: shutdown ends sessions through `end_all`, so
+        // each records `shutdown` as its reason.
+        end: CancellationToken::new(),
+        end_reason: Mutex::new(None),
+        ended,
+        peer,
+        recordings: Arc::default(),
+        share,
+        viewer,
+        viewers: Mutex::default(),
+    });
+    (handle, ended_tx)
 }
 
 fn disabled(transport: &str) -> ApiError {
@@ -263,11 +260,10 @@ fn session_meta(config: &crate::config::SessionsConfig, spec: SessionSpec) -> Se
     }
 }
 
+/// A WebRTC session's peer connection.
+type NewPeer = Option<Arc<dyn webrtc::peer_connection::PeerConnection>>;
 /// A session's transport, and its peer connection when it is WebRTC.
-type NewTransport = (
-    SessionTransport,
-    Option<Arc<dyn webrtc::peer_connection::PeerConnection>>,
-);
+type NewTransport = (SessionTransport, NewPeer);
 
 /// Answers the client's WebRTC offer (sealed when the offer was).
 async fn answer_webrtc(

@@ -172,13 +172,17 @@ impl SessionHandle {
         self.peer.as_ref()
     }
 
-    /// The API view of the session.
-    pub fn info(&self) -> SessionInfo {
-        let state = match self.state.load(Ordering::Relaxed) {
+    fn state(&self) -> SessionState {
+        match self.state.load(Ordering::Relaxed) {
             STATE_PENDING => SessionState::Pending,
             STATE_CONNECTED => SessionState::Connected,
             _ => SessionState::Ending,
-        };
+        }
+    }
+
+    /// The API view of the session.
+    pub fn info(&self) -> SessionInfo {
+        let state = self.state();
         SessionInfo {
             id: self.id.clone(),
             state,
@@ -219,11 +223,7 @@ impl SessionHandle {
     /// The API view of a viewer session (`None` for other sessions).
     pub fn viewer_info(&self) -> Option<ViewerInfo> {
         let of = self.viewer.as_ref()?;
-        let state = match self.state.load(Ordering::Relaxed) {
-            STATE_PENDING => SessionState::Pending,
-            STATE_CONNECTED => SessionState::Connected,
-            _ => SessionState::Ending,
-        };
+        let state = self.state();
         Some(ViewerInfo {
             id: self.id.clone(),
             session: of.session.clone(),

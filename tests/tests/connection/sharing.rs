@@ -226,27 +226,8 @@ async fn a_viewer_draws_the_owners_frames_and_types_only_when_allowed() {
     // The recording notes who watched, and when.
     let (recording, status) = super::recording::recording_ended(&mut events, &id).await;
     assert_eq!(status, "finalised");
-    let secret = fx.recordings.path().join("secret");
-    std::fs::write(&secret, super::RESOURCE_SECRET).unwrap();
-    let key = zt_recorder_cli::KeyArgs {
-        secret_file: Some(secret),
-        secret_env: None,
-        x25519_key: None,
-    };
     let file = fx.recordings.path().join("rec").join(recording);
-    let mut reader = zt_recorder_cli::open_unlocked(&file, &key).unwrap();
-    let mut notes = Vec::new();
-    for event in reader.events(zt_recorder::EventRange::all()).unwrap() {
-        if let zt_recorder::Event::Note(json) = event.unwrap().event {
-            let note: serde_json::Value = serde_json::from_slice(&json).unwrap();
-            notes.push(format!(
-                "{} {}",
-                note["event"].as_str().unwrap(),
-                note["user"].as_str().unwrap()
-            ));
-        }
-    }
-    notes.sort();
+    let notes = zt_tests::recording_notes(&file, super::RESOURCE_SECRET);
     assert_eq!(
         notes,
         [

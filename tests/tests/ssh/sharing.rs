@@ -189,27 +189,8 @@ async fn viewers_see_the_owners_screen_and_type_only_when_allowed() {
     else {
         unreachable!()
     };
-    let secret = fx.recordings.path().join("secret");
-    std::fs::write(&secret, super::RESOURCE_SECRET).unwrap();
-    let key = zt_recorder_cli::KeyArgs {
-        secret_file: Some(secret),
-        secret_env: None,
-        x25519_key: None,
-    };
     let file = fx.recordings.path().join("rec").join(recording);
-    let mut reader = zt_recorder_cli::open_unlocked(&file, &key).unwrap();
-    let mut notes = Vec::new();
-    for event in reader.events(zt_recorder::EventRange::all()).unwrap() {
-        if let zt_recorder::Event::Note(json) = event.unwrap().event {
-            let note: serde_json::Value = serde_json::from_slice(&json).unwrap();
-            notes.push(format!(
-                "{} {}",
-                note["event"].as_str().unwrap(),
-                note["user"].as_str().unwrap()
-            ));
-        }
-    }
-    notes.sort();
+    let notes = zt_tests::recording_notes(&file, super::RESOURCE_SECRET);
     assert_eq!(
         notes,
         [
